@@ -1,0 +1,137 @@
+"""Safe, strict checkpoint I/O: safetensors, or ``torch.load(weights_only=True)`` state dicts.
+
+Checkpoints are untrusted input: nothing here executes a pickle. Loading is strict: missing
+and unexpected keys and shape mismatches are reported by name, never skipped.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+import yaml
+
+from segcheck import SegcheckError
+from segcheck.hookspecs import hookimpl
+
+WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
+SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors stored at ``path`` (unwrapping ``{"state_dict": ...}``-style containers)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SegcheckError(f"checkpoint {path} does not exist; pass --checkpoint PATH to a .safetensors or .pt file")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise SegcheckError(f"checkpoint {path} is not a readable safetensors file ({exc}); re-save it") from exc
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower():
+            raise SegcheckError(f"checkpoint {path} is corrupt or not a PyTorch file ({exc})") from exc
+        raise SegcheckError(
+            f"checkpoint {path} needs code execution to load (it pickles objects, not just tensors); "
+            "segcheck never runs pickled code: save model.state_dict() with torch.save or safetensors instead"
+        ) from exc
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise SegcheckError(f"checkpoint {path} is corrupt or not a PyTorch file ({exc.__class__.__name__}: {exc})") from exc
+    return _unwrap(state, path)
+
+
+def _unwrap(state, path: Path) -> dict[str, torch.Tensor]:
+    while isinstance(state, dict) and not _is_tensor_dict(state):
+        inner = next((state[k] for k in WRAPPER_KEYS if isinstance(state.get(k), dict)), None)
+        if inner is None:
+            raise SegcheckError(
+                f"checkpoint {path} holds a dict with keys {sorted(map(str, state))[:8]} but no state dict; "
+                f"expected tensors or one of the wrappers {list(WRAPPER_KEYS)}"
+            )
+        state = inner
+    if not isinstance(state, dict):
+        raise SegcheckError(f"checkpoint {path} holds a {type(state).__name__}, expected a state dict of tensors")
+    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel/DDP
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _is_tensor_dict(state: dict) -> bool:
+    return bool(state) and all(isinstance(v, torch.Tensor) for v in state.values())
+
+
+def state_mismatch(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> str | None:
+    """A one-line description of how ``state`` does not fit ``model``, or None if it fits exactly."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(state) & set(expected))
+        if state[k].shape != expected[k].shape
+    ]
+    problems = []
+    if shapes:
+        problems.append(f"shape mismatch: {_listed(shapes)}")
+    if missing:
+        problems.append(f"missing keys: {_listed(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_listed(unexpected)}")
+    return "; ".join(problems) or None
+
+
+def _listed(items: list[str], most: int = 6) -> str:
+    more = f" (+{len(items) - most} more)" if len(items) > most else ""
+    return ", ".join(items[:most]) + more
+
+
+def load_into(model: torch.nn.Module, path: Path) -> torch.nn.Module:
+    """Load the checkpoint at ``path`` into ``model`` strictly; raise naming every mismatch."""
+    state = read_state_dict(path)
+    problem = state_mismatch(model, state)
+    if problem:
+        raise SegcheckError(
+            f"checkpoint {path} does not fit the model ({problem}); check --model and the number of classes "
+            "(the dataset's classes must be the ones the checkpoint was trained on)"
+        )
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+@hookimpl(trylast=True)
+def segcheck_load_checkpoint(model, path):
+    """The built-in loader: state dicts in safetensors or PyTorch files, strictly."""
+    return load_into(model, Path(path))
+
+
+def save(model: torch.nn.Module, path: Path, sidecar: dict) -> Path:
+    """Write ``model``'s weights as safetensors at ``path`` and ``sidecar`` as ``path``.yaml."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path))
+    sidecar_path(path).write_text(yaml.safe_dump(sidecar, sort_keys=False))
+    return path
+
+
+def sidecar_path(path: Path) -> Path:
+    return Path(path).with_suffix(".yaml")
+
+
+def read_sidecar(path: Path) -> dict | None:
+    """The YAML sidecar written next to a checkpoint by ``save``, or None if there is none."""
+    side = sidecar_path(path)
+    if not side.is_file():
+        return None
+    data = yaml.safe_load(side.read_text())
+    if not isinstance(data, dict):
+        raise SegcheckError(f"checkpoint sidecar {side} is not a YAML mapping; delete or fix it")
+    return data

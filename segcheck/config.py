@@ -1,0 +1,57 @@
+"""The one table of defaults and thresholds, and its overrides from ``segcheck.yaml``."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from segcheck import SegcheckError
+
+DEFAULTS: dict[str, dict] = {
+    "target": {"model": "unet", "dataset": "synthetic-streets", "device": "auto"},
+    "eval": {"split": "val", "size": 32, "seed": 0, "batch_size": 8},
+    "noise_input": {"max_miou": 0.10, "max_ratio": 0.7, "seed": 0},
+}
+
+
+def load(path: Path | None = None, overrides: dict | None = None) -> dict:
+    """DEFAULTS, updated by the YAML file at ``path`` (safe-loaded), then by ``overrides``.
+
+    Unknown sections or keys and values of the wrong type are errors that name them.
+    """
+    config = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise SegcheckError(f"config file {path} does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise SegcheckError(f"config file {path} must be a YAML mapping of sections, got {type(data).__name__}")
+        merge(config, data, str(path))
+    merge(config, overrides or {}, "command line")
+    return config
+
+
+def merge(config: dict, update: dict, source: str) -> None:
+    """Update ``config`` in place from ``{section: {key: value}}``, checking names and types."""
+    for section, values in update.items():
+        if section not in config:
+            raise SegcheckError(f"{source}: unknown section {section!r}; known: {', '.join(config)}")
+        if not isinstance(values, dict):
+            raise SegcheckError(f"{source}: section {section!r} must be a mapping of settings")
+        for key, value in values.items():
+            if key not in config[section]:
+                raise SegcheckError(f"{source}: unknown setting {section}.{key}; known: {', '.join(config[section])}")
+            default = config[section][key]
+            if isinstance(default, (int, float)) and not isinstance(default, bool):
+                if not isinstance(value, (int, float)) or isinstance(value, bool):
+                    raise SegcheckError(f"{source}: {section}.{key} must be a number, got {value!r}")
+                value = type(default)(value) if isinstance(default, float) else value
+            config[section][key] = value
+
+
+def thresholds(config: dict) -> dict[str, object]:
+    """Flat ``{"section.key": value}`` of every gate setting, for headers and reports."""
+    return {f"{s}.{k}": v for s, values in config.items() if s not in ("target",) for k, v in values.items()}

@@ -1,0 +1,67 @@
+"""noise_input: a model that scores on noise does not read its images."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segcheck.gates.result import GateResult
+from segcheck.evaluate import constant_class_floor, score
+from segcheck.target import Target
+
+NOISE_KINDS = ("gaussian", "uniform", "matched", "gray")
+
+
+def noise_pixels(kind: str, shape: tuple[int, ...], mean, std, rng: np.random.Generator) -> np.ndarray:
+    """Noise images (N, H, W, 3) in pixel scale 0..255 (float32).
+
+    ``gaussian`` is N(0, 1) in the model's normalized space (mapped back to pixels);
+    ``uniform`` is U(0, 255) per pixel; ``matched`` has the data's per-channel mean and std;
+    ``gray`` is the constant mean colour.
+    """
+    mean, std = np.asarray(mean, np.float32) * 255, np.asarray(std, np.float32) * 255
+    if kind == "gaussian":
+        return rng.standard_normal(shape, dtype=np.float32) * std + mean
+    if kind == "uniform":
+        return rng.uniform(0, 255, size=shape).astype(np.float32)
+    if kind == "matched":
+        return np.clip(rng.standard_normal(shape, dtype=np.float32) * std + mean, 0, 255)
+    if kind == "gray":
+        return np.broadcast_to(mean, shape).astype(np.float32)
+    raise ValueError(f"unknown noise kind {kind!r}; known: {NOISE_KINDS}")
+
+
+def noise_input(target: Target, cfg: dict) -> GateResult:
+    """Feed each noise kind instead of the eval images and score it against the real labels.
+
+    Passes when the worst kind's mIoU is < ``cfg["max_miou"]`` and < ``cfg["max_ratio"]``
+    x the real mIoU.
+    """
+    images, masks = target.eval_set
+    spec, model = target.spec, target.model
+    real = score(target.clean[0], masks, spec)
+    rng = np.random.default_rng(cfg["seed"])
+    per_kind = {}
+    for kind in NOISE_KINDS:
+        noise = noise_pixels(kind, images.shape, model.mean.cpu().numpy().ravel(), model.std.cpu().numpy().ravel(), rng)
+        per_kind[kind] = score(model.predict_pixels(noise, target.config["eval"]["batch_size"])[0], masks, spec)
+    worst_kind = max(per_kind, key=per_kind.get)
+    worst = per_kind[worst_kind]
+    threshold = min(cfg["max_miou"], cfg["max_ratio"] * real)
+    floor, floor_class = constant_class_floor(masks, spec)
+    passed = bool(worst < threshold)
+    details = {"real_miou": real, "noise_miou": per_kind, "worst_kind": worst_kind,
+               "constant_class_floor": floor, "floor_class": floor_class}
+    measured = f"noise mIoU {worst:.3f} ({worst_kind}) vs real {real:.3f}"
+    if passed:
+        message = f"{measured} < {threshold:.3f}: predictions depend on image content"
+    elif floor >= cfg["max_miou"]:
+        message = (f"{measured} >= {threshold:.3f}, but predicting {floor_class!r} everywhere already scores "
+                   f"{floor:.3f} on this data (constant-class floor), so the threshold cannot separate content from "
+                   f"prior here; set noise_input.max_miou above {floor:.2f} in segcheck.yaml")
+    elif worst >= cfg["max_miou"]:
+        message = (f"{measured} >= {cfg['max_miou']:.2f}: predictions follow pixel position, not content "
+                   f"(constant-class floor {floor:.3f})")
+    else:
+        message = (f"{measured}: noise reaches {worst / real if real else float('inf'):.0%} of the real mIoU "
+                   f"(limit {cfg['max_ratio']:.0%}): the model scores without reading the image")
+    return GateResult("noise_input", worst, threshold, passed, message, rule="value < threshold", details=details)

@@ -1,0 +1,73 @@
+"""Every hook segcheck calls. Plugins implement them with ``@segcheck.hookimpl``.
+
+Hooks are called with keyword arguments only; an implementation may accept any subset of
+the arguments named here. A misspelled ``segcheck_*`` implementation is an error
+(``PluginManager.check_pending``).
+"""
+
+import pluggy
+
+PROJECT = "segcheck"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def segcheck_register_models(registry):
+    """Register segmentation model builders.
+
+    :param segcheck.registry.Registry registry: call ``registry.add(name, builder, **meta)``.
+
+    ``builder(num_classes: int, **kwargs) -> torch.nn.Module``. Its output may be a tensor
+    (B, C, h, w), a dict with ``"out"`` (torchvision), or an object with ``.logits``.
+    Recognised ``meta``: ``mean``/``std`` (input normalization, pixel scale 0-1),
+    ``binary`` (one sigmoid channel for two classes), ``divisible_by`` (input size
+    constraint), ``aux_prefix`` (state-dict prefix of an auxiliary head; the builder then
+    accepts ``aux_loss: bool``), ``checkpoints`` (``{dataset_name: path}`` of bundled
+    weights), ``description``. A name registered twice is an error.
+    """
+
+
+@hookspec
+def segcheck_register_datasets(registry):
+    """Register datasets.
+
+    :param segcheck.registry.Registry registry: call ``registry.add(name, factory, **meta)``.
+
+    ``factory(root: pathlib.Path | None, split: str) -> segcheck.data.SegDataset``.
+    Recognised ``meta``: ``needs_root`` (bool: ``--data-root`` required),
+    ``description``. A name registered twice is an error.
+    """
+
+
+@hookspec
+def segcheck_register_metrics(registry):
+    """Register metric implementations to property-test against segcheck's references.
+
+    :param segcheck.registry.Registry registry: call ``registry.add(name, function, kind=...)``.
+
+    ``kind="per_class_iou"``: ``function(pred, target, num_classes, ignore_index)`` with
+    integer numpy arrays of equal shape, returning per-class IoU, shape (num_classes,),
+    NaN for classes absent from both prediction and target.
+    """
+
+
+@hookspec(firstresult=True)
+def segcheck_load_checkpoint(model, path):
+    """Load the weights at ``path`` into ``model`` and return it, or ``None`` to pass.
+
+    :param torch.nn.Module model: freshly built by the model's builder.
+    :param pathlib.Path path: the checkpoint file (untrusted input).
+
+    The first non-None result wins. The built-in implementation runs last and reads
+    ``.safetensors`` and ``.pt``/``.pth`` state dicts strictly, never executing pickles.
+    """
+
+
+@hookspec
+def segcheck_configure(config):
+    """Adjust thresholds and settings before a run.
+
+    :param dict config: the merged configuration (defaults, then ``segcheck.yaml``),
+        mutable in place; see ``segcheck.config.DEFAULTS`` for its keys.
+    """

@@ -1,0 +1,112 @@
+"""Build the pluggy PluginManager and fill the model, dataset and metric registries.
+
+Plugins come from, in order: the built-in modules (``BUILTIN_PLUGINS``, registered exactly
+like external ones), installed packages of the ``segcheck`` entry-point group, and the
+files or modules the user names with ``--plugin``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import pluggy
+
+from segcheck import SegcheckError, hookspecs
+from segcheck.registry import Registry
+
+BUILTIN_PLUGINS = (
+    "segcheck.checkpoint",
+    "segcheck_plugins.unet",
+    "segcheck_plugins.torchvision_models",
+    "segcheck_plugins.synthetic_streets",
+    "segcheck_plugins.folder",
+    "segcheck_plugins.reference_metrics",
+)
+
+
+@dataclass
+class Plugins:
+    """The plugin manager and the registries its plugins filled."""
+
+    manager: pluggy.PluginManager
+    models: Registry
+    datasets: Registry
+    metrics: Registry
+
+    def plugin_names(self) -> list[str]:
+        return [name for name, plugin in self.manager.list_name_plugin() if plugin is not None]
+
+
+def import_plugin(spec: str) -> ModuleType:
+    """Import ``spec``: a path to a ``.py`` file or a dotted module name."""
+    path = Path(spec)
+    if spec.endswith(".py") or path.exists():
+        if not path.is_file():
+            raise SegcheckError(f"--plugin {spec}: no such file; give a .py file or an importable module name")
+        name = f"segcheck_user_plugin_{path.stem}_{abs(hash(str(path.resolve())))}"
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[name]
+            raise SegcheckError(f"--plugin {spec} failed to import: {type(exc).__name__}: {exc}") from exc
+        return module
+    try:
+        return importlib.import_module(spec)
+    except ImportError as exc:
+        raise SegcheckError(f"--plugin {spec}: cannot import it ({exc}); give a .py file or an importable module") from exc
+
+
+class _Manager(pluggy.PluginManager):
+    """Treats any ``segcheck_*`` function of a plugin as a hook implementation (as pytest does
+    with ``pytest_*``), so a misspelled hook name is caught by ``check_pending``."""
+
+    def parse_hookimpl_opts(self, plugin, name):
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and name.startswith(hookspecs.PROJECT + "_") and callable(getattr(plugin, name, None)):
+            return {}
+        return opts
+
+
+def _fill(manager: pluggy.PluginManager, hook_name: str, registry: Registry) -> Registry:
+    """Call each implementation of ``hook_name`` (in pluggy's order), attributing entries to it."""
+    for impl in reversed(getattr(manager.hook, hook_name).get_hookimpls()):
+        with registry.provided_by(impl.plugin_name):
+            impl.function(**{arg: registry for arg in impl.argnames})
+    return registry
+
+
+def load(plugin_specs: list[str] | tuple[str, ...] = (), *, entry_points: bool = True) -> Plugins:
+    """Register built-in, installed (entry points) and user plugins; fill the registries."""
+    manager = _Manager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    for name in BUILTIN_PLUGINS:
+        manager.register(importlib.import_module(name), name=name)
+    if entry_points:
+        manager.load_setuptools_entrypoints(hookspecs.PROJECT)
+    for spec in plugin_specs:
+        module = import_plugin(spec)
+        if manager.is_registered(module):
+            continue
+        manager.register(module, name=spec)
+    try:
+        manager.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise SegcheckError(f"{exc}; segcheck hooks are: {', '.join(_hook_names())}") from exc
+    return Plugins(
+        manager=manager,
+        models=_fill(manager, "segcheck_register_models", Registry("model")),
+        datasets=_fill(manager, "segcheck_register_datasets", Registry("dataset")),
+        metrics=_fill(manager, "segcheck_register_metrics", Registry("metric")),
+    )
+
+
+def _hook_names() -> list[str]:
+    return sorted(name for name in vars(hookspecs) if name.startswith("segcheck_"))

@@ -1,0 +1,70 @@
+"""Name -> object registries filled by the ``segcheck_register_*`` hooks."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from segcheck import SegcheckError
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered object: its name, the callable, its metadata and the plugin it came from."""
+
+    name: str
+    obj: Callable[..., Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+    plugin: str = "?"
+
+
+class Registry:
+    """Names of one kind (``"model"``, ``"dataset"``, ``"metric"``); a duplicate name is an error."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+        self._plugin = "?"
+
+    def add(self, name: str, obj: Callable[..., Any], **meta: Any) -> None:
+        """Register ``obj`` under ``name``; raise if the name is taken."""
+        if not isinstance(name, str) or not name:
+            raise SegcheckError(f"{self.kind} names must be non-empty strings, got {name!r} from plugin {self._plugin}")
+        if not callable(obj):
+            raise SegcheckError(f"{self.kind} {name!r} from plugin {self._plugin} is not callable: {obj!r}")
+        if name in self._entries:
+            other = self._entries[name].plugin
+            raise SegcheckError(
+                f"{self.kind} {name!r} registered twice (by {other} and by {self._plugin}); rename one of them"
+            )
+        self._entries[name] = Entry(name, obj, dict(meta), self._plugin)
+
+    def get(self, name: str) -> Entry:
+        """The entry called ``name``; an unknown name raises, listing the known ones."""
+        try:
+            return self._entries[name]
+        except KeyError:
+            known = ", ".join(sorted(self._entries)) or "(none)"
+            raise SegcheckError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __iter__(self):
+        return iter(sorted(self._entries.values(), key=lambda e: e.name))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @contextmanager
+    def provided_by(self, plugin: str):
+        """Attribute every ``add`` inside the block to ``plugin``."""
+        previous, self._plugin = self._plugin, plugin
+        try:
+            yield self
+        finally:
+            self._plugin = previous

@@ -1,0 +1,36 @@
+"""Reports of gate results: the terminal table and the JSON file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from segcheck import __version__
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def summary_table(results: list[dict]) -> list[str]:
+    """Lines of a table: gate, model, measured, threshold, verdict."""
+    rows = [("gate", "model", "measured", "threshold", "verdict")]
+    rows += [(r["name"], r["model"], _fmt(r["value"]), f"{r['rule'].replace('threshold', _fmt(r['threshold']))}",
+              "PASS" if r["passed"] else "FAIL") for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    passed = sum(r["passed"] for r in results)
+    lines.append(f"{passed} of {len(results)} gates passed")
+    return lines
+
+
+def write_json(path: Path, target: dict, thresholds: dict, results: list[dict]) -> Path:
+    """Write the machine-readable report: what was tested, the thresholds used, every gate."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    report = {"segcheck": __version__, "target": target, "thresholds": thresholds, "gates": results}
+    path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return path

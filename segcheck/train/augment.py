@@ -1,0 +1,50 @@
+"""Positional jitter applied jointly to a batch of images and masks (on any device)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def flips(x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flip each sample horizontally and vertically, each with probability 1/2."""
+    n = len(x)
+    for dim in (-1, -2):
+        flip = torch.rand(n, generator=g) < 0.5
+        idx = flip.nonzero().flatten().to(x.device)
+        if len(idx):
+            x[idx] = x[idx].flip(dim)
+            y[idx] = y[idx].flip(dim)
+    return x, y
+
+
+def rolls(x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Circularly shift each sample by a random offset, vertically and horizontally."""
+    h, w = x.shape[-2:]
+    shifts = torch.stack([torch.randint(0, h, (len(x),), generator=g), torch.randint(0, w, (len(x),), generator=g)], 1)
+    for i, (dy, dx) in enumerate(shifts.tolist()):
+        x[i] = x[i].roll((dy, dx), dims=(-2, -1))
+        y[i] = y[i].roll((dy, dx), dims=(-2, -1))
+    return x, y
+
+
+def scale_crops(x: torch.Tensor, y: torch.Tensor, g: torch.Generator, ignore_index: int,
+                scales: tuple[float, float] = (0.5, 2.0)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rescale each sample by a factor in ``scales``, then crop or pad back to the input size.
+
+    Padding is 0 in normalized space for images and ``ignore_index`` for masks.
+    """
+    h, w = x.shape[-2:]
+    out_x, out_y = torch.empty_like(x), torch.full_like(y, ignore_index)
+    for i in range(len(x)):
+        s = float(torch.empty(1).uniform_(*scales, generator=g))
+        sh, sw = max(1, round(h * s)), max(1, round(w * s))
+        xi = F.interpolate(x[i:i + 1], size=(sh, sw), mode="bilinear", align_corners=False)[0]
+        yi = F.interpolate(y[i:i + 1, None].float(), size=(sh, sw), mode="nearest")[0, 0].long()
+        top = int(torch.randint(0, max(1, sh - h + 1), (1,), generator=g))
+        left = int(torch.randint(0, max(1, sw - w + 1), (1,), generator=g))
+        xi, yi = xi[:, top:top + h, left:left + w], yi[top:top + h, left:left + w]
+        out_x[i].zero_()
+        out_x[i, :, :xi.shape[1], :xi.shape[2]] = xi
+        out_y[i, :yi.shape[0], :yi.shape[1]] = yi
+    return out_x, out_y

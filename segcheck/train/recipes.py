@@ -1,0 +1,55 @@
+"""Training recipes: named sets of ingredients, each one a measurable switch."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from segcheck import SegcheckError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Hyper-parameters and ingredients of one training run.
+
+    ``flips``: random horizontal and vertical flips; ``rolls``: random circular shifts
+    (vertical and horizontal); ``scale_crops``: multi-scale crops 0.5-2.0; all applied
+    jointly to image and mask. ``consistency``: weight of KL(clean || noisy) with pixel noise
+    sigma 0.05; ``recon``: weight of a reconstruction head's MSE (model must accept
+    ``recon_head=True``); ``outlier_exposure``: weight of a uniform-prediction loss on
+    noise inputs. The torchvision auxiliary loss (weight 0.5) is used whenever the model
+    returns ``"aux"``.
+    """
+
+    name: str
+    epochs: int = 12
+    batch_size: int = 16
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    flips: bool = False
+    rolls: bool = False
+    scale_crops: bool = False
+    consistency: float = 0.0
+    recon: float = 0.0
+    outlier_exposure: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def with_(self, **changes) -> "Recipe":
+        unknown = set(changes) - set(asdict(self))
+        if unknown:
+            raise SegcheckError(f"unknown recipe settings {sorted(unknown)}; known: {sorted(asdict(self))}")
+        return replace(self, **changes)
+
+
+RECIPES = {
+    "naive": Recipe("naive"),
+    "robust": Recipe("robust", flips=True, rolls=True),
+}
+
+
+def get(name: str) -> Recipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise SegcheckError(f"unknown recipe {name!r}; known recipes: {', '.join(RECIPES)}") from None

@@ -1,0 +1,92 @@
+"""Checkpoints: safe formats, wrappers, strict loading with named mismatches, refused pickles."""
+
+import collections
+
+import pytest
+import torch
+
+from segcheck import SegcheckError, checkpoint
+from segcheck_plugins.torchvision_models import build
+from segcheck_plugins.unet import build_unet
+
+
+class Evil:
+    """Unpickling this would need code execution."""
+
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_safetensors_round_trip_with_sidecar(tmp_path):
+    model = build_unet(4)
+    path = checkpoint.save(model, tmp_path / "m.safetensors", {"classes": ["a", "b", "c", "d"]})
+    fresh = checkpoint.load_into(build_unet(4), path)
+    for key, value in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value)
+    assert checkpoint.read_sidecar(path) == {"classes": ["a", "b", "c", "d"]}
+
+
+@pytest.mark.parametrize("wrap", [lambda s: s, lambda s: {"state_dict": s}, lambda s: {"model": s, "epoch": 3},
+                                  lambda s: {"module." + k: v for k, v in s.items()}],
+                         ids=["plain", "state_dict", "model+epoch", "ddp-prefix"])
+def test_pt_state_dicts_and_common_wrappers(tmp_path, wrap):
+    model = build_unet(3)
+    path = tmp_path / "m.pt"
+    torch.save(wrap(model.state_dict()), path)
+    checkpoint.load_into(build_unet(3), path)
+
+
+def test_13_class_head_against_14_class_data_names_the_shapes(tmp_path):
+    path = tmp_path / "lraspp13.pt"
+    torch.save(build("lraspp_mobilenet_v3_large", 13).state_dict(), path)
+    with pytest.raises(SegcheckError) as info:
+        checkpoint.load_into(build("lraspp_mobilenet_v3_large", 14), path)
+    message = str(info.value)
+    assert "shape mismatch" in message and "classifier.low_classifier.weight (13, 40, 1, 1) vs model (14, 40, 1, 1)" in message
+    assert "\n" not in message
+
+
+def test_missing_and_unexpected_keys_are_named(tmp_path):
+    state = collections.OrderedDict(build_unet(3).state_dict())
+    state.pop("head.bias")
+    state["extra.weight"] = torch.zeros(1)
+    path = tmp_path / "m.pt"
+    torch.save(state, path)
+    with pytest.raises(SegcheckError, match=r"missing keys: head\.bias; unexpected keys: extra\.weight"):
+        checkpoint.load_into(build_unet(3), path)
+
+
+def test_code_executing_pickle_is_refused(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": Evil()}, path)
+    with pytest.raises(SegcheckError, match="needs code execution.*never runs pickled code"):
+        checkpoint.read_state_dict(path)
+    assert "pwned" not in capsys.readouterr().out
+
+
+def test_whole_pickled_model_is_refused(tmp_path):
+    path = tmp_path / "whole.pt"
+    torch.save(build_unet(3), path)
+    with pytest.raises(SegcheckError, match="needs code execution"):
+        checkpoint.read_state_dict(path)
+
+
+@pytest.mark.parametrize("name, payload", [("junk.pt", b"not a checkpoint at all" * 10),
+                                           ("junk.safetensors", b"\x00\x01garbage")])
+def test_corrupt_files_are_clear_errors(tmp_path, name, payload):
+    path = tmp_path / name
+    path.write_bytes(payload)
+    with pytest.raises(SegcheckError, match="corrupt|not a readable safetensors"):
+        checkpoint.read_state_dict(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SegcheckError, match="does not exist"):
+        checkpoint.read_state_dict(tmp_path / "nope.pt")
+
+
+def test_dict_without_state_dict_names_its_keys(tmp_path):
+    path = tmp_path / "opt.pt"
+    torch.save({"optimizer": 1, "epoch": 2}, path)
+    with pytest.raises(SegcheckError, match=r"keys \['epoch', 'optimizer'\] but no state dict"):
+        checkpoint.read_state_dict(path)

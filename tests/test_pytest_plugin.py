@@ -1,0 +1,125 @@
+"""The pytest integration, end to end through ``pytester``: options, errors, table, report, xdist."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from segcheck_plugins.synthetic_streets import SyntheticStreets
+from segcheck_plugins.torchvision_models import build
+from tests.conftest import REPO
+
+GATES = str(REPO / "suites" / "gates")
+MY_ARCH = '''
+import torch
+from segcheck.hookspecs import hookimpl
+
+@hookimpl
+def segcheck_register_models(registry):
+    registry.add("mynet", lambda num_classes: torch.nn.Conv2d(3, num_classes, 3, padding=1))
+'''
+
+
+def run_gates(pytester, *args):
+    report = pytester.path / "report.json"
+    result = pytester.runpytest(GATES, "-p", "no:cacheprovider", "--segcheck-report", str(report), *args)
+    verdicts = json.loads(report.read_text()) if report.exists() else None
+    return result, verdicts
+
+
+def test_embedded_default_passes_with_summary_table_and_report(pytester):
+    result, report = run_gates(pytester)
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["*segcheck: model unet*checkpoint*unet_synthetic-streets_robust.safetensors*",
+                                 "*segcheck gates*", "gate*model*measured*threshold*verdict*",
+                                 "noise_input*unet*PASS*", "5 of 5 gates passed"])
+    assert {g["name"] for g in report["gates"]} == {"noise_input", "head_matches_classes", "output_size",
+                                                    "finite_outputs", "label_integrity"}
+    assert report["thresholds"]["noise_input.max_miou"] == 0.10
+    assert report["target"]["device"] == "cpu"
+
+
+def test_xdist_gives_the_same_verdicts(pytester):
+    plain, serial = run_gates(pytester)
+    parallel_result, parallel = run_gates(pytester, "-n", "2")
+    assert plain.ret == parallel_result.ret == 0
+    key = lambda report: sorted((g["test"], g["passed"], g["value"]) for g in report["gates"])  # noqa: E731
+    assert key(serial) == key(parallel)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "nope"], "unknown model 'nope'; known models: *deeplabv3_resnet50*unet*"),
+    (["--dataset", "nope"], "unknown dataset 'nope'; known datasets: *folder*synthetic-streets*"),
+    (["--checkpoint", "missing.pt"], "*checkpoint missing.pt does not exist*"),
+    (["--dataset", "folder"], "*reads files: pass --data-root DIR*"),
+    (["--eval-size", "0"], "*--eval-size expects a positive integer*"),
+    (["--model", "deeplabv3_resnet50"], "*bundles no checkpoint for dataset 'synthetic-streets'*"),
+])
+def test_bad_options_are_usage_errors(pytester, args, message):
+    result, _ = run_gates(pytester, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{message}"])
+
+
+def test_plugin_file_makes_a_new_architecture_usable(pytester):
+    plugin = pytester.makepyfile(my_arch=MY_ARCH)
+    result, report = run_gates(pytester, "--plugin", str(plugin), "--model", "mynet", "--checkpoint", "none")
+    result.stdout.fnmatch_lines(["*segcheck: model mynet (from *my_arch.py)*"])
+    audits = {g["name"]: g["passed"] for g in report["gates"] if g["name"] != "noise_input"}
+    assert audits == dict.fromkeys(["head_matches_classes", "output_size", "finite_outputs", "label_integrity"], True)
+    assert "noise_input" in {g["name"] for g in report["gates"]}
+
+
+def write_folder_dataset(root, n=8):
+    data = SyntheticStreets(split="val", length=n)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(n):
+        image, mask = data[i]
+        Image.fromarray(image).save(root / "images" / f"frame_{i:03d}.png")
+        Image.fromarray(mask.astype(np.uint8)).save(root / "masks" / f"frame_{i:03d}.png")
+    (root / "dataset.yaml").write_text(yaml.safe_dump({"classes": list(data.spec.classes), "ignore_index": 255}))
+    return data
+
+
+def test_torchvision_state_dict_on_a_folder_dataset(pytester):
+    data = write_folder_dataset(pytester.path / "streets")
+    model = build("lraspp_mobilenet_v3_large", 8)  # "trained elsewhere": a few plain-torch steps
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    images = torch.stack([torch.from_numpy(data[i][0]).permute(2, 0, 1).float() / 255 for i in range(4)])
+    masks = torch.stack([torch.from_numpy(data[i][1]) for i in range(4)])
+    for _ in range(3):
+        loss = torch.nn.functional.cross_entropy(model(images)["out"], masks)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    torch.save(model.state_dict(), pytester.path / "lraspp.pt")
+    result, report = run_gates(pytester, "--model", "lraspp_mobilenet_v3_large", "--checkpoint", "lraspp.pt",
+                               "--dataset", "folder", "--data-root", "streets", "--eval-size", "4")
+    result.stdout.fnmatch_lines(["*segcheck: model lraspp_mobilenet_v3_large*dataset folder*"])
+    verdicts = {g["name"]: g for g in report["gates"]}
+    assert set(verdicts) == {"noise_input", "head_matches_classes", "output_size", "finite_outputs",
+                             "label_integrity"}
+    assert verdicts["head_matches_classes"]["passed"] and verdicts["label_integrity"]["passed"]
+    assert report["target"]["dataset"].startswith("folder")
+
+
+def test_wrong_head_checkpoint_is_a_clear_usage_free_failure(pytester):
+    torch.save(build("lraspp_mobilenet_v3_large", 13).state_dict(), pytester.path / "c13.pt")
+    result, _ = run_gates(pytester, "--model", "lraspp_mobilenet_v3_large", "--checkpoint", "c13.pt",
+                          "--eval-size", "2", "-k", "head")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*does not fit the model (shape mismatch: *(13, *) vs model (8, *)*"])
+
+
+def test_segcheck_yaml_overrides_thresholds_and_unknown_keys_fail(pytester):
+    pytester.makefile(".yaml", segcheck="noise_input:\n  max_miou: 0.2\n")
+    result, report = run_gates(pytester, "--segcheck-config", "segcheck.yaml", "-k", "noise")
+    assert result.ret == 0 and report["thresholds"]["noise_input.max_miou"] == 0.2
+    pytester.makefile(".yaml", bad="noise_input:\n  max_mio: 0.2\n")
+    result, _ = run_gates(pytester, "--segcheck-config", "bad.yaml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unknown setting noise_input.max_mio; known: max_miou, max_ratio, seed*"])
