@@ -1,0 +1,268 @@
+"""``folder``: a dataset of image files and mask PNGs on disk.
+
+Layout (``root`` is ``--data-root``)::
+
+    root/dataset.yaml                 required: classes, optional settings (see below)
+    root/<split>/images/<stem>.png    per-split folders (train/, val/, test/, any name) ...
+    root/<split>/masks/<stem>.png
+    root/images/<stem>.jpg            ... or, when no <split>/images folder exists, one flat
+    root/masks/<stem>.png                 folder pair that serves every split (train, val, test)
+
+Images may be .png .jpg .jpeg .bmp .tif .tiff (any mode; converted to RGB uint8). Masks are
+single-channel PNGs (mode L, P, I, I;16 or 1) whose pixel values are class ids. Image and
+mask are paired by file stem; pairing is checked when the split is opened, the masks'
+sizes and label values when a sample is read.
+
+``dataset.yaml`` keys (safe-loaded; unknown keys are an error)::
+
+    classes: [background, road, car]   # required, label i is classes[i]
+    ignore_index: 255                  # pixels no metric counts (default 255)
+    mean: [0.485, 0.456, 0.406]        # normalization, 0-1 pixel scale (default ImageNet)
+    std: [0.229, 0.224, 0.225]
+    anomaly_index: 254                 # optional label of out-of-distribution pixels
+    binary_255: true                   # masks stored as 0/255: 255 is read as class 1
+"""
+
+from __future__ import annotations
+
+import operator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from segcheck import SegcheckError
+from segcheck.data import IMAGENET_MEAN, IMAGENET_STD, DatasetSpec
+from segcheck.hookspecs import hookimpl
+
+__all__ = ["IMAGE_SUFFIXES", "MASK_SUFFIXES", "FolderDataset", "load_config", "segcheck_register_datasets"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+MASK_SUFFIXES = (".png",)
+DEFAULT_SPLITS = ("train", "val", "test")
+CONFIG_NAME = "dataset.yaml"
+CONFIG_KEYS = ("classes", "ignore_index", "mean", "std", "anomaly_index", "binary_255")
+_MASK_MODES = ("L", "P", "I", "I;16", "1")
+_EXAMPLE = "e.g. 'classes: [background, road, car]' (optional: ignore_index, mean, std, anomaly_index, binary_255)"
+_READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def load_config(root: Path) -> dict[str, Any]:
+    """Read and validate ``root/dataset.yaml``; return it with defaults filled in.
+
+    Raises ``SegcheckError`` when the file is missing, not YAML, not a mapping, has unknown
+    keys or values of the wrong type.
+    """
+    path = root / CONFIG_NAME
+    if not path.is_file():
+        raise SegcheckError(f"{path} is missing; write it with the class names in label order, {_EXAMPLE}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        reason = " ".join(str(exc).split())
+        raise SegcheckError(f"{path} is not valid YAML ({reason}); fix it, {_EXAMPLE}") from None
+    if not isinstance(raw, dict):
+        raise SegcheckError(f"{path} must be a mapping with a 'classes' list, {_EXAMPLE}")
+    unknown = sorted(str(k) for k in raw if k not in CONFIG_KEYS)
+    if unknown:
+        raise SegcheckError(f"{path} has unknown keys {unknown}; allowed keys: {', '.join(CONFIG_KEYS)}")
+
+    def bad(key: str, expected: str) -> SegcheckError:
+        return SegcheckError(f"{path}: {key} must be {expected}, got {raw[key]!r}")
+
+    classes = raw.get("classes")
+    if classes is None:
+        raise SegcheckError(f"{path} has no 'classes' list; add the class names in label order, {_EXAMPLE}")
+    if not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes):
+        raise bad("classes", "a list of class names (strings)")
+    if len(set(classes)) != len(classes):
+        raise bad("classes", "a list of distinct names")
+    config: dict[str, Any] = {"classes": tuple(classes)}
+    for key in ("ignore_index", "anomaly_index"):
+        value = raw.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise bad(key, "a non-negative integer")
+    config["ignore_index"] = raw.get("ignore_index", 255)
+    config["anomaly_index"] = raw.get("anomaly_index")
+    for key, default in (("mean", IMAGENET_MEAN), ("std", IMAGENET_STD)):
+        value = raw.get(key, list(default))
+        if not (isinstance(value, list) and len(value) == 3 and all(_is_number(v) for v in value)):
+            raise bad(key, "a list of 3 numbers in 0-1 pixel scale")
+        config[key] = tuple(float(v) for v in value)
+    binary = raw.get("binary_255", False)
+    if not isinstance(binary, bool):
+        raise bad("binary_255", "true or false")
+    if binary and len(classes) != 2:
+        raise bad("classes", "exactly 2 names when binary_255 is true")
+    config["binary_255"] = binary
+
+    anomaly, ignore = config["anomaly_index"], config["ignore_index"]
+    if anomaly is not None and (anomaly < len(classes) or anomaly == ignore):
+        raise SegcheckError(
+            f"{path}: anomaly_index {anomaly} collides with a class id (0..{len(classes) - 1}) or ignore_index "
+            f"{ignore}; choose another value"
+        )
+    return config
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _split_dirs(root: Path) -> dict[str, Path]:
+    """``{split: folder}`` of the sub-folders of ``root`` that hold an ``images/`` folder."""
+    found = {d.name: d for d in sorted(root.iterdir()) if d.is_dir() and (d / "images").is_dir()}
+    ordered = [s for s in DEFAULT_SPLITS if s in found] + [s for s in found if s not in DEFAULT_SPLITS]
+    return {s: found[s] for s in ordered}
+
+
+def _files_by_stem(folder: Path, suffixes: tuple[str, ...], what: str) -> dict[str, Path]:
+    """``{stem: path}`` of the visible files in ``folder`` with one of ``suffixes``."""
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in suffixes:
+            continue
+        if path.stem in files:
+            raise SegcheckError(
+                f"two {what} files share the stem {path.stem!r} in {folder} ({files[path.stem].name}, {path.name}); "
+                "keep one of them"
+            )
+        files[path.stem] = path
+    return files
+
+
+def _stems(stems: list[str]) -> str:
+    shown = ", ".join(stems[:5])
+    return shown + (f" (+{len(stems) - 5} more)" if len(stems) > 5 else "")
+
+
+class FolderDataset:
+    """One split of a folder dataset; satisfies ``segcheck.data.SegDataset``.
+
+    :param root: the dataset folder (see the module docstring for the layout).
+    :param split: a split folder name, or train/val/test for the flat layout (all three
+        read the same ``images/``/``masks/`` pair).
+
+    Construction reads ``dataset.yaml`` and pairs image and mask stems; ``dataset[i]`` reads
+    and validates one pair, raising ``SegcheckError`` for an unreadable file, a size
+    mismatch or labels outside ``0..C-1``, ``ignore_index`` and ``anomaly_index``.
+    """
+
+    def __init__(self, root: Path | str, split: str = "train"):
+        root = Path(root)
+        if not root.is_dir():
+            raise SegcheckError(
+                f"dataset root {root} does not exist or is not a folder; pass --data-root pointing at a folder with "
+                f"{CONFIG_NAME}, images/ and masks/"
+            )
+        config = load_config(root)
+        self.binary_255 = config.pop("binary_255")
+        split_dirs = _split_dirs(root)
+        splits = tuple(split_dirs) or DEFAULT_SPLITS
+        if split not in splits:
+            raise SegcheckError(f"unknown split {split!r} for folder dataset {root}; known splits: {', '.join(splits)}")
+        try:
+            self.spec = DatasetSpec(splits=splits, **config)
+        except SegcheckError as exc:
+            raise SegcheckError(f"{root / CONFIG_NAME}: {exc}") from None
+        self.root, self.split = root, split
+        self.identity = f"folder:{root.resolve()}"
+        base = split_dirs.get(split, root)
+        images_dir, masks_dir = base / "images", base / "masks"
+        for folder, what in ((images_dir, "images"), (masks_dir, "masks")):
+            if not folder.is_dir():
+                raise SegcheckError(
+                    f"{what} folder {folder} is missing; put the {what} there (one mask PNG per image, same file stem)"
+                )
+        images = _files_by_stem(images_dir, IMAGE_SUFFIXES, "image")
+        masks = _files_by_stem(masks_dir, MASK_SUFFIXES, "mask")
+        if not images:
+            raise SegcheckError(f"no images in {images_dir} (looked for {' '.join(IMAGE_SUFFIXES)}); add image files there")
+        lonely_images = sorted(set(images) - set(masks))
+        lonely_masks = sorted(set(masks) - set(images))
+        if lonely_images or lonely_masks:
+            sides = []
+            if lonely_images:
+                sides.append(f"images without a mask: [{_stems(lonely_images)}]")
+            if lonely_masks:
+                sides.append(f"masks without an image: [{_stems(lonely_masks)}]")
+            raise SegcheckError(
+                f"unpaired files in {base}: {'; '.join(sides)}; each image needs a mask PNG with the same file stem"
+            )
+        self.pairs = [(images[stem], masks[stem]) for stem in sorted(images)]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        image_path, mask_path = self.pairs[operator.index(index)]
+        image = _read(image_path, "image", lambda im: np.asarray(im.convert("RGB"), dtype=np.uint8))
+        mask = _read(mask_path, "mask", lambda im: self._mask_array(im, mask_path))
+        if image.shape[:2] != mask.shape:
+            raise SegcheckError(
+                f"image {image_path} is {image.shape[0]}x{image.shape[1]} but its mask {mask_path} is "
+                f"{mask.shape[0]}x{mask.shape[1]} (HxW); make them the same size"
+            )
+        self._check_labels(mask, mask_path)
+        return image, mask
+
+    def _mask_array(self, im: Image.Image, path: Path) -> np.ndarray:
+        if im.mode not in _MASK_MODES:
+            raise SegcheckError(
+                f"mask {path} has mode {im.mode}, not a single-channel label image; save masks as mode L or P "
+                "PNGs whose pixel values are class ids"
+            )
+        mask = np.asarray(im).astype(np.int64)
+        if self.binary_255:
+            mask[mask == 255] = 1
+        return mask
+
+    def _check_labels(self, mask: np.ndarray, path: Path) -> None:
+        spec = self.spec
+        values = np.unique(mask)
+        allowed = ((values >= 0) & (values < spec.num_classes)) | (values == spec.ignore_index)
+        if spec.anomaly_index is not None:
+            allowed |= values == spec.anomaly_index
+        if allowed.all():
+            return
+        bad = values[~allowed].tolist()
+        shown = ", ".join(map(str, bad[:10])) + (f", ... ({len(bad)} values)" if len(bad) > 10 else "")
+        extra = f", anomaly_index {spec.anomaly_index}" if spec.anomaly_index is not None else ""
+        hint = " (binary_255 is on: masks may hold 0 and 255 only)" if self.binary_255 else ""
+        raise SegcheckError(
+            f"mask {path} has label values [{shown}] outside 0..{spec.num_classes - 1} (ignore_index "
+            f"{spec.ignore_index}{extra}){hint}; fix the mask or the classes in {CONFIG_NAME}"
+        )
+
+    def __repr__(self) -> str:
+        return f"FolderDataset(root={str(self.root)!r}, split={self.split!r}, len={len(self)})"
+
+
+def _read(path: Path, what: str, convert) -> np.ndarray:
+    """Open ``path`` with PIL and ``convert`` it; any decoding failure becomes a SegcheckError."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return convert(im)
+    except _READ_ERRORS as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise SegcheckError(f"cannot read {what} {path}: {reason}; replace or remove the file") from None
+
+
+def _factory(root: Path | None, split: str) -> FolderDataset:
+    """Registry factory: the folder dataset at ``root`` (required)."""
+    if root is None:
+        raise SegcheckError("dataset 'folder' needs --data-root pointing at a folder with dataset.yaml, images/, masks/")
+    return FolderDataset(root, split)
+
+
+@hookimpl
+def segcheck_register_datasets(registry):
+    registry.add(
+        "folder",
+        _factory,
+        description="images/ and masks/ with matching stems (optionally per split folder) plus dataset.yaml",
+        needs_root=True,
+    )
