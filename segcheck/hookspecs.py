@@ -46,9 +46,18 @@ def segcheck_register_metrics(registry):
 
     :param segcheck.registry.Registry registry: call ``registry.add(name, function, kind=...)``.
 
-    ``kind="per_class_iou"``: ``function(pred, target, num_classes, ignore_index)`` with
-    integer numpy arrays of equal shape, returning per-class IoU, shape (num_classes,),
-    NaN for classes absent from both prediction and target.
+    ``kind="per_class_iou"``: ``function(pred, target, num_classes, ignore_index)``, called
+    with four positional arguments: ``pred`` and ``target`` integer numpy arrays of one
+    shape (any shape, e.g. (N, H, W); any integer dtype), ``num_classes`` an int C >= 1 and
+    ``ignore_index`` an int outside ``0..C-1`` (e.g. 255 or -1). It returns per-class IoU
+    ``TP / (TP + FP + FN)``, shape (C,), where pixels whose target is ``ignore_index`` are
+    not counted at all (whatever their prediction), a class absent from both prediction
+    and target is NaN (not 0, not 1), and any other label outside ``0..C-1`` raises an
+    exception (of any type) instead of being dropped.
+
+    ``pytest suites/metrics --plugin FILE`` property-tests every registered function of
+    this kind against segcheck's reference (``segcheck.metrics.reference``). A name
+    registered twice is an error; segcheck registers its own as ``"segcheck"``.
     """
 
 

@@ -17,8 +17,7 @@ from segcheck import SegcheckError
 from segcheck import config as segconfig
 
 STATE = pytest.StashKey["SegcheckState"]()
-TARGET_OPTIONS = ("segcheck_model", "segcheck_dataset", "segcheck_checkpoint", "segcheck_data_root",
-                  "segcheck_plugin", "segcheck_config")
+TARGET_OPTIONS = ("segcheck_model", "segcheck_dataset", "segcheck_checkpoint", "segcheck_data_root")
 
 
 def _positive_int(text: str) -> int:
@@ -127,8 +126,11 @@ def pytest_configure(config: pytest.Config):
     try:
         state = config.stash[STATE] = SegcheckState(config)
         config.pluginmanager.register(state, "segcheck-state")
-        if state.config_path or any(config.getoption(o) for o in TARGET_OPTIONS):
-            state.target  # resolve now: a wrong name or path is a usage error before any test runs
+        # resolve now what was asked for explicitly: a wrong name or path is a usage error before any test
+        if config.getoption("segcheck_plugin"):
+            state.plugins
+        if any(config.getoption(o) for o in TARGET_OPTIONS):
+            state.target
     except SegcheckError as exc:
         raise pytest.UsageError(str(exc)) from None
     if getattr(config.option, "dist", "no") == "load":

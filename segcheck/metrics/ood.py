@@ -1,0 +1,204 @@
+"""Pixel-level out-of-distribution metrics: AUROC, AUPR and FPR at 95% TPR, streaming.
+
+Conventions (all stated once, here):
+
+- OOD pixels are the *positive* class; a higher score means "more OOD" (negate MSP first).
+- AUROC = P(s+ > s-) + 0.5 P(s+ = s-), as ``sklearn.metrics.roc_auc_score``.
+- AUPR is the step-wise average precision of ``sklearn.metrics.average_precision_score``:
+  sum over distinct thresholds of (recall increase) x precision; tied scores form one step.
+- FPR95 = the false-positive rate at the first threshold, going down from the highest score,
+  where TP / P >= ``tpr_level`` (0.95), i.e. ``fpr[searchsorted(tpr, 0.95)]`` on
+  ``sklearn.metrics.roc_curve(..., drop_intermediate=False)``.
+- AUROC and FPR are NaN when either class is absent; AUPR is NaN without OOD pixels.
+
+Modes: ``exact=True`` keeps every score (memory O(pixels)) and reproduces scikit-learn.
+``exact=False`` counts scores in a histogram of ``bins`` power-of-two-wide bins whose range
+adapts to the data (``segcheck.metrics._histogram``): memory O(bins) for any number of
+pixels, results that are the exact metrics of the binned scores, plus an error bound
+(``auroc_error``, ``aupr_error``, ``fpr_error``) computed from the counts: the metric of
+the unbinned scores is guaranteed within ± that bound (see ``segcheck.metrics._ranking``).
+``exact=None`` (default) is exact until ``exact_limit`` pixels, then switches to the
+histogram. ``average="pooled"`` ranks all pixels together; ``average="per_image"`` computes
+the metrics per image (leading axis of each batch) and averages them over the images that
+contain both classes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from segcheck import SegcheckError
+from segcheck.metrics import _arrays
+from segcheck.metrics._histogram import ScoreHistogram
+from segcheck.metrics._ranking import ranking_metrics
+
+DEFAULT_BINS = 1 << 16
+DEFAULT_EXACT_LIMIT = 1 << 20
+
+
+@dataclass(frozen=True)
+class OODResult:
+    """OOD metrics with their worst-case approximation error (0.0 when exact).
+
+    For ``average="per_image"`` the metrics and errors are means over ``images`` images,
+    ``positives``/``negatives`` are totals over them, and ``skipped_images`` had only one class.
+    """
+
+    auroc: float
+    aupr: float
+    fpr: float
+    tpr_level: float
+    auroc_error: float
+    aupr_error: float
+    fpr_error: float
+    positives: int
+    negatives: int
+    exact: bool
+    average: str = "pooled"
+    images: int | None = None
+    skipped_images: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Exact:
+    """Keeps every (score, label); levels are the distinct scores."""
+
+    def __init__(self):
+        self.scores: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+        self.size = 0
+
+    def update(self, scores: np.ndarray, positive: np.ndarray) -> None:
+        nan = np.isnan(scores)
+        if nan.any():
+            raise SegcheckError(f"scores contain {int(nan.sum())} NaN values; NaN has no rank: "
+                                "fix the model output or mask those pixels out")
+        self.scores.append(np.array(scores, dtype=np.float64))
+        self.labels.append(np.array(positive, dtype=bool))
+        self.size += scores.size
+
+    def levels(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.size:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        x = np.concatenate(self.scores)
+        y = np.concatenate(self.labels)
+        order = np.argsort(x, kind="stable")
+        x, y = x[order], y[order]
+        starts = np.flatnonzero(np.r_[True, x[1:] != x[:-1]])
+        sizes = np.diff(np.r_[starts, x.size])
+        pos = np.add.reduceat(y.astype(np.int64), starts)
+        return sizes - pos, pos
+
+
+class _Accumulator:
+    """Exact until ``exact_limit`` pixels (or always / never), then a :class:`ScoreHistogram`."""
+
+    def __init__(self, exact: bool | None, bins: int, exact_limit: int):
+        self.exact, self.bins, self.exact_limit = exact, bins, exact_limit
+        self.store = _Exact() if exact is not False else None
+        self.histogram = ScoreHistogram(bins) if exact is False else None
+
+    def update(self, scores, positive) -> None:
+        if self.store is not None and _arrays.is_device_tensor(scores):
+            scores, positive = scores.cpu().numpy(), positive.cpu().numpy()
+        if self.store is not None:
+            self.store.update(scores, positive)
+            if self.exact is None and self.store.size > self.exact_limit:
+                self.histogram = ScoreHistogram(self.bins)
+                for x, y in zip(self.store.scores, self.store.labels):
+                    self.histogram.update(x, y)
+                self.store = None
+        else:
+            self.histogram.update(scores, positive)
+
+    def result(self, tpr_level: float) -> dict:
+        if self.store is not None:
+            return {**ranking_metrics(*self.store.levels(), tpr_level), "exact": True}
+        return {**ranking_metrics(*self.histogram.levels(), tpr_level, bounds=True), "exact": False}
+
+
+def _check_options(average: str, bins: int, exact_limit: int, tpr_level: float) -> None:
+    if average not in ("pooled", "per_image"):
+        raise SegcheckError(f"average must be 'pooled' or 'per_image', got {average!r}")
+    if not 0.0 < tpr_level <= 1.0:
+        raise SegcheckError(f"tpr_level must be in (0, 1], got {tpr_level!r}")
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2:
+        raise SegcheckError(f"bins must be an integer >= 2, got {bins!r}")
+    if isinstance(exact_limit, bool) or not isinstance(exact_limit, (int, np.integer)) or exact_limit < 0:
+        raise SegcheckError(f"exact_limit must be a non-negative integer, got {exact_limit!r}")
+
+
+class OODMetrics:
+    """Streaming OOD metrics: ``update(scores, is_ood, valid=None)`` per batch, then ``compute()``.
+
+    :param average: ``"pooled"`` (all pixels ranked together) or ``"per_image"`` (leading
+        axis of each batch = images; mean over images containing both classes).
+    :param exact: True = exact (keeps all scores), False = histogram, None = exact up to
+        ``exact_limit`` pixels (per image, for per-image averaging), histogram beyond.
+    :param bins: histogram bins; the error bound shrinks roughly in proportion to 1/bins.
+    :param tpr_level: the TPR at which ``fpr`` is read (0.95 for FPR95).
+    """
+
+    def __init__(self, *, average: str = "pooled", exact: bool | None = None, bins: int = DEFAULT_BINS,
+                 exact_limit: int = DEFAULT_EXACT_LIMIT, tpr_level: float = 0.95):
+        _check_options(average, bins, exact_limit, tpr_level)
+        self.average, self.exact, self.bins = average, exact, int(bins)
+        self.exact_limit, self.tpr_level = int(exact_limit), float(tpr_level)
+        self.pooled = _Accumulator(exact, self.bins, self.exact_limit) if average == "pooled" else None
+        self.per_image: list[dict] = []
+
+    def update(self, scores, is_ood, valid=None) -> "OODMetrics":
+        """Add a batch: ``scores`` (float, higher = more OOD), ``is_ood`` (bool or 0/1) and an
+        optional ``valid`` mask (pixels to count, e.g. ``mask != ignore_index``), same shape."""
+        x = _arrays.scores(scores)
+        y = _arrays.flags(is_ood, "is_ood")
+        _arrays.same_shape(x, y, "scores", "is_ood")
+        keep = None
+        if valid is not None:
+            keep = _arrays.flags(valid, "valid")
+            _arrays.same_shape(x, keep, "scores", "valid")
+        _arrays.same_place(*(a for a in (x, y, keep) if a is not None))
+        if self.average == "pooled":
+            self.pooled.update(*_flat(x, y, keep))
+            return self
+        if len(x.shape) < 2:
+            raise SegcheckError(f"per-image averaging needs a leading image axis, got scores of shape {tuple(x.shape)}")
+        for i in range(x.shape[0]):
+            image = _Accumulator(self.exact, self.bins, self.exact_limit)
+            image.update(*_flat(x[i], y[i], None if keep is None else keep[i]))
+            self.per_image.append(image.result(self.tpr_level))
+        return self
+
+    def compute(self) -> OODResult:
+        if self.average == "pooled":
+            r = self.pooled.result(self.tpr_level)
+            return OODResult(r["auroc"], r["aupr"], r["fpr"], self.tpr_level, r["auroc_error"], r["aupr_error"],
+                             r["fpr_error"], r["positives"], r["negatives"], r["exact"])
+        used = [r for r in self.per_image if r["positives"] and r["negatives"]]
+        mean = {k: float(np.mean([r[k] for r in used])) if used else math.nan
+                for k in ("auroc", "aupr", "fpr", "auroc_error", "aupr_error", "fpr_error")}
+        return OODResult(mean["auroc"], mean["aupr"], mean["fpr"], self.tpr_level, mean["auroc_error"],
+                         mean["aupr_error"], mean["fpr_error"], sum(r["positives"] for r in used),
+                         sum(r["negatives"] for r in used), all(r["exact"] for r in used), "per_image",
+                         len(used), len(self.per_image) - len(used))
+
+
+def _flat(x, y, keep):
+    x, y = x.reshape(-1), y.reshape(-1)
+    if keep is not None:
+        keep = keep.reshape(-1)
+        x, y = x[keep], y[keep]
+    return x, y
+
+
+def ood_metrics(scores, is_ood, valid=None, *, average: str = "pooled", exact: bool | None = None,
+                bins: int = DEFAULT_BINS, exact_limit: int = DEFAULT_EXACT_LIMIT,
+                tpr_level: float = 0.95) -> OODResult:
+    """One-shot :class:`OODMetrics` over ``scores``/``is_ood`` (see the module conventions)."""
+    metrics = OODMetrics(average=average, exact=exact, bins=bins, exact_limit=exact_limit, tpr_level=tpr_level)
+    return metrics.update(scores, is_ood, valid).compute()
