@@ -1,4 +1,4 @@
-"""The ``segcheck`` console script: ``list`` and ``train``."""
+"""The ``segcheck`` console script: ``list``, ``train`` and ``ablate``."""
 
 from __future__ import annotations
 
@@ -26,14 +26,26 @@ def cmd_list(args) -> int:
     return 0
 
 
+INGREDIENTS = ("epochs", "batch_size", "lr", "flips", "rolls", "scale_crops", "photometric", "consistency", "recon",
+               "outlier_exposure")
+
+
 def cmd_train(args) -> int:
     from segcheck.train import train
 
-    overrides = {"epochs": args.epochs} if args.epochs else {}
+    overrides = {k: getattr(args, k) for k in INGREDIENTS if getattr(args, k) is not None}
     result = train(args.model, args.dataset, args.recipe, out=args.out, device=args.device, seed=args.seed,
-                   data_root=args.data_root, plugin_specs=args.plugin, progress=not args.quiet, **overrides)
+                   data_root=args.data_root, plugin_specs=args.plugin, progress=not args.quiet,
+                   resume=args.resume, **overrides)
     print(f"wrote {result.path} (+ {result.path.with_suffix('.yaml').name}): val mIoU {result.val_miou:.4f}, "
           f"{result.seconds:.0f} s, {result.images_per_second:.1f} img/s")
+    return 0
+
+
+def cmd_ablate(args) -> int:
+    from segcheck.train import ablation
+
+    print(ablation.run(args.out, epochs=args.epochs, device=args.device, seed=args.seed))
     return 0
 
 
@@ -51,11 +63,25 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--data-root", type=Path)
     tr.add_argument("--recipe", default="robust", help="naive or robust (default: robust)")
     tr.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    tr.add_argument("--batch-size", type=int, help="override the recipe's batch size")
+    tr.add_argument("--lr", type=float, help="override the recipe's learning rate")
+    for flag in ("flips", "rolls", "scale-crops", "photometric"):
+        tr.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, help=f"ingredient: random {flag}")
+    tr.add_argument("--consistency", type=float, metavar="W", help="ingredient: KL(clean || noisy) weight (0.1)")
+    tr.add_argument("--recon", type=float, metavar="W", help="ingredient: reconstruction-head MSE weight (0.5)")
+    tr.add_argument("--outlier-exposure", type=float, metavar="W", help="ingredient: uniform loss on noise inputs")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT's .resume.pt (written each epoch)")
     tr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--out", type=Path, required=True, help="checkpoint path (.safetensors); a .yaml sidecar is written beside it")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(run=cmd_train)
+    ab = sub.add_parser("ablate", help="train one unet per recipe ingredient and tabulate the gates' verdicts")
+    ab.add_argument("--out", type=Path, required=True, help="folder for checkpoints, reports and ablation.md")
+    ab.add_argument("--epochs", type=int, help="override every variant's epochs")
+    ab.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ab.add_argument("--seed", type=int, default=0)
+    ab.set_defaults(run=cmd_ablate)
     return p
 
 

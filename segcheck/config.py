@@ -13,6 +13,20 @@ DEFAULTS: dict[str, dict] = {
     "target": {"model": "unet", "dataset": "synthetic-streets", "device": "auto"},
     "eval": {"split": "val", "size": 32, "seed": 0, "batch_size": 8},
     "noise_input": {"max_miou": 0.10, "max_ratio": 0.7, "seed": 0},
+    "overfit_tiny": {"min_miou": 0.90, "samples": 10, "epochs": 50, "batch_size": 2, "lr": 0.003, "seed": 0},
+    "input_baseline": {"margin": 0.15, "steps": 150, "batch_size": 16, "samples": 256, "lr": 0.003, "seed": 0},
+    "positional_prior": {"margin": 0.15, "train_samples": 256, "seed": 0},
+    "content_sensitivity": {"min_gap": 0.10, "shift_px": 8, "min_agreement": 0.90, "min_grad_norm": 1e-8,
+                            "grad_images": 4, "seed": 0},
+    "perturbation_stability": {"severity": 1, "min_agreement": 0.90, "max_miou_drop": 0.05, "seed": 0},
+    "prediction_collapse": {"min_class_fraction": 0.5, "max_dominance_excess": 0.20},
+    "generalization": {"split": "test", "max_gap": 0.05},
+    "loss_at_init": {"tolerance": 0.5, "images": 4, "seed": 0},
+    "gradient_coverage": {"images": 2, "seed": 0},
+    "batch_independence": {"images": 4, "atol": 1e-3, "rtol": 1e-3},
+    "deterministic_eval": {"images": 4, "atol": 1e-5, "rtol": 1e-5},
+    "input_normalization": {"max_abs_mean": 1.0, "min_std": 0.25, "max_std": 4.0},
+    "cpu_cuda_agreement": {"images": 4, "min_agreement": 0.99},
 }
 
 

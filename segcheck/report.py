@@ -9,8 +9,9 @@ from segcheck import __version__
 
 
 def _fmt(value) -> str:
+    """Floats with 4 decimals; tiny non-zero ones (tolerances, gradient norms) in 3 significant digits."""
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return f"{value:.3g}" if 0 < abs(value) < 1e-3 else f"{value:.4f}"
     return str(value)
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import io
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageEnhance, ImageFilter
 
 
 def flips(x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,3 +52,33 @@ def scale_crops(x: torch.Tensor, y: torch.Tensor, g: torch.Generator, ignore_ind
         out_x[i, :, :xi.shape[1], :xi.shape[2]] = xi
         out_y[i, :yi.shape[0], :yi.shape[1]] = yi
     return out_x, out_y
+
+
+def photometric(images: torch.Tensor, g: torch.Generator, p: float = 0.5) -> torch.Tensor:
+    """With probability ``p`` per uint8 image (B, H, W, 3), apply one random photometric change
+    with a continuous random strength: brightness x0.7-1.3, contrast x0.6-1.4, Gaussian blur
+    radius 0.2-1.2 px, JPEG quality 30-95, or pixel noise sigma 0-0.06 (Pillow/torch code of
+    its own, with other parameters than the stability gate's fixed severities)."""
+    out = images.clone()
+    for i in range(len(out)):
+        if float(torch.rand(1, generator=g)) >= p:
+            continue
+        kind = int(torch.randint(5, (1,), generator=g))
+        u = float(torch.rand(1, generator=g))
+        if kind == 4:
+            noise = torch.randn(out[i].shape, generator=g) * (0.06 * u * 255)
+            out[i] = (out[i].float() + noise).round().clamp(0, 255).to(torch.uint8)
+            continue
+        image = Image.fromarray(out[i].numpy())
+        if kind == 0:
+            image = ImageEnhance.Brightness(image).enhance(0.7 + 0.6 * u)
+        elif kind == 1:
+            image = ImageEnhance.Contrast(image).enhance(0.6 + 0.8 * u)
+        elif kind == 2:
+            image = image.filter(ImageFilter.GaussianBlur(radius=0.2 + u))
+        else:
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=int(30 + 65 * u))
+            image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+        out[i] = torch.from_numpy(np.array(image))
+    return out

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,27 +32,49 @@ class TrainResult:
     images_per_second: float
 
 
-def criterion(output, x: torch.Tensor, y: torch.Tensor, model: torch.nn.Module, segmodel: SegModel,
-              recipe: Recipe, ignore_index: int) -> torch.Tensor:
+def forward(model: torch.nn.Module, x: torch.Tensor, recipe: Recipe, std: torch.Tensor) -> list:
+    """One forward pass over the clean batch plus the recipe's extra views, split back.
+
+    Returns ``[clean]``, then a noisy copy (sigma 0.05 in pixel scale) when the recipe uses
+    consistency, then pure noise when it uses outlier exposure: a single pass keeps DDP and
+    batch-norm statistics simple.
+    """
+    views = [x]
+    if recipe.consistency:
+        views.append(x + torch.randn_like(x) * (NOISE_SIGMA / std))
+    if recipe.outlier_exposure:
+        views.append(torch.randn_like(x))
+    output = model(torch.cat(views) if len(views) > 1 else x)
+    return _split(output, len(views))
+
+
+def _split(output, n: int) -> list:
+    if n == 1:
+        return [output]
+    if isinstance(output, dict):
+        parts = {k: v.chunk(n) for k, v in output.items() if v is not None}
+        return [{k: v[i] for k, v in parts.items()} for i in range(n)]
+    return list(output_tensor(output).chunk(n))
+
+
+def criterion(outputs: list, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, ignore_index: int) -> torch.Tensor:
     """The recipe's loss for one batch: CE (+0.5 aux CE) + consistency + reconstruction + OE."""
-    logits = _at_size(output_tensor(output), y.shape[-2:])
+    clean, extra = outputs[0], list(outputs[1:])
+    logits = _at_size(output_tensor(clean), y.shape[-2:]).float()
     loss = F.cross_entropy(logits, y, ignore_index=ignore_index)
-    if isinstance(output, dict) and output.get("aux") is not None:
-        loss = loss + 0.5 * F.cross_entropy(_at_size(output["aux"], y.shape[-2:]), y, ignore_index=ignore_index)
+    if isinstance(clean, dict) and clean.get("aux") is not None:
+        loss = loss + 0.5 * F.cross_entropy(_at_size(clean["aux"], y.shape[-2:]).float(), y, ignore_index=ignore_index)
     if recipe.recon:
-        if not isinstance(output, dict) or "recon" not in output:
+        if not isinstance(clean, dict) or "recon" not in clean:
             raise SegcheckError("recipe uses recon but the model returned no 'recon' output; "
                                 "its builder must accept recon_head=True")
-        loss = loss + recipe.recon * F.mse_loss(_at_size(output["recon"], x.shape[-2:]), x)
+        loss = loss + recipe.recon * F.mse_loss(_at_size(clean["recon"], x.shape[-2:]).float(), x)
     if recipe.consistency:
-        noisy = x + torch.randn_like(x) * (NOISE_SIGMA / segmodel.std)
-        noisy_logits = _at_size(output_tensor(model(noisy)), y.shape[-2:])
-        kl = F.kl_div(noisy_logits.float().log_softmax(1), logits.float().log_softmax(1).detach(),
-                      log_target=True, reduction="batchmean") / (y.shape[-1] * y.shape[-2])
-        loss = loss + recipe.consistency * kl
+        noisy = _at_size(output_tensor(extra.pop(0)), y.shape[-2:]).float()
+        kl = F.kl_div(noisy.log_softmax(1), logits.log_softmax(1).detach(), log_target=True, reduction="none")
+        loss = loss + recipe.consistency * kl.sum(1).mean()
     if recipe.outlier_exposure:
-        noise = torch.randn_like(x)
-        noise_logits = output_tensor(model(noise)).float()
+        noise_logits = output_tensor(extra.pop(0)).float()
         loss = loss + recipe.outlier_exposure * -(noise_logits.log_softmax(1).mean())
     return loss
 
@@ -64,6 +88,8 @@ def train_one_epoch(model, segmodel, loader, optimizer, scheduler, recipe, spec,
     total, seen = 0.0, 0
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     for images, masks in loader:
+        if recipe.photometric:
+            images = augment.photometric(images, g)
         x = segmodel.normalize(images.to(device, non_blocking=True))
         y = masks.to(device, non_blocking=True).long()
         if recipe.flips:
@@ -75,7 +101,7 @@ def train_one_epoch(model, segmodel, loader, optimizer, scheduler, recipe, spec,
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with amp:
-            loss = criterion(model(x), x, y, model, segmodel, recipe, spec.ignore_index)
+            loss = criterion(forward(model, x, recipe, segmodel.std), x, y, recipe, spec.ignore_index)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -87,6 +113,31 @@ def train_one_epoch(model, segmodel, loader, optimizer, scheduler, recipe, spec,
     return total / max(seen, 1)
 
 
+def fit(segmodel: SegModel, batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]], steps: int, lr: float,
+        ignore_index: int, stop: Callable[[int], bool] | None = None) -> int:
+    """Train ``segmodel.module`` with cross-entropy (+aux) on ``batch(step)`` -> (normalized x, y).
+
+    Runs at most ``steps`` Adam steps; after each, ``stop(step)`` may end training early
+    (it is called with the module in eval mode). Returns the number of steps taken.
+    """
+    module = segmodel.module
+    optimizer = torch.optim.Adam(module.parameters(), lr=lr)
+    naive = get_recipe("naive")
+    for step in range(1, steps + 1):
+        module.train()
+        x, y = batch(step)
+        loss = criterion([module(x)], x, y, naive, ignore_index)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if stop is not None:
+            module.eval()
+            if stop(step):
+                return step
+    module.eval()
+    return steps
+
+
 def evaluate(segmodel: SegModel, target: Target) -> float:
     """mIoU of ``segmodel`` on the target's eval set."""
     segmodel.module.eval()
@@ -95,20 +146,39 @@ def evaluate(segmodel: SegModel, target: Target) -> float:
     return score(pred, masks, target.spec)
 
 
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) under ``torchrun`` (process group initialized), else (0, 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
 def train(model: str, dataset: str, recipe: str | Recipe = "naive", *, out: Path, device: str = "auto",
           seed: int = 0, data_root: Path | None = None, plugin_specs=(), progress: bool = True,
-          **overrides) -> TrainResult:
+          resume: bool = False, **overrides) -> TrainResult:
     """Train registered ``model`` on registered ``dataset`` and save safetensors + YAML sidecar.
 
-    ``overrides`` change recipe settings (e.g. ``epochs=3``). Deterministic for a seed on CPU.
+    ``overrides`` change recipe settings (e.g. ``epochs=3``). Deterministic for a seed on CPU:
+    every epoch reseeds its shuffling, augmentation and noise from ``(seed, epoch)``, so a run
+    resumed (``resume=True``) from ``out``'s ``.resume.pt`` state ends with the same weights.
+    Under ``torchrun`` it trains with DistributedDataParallel; rank 0 writes the files.
     """
     recipe = (get_recipe(recipe) if isinstance(recipe, str) else recipe).with_(**overrides)
+    out = Path(out)
+    rank, world = _distributed()
     torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    loaded = segplugins.load(plugin_specs)
-    target = Target(loaded, segconfig.load(), model, dataset, checkpoint=Path("none"), data_root=data_root,
-                    device=device)
+    target = Target(segplugins.load(plugin_specs), segconfig.load(), model, dataset, checkpoint=Path("none"),
+                    data_root=data_root, device=device)
     spec, dev = target.spec, torch.device(target.device)
+    if dev.type == "cuda" and world > 1:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(dev)
+        target.device = str(dev)
     model_kwargs = {}
     if recipe.recon:
         model_kwargs["recon_head"] = True
@@ -118,29 +188,61 @@ def train(model: str, dataset: str, recipe: str | Recipe = "naive", *, out: Path
     segmodel = target.wrap(module)
     if dev.type == "cuda":
         module.to(memory_format=torch.channels_last)
-    train_set = target.dataset("train")
-    loader = torch.utils.data.DataLoader(
-        _Pairs(train_set), batch_size=recipe.batch_size, shuffle=True, drop_last=True,
-        generator=torch.Generator().manual_seed(seed), num_workers=4 if dev.type == "cuda" else 0,
-        pin_memory=dev.type == "cuda")
+    net = module
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None)
+    train_set = _Pairs(target.dataset("train"))
+    sampler = torch.utils.data.DistributedSampler(train_set, seed=seed, drop_last=True) if world > 1 else None
+    steps_per_epoch = len(train_set) // world // recipe.batch_size
     optimizer = torch.optim.AdamW(module.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * len(loader))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr,
+                                                    total_steps=recipe.epochs * steps_per_epoch)
+    state_path = out.with_suffix(".resume.pt")
+    first_epoch = _restore(state_path, module, optimizer, scheduler, recipe) if resume else 0
     start = time.perf_counter()
-    with tqdm(total=recipe.epochs * len(loader) * recipe.batch_size, unit="img", disable=not progress,
+    done = (recipe.epochs - first_epoch) * steps_per_epoch * recipe.batch_size * world
+    with tqdm(total=recipe.epochs * steps_per_epoch * recipe.batch_size, initial=first_epoch * steps_per_epoch *
+              recipe.batch_size, unit="img", disable=not progress or rank != 0,
               desc=f"train {model} ({recipe.name})") as bar:
-        for _ in range(recipe.epochs):
-            train_one_epoch(module, segmodel, loader, optimizer, scheduler, recipe, spec, g, dev, bar)
+        for epoch in range(first_epoch, recipe.epochs):
+            torch.manual_seed(seed * 100_003 + epoch)
+            g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            loader = torch.utils.data.DataLoader(
+                train_set, batch_size=recipe.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
+                generator=torch.Generator().manual_seed(seed * 100_003 + epoch),
+                num_workers=4 if dev.type == "cuda" else 0, pin_memory=dev.type == "cuda")
+            train_one_epoch(net, segmodel, loader, optimizer, scheduler, recipe, spec, g, dev, bar)
+            if rank == 0:
+                torch.save({"epoch": epoch + 1, "model": module.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "recipe": recipe.to_dict()}, state_path)
     seconds = time.perf_counter() - start
     val_miou = evaluate(segmodel, target)
-    sidecar = {
-        "model": model, "dataset": dataset, "data_identity": train_set.identity,
-        "classes": list(spec.classes), "mean": list(segmodel.mean.flatten().tolist()),
-        "std": list(segmodel.std.flatten().tolist()), "model_kwargs": model_kwargs,
-        "recipe": recipe.to_dict(), "seed": seed, "val_miou": round(val_miou, 4), "segcheck": __version__,
-    }
-    path = checkpoint.save(module, Path(out), sidecar)
-    images = recipe.epochs * len(loader) * recipe.batch_size
-    return TrainResult(path, val_miou, seconds, images / seconds)
+    if rank == 0:
+        sidecar = {
+            "model": model, "dataset": dataset, "data_identity": train_set.dataset.identity,
+            "classes": list(spec.classes), "mean": segmodel.mean.flatten().tolist(),
+            "std": segmodel.std.flatten().tolist(), "model_kwargs": model_kwargs,
+            "recipe": recipe.to_dict(), "seed": seed, "val_miou": round(val_miou, 4), "segcheck": __version__,
+        }
+        checkpoint.save(module, out, sidecar)
+        state_path.unlink(missing_ok=True)
+    return TrainResult(out, val_miou, seconds, done / seconds if seconds else float("nan"))
+
+
+def _restore(path: Path, module, optimizer, scheduler, recipe: Recipe) -> int:
+    """Load a ``.resume.pt`` state (weights_only); return the epoch to continue from."""
+    if not path.is_file():
+        raise SegcheckError(f"nothing to resume: {path} does not exist (it is written after each epoch)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state["recipe"] != recipe.to_dict():
+        raise SegcheckError(f"{path} was written by recipe {state['recipe']}, not {recipe.to_dict()}; "
+                            "resume with the same recipe and flags, or start afresh")
+    module.load_state_dict(state["model"], strict=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return int(state["epoch"])
 
 
 class _Pairs(torch.utils.data.Dataset):

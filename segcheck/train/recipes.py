@@ -13,7 +13,8 @@ class Recipe:
 
     ``flips``: random horizontal and vertical flips; ``rolls``: random circular shifts
     (vertical and horizontal); ``scale_crops``: multi-scale crops 0.5-2.0; all applied
-    jointly to image and mask. ``consistency``: weight of KL(clean || noisy) with pixel noise
+    jointly to image and mask. ``photometric``: half the images get one random change of
+    brightness, contrast, blur, JPEG quality or pixel noise (``augment.photometric``). ``consistency``: weight of KL(clean || noisy) with pixel noise
     sigma 0.05; ``recon``: weight of a reconstruction head's MSE (model must accept
     ``recon_head=True``); ``outlier_exposure``: weight of a uniform-prediction loss on
     noise inputs. The torchvision auxiliary loss (weight 0.5) is used whenever the model
@@ -28,6 +29,7 @@ class Recipe:
     flips: bool = False
     rolls: bool = False
     scale_crops: bool = False
+    photometric: bool = False
     consistency: float = 0.0
     recon: float = 0.0
     outlier_exposure: float = 0.0
@@ -44,7 +46,7 @@ class Recipe:
 
 RECIPES = {
     "naive": Recipe("naive"),
-    "robust": Recipe("robust", flips=True, rolls=True),
+    "robust": Recipe("robust", flips=True, rolls=True, photometric=True),
 }
 
 

@@ -11,3 +11,9 @@ pytestmark = pytest.mark.gate
                                    gates.label_integrity], ids=lambda f: f.__name__)
 def test_audit(audit, segcheck_target, gate):
     gate(audit(segcheck_target))
+
+
+@pytest.mark.parametrize("audit", [gates.input_normalization, gates.loss_at_init, gates.gradient_coverage,
+                                   gates.batch_independence, gates.deterministic_eval], ids=lambda f: f.__name__)
+def test_configured_audit(audit, segcheck_target, segcheck_config, gate):
+    gate(audit(segcheck_target, segcheck_config[audit.__name__]))

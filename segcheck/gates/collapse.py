@@ -1,0 +1,130 @@
+"""prediction_collapse: the predicted class histogram must resemble the ground truth's.
+
+Multi-class models: at least ``min_class_fraction`` of the classes present in the eval
+masks must be predicted somewhere, and the most frequent predicted class may cover at most
+``max_dominance_excess`` more of the pixels than the most frequent true class.
+Binary (one sigmoid channel) models additionally: some positives must be predicted when the
+masks have positives; the probability range and a threshold sweep are reported.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from segcheck.gates.result import GateResult
+from segcheck.metrics import ConfusionMatrix, iou
+from segcheck.target import Target
+
+SWEEP = tuple(round(0.1 * i, 1) for i in range(1, 10))
+
+
+def class_fractions(labels: np.ndarray, counted: np.ndarray, num_classes: int) -> np.ndarray:
+    """Fraction (num_classes,) of the ``counted`` pixels that carry each label."""
+    counts = np.bincount(labels[counted].ravel(), minlength=num_classes)[:num_classes]
+    return counts / max(int(counts.sum()), 1)
+
+
+def probabilities(target: Target) -> np.ndarray:
+    """Sigmoid probabilities (N, H, W) float32 of a binary model on the eval images, in batches."""
+    images, _ = target.eval_set
+    model, batch = target.model, target.config["eval"]["batch_size"]
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch):
+            logits = model.logits(model.normalize(images[start:start + batch]))
+            out.append(torch.sigmoid(logits[:, 0].float()).cpu().numpy())
+    return np.concatenate(out)
+
+
+def threshold_sweep(probs: np.ndarray, masks: np.ndarray, ignore_index: int,
+                    thresholds=SWEEP) -> dict[float, float]:
+    """Foreground IoU of ``probs > t`` against 0/1 ``masks`` (or ``ignore_index``) for each t."""
+    out = {}
+    for t in thresholds:
+        matrix = ConfusionMatrix(2, ignore_index).update((probs > t).astype(np.int64), masks).matrix
+        out[t] = float(iou(matrix)[1])
+    return out
+
+
+def prediction_collapse(target: Target, cfg: dict) -> GateResult:
+    """Compare predicted and true class histograms over the eval set's counted pixels.
+
+    Counted pixels are those whose label is a class (not ignore, not anomaly). Passes when
+    the fraction of present classes that are predicted is >= ``cfg["min_class_fraction"]``,
+    the dominant predicted fraction is <= the dominant true fraction +
+    ``cfg["max_dominance_excess"]``, and (binary models) positives are predicted wherever
+    the masks hold positives.
+    """
+    _, masks = target.eval_set
+    spec, model = target.spec, target.model
+    pred = target.clean[0]
+    counted = (masks >= 0) & (masks < spec.num_classes)
+    truth = class_fractions(masks, counted, spec.num_classes)
+    predicted = class_fractions(pred, counted, spec.num_classes)
+    present = np.flatnonzero(truth > 0)
+    missing = [spec.classes[c] for c in present if predicted[c] == 0]
+    coverage = 1 - len(missing) / max(len(present), 1)
+    dominant, true_dominant = int(predicted.argmax()), int(truth.argmax())
+    excess = float(predicted[dominant] - truth[true_dominant])
+    problems = []
+    if coverage < cfg["min_class_fraction"]:
+        problems.append(f"only {len(present) - len(missing)} of {len(present)} present classes predicted")
+    if excess > cfg["max_dominance_excess"]:
+        problems.append(f"{spec.classes[dominant]!r} covers {predicted[dominant]:.0%} of predicted pixels vs "
+                        f"{truth[true_dominant]:.0%} for the largest true class {spec.classes[true_dominant]!r} "
+                        f"(excess {excess:.2f} > {cfg['max_dominance_excess']:.2f})")
+    details = {"true_fractions": dict(zip(spec.classes, truth.tolist())),
+               "predicted_fractions": dict(zip(spec.classes, predicted.tolist())),
+               "never_predicted": missing, "dominance_excess": excess}
+    binary_note = ""
+    if model.binary:
+        binary_note, binary_problem = _binary_checks(target, masks, truth, predicted, details)
+        if binary_problem:
+            problems.append(binary_problem)
+    measured = (f"{len(present) - len(missing)}/{len(present)} present classes predicted ({coverage:.2f}, min "
+                f"{cfg['min_class_fraction']:.2f}); dominant predicted {spec.classes[dominant]!r} "
+                f"{predicted[dominant]:.2f} "
+                f"vs true {spec.classes[true_dominant]!r} {truth[true_dominant]:.2f} (max excess "
+                f"{cfg['max_dominance_excess']:.2f})" + binary_note)
+    if missing:
+        measured += f"; never predicted: {', '.join(missing)}"
+    passed = not problems
+    if passed:
+        message = measured
+    else:
+        message = (f"{measured}: {'; '.join(problems)}: the model collapses towards few classes (class imbalance "
+                   "without weighting, wrong label mapping, or a threshold/sigmoid mix-up)")
+    return GateResult("prediction_collapse", coverage, cfg["min_class_fraction"], passed, message,
+                      rule=f"value >= threshold, excess <= {cfg['max_dominance_excess']}", details=details)
+
+
+def _binary_checks(target: Target, masks: np.ndarray, truth: np.ndarray, predicted: np.ndarray,
+                   details: dict) -> tuple[str, str | None]:
+    """Probability range, positives and the threshold sweep of a binary model: (note, problem or None)."""
+    model, spec = target.model, target.spec
+    probs = probabilities(target)
+    masks = np.where((masks >= 0) & (masks < 2), masks, spec.ignore_index)
+    sweep = threshold_sweep(probs, masks, spec.ignore_index)
+    configured = threshold_sweep(probs, masks, spec.ignore_index, (model.threshold,))[model.threshold]
+    scored = {t: v for t, v in sweep.items() if np.isfinite(v)}
+    best = max(scored, key=scored.get) if scored else None
+    if best is not None and np.isfinite(configured) and configured >= scored[best]:
+        best = model.threshold  # the configured threshold is as good as any in the sweep
+    low, high = float(probs.min()), float(probs.max())
+    details.update(probability_range=[low, high], threshold=model.threshold, threshold_iou=configured,
+                   threshold_sweep=sweep, best_threshold=best)
+    note = f"; probabilities {low:.3f}..{high:.3f}, threshold {model.threshold:g}"
+    if best is not None and abs(best - model.threshold) > 1e-9:
+        note += f", best threshold {best:g} (IoU {sweep[best]:.3f} vs {configured:.3f})"
+    if truth[1] > 0 and predicted[1] == 0:
+        cause = "no positives predicted"
+        if high <= model.threshold:
+            cause += f": every probability is <= the threshold {model.threshold:g}"
+            if best is not None and best != model.threshold and sweep[best] > 0:
+                cause += f"; threshold {best:g} would give IoU {sweep[best]:.3f}"
+        return note, cause
+    if low >= 0.5 and high <= 1 / (1 + np.exp(-1)) + 1e-6:
+        return note, ("probabilities all lie in 0.5..0.73, i.e. sigmoid of values in 0..1: the model already outputs "
+                      "probabilities and segcheck applies sigmoid again; return logits")
+    return note, None

@@ -1,0 +1,70 @@
+"""positional_prior: the model must beat predicting the usual class at each pixel position."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segcheck import data
+from segcheck.data import DatasetSpec
+from segcheck.evaluate import score
+from segcheck.gates.result import GateResult
+from segcheck.target import Target
+
+
+def majority_map(masks: np.ndarray, spec: DatasetSpec) -> np.ndarray:
+    """The most frequent class (H, W) at each position of ``masks`` (N, H, W).
+
+    Ignore and anomaly pixels are not counted; a position with no counted pixel gets the
+    most frequent class overall. Ties go to the lower class id.
+    """
+    counted = (masks >= 0) & (masks < spec.num_classes)
+    counts = np.stack([((masks == c) & counted).sum(0) for c in range(spec.num_classes)])
+    prior = counts.argmax(0)
+    empty = counts.sum(0) == 0
+    if empty.any():
+        prior[empty] = int(counts.sum((1, 2)).argmax())
+    return prior
+
+
+def resize_nearest(label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``label_map`` (h, w) resampled to ``size`` (H, W) by nearest neighbour on relative position."""
+    h, w = label_map.shape
+    rows = np.minimum(((np.arange(size[0]) + 0.5) * h / size[0]).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(size[1]) + 0.5) * w / size[1]).astype(np.int64), w - 1)
+    return label_map[rows][:, cols]
+
+
+def training_prior(target: Target, samples: int, seed: int) -> tuple[np.ndarray, int]:
+    """The majority map of a fixed, seeded sample of ``samples`` training masks, and the count used."""
+    train = target.dataset("train")
+    indices = data.eval_indices(len(train), samples, seed)
+    masks = np.stack([np.asarray(train[i][1]) for i in indices])
+    return majority_map(masks, target.spec), len(indices)
+
+
+def positional_prior(target: Target, cfg: dict) -> GateResult:
+    """Real mIoU vs the mIoU of the training data's per-position majority class.
+
+    The prior map comes from ``cfg["train_samples"]`` training masks (seeded by
+    ``cfg["seed"]``), resized to the eval size if the sizes differ, and is scored on the
+    eval masks. Passes when real mIoU >= prior mIoU + ``cfg["margin"]``.
+    """
+    _, masks = target.eval_set
+    spec = target.spec
+    prior, used = training_prior(target, cfg["train_samples"], cfg["seed"])
+    if prior.shape != masks.shape[1:]:
+        prior = resize_nearest(prior, masks.shape[1:])
+    prior_miou = score(np.broadcast_to(prior, masks.shape), masks, spec)
+    real = score(target.clean[0], masks, spec)
+    threshold = prior_miou + cfg["margin"]
+    passed = bool(real >= threshold)
+    measured = (f"real mIoU {real:.3f} vs positional prior {prior_miou:.3f} "
+                f"(majority training class per pixel, {used} train masks)")
+    if passed:
+        message = f"{measured}: {real - prior_miou:+.3f} >= margin {cfg['margin']:.2f}"
+    else:
+        message = (f"{measured}: {real:.3f} < {threshold:.3f} (prior + margin {cfg['margin']:.2f}): the model does not "
+                   "clearly beat knowing where classes usually are; it has learnt the layout, not the appearance "
+                   "(train with flips/rolls/crops, check that inputs reach the model)")
+    details = {"real_miou": real, "prior_miou": prior_miou, "margin": cfg["margin"], "train_samples": used}
+    return GateResult("positional_prior", real, threshold, passed, message, rule="value >= threshold", details=details)

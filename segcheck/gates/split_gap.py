@@ -1,0 +1,47 @@
+"""generalization: the eval split's mIoU must hold up on another split (val vs test)."""
+
+from __future__ import annotations
+
+from segcheck import SegcheckError, data
+from segcheck.evaluate import score
+from segcheck.gates.result import GateResult
+from segcheck.target import Target
+
+
+def split_sample(target: Target, split: str):
+    """Images and masks of ``split``, sampled like the eval set (same size and seed)."""
+    ev = target.config["eval"]
+    dataset = target.dataset(split)
+    return data.stack(dataset, data.eval_indices(len(dataset), ev["size"], ev["seed"]))
+
+
+def generalization(target: Target, cfg: dict) -> GateResult:
+    """|mIoU on the eval split - mIoU on split ``cfg["split"]``| <= ``cfg["max_gap"]``.
+
+    The other split is sampled with the eval set's size and seed. Raises ``SegcheckError``
+    when the dataset has no such split or it is the eval split itself.
+    """
+    eval_split, other = target.config["eval"]["split"], cfg["split"]
+    if other not in target.spec.splits:
+        raise SegcheckError(f"dataset {target.dataset_name!r} has no {other!r} split (splits: "
+                            f"{', '.join(target.spec.splits)}); set generalization.split")
+    if other == eval_split:
+        raise SegcheckError(f"generalization.split {other!r} is the eval split itself; choose another split")
+    _, masks = target.eval_set
+    images_other, masks_other = split_sample(target, other)
+    first = score(target.clean[0], masks, target.spec)
+    pred_other, _ = target.model.predict_pixels(images_other, target.config["eval"]["batch_size"])
+    second = score(pred_other, masks_other, target.spec)
+    gap = abs(first - second)
+    passed = bool(gap <= cfg["max_gap"])
+    measured = f"mIoU {eval_split} {first:.3f} vs {other} {second:.3f} ({len(masks_other)} images): gap {gap:.3f}"
+    if passed:
+        message = f"{measured} <= {cfg['max_gap']:.2f}"
+    else:
+        better = eval_split if first > second else other
+        message = (f"{measured} > {cfg['max_gap']:.2f}: the model is much better on {better}; it was tuned or trained "
+                   f"on that split (leakage, checkpoint selection on it), or the splits differ in distribution")
+    details = {"eval_split": eval_split, "other_split": other, "eval_miou": first, "other_miou": second,
+               "images": len(masks_other)}
+    return GateResult("generalization", gap, cfg["max_gap"], passed, message, rule="value <= threshold",
+                      details=details)

@@ -1,0 +1,91 @@
+"""Gates that train: overfit_tiny (can the loop learn at all?) and input_baseline (what do the
+labels alone give?)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from segcheck import data
+from segcheck.evaluate import score
+from segcheck.gates.result import GateResult
+from segcheck.target import Target
+from segcheck.train.loop import fit
+
+
+def _train_sample(target: Target, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    train = target.dataset("train")
+    return data.stack(train, data.eval_indices(len(train), size, seed))
+
+
+def _fresh(target: Target, seed: int):
+    torch.manual_seed(seed)
+    return target.wrap(target.build_module())
+
+
+def overfit_tiny(target: Target, cfg: dict) -> GateResult:
+    """A fresh model from the builder, trained on ``cfg["samples"]`` fixed training images for
+    at most ``cfg["epochs"]`` epochs (mini-batches of ``cfg["batch_size"]``), must reach
+    mIoU >= ``cfg["min_miou"]`` on them; evaluated after every epoch, stopping when it does."""
+    images, masks = _train_sample(target, cfg["samples"], cfg["seed"])
+    spec = target.spec
+    model = _fresh(target, cfg["seed"])
+    x = model.normalize(images)
+    y = torch.from_numpy(masks).to(model.device)
+    bs = cfg["batch_size"]
+    per_epoch = -(-len(images) // bs)
+    history: list[float] = []
+
+    def batch(step: int):
+        start = (step - 1) % per_epoch * bs
+        return x[start:start + bs], y[start:start + bs]
+
+    def reached(step: int) -> bool:
+        if step % per_epoch:
+            return False
+        history.append(score(model.predict(x)[0], masks, spec))
+        return history[-1] >= cfg["min_miou"]
+
+    steps = fit(model, batch, cfg["epochs"] * per_epoch, cfg["lr"], spec.ignore_index, stop=reached)
+    epochs = len(history)
+    value = max(history)
+    passed = value >= cfg["min_miou"]
+    message = f"mIoU {value:.3f} on {len(images)} training images after {epochs} epochs ({steps} steps)"
+    if passed:
+        message += f" >= {cfg['min_miou']:.2f}: the training loop can learn"
+    else:
+        message += (f" < {cfg['min_miou']:.2f} (budget {cfg['epochs']} epochs): the model/loss/optimizer cannot even "
+                    "memorize ten samples; check the loss target format, the learning rate and that the head is trained")
+    return GateResult("overfit_tiny", value, cfg["min_miou"], passed, message, rule="value >= threshold",
+                      details={"epochs": epochs, "steps": steps, "history": history})
+
+
+def input_baseline(target: Target, cfg: dict) -> GateResult:
+    """Train the same architecture on noise inputs with the real training labels for
+    ``cfg["steps"]`` steps; the real model's mIoU must beat this input-independent baseline
+    (scored on fresh noise against the eval labels) by ``cfg["margin"]``."""
+    spec = target.spec
+    train_images, train_masks = _train_sample(target, cfg["samples"], cfg["seed"])
+    model = _fresh(target, cfg["seed"])
+    rng = np.random.default_rng(cfg["seed"])
+    gen = torch.Generator().manual_seed(cfg["seed"])
+    shape = (cfg["batch_size"], 3, *train_images.shape[1:3])
+
+    def batch(step: int):
+        pick = rng.choice(len(train_masks), size=cfg["batch_size"], replace=False)
+        x = torch.randn(shape, generator=gen).to(model.device)
+        return x, torch.from_numpy(train_masks[pick]).to(model.device)
+
+    fit(model, batch, cfg["steps"], cfg["lr"], spec.ignore_index)
+    _, masks = target.eval_set
+    noise = torch.randn((len(masks), *shape[1:]), generator=gen)
+    baseline = score(model.predict(noise, target.config["eval"]["batch_size"])[0], masks, spec)
+    real = score(target.clean[0], masks, spec)
+    threshold = baseline + cfg["margin"]
+    passed = real >= threshold
+    message = f"real mIoU {real:.3f} vs input-independent baseline {baseline:.3f} (+{cfg['margin']:.2f} = {threshold:.3f})"
+    if not passed:
+        message += (": a model that never sees the image does about as well; the labels' layout explains the score, "
+                    "train with positional jitter and check the model reads its input")
+    return GateResult("input_baseline", real, threshold, passed, message, rule="value >= threshold",
+                      details={"baseline_miou": baseline, "real_miou": real, "steps": cfg["steps"]})

@@ -1,0 +1,83 @@
+"""Ablation: train one variant per recipe ingredient and judge each with segcheck's own gates.
+
+Every variant starts from the ``naive`` recipe (cross-entropy only) and adds ingredients;
+each checkpoint then runs ``pytest suites/gates`` (the product, not a re-implementation) and
+the JSON reports are folded into one Markdown table.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from segcheck import SegcheckError
+from segcheck.train.loop import train
+
+VARIANTS: dict[str, dict] = {
+    "naive (CE)": {},
+    "+ consistency 0.1": {"consistency": 0.1},
+    "+ recon 0.5": {"recon": 0.5},
+    "+ outlier exposure 0.1": {"outlier_exposure": 0.1},
+    "+ flips": {"flips": True},
+    "+ rolls": {"rolls": True},
+    "+ scale crops": {"scale_crops": True},
+    "+ photometric": {"photometric": True},
+    "+ flips + rolls": {"flips": True, "rolls": True},
+    "robust: + flips + rolls + photometric": {"flips": True, "rolls": True, "photometric": True},
+}
+SUITE = Path(__file__).resolve().parents[2] / "suites" / "gates"
+
+
+def judge(checkpoint: Path, report: Path, marks: str) -> dict:
+    """Run the gate suite on ``checkpoint``; return its JSON report."""
+    if not SUITE.is_dir():
+        raise SegcheckError(f"the gate suite is not at {SUITE}; run the ablation from a segcheck checkout")
+    cmd = [sys.executable, "-m", "pytest", str(SUITE), "-q", "-p", "no:cacheprovider", "--checkpoint", str(checkpoint),
+           "--segcheck-report", str(report), "-m", marks]
+    subprocess.run(cmd, check=False, capture_output=True)
+    if not report.is_file():
+        raise SegcheckError(f"the gate suite wrote no report for {checkpoint}; run {' '.join(cmd)} to see why")
+    return json.loads(report.read_text())
+
+
+def column(name: str) -> str:
+    """Gates that come in families (``perturbation_stability[jpeg]``) share one column."""
+    return name.split("[")[0]
+
+
+def table(rows: dict[str, dict]) -> str:
+    """Markdown: one row per variant, real mIoU, noise mIoU, then passed/total per gate column."""
+    columns = sorted({column(g["name"]) for report in rows.values() for g in report["gates"]})
+    lines = ["| variant | real mIoU | noise mIoU | " + " | ".join(columns) + " |",
+             "|---" * (len(columns) + 3) + "|"]
+    for variant, report in rows.items():
+        by_column: dict[str, list[bool]] = {}
+        for g in report["gates"]:
+            by_column.setdefault(column(g["name"]), []).append(g["passed"])
+        noise = next(g for g in report["gates"] if g["name"] == "noise_input")
+        cells = []
+        for c in columns:
+            verdicts = by_column.get(c, [])
+            mark = "pass" if verdicts and all(verdicts) else "**fail**" if verdicts else "-"
+            cells.append(mark if len(verdicts) <= 1 else f"{mark} ({sum(verdicts)}/{len(verdicts)})")
+        lines.append(f"| {variant} | {noise['details']['real_miou']:.3f} | {noise['value']:.3f} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run(out_dir: Path, *, epochs: int | None = None, device: str = "auto", seed: int = 0,
+        marks: str = "not train and not gpu", variants: dict[str, dict] = VARIANTS) -> str:
+    """Train and judge every variant into ``out_dir``; write and return ``ablation.md``."""
+    out_dir = Path(out_dir)
+    rows = {}
+    for i, (variant, ingredients) in enumerate(variants.items()):
+        path = out_dir / f"variant{i}.safetensors"
+        overrides = dict(ingredients, **({"epochs": epochs} if epochs else {}))
+        if not path.is_file():  # re-running the command continues where it stopped
+            train("unet", "synthetic-streets", "naive", out=path, device=device, seed=seed, **overrides)
+        rows[variant] = judge(path, path.with_suffix(".json"), marks)
+    text = table(rows)
+    (out_dir / "ablation.md").write_text(text + "\n")
+    return text
