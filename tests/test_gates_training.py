@@ -14,15 +14,15 @@ BASELINE = dict(segconfig.DEFAULTS["input_baseline"], steps=40)
 def test_overfit_tiny_passes_for_the_bundled_unet_and_says_after_how_many_steps(make_target):
     result = gates.overfit_tiny(make_target(eval_size=8), OVERFIT)
     assert result.passed, result.message
-    assert result.details["steps"] <= OVERFIT["epochs"]
-    assert f"after {result.details['steps']} steps" in result.message
+    assert result.details["epochs"] <= OVERFIT["epochs"]
+    assert f"after {result.details['epochs']} epochs ({result.details['steps']} steps)" in result.message
 
 
 def test_overfit_tiny_fails_when_no_gradient_reaches_the_weights(make_target):
     result = gates.overfit_tiny(make_target(FrozenHead(build_unet(8)), eval_size=8), dict(OVERFIT, epochs=5))
     assert not result.passed
     assert result.value < 0.9 and "cannot even memorize ten samples" in result.message
-    assert result.details["steps"] == 5
+    assert result.details["epochs"] == 5 and result.details["steps"] == 5 * 5  # 10 samples, batches of 2
 
 
 def test_input_baseline_passes_for_a_model_that_reads_its_images(make_target):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -57,13 +58,15 @@ def _split(output, n: int) -> list:
     return list(output_tensor(output).chunk(n))
 
 
-def criterion(outputs: list, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, ignore_index: int) -> torch.Tensor:
+def criterion(outputs: list, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, ignore_index: int,
+              class_weights: torch.Tensor | None = None) -> torch.Tensor:
     """The recipe's loss for one batch: CE (+0.5 aux CE) + consistency + reconstruction + OE."""
     clean, extra = outputs[0], list(outputs[1:])
     logits = _at_size(output_tensor(clean), y.shape[-2:]).float()
-    loss = F.cross_entropy(logits, y, ignore_index=ignore_index)
+    ce = functools.partial(F.cross_entropy, target=y, weight=class_weights, ignore_index=ignore_index)
+    loss = ce(logits)
     if isinstance(clean, dict) and clean.get("aux") is not None:
-        loss = loss + 0.5 * F.cross_entropy(_at_size(clean["aux"], y.shape[-2:]).float(), y, ignore_index=ignore_index)
+        loss = loss + 0.5 * ce(_at_size(clean["aux"], y.shape[-2:]).float())
     if recipe.recon:
         if not isinstance(clean, dict) or "recon" not in clean:
             raise SegcheckError("recipe uses recon but the model returned no 'recon' output; "
@@ -114,10 +117,11 @@ def train_one_epoch(model, segmodel, loader, optimizer, scheduler, recipe, spec,
 
 
 def fit(segmodel: SegModel, batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]], steps: int, lr: float,
-        ignore_index: int, stop: Callable[[int], bool] | None = None) -> int:
+        ignore_index: int, stop: Callable[[int], bool] | None = None,
+        class_weights: torch.Tensor | None = None) -> int:
     """Train ``segmodel.module`` with cross-entropy (+aux) on ``batch(step)`` -> (normalized x, y).
 
-    Runs at most ``steps`` Adam steps; after each, ``stop(step)`` may end training early
+    ``class_weights`` weight the cross-entropy per class. Runs at most ``steps`` Adam steps; after each, ``stop(step)`` may end training early
     (it is called with the module in eval mode). Returns the number of steps taken.
     """
     module = segmodel.module
@@ -126,7 +130,7 @@ def fit(segmodel: SegModel, batch: Callable[[int], tuple[torch.Tensor, torch.Ten
     for step in range(1, steps + 1):
         module.train()
         x, y = batch(step)
-        loss = criterion([module(x)], x, y, naive, ignore_index)
+        loss = criterion([module(x)], x, y, naive, ignore_index, class_weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
