@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -37,6 +38,8 @@ def cmd_train(args) -> int:
     result = train(args.model, args.dataset, args.recipe, out=args.out, device=args.device, seed=args.seed,
                    data_root=args.data_root, plugin_specs=args.plugin, progress=not args.quiet,
                    resume=args.resume, **overrides)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 writes and reports
+        return 0
     print(f"wrote {result.path} (+ {result.path.with_suffix('.yaml').name}): val mIoU {result.val_miou:.4f}, "
           f"{result.seconds:.0f} s, {result.images_per_second:.1f} img/s")
     return 0

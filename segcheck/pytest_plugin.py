@@ -130,7 +130,7 @@ def pytest_configure(config: pytest.Config):
         # resolve now what was asked for explicitly: a wrong name or path is a usage error before any test
         if config.getoption("segcheck_plugin"):
             state.plugins
-        if any(config.getoption(o) for o in TARGET_OPTIONS):
+        if any(config.getoption(o) for o in TARGET_OPTIONS) or _gate_suite_requested(config):
             state.target
     except SegcheckError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -141,6 +141,11 @@ def pytest_configure(config: pytest.Config):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
     if getattr(config.option, "dist", "no") == "load":
         config.option.dist = "loadgroup"  # keep each model's gates on one worker (shared predictions)
+
+
+def _gate_suite_requested(config: pytest.Config) -> bool:
+    """Whether the command line names a gate suite (its conftest, loaded before configure, says so)."""
+    return any(getattr(plugin, "SEGCHECK_GATE_SUITE", False) for plugin in config.pluginmanager.get_plugins())
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -8,6 +8,8 @@ import pytest
 from segcheck import config as segconfig
 from segcheck import gates
 from segcheck.gates.noise import NOISE_KINDS, noise_pixels
+from segcheck.target import Target
+from tests.conftest import REPO
 from tests.models import ConstantModel, PositionalModel
 
 NOISE_CFG = segconfig.DEFAULTS["noise_input"]
@@ -93,3 +95,11 @@ def test_label_integrity_catches_out_of_range_and_empty_masks(make_target):
 
 def test_label_integrity_passes_on_clean_data(make_target):
     assert gates.label_integrity(make_target()).passed
+
+
+def test_shipped_naive_checkpoint_reproduces_the_shortcut(loaded_plugins):
+    naive = REPO / "plugins/checkpoints/unet_synthetic-streets_naive.safetensors"
+    target = Target(loaded_plugins, segconfig.load(), "unet", "synthetic-streets", checkpoint=naive)
+    result = gates.noise_input(target, NOISE_CFG)
+    assert result.details["real_miou"] > 0.9  # it segments real images well...
+    assert not result.passed  # ...and still scores on noise
