@@ -16,8 +16,8 @@ import os
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
-import segcheck.plugins
 from segcheck import SegcheckError
+from segcheck.pytest_plugin import STATE
 
 # The explain phase (lines "always and only run by failing test cases") is left out: it
 # doubles the time to report a failure and points into numpy's array printing, not at the bug.
@@ -31,18 +31,15 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 PER_CLASS_IOU = "per_class_iou"
 USER_KINDS = (PER_CLASS_IOU,)  # the kinds of user metric this suite knows how to test
-_REGISTRY = pytest.StashKey[object]()
 
 
 def registered_metrics(config: pytest.Config):
-    """The metric Registry filled by the plugins of this run (loaded once per session)."""
-    if _REGISTRY not in config.stash:
-        specs = config.getoption("segcheck_plugin", default=[]) or []
-        try:
-            config.stash[_REGISTRY] = segcheck.plugins.load(specs).metrics
-        except SegcheckError as exc:
-            raise pytest.UsageError(str(exc)) from None
-    return config.stash[_REGISTRY]
+    """The metric Registry filled by the plugins of this run (segcheck's pytest plugin loads
+    them once per session; a bad ``--plugin`` is a usage error)."""
+    try:
+        return config.stash[STATE].plugins.metrics
+    except SegcheckError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def user_metrics(config: pytest.Config, kind: str) -> list:
