@@ -27,7 +27,7 @@ def tiny(tmp_path):
 
 
 def test_every_ingredient_trains_and_writes_checkpoint_with_sidecar(tmp_path, tiny):
-    out = tmp_path / "all.safetensors"
+    out = tmp_path / "new" / "folder" / "all.safetensors"  # folders are created
     result = train(recipe="naive", out=out, epochs=1, flips=True, rolls=True, scale_crops=True, photometric=True,
                    consistency=0.1, recon=0.5, outlier_exposure=0.1, **tiny)
     sidecar = yaml.safe_load(out.with_suffix(".yaml").read_text())

@@ -174,6 +174,7 @@ def train(model: str, dataset: str, recipe: str | Recipe = "naive", *, out: Path
     """
     recipe = (get_recipe(recipe) if isinstance(recipe, str) else recipe).with_(**overrides)
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     rank, world = _distributed()
     torch.manual_seed(seed)
     target = Target(segplugins.load(plugin_specs), segconfig.load(), model, dataset, checkpoint=Path("none"),
