@@ -46,6 +46,20 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return _unwrap(state, path)
 
 
+def state_dict_keys(path: Path) -> list[str]:
+    """The parameter names stored at ``path``, without reading the tensors' data where possible."""
+    path = Path(path)
+    if path.suffix == ".safetensors" and path.is_file():
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                return list(f.keys())
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise SegcheckError(f"checkpoint {path} is not a readable safetensors file ({exc}); re-save it") from exc
+    return list(read_state_dict(path))
+
+
 def _unwrap(state, path: Path) -> dict[str, torch.Tensor]:
     while isinstance(state, dict) and not _is_tensor_dict(state):
         inner = next((state[k] for k in WRAPPER_KEYS if isinstance(state.get(k), dict)), None)

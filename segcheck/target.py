@@ -131,10 +131,11 @@ class Target:
                     f"but dataset {self.dataset_name!r} has {self.spec.num_classes} {list(self.spec.classes)[:6]}...; "
                     "evaluate on the label set it was trained for"
                 )
-            return dict(sidecar.get("model_kwargs") or {})
+            if "model_kwargs" in sidecar:
+                return dict(sidecar["model_kwargs"] or {})
         prefix = self.model_entry.meta.get("aux_prefix")
         if prefix and self.checkpoint.suffix in checkpoint.SUFFIXES:
-            return {"aux_loss": any(k.startswith(prefix) for k in checkpoint.read_state_dict(self.checkpoint))}
+            return {"aux_loss": any(k.startswith(prefix) for k in checkpoint.state_dict_keys(self.checkpoint))}
         return {}
 
     @cached_property

@@ -90,3 +90,26 @@ def test_dict_without_state_dict_names_its_keys(tmp_path):
     torch.save({"optimizer": 1, "epoch": 2}, path)
     with pytest.raises(SegcheckError, match=r"keys \['epoch', 'optimizer'\] but no state dict"):
         checkpoint.read_state_dict(path)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_state_dict_keys_lists_names_without_loading_into_a_model(tmp_path, suffix):
+    model = build("lraspp_mobilenet_v3_large", 3)
+    path = tmp_path / f"m{suffix}"
+    if suffix == ".pt":
+        torch.save(model.state_dict(), path)
+    else:
+        checkpoint.save(model, path, {})
+    assert sorted(checkpoint.state_dict_keys(path)) == sorted(model.state_dict())
+
+
+@pytest.mark.parametrize("aux", [True, False])
+def test_torchvision_aux_head_is_built_only_when_the_checkpoint_has_one(tmp_path, aux, loaded_plugins):
+    from segcheck import config
+    from segcheck.target import Target
+
+    path = tmp_path / "deeplab.pt"
+    torch.save(build("deeplabv3_mobilenet_v3_large", 8, aux_loss=aux).state_dict(), path)
+    target = Target(loaded_plugins, config.load(), "deeplabv3_mobilenet_v3_large", "synthetic-streets",
+                    checkpoint=path)
+    assert (target.model.module.aux_classifier is not None) is aux
