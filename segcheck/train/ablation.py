@@ -88,8 +88,9 @@ def run(out_dir: Path, *, epochs: int | None = None, device: str = "auto", seed:
     for i, (variant, ingredients) in enumerate(variants.items()):
         path = out_dir / f"variant{i}.safetensors"
         overrides = dict(ingredients, **({"epochs": epochs} if epochs else {}))
-        if not path.is_file():  # re-running the command continues where it stopped
-            train("unet", "synthetic-streets", "naive", out=path, device=device, seed=seed, **overrides)
+        if not path.is_file():  # re-running the command continues where it stopped, epoch by epoch
+            train("unet", "synthetic-streets", "naive", out=path, device=device, seed=seed,
+                  resume=path.with_suffix(".resume.pt").is_file(), **overrides)
         rows[variant] = judge(path, path.with_suffix(".json"), marks)
     text = table(rows)
     (out_dir / "ablation.md").write_text(text + "\n")
