@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from segcheck import SegcheckError
-from segcheck.metrics import OODMetrics, ood_metrics, reference
+from segcheck.metrics import OODMetrics, _histogram, ood_metrics, reference
 from segcheck.metrics._histogram import ScoreHistogram
 
 
@@ -128,7 +128,8 @@ def test_torch_kernel_matches_numpy():
     x, y = gaussian_scores(100_000, seed=3)
     x[:3] = [np.inf, -np.inf, 0.0]
     host = ScoreHistogram(1 << 10).update(x, y)
-    device = ScoreHistogram(1 << 10)._update_torch(torch.from_numpy(x), torch.from_numpy(y))
+    device = ScoreHistogram(1 << 10)
+    device._update_torch(torch.from_numpy(x), torch.from_numpy(y))
     assert (device.k, device.origin) == (host.k, host.origin)
     assert (device.counts == host.counts).all() and (device.infinite == host.infinite).all()
     r = ood_metrics(torch.from_numpy(x), torch.from_numpy(y), exact=False, bins=1 << 10)
@@ -140,3 +141,14 @@ def test_cuda_scores():
     x, y = gaussian_scores(100_000, seed=4)
     got = ood_metrics(torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda(), exact=False)
     assert got == ood_metrics(x, y, exact=False)
+
+
+def test_a_batch_with_nan_leaves_the_histogram_unchanged(monkeypatch):
+    monkeypatch.setattr(_histogram, "CHUNK", 4)  # the NaN sits in a later chunk than counted scores
+    monkeypatch.setattr(_histogram, "BLOCK", 4)
+    h = ScoreHistogram(16).update(np.array([0.5, 1.5]), np.array([True, False]))
+    before = (h.k, h.origin, h.counts.copy(), h.infinite.copy())
+    with pytest.raises(SegcheckError, match="1 NaN"):
+        h.update(np.array([-40.0, 9.0, np.inf, 1.0, 2.0, np.nan]), np.ones(6, bool))
+    assert (h.k, h.origin) == before[:2]
+    assert (h.counts == before[2]).all() and (h.infinite == before[3]).all()

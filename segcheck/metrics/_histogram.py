@@ -14,6 +14,10 @@ is exact, so the bin of a score never depends on rounding. The one place where t
 can round, a tiny negative float64 score whose product underflows to -0.0 (possible only
 when ``w >= 2``), is corrected to bin -1 explicitly. The width is kept >= ``max|x| * 2**-50``
 so that bin numbers fit in float64 integers exactly.
+
+Host arrays are binned in cache-sized chunks whose bin indices collect in a buffer that one
+``bincount`` counts per block; the buffer is counted early whenever the bins must grow,
+because an index is only valid for the bins it was computed against.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import numpy as np
 
 from segcheck import SegcheckError
 
-CHUNK = 1 << 18
+CHUNK = 1 << 18  # scores binned per step: the float temporaries stay in L2
+BLOCK = 1 << 20  # bin indices counted per bincount call: fewer output allocations and merges
 MIN_EXPONENT = -1000  # 2**-1000: scales by 2**1000 stay finite in float64
 
 
@@ -114,9 +119,23 @@ class ScoreHistogram:
 
     # --- host arrays ---------------------------------------------------------------------
     def update(self, scores, positive) -> "ScoreHistogram":
-        """Count flat ``scores`` (float) with flat boolean ``positive`` of the same length."""
-        if not isinstance(scores, np.ndarray):
-            return self._update_torch(scores, positive)
+        """Count flat ``scores`` (float) with flat boolean ``positive`` of the same length.
+
+        All or nothing: a batch that raises (NaN scores) leaves the histogram unchanged.
+        """
+        saved = (self.k, self.origin, self.lo, self.hi, self.counts.copy(), self.infinite.copy())
+        try:
+            if isinstance(scores, np.ndarray):
+                self._update_host(scores, positive)
+            else:
+                self._update_torch(scores, positive)
+        except BaseException:
+            self.k, self.origin, self.lo, self.hi, self.counts, self.infinite = saved
+            raise
+        return self
+
+    def _update_host(self, scores: np.ndarray, positive: np.ndarray) -> None:
+        pending = 0  # bin indices of the current (k, origin) waiting in the index buffer
         for start in range(0, scores.size, CHUNK):
             x, y = scores[start : start + CHUNK], positive[start : start + CHUNK]
             lo, hi = float(x.min()), float(x.max())
@@ -128,10 +147,20 @@ class ScoreHistogram:
                 if x.size == 0:
                     continue
                 lo, hi = float(x.min()), float(x.max())
-            self._cover(lo, hi)
-            self.counts.reshape(-1)[:] += _torch().bincount(_torch().from_numpy(self._bin_host(x, y)),
-                                                            minlength=2 * self.bins).numpy()
-        return self
+            if self.k is None or lo < self.lo or hi > self.hi or pending + x.size > BLOCK:
+                pending = self._count(pending)  # indices are only valid for the bins they were made for
+                self._cover(lo, hi)
+            self._bin_host(x, y, pending)
+            pending += x.size
+        self._count(pending)
+
+    def _count(self, pending: int) -> int:
+        """Add the first ``pending`` buffered bin indices to the counts; returns 0 (none pending)."""
+        if pending:
+            torch = _torch()
+            index = torch.from_numpy(self._buffers[2][:pending])
+            self.counts.reshape(-1)[:] += torch.bincount(index, minlength=2 * self.bins).numpy()
+        return 0
 
     def _count_infinite(self, x: np.ndarray, y: np.ndarray):
         for column, mask in enumerate((np.isneginf(x), np.isposinf(x))):
@@ -140,11 +169,12 @@ class ScoreHistogram:
         finite = np.isfinite(x)
         return x[finite], y[finite]
 
-    def _bin_host(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """int32 index ``bin + bins * label`` of each pixel of one chunk."""
+    def _bin_host(self, x: np.ndarray, y: np.ndarray, at: int) -> None:
+        """Write the int32 index ``bin + bins * label`` of each pixel of one chunk to the index
+        buffer, starting at position ``at``."""
         n = x.size
         if self._buffers is None:
-            self._buffers = (np.empty(CHUNK, np.float32), np.empty(CHUNK, np.float64), np.empty(CHUNK, np.int32),
+            self._buffers = (np.empty(CHUNK, np.float32), np.empty(CHUNK, np.float64), np.empty(BLOCK, np.int32),
                              np.empty(CHUNK, np.int32))
         f32, f64, index, label = self._buffers
         # float32 arithmetic is exact when no product underflows (w <= 1) and bin numbers < 2**24
@@ -155,14 +185,13 @@ class ScoreHistogram:
         if x.dtype == np.float64 and self.k >= 1:  # |x| <= 2**(k - 1075) underflows to -0.0
             q[(q == 0) & (x < 0)] = -1.0
         np.subtract(q, q.dtype.type(self.origin), out=q)
-        out = index[:n]
+        out = index[at : at + n]
         np.copyto(out, q, casting="unsafe")
         np.multiply(y, np.int32(self.bins), out=label[:n])
         np.add(out, label[:n], out=out)
-        return out
 
     # --- device tensors ------------------------------------------------------------------
-    def _update_torch(self, scores, positive) -> "ScoreHistogram":
+    def _update_torch(self, scores, positive) -> None:
         torch = _torch()
         for start in range(0, scores.numel(), CHUNK * 64):
             x, y = scores[start : start + CHUNK * 64], positive[start : start + CHUNK * 64]
@@ -186,7 +215,6 @@ class ScoreHistogram:
             q -= float(self.origin)
             index = q.long() + y.long() * self.bins
             self.counts.reshape(-1)[:] += torch.bincount(index, minlength=2 * self.bins).cpu().numpy()
-        return self
 
     # --- results -------------------------------------------------------------------------
     def merge(self, other: "ScoreHistogram") -> "ScoreHistogram":

@@ -8,6 +8,7 @@ of input was drawn with ``hypothesis.note`` and ``hypothesis.event``.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,20 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 LABEL_DTYPES = (np.uint8, np.int16, np.int32, np.int64)
+
+
+@contextmanager
+def small_chunks(module, **sizes: int):
+    """Run a kernel module with smaller chunk constants (e.g. ``CHUNK=3``) so that tiny
+    drawn inputs cross the chunk boundaries that real, large inputs cross; restored after."""
+    previous = {name: getattr(module, name) for name in sizes}
+    for name, size in sizes.items():
+        setattr(module, name, size)
+    try:
+        yield
+    finally:
+        for name, size in previous.items():
+            setattr(module, name, size)
 
 
 def _grid(a: np.ndarray) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
@@ -15,7 +14,7 @@ from hypothesis.extra import numpy as hnp
 from segcheck import SegcheckError
 from segcheck import metrics as M
 from segcheck.metrics import _counting, reference
-from segcheck.metrics.testing import assert_close, assert_per_class_equal, label_case, seg_cases
+from segcheck.metrics.testing import assert_close, assert_per_class_equal, label_case, seg_cases, small_chunks
 
 cases = seg_cases()
 
@@ -29,17 +28,6 @@ def assert_matrix_equal(observed, expected, case):
     if observed.dtype != np.int64 or observed.shape != expected.shape or not (observed == expected).all():
         raise AssertionError(f"confusion matrix differs from the reference (rows = target):\n"
                              f"observed ({observed.dtype})\n{observed}\nexpected\n{expected}")
-
-
-@contextmanager
-def small_chunks(size: int):
-    """Count in chunks of ``size`` pixels so that small inputs cross chunk boundaries."""
-    previous = _counting.CHUNK
-    _counting.CHUNK = size
-    try:
-        yield
-    finally:
-        _counting.CHUNK = previous
 
 
 @given(case=cases, as_tensor=st.booleans())
@@ -68,7 +56,7 @@ def test_splitting_order_chunks_and_threads_do_not_matter(case, chunk, threads, 
     pieces = list(zip(np.split(flat_p, cuts), np.split(flat_t, cuts)))
     order = data.draw(st.permutations(range(len(pieces))), label="batch order")
     event(f"batches: {len(pieces)}")
-    with small_chunks(chunk):
+    with small_chunks(_counting, CHUNK=chunk):
         stream = M.ConfusionMatrix(case.num_classes, case.ignore_index, threads=threads)
         for i in order:
             stream.update(*pieces[i])

@@ -14,10 +14,10 @@ from hypothesis import event, given, note, target
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from segcheck.metrics import OODMetrics, ood_metrics, reference
+from segcheck.metrics import OODMetrics, _histogram, ood_metrics, reference
 from segcheck.metrics._histogram import ScoreHistogram
 from segcheck.metrics._ranking import ranking_metrics
-from segcheck.metrics.testing import assert_close, label_scores, score_cases, score_values
+from segcheck.metrics.testing import assert_close, label_scores, score_cases, score_values, small_chunks
 
 METRICS = ("auroc", "aupr", "fpr")
 levels = st.sampled_from([0.95, 0.5, 0.8, 1.0, 0.01])
@@ -106,9 +106,12 @@ def test_histogram_is_exact_on_binned_scores(case, bins, level):
         assert_close(got[name], want[name], 1e-12, f"histogram {name} vs scikit-learn on binned scores")
 
 
-@given(case=score_cases(infinite=True), bins=small_bins, data=st.data())
-def test_histogram_does_not_depend_on_batching(case, bins, data):
-    """Any split, in any order, or two halves merged: the same bins, counts and results."""
+@given(case=score_cases(infinite=True), bins=small_bins, chunk=st.integers(1, 9), blocks=st.integers(1, 3),
+       data=st.data())
+def test_histogram_does_not_depend_on_batching(case, bins, chunk, blocks, data):
+    """Any split, in any order, or two halves merged, binned in any chunk size and counted
+    in any block size (the bins may grow in the middle of a block): the same bins, counts
+    and results."""
     label_scores(case)
     x, y = flat(case)
     whole = ScoreHistogram(bins).update(x, y)
@@ -116,15 +119,16 @@ def test_histogram_does_not_depend_on_batching(case, bins, data):
     pieces = list(zip(np.split(x, cuts), np.split(y, cuts)))
     order = data.draw(st.permutations(range(len(pieces))), label="batch order")
     event(f"batches: {len(pieces)}")
-    stream = ScoreHistogram(bins)
-    for i in order:
-        stream.update(*pieces[i])
     half = len(order) // 2
-    left, right = ScoreHistogram(bins), ScoreHistogram(bins)
-    for i in order[:half]:
-        left.update(*pieces[i])
-    for i in order[half:]:
-        right.update(*pieces[i])
+    with small_chunks(_histogram, CHUNK=chunk, BLOCK=chunk * blocks):
+        stream = ScoreHistogram(bins)
+        for i in order:
+            stream.update(*pieces[i])
+        left, right = ScoreHistogram(bins), ScoreHistogram(bins)
+        for i in order[:half]:
+            left.update(*pieces[i])
+        for i in order[half:]:
+            right.update(*pieces[i])
     merged = left.merge(right)
     for other, how in ((stream, "streamed"), (merged, "merged")):
         assert (other.k, other.origin) == (whole.k, whole.origin), f"{how}: bins differ"
