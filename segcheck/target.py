@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -88,10 +89,17 @@ class Target:
 
     # --- model ----------------------------------------------------------------------------
     def build_module(self, **kwargs) -> torch.nn.Module:
-        """A fresh module from the model's builder, sized for the dataset's classes."""
+        """A fresh module from the model's builder, sized for the dataset's classes.
+
+        Never the module under test: a builder that hands back that very module (instead of
+        building a new one) gets a deep copy, so training or probing a fresh module never
+        changes the model that other gates use.
+        """
         meta = self.model_entry.meta
         channels = 1 if meta.get("binary") else self.spec.num_classes
-        return self.model_entry.obj(channels, **kwargs)
+        module = self.model_entry.obj(channels, **kwargs)
+        loaded = self.__dict__.get("model")  # only if already loaded: building never loads it
+        return copy.deepcopy(module) if loaded is not None and module is loaded.module else module
 
     def wrap(self, module: torch.nn.Module) -> SegModel:
         meta = self.model_entry.meta

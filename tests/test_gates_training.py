@@ -1,6 +1,7 @@
 """overfit_tiny and input_baseline: the gates that train."""
 
 import pytest
+import torch
 
 from segcheck import config as segconfig
 from segcheck import gates
@@ -23,6 +24,14 @@ def test_overfit_tiny_fails_when_no_gradient_reaches_the_weights(make_target):
     assert not result.passed
     assert result.value < 0.9 and "cannot even memorize ten samples" in result.message
     assert result.details["epochs"] == 5 and result.details["steps"] == 5 * 5  # 10 samples, batches of 2
+
+
+def test_training_gates_never_train_the_model_under_test(make_target):
+    target = make_target(build_unet(8), eval_size=8)  # the builder hands back the model under test itself
+    before = {k: v.clone() for k, v in target.model.module.state_dict().items()}
+    gates.overfit_tiny(target, dict(OVERFIT, epochs=1))
+    after = target.model.module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_input_baseline_passes_for_a_model_that_reads_its_images(make_target):

@@ -97,16 +97,10 @@ def label_integrity(target: Target, cfg: dict | None = None) -> GateResult:
 # --- audits with settings (each reads its own config section) --------------------------------
 
 def _fresh_module(target: Target, seed: int, **kwargs) -> torch.nn.Module:
-    """A new module from the builder, initialized under ``seed`` without touching the global RNG.
-
-    A builder that hands back the very module under test (instead of building a new one) gets
-    a deep copy, so an audit never changes the model that other gates use.
-    """
+    """A new module from the builder, initialized under ``seed`` without touching the global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        module = target.build_module(**kwargs)
-    loaded = target.__dict__.get("model")
-    return copy.deepcopy(module) if loaded is not None and module is loaded.module else module
+        return target.build_module(**kwargs)
 
 
 def _batch(target: Target, count: int) -> tuple[np.ndarray, np.ndarray]:
