@@ -126,3 +126,10 @@ def test_segcheck_yaml_overrides_thresholds_and_unknown_keys_fail(pytester):
     result, _ = run_gates(pytester, "--segcheck-config", "bad.yaml")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*unknown setting noise_input.max_mio; known: max_miou, max_ratio, seed*"])
+
+
+def test_a_configured_split_that_does_not_exist_fails_instead_of_skipping(pytester):
+    pytester.makefile(".yaml", segcheck="generalization:\n  split: holdout\n")
+    result, _ = run_gates(pytester, "--segcheck-config", "segcheck.yaml", "--eval-size", "4", "-k", "generalization")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*no 'holdout' split (splits: train, val, test); set generalization.split*"])
