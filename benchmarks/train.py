@@ -40,16 +40,21 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def fresh(target):
+    """(module in train mode, its SegModel, AdamW): the same start for both loops."""
+    seg = target.wrap(target.build_module())  # wrap moves the module and puts it in eval mode
+    seg.module.train()
+    return seg.module, seg, torch.optim.AdamW(seg.module.parameters(), lr=1e-3)
+
+
 def plain_fp32(target, data, device):
-    module = target.build_module().to(device).train()
-    seg = target.wrap(module)
-    opt = torch.optim.AdamW(module.parameters(), lr=1e-3)
+    module, seg, opt = fresh(target)
     sync(device)
     start = time.perf_counter()
     for images, masks in data:
         x = seg.normalize(images.to(device))
         y = masks.to(device)
-        loss = F.cross_entropy(output_tensor(module(x)), y, ignore_index=255)
+        loss = F.cross_entropy(output_tensor(module(x)), y, ignore_index=target.spec.ignore_index)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -58,12 +63,9 @@ def plain_fp32(target, data, device):
 
 
 def segcheck_trainer(target, data, device):
-    module = target.build_module()
-    seg = target.wrap(module)
-    module.train()
+    module, seg, opt = fresh(target)
     if device.type == "cuda":
         module.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(module.parameters(), lr=1e-3)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     sync(device)
     start = time.perf_counter()
