@@ -54,3 +54,13 @@ def test_judge_outside_a_checkout_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(ablation, "SUITE", tmp_path / "missing")
     with pytest.raises(SegcheckError, match="run the ablation from a segcheck checkout"):
         ablation.judge(tmp_path / "x.safetensors", tmp_path / "x.json", "not train")
+
+
+def test_the_last_variant_is_the_shipped_robust_recipe():
+    from dataclasses import replace
+
+    from segcheck.train.recipes import RECIPES
+
+    name, settings = list(ablation.VARIANTS.items())[-1]
+    assert name.startswith("robust")
+    assert replace(RECIPES["naive"].with_(**settings), name="robust") == RECIPES["robust"]
