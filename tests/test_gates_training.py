@@ -7,6 +7,7 @@ from segcheck import config as segconfig
 from segcheck import gates
 from segcheck_plugins.unet import build_unet
 from tests.models import FrozenHead, PositionalModel
+from tests.test_gates_collapse import binary_target
 
 OVERFIT = segconfig.DEFAULTS["overfit_tiny"]
 BASELINE = dict(segconfig.DEFAULTS["input_baseline"], steps=40)
@@ -32,6 +33,14 @@ def test_training_gates_never_train_the_model_under_test(make_target):
     gates.overfit_tiny(target, dict(OVERFIT, epochs=1))
     after = target.model.module.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_overfit_tiny_trains_a_binary_model_with_its_own_loss():
+    """One sigmoid channel: the training gates use BCE like the audits (cross-entropy over one
+    channel used to fail with 'Target 1 is out of bounds')."""
+    result = gates.overfit_tiny(binary_target(build_unet(1)), OVERFIT)
+    assert result.passed, result.message
+    assert result.details["history"][-1] >= OVERFIT["min_miou"]
 
 
 def test_input_baseline_passes_for_a_model_that_reads_its_images(make_target):

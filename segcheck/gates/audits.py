@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from segcheck import SegcheckError
-from segcheck.gates.loss import pixel_loss
 from segcheck.gates.result import GateResult
-from segcheck.model import SegModel, output_tensor
+from segcheck.model import SegModel
 from segcheck.target import Target
+from segcheck.train.loop import criterion
+from segcheck.train.recipes import get as get_recipe
 
 
 def _probe(target: Target) -> torch.Tensor:
@@ -118,22 +119,10 @@ def _padded(model, x: torch.Tensor, y: torch.Tensor, ignore_index: int) -> tuple
             F.pad(y, (0, pad_w, 0, pad_h), value=ignore_index))
 
 
-def _at_size(t: torch.Tensor, size) -> torch.Tensor:
-    return t if t.shape[-2:] == size else F.interpolate(t, size=size, mode="bilinear", align_corners=False)
-
-
-def _training_loss(target: Target, model, module: torch.nn.Module, images: np.ndarray, masks: np.ndarray):
-    """The training loss of ``module`` (train mode) on one batch: CE (BCE if binary) + 0.5 x aux CE.
-
-    The auxiliary term is added when the raw output is a dict with an ``"aux"`` tensor.
-    """
-    spec = target.spec
-    x, y = _padded(model, model.normalize(images), torch.from_numpy(masks).to(model.device), spec.ignore_index)
-    output = module(x)
-    loss = pixel_loss(_at_size(output_tensor(output), y.shape[-2:]), y, spec, model.binary)
-    if isinstance(output, dict) and output.get("aux") is not None:
-        loss = loss + 0.5 * pixel_loss(_at_size(output["aux"], y.shape[-2:]), y, spec, model.binary)
-    return loss
+def _training_loss(target: Target, model, images: np.ndarray, masks: np.ndarray):
+    """The naive recipe's training loss of ``model.module`` (whatever mode it is in) on one batch."""
+    x, y = _padded(model, model.normalize(images), torch.from_numpy(masks).to(model.device), target.spec.ignore_index)
+    return criterion([model.module(x)], x, y, get_recipe("naive"), target.spec, model.binary)
 
 
 def loss_at_init(target: Target, cfg: dict) -> GateResult:
@@ -153,7 +142,7 @@ def loss_at_init(target: Target, cfg: dict) -> GateResult:
     module.train()
     images, masks = _batch(target, cfg["images"])
     with torch.no_grad():
-        loss = float(_training_loss(target, segmodel, module, images, masks))
+        loss = float(_training_loss(target, segmodel, images, masks))
     module.eval()
     classes = 2 if segmodel.binary else target.spec.num_classes
     expected = math.log(classes)
@@ -179,7 +168,7 @@ def gradient_coverage(target: Target, cfg: dict) -> GateResult:
 
     The model is built fresh (with ``aux_loss=True`` when the model's meta has an
     ``aux_prefix``, so an auxiliary head exists), run in train mode on the first
-    ``cfg["images"]`` eval images, and the training loss (CE + 0.5 x aux CE) is
+    ``cfg["images"]`` eval images, and the training loss (``train.loop.criterion``: CE + 0.5 x aux CE) is
     differentiated. Parameters whose gradient is missing or all zero are named.
     """
     kwargs = {"aux_loss": True} if target.model_entry.meta.get("aux_prefix") else {}
@@ -188,7 +177,7 @@ def gradient_coverage(target: Target, cfg: dict) -> GateResult:
     module.train()
     images, masks = _batch(target, cfg["images"])
     named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
-    loss = _training_loss(target, segmodel, module, images, masks)
+    loss = _training_loss(target, segmodel, images, masks)
     grads = (torch.autograd.grad(loss, [p for _, p in named], allow_unused=True) if loss.requires_grad
              else [None] * len(named))
     module.eval()

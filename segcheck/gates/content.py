@@ -17,7 +17,7 @@ import torch
 
 from segcheck import SegcheckError, perturb
 from segcheck.evaluate import score
-from segcheck.gates.loss import pixel_loss
+from segcheck.loss import pixel_loss
 from segcheck.gates.result import GateResult
 from segcheck.target import Target
 

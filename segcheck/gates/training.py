@@ -59,7 +59,7 @@ def overfit_tiny(target: Target, cfg: dict) -> GateResult:
         history.append(score(model.predict(x)[0], masks, spec))
         return history[-1] >= cfg["min_miou"]
 
-    steps = fit(model, batch, cfg["epochs"] * per_epoch, cfg["lr"], spec.ignore_index, stop=reached,
+    steps = fit(model, batch, cfg["epochs"] * per_epoch, cfg["lr"], spec, stop=reached,
                 class_weights=_balanced_weights(masks, spec).to(model.device))
     epochs = len(history)
     value = max(history)
@@ -90,7 +90,7 @@ def input_baseline(target: Target, cfg: dict) -> GateResult:
         x = torch.randn(shape, generator=gen).to(model.device)
         return x, torch.from_numpy(train_masks[pick]).to(model.device)
 
-    fit(model, batch, cfg["steps"], cfg["lr"], spec.ignore_index)
+    fit(model, batch, cfg["steps"], cfg["lr"], spec)
     _, masks = target.eval_set
     noise = torch.randn((len(masks), *shape[1:]), generator=gen)
     baseline = score(model.predict(noise, target.config["eval"]["batch_size"])[0], masks, spec)

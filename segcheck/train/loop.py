@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import time
 from dataclasses import dataclass
@@ -16,13 +15,16 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from segcheck import SegcheckError, __version__, checkpoint, config as segconfig, plugins as segplugins
+from segcheck.data import DatasetSpec
 from segcheck.evaluate import score
+from segcheck.loss import pixel_loss
 from segcheck.model import SegModel, output_tensor
 from segcheck.target import Target
 from segcheck.train import augment
 from segcheck.train.recipes import Recipe, get as get_recipe
 
 NOISE_SIGMA = 0.05  # pixel scale 0-1, for the consistency loss
+AUX_WEIGHT = 0.5  # torchvision's auxiliary-loss weight
 
 
 @dataclass(frozen=True)
@@ -58,15 +60,16 @@ def _split(output, n: int) -> list:
     return list(output_tensor(output).chunk(n))
 
 
-def criterion(outputs: list, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, ignore_index: int,
-              class_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """The recipe's loss for one batch: CE (+0.5 aux CE) + consistency + reconstruction + OE."""
+def criterion(outputs: list, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, spec: DatasetSpec,
+              binary: bool = False, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The recipe's loss for one batch: ``pixel_loss`` (+ AUX_WEIGHT x aux) + consistency +
+    reconstruction + OE."""
     clean, extra = outputs[0], list(outputs[1:])
     logits = _at_size(output_tensor(clean), y.shape[-2:]).float()
-    ce = functools.partial(F.cross_entropy, target=y, weight=class_weights, ignore_index=ignore_index)
-    loss = ce(logits)
+    loss = pixel_loss(logits, y, spec, binary, class_weights)
     if isinstance(clean, dict) and clean.get("aux") is not None:
-        loss = loss + 0.5 * ce(_at_size(clean["aux"], y.shape[-2:]).float())
+        loss = loss + AUX_WEIGHT * pixel_loss(_at_size(clean["aux"], y.shape[-2:]).float(), y, spec, binary,
+                                              class_weights)
     if recipe.recon:
         if not isinstance(clean, dict) or "recon" not in clean:
             raise SegcheckError("recipe uses recon but the model returned no 'recon' output; "
@@ -104,7 +107,7 @@ def train_one_epoch(model, segmodel, loader, optimizer, scheduler, recipe, spec,
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with amp:
-            loss = criterion(forward(model, x, recipe, segmodel.std), x, y, recipe, spec.ignore_index)
+            loss = criterion(forward(model, x, recipe, segmodel.std), x, y, recipe, spec, segmodel.binary)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -117,12 +120,13 @@ def train_one_epoch(model, segmodel, loader, optimizer, scheduler, recipe, spec,
 
 
 def fit(segmodel: SegModel, batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]], steps: int, lr: float,
-        ignore_index: int, stop: Callable[[int], bool] | None = None,
+        spec: DatasetSpec, stop: Callable[[int], bool] | None = None,
         class_weights: torch.Tensor | None = None) -> int:
-    """Train ``segmodel.module`` with cross-entropy (+aux) on ``batch(step)`` -> (normalized x, y).
+    """Train ``segmodel.module`` with the naive recipe's loss on ``batch(step)`` -> (normalized x, y).
 
-    ``class_weights`` weight the cross-entropy per class. Runs at most ``steps`` Adam steps; after each, ``stop(step)`` may end training early
-    (it is called with the module in eval mode). Returns the number of steps taken.
+    ``class_weights`` weight the loss per class. Runs at most ``steps`` Adam steps; after each,
+    ``stop(step)`` may end training early (it is called with the module in eval mode). Returns
+    the number of steps taken.
     """
     module = segmodel.module
     optimizer = torch.optim.Adam(module.parameters(), lr=lr)
@@ -130,7 +134,7 @@ def fit(segmodel: SegModel, batch: Callable[[int], tuple[torch.Tensor, torch.Ten
     for step in range(1, steps + 1):
         module.train()
         x, y = batch(step)
-        loss = criterion([module(x)], x, y, naive, ignore_index, class_weights)
+        loss = criterion([module(x)], x, y, naive, spec, segmodel.binary, class_weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
