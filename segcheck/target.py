@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from segcheck import SegcheckError, data
+from segcheck.evaluate import score
 from segcheck.model import SegModel
 from segcheck.plugins import Plugins
 from segcheck.registry import Entry
@@ -80,12 +81,17 @@ class Target:
     def spec(self) -> data.DatasetSpec:
         return self.eval_dataset.spec
 
+    def sample(self, split: str, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Images (N, H, W, 3) uint8 and masks (N, H, W) int64 of a seeded sample of ``split``
+        (N = min(size, len(split)), drawn like the eval set)."""
+        dataset = self.eval_dataset if split == self.config["eval"]["split"] else self.dataset(split)
+        return data.stack(dataset, data.eval_indices(len(dataset), size, seed))
+
     @cached_property
     def eval_set(self) -> tuple[np.ndarray, np.ndarray]:
-        """Images (N, H, W, 3) uint8 and masks (N, H, W) int64: the seeded eval sample."""
+        """The seeded eval sample (``config["eval"]``: split, size, seed), see :meth:`sample`."""
         ev = self.config["eval"]
-        indices = data.eval_indices(len(self.eval_dataset), ev["size"], ev["seed"])
-        return data.stack(self.eval_dataset, indices)
+        return self.sample(ev["split"], ev["size"], ev["seed"])
 
     # --- model ----------------------------------------------------------------------------
     def build_module(self, **kwargs) -> torch.nn.Module:
@@ -151,6 +157,11 @@ class Target:
         """Predicted class maps of the eval images, and whether all logits were finite."""
         images, _ = self.eval_set
         return self.model.predict_pixels(images, self.config["eval"]["batch_size"])
+
+    @cached_property
+    def clean_miou(self) -> float:
+        """mIoU of :attr:`clean` on the eval masks: the model's real score, which gates compare with."""
+        return score(self.clean[0], self.eval_set[1], self.spec)
 
     def describe(self) -> dict[str, object]:
         """What is under test, for report headers."""

@@ -38,7 +38,7 @@ def noise_input(target: Target, cfg: dict) -> GateResult:
     """
     images, masks = target.eval_set
     spec, model = target.spec, target.model
-    real = score(target.clean[0], masks, spec)
+    real = target.clean_miou
     rng = np.random.default_rng(cfg["seed"])
     per_kind = {}
     for kind in NOISE_KINDS:

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from segcheck import SegcheckError, data
+from segcheck import SegcheckError
 from segcheck.evaluate import score
 from segcheck.gates.result import GateResult
 from segcheck.target import Target
-
-
-def split_sample(target: Target, split: str):
-    """Images and masks of ``split``, sampled like the eval set (same size and seed)."""
-    ev = target.config["eval"]
-    dataset = target.dataset(split)
-    return data.stack(dataset, data.eval_indices(len(dataset), ev["size"], ev["seed"]))
 
 
 def generalization(target: Target, cfg: dict) -> GateResult:
@@ -27,10 +20,10 @@ def generalization(target: Target, cfg: dict) -> GateResult:
                             f"{', '.join(target.spec.splits)}); set generalization.split")
     if other == eval_split:
         raise SegcheckError(f"generalization.split {other!r} is the eval split itself; choose another split")
-    _, masks = target.eval_set
-    images_other, masks_other = split_sample(target, other)
-    first = score(target.clean[0], masks, target.spec)
-    pred_other, _ = target.model.predict_pixels(images_other, target.config["eval"]["batch_size"])
+    ev = target.config["eval"]
+    images_other, masks_other = target.sample(other, ev["size"], ev["seed"])
+    first = target.clean_miou
+    pred_other, _ = target.model.predict_pixels(images_other, ev["batch_size"])
     second = score(pred_other, masks_other, target.spec)
     gap = abs(first - second)
     passed = bool(gap <= cfg["max_gap"])

@@ -25,7 +25,7 @@ def perturbation_stability(target: Target, cfg: dict, corruption: str) -> GateRe
     images, masks = target.eval_set
     spec, model = target.spec, target.model
     clean_pred = target.clean[0]
-    clean = score(clean_pred, masks, spec)
+    clean = target.clean_miou
     batch = target.config["eval"]["batch_size"]
     levels = range(1, len(perturb.SEVERITIES[corruption]) + 1)
     gated = cfg["severity"]

@@ -6,16 +6,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from segcheck import data
 from segcheck.evaluate import score
 from segcheck.gates.result import GateResult
 from segcheck.target import Target
 from segcheck.train.loop import fit
-
-
-def _train_sample(target: Target, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    train = target.dataset("train")
-    return data.stack(train, data.eval_indices(len(train), size, seed))
 
 
 def _fresh(target: Target, seed: int):
@@ -40,7 +34,7 @@ def overfit_tiny(target: Target, cfg: dict) -> GateResult:
     that a thin, rare class (poles: <1% of pixels) gets learned within the budget: the gate
     asks whether the model and loop can memorize every class, not how fast CE finds rare ones.
     """
-    images, masks = _train_sample(target, cfg["samples"], cfg["seed"])
+    images, masks = target.sample("train", cfg["samples"], cfg["seed"])
     spec = target.spec
     model = _fresh(target, cfg["seed"])
     x = model.normalize(images)
@@ -79,7 +73,7 @@ def input_baseline(target: Target, cfg: dict) -> GateResult:
     ``cfg["steps"]`` steps; the real model's mIoU must beat this input-independent baseline
     (scored on fresh noise against the eval labels) by ``cfg["margin"]``."""
     spec = target.spec
-    train_images, train_masks = _train_sample(target, cfg["samples"], cfg["seed"])
+    train_images, train_masks = target.sample("train", cfg["samples"], cfg["seed"])
     model = _fresh(target, cfg["seed"])
     rng = np.random.default_rng(cfg["seed"])
     gen = torch.Generator().manual_seed(cfg["seed"])
@@ -94,7 +88,7 @@ def input_baseline(target: Target, cfg: dict) -> GateResult:
     _, masks = target.eval_set
     noise = torch.randn((len(masks), *shape[1:]), generator=gen)
     baseline = score(model.predict(noise, target.config["eval"]["batch_size"])[0], masks, spec)
-    real = score(target.clean[0], masks, spec)
+    real = target.clean_miou
     threshold = baseline + cfg["margin"]
     passed = real >= threshold
     message = f"real mIoU {real:.3f} vs input-independent baseline {baseline:.3f} (+{cfg['margin']:.2f} = {threshold:.3f})"
