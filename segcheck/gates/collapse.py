@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from segcheck.gates.result import GateResult
-from segcheck.metrics import ConfusionMatrix, iou
+from segcheck.metrics import binary_iou
 from segcheck.target import Target
 
 SWEEP = tuple(round(0.1 * i, 1) for i in range(1, 10))
@@ -40,11 +40,7 @@ def probabilities(target: Target) -> np.ndarray:
 def threshold_sweep(probs: np.ndarray, masks: np.ndarray, ignore_index: int,
                     thresholds=SWEEP) -> dict[float, float]:
     """Foreground IoU of ``probs > t`` against 0/1 ``masks`` (or ``ignore_index``) for each t."""
-    out = {}
-    for t in thresholds:
-        matrix = ConfusionMatrix(2, ignore_index).update((probs > t).astype(np.int64), masks).matrix
-        out[t] = float(iou(matrix)[1])
-    return out
+    return {t: binary_iou(probs, masks, t, ignore_index) for t in thresholds}
 
 
 def prediction_collapse(target: Target, cfg: dict) -> GateResult:
