@@ -7,6 +7,7 @@ and unexpected keys and shape mismatches are reported by name, never skipped.
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 
 import torch
@@ -19,8 +20,16 @@ WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors stored at ``path`` (unwrapping ``{"state_dict": ...}``-style containers)."""
+def _unreadable_safetensors(path: Path, exc: Exception) -> SegcheckError:
+    return SegcheckError(f"checkpoint {path} is not a readable safetensors file ({exc}); re-save it")
+
+
+def read_state_dict(path: Path, *, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """The tensors stored at ``path`` (unwrapping ``{"state_dict": ...}``-style containers).
+
+    ``mmap``: map a (zip-format) ``.pt`` file instead of reading it; tensors' data is read
+    only when touched.
+    """
     path = Path(path)
     if not path.is_file():
         raise SegcheckError(f"checkpoint {path} does not exist; pass --checkpoint PATH to a .safetensors or .pt file")
@@ -31,9 +40,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
-            raise SegcheckError(f"checkpoint {path} is not a readable safetensors file ({exc}); re-save it") from exc
+            raise _unreadable_safetensors(path, exc) from exc
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         if "weights only" not in str(exc).lower():
             raise SegcheckError(f"checkpoint {path} is corrupt or not a PyTorch file ({exc})") from exc
@@ -56,8 +65,8 @@ def state_dict_keys(path: Path) -> list[str]:
             with safe_open(str(path), framework="pt") as f:
                 return list(f.keys())
         except (SafetensorError, OSError, ValueError) as exc:
-            raise SegcheckError(f"checkpoint {path} is not a readable safetensors file ({exc}); re-save it") from exc
-    return list(read_state_dict(path))
+            raise _unreadable_safetensors(path, exc) from exc
+    return list(read_state_dict(path, mmap=path.is_file() and zipfile.is_zipfile(path)))  # legacy files can't map
 
 
 def _unwrap(state, path: Path) -> dict[str, torch.Tensor]:
