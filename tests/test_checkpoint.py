@@ -113,3 +113,11 @@ def test_torchvision_aux_head_is_built_only_when_the_checkpoint_has_one(tmp_path
     target = Target(loaded_plugins, config.load(), "deeplabv3_mobilenet_v3_large", "synthetic-streets",
                     checkpoint=path)
     assert (target.model.module.aux_classifier is not None) is aux
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_state_dict_keys_of_current_and_legacy_torch_files(tmp_path, zip_format):
+    state = {"backbone.weight": torch.ones(2, 3), "aux_classifier.0.weight": torch.zeros(1)}
+    path = tmp_path / "m.pt"
+    torch.save(state, path, _use_new_zipfile_serialization=zip_format)  # legacy files cannot be memory-mapped
+    assert checkpoint.state_dict_keys(path) == list(state)
