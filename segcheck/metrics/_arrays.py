@@ -14,6 +14,13 @@ import numpy as np
 from segcheck import SegcheckError
 
 
+def check_whole(value, name: str, minimum: int) -> None:
+    """Raise unless ``value`` is an int (not a bool) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        wanted = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
+        raise SegcheckError(f"{name} must be {wanted}, got {value!r}")
+
+
 def torch_tensor_type():
     """``torch.Tensor`` if torch has been imported by someone, else None."""
     torch = sys.modules.get("torch")

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from segcheck import SegcheckError
+from segcheck.metrics import _arrays
 
 CHUNK = 1 << 18  # pixels per host chunk: the 16-bit fused index (512 KiB) stays in L2
 DEVICE_CHUNK = 1 << 24  # pixels per device chunk: bounds the int64 temporaries on the GPU
@@ -149,8 +150,7 @@ def device_counts(pred, target, num_classes: int, ignore_index: int | None) -> n
 
 def check_classes(num_classes: int, ignore_index: int | None) -> None:
     """num_classes must be a positive int; ignore_index None or outside [0, num_classes)."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-        raise SegcheckError(f"num_classes must be a positive integer, got {num_classes!r}")
+    _arrays.check_whole(num_classes, "num_classes", 1)
     if ignore_index is not None:
         if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
             raise SegcheckError(f"ignore_index must be an integer or None, got {ignore_index!r}")

@@ -27,6 +27,7 @@ import math
 import numpy as np
 
 from segcheck import SegcheckError
+from segcheck.metrics import _arrays
 
 CHUNK = 1 << 18  # scores binned per step: the float temporaries stay in L2
 BLOCK = 1 << 20  # bin indices counted per bincount call: fewer output allocations and merges
@@ -89,8 +90,7 @@ class ScoreHistogram:
     """
 
     def __init__(self, bins: int = 1 << 16):
-        if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2:
-            raise SegcheckError(f"bins must be an integer >= 2, got {bins!r}")
+        _arrays.check_whole(bins, "bins", 2)
         self.bins = int(bins)
         self.k: int | None = None
         self.origin = 0

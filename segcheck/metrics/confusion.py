@@ -19,8 +19,7 @@ from segcheck.metrics import _arrays, _counting
 
 
 def _check_threads(threads) -> None:
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise SegcheckError(f"threads must be a positive integer, got {threads!r}")
+    _arrays.check_whole(threads, "threads", 1)
 
 
 def confusion_matrix(pred, target, num_classes: int, ignore_index: int | None = 255, *,

@@ -127,10 +127,8 @@ def _check_options(average: str, bins: int, exact_limit: int, tpr_level: float) 
         raise SegcheckError(f"average must be 'pooled' or 'per_image', got {average!r}")
     if not 0.0 < tpr_level <= 1.0:
         raise SegcheckError(f"tpr_level must be in (0, 1], got {tpr_level!r}")
-    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2:
-        raise SegcheckError(f"bins must be an integer >= 2, got {bins!r}")
-    if isinstance(exact_limit, bool) or not isinstance(exact_limit, (int, np.integer)) or exact_limit < 0:
-        raise SegcheckError(f"exact_limit must be a non-negative integer, got {exact_limit!r}")
+    _arrays.check_whole(bins, "bins", 2)
+    _arrays.check_whole(exact_limit, "exact_limit", 0)
 
 
 class OODMetrics:
