@@ -162,11 +162,13 @@ class ScoreHistogram:
             self.counts.reshape(-1)[:] += torch.bincount(index, minlength=2 * self.bins).numpy()
         return 0
 
-    def _count_infinite(self, x: np.ndarray, y: np.ndarray):
-        for column, mask in enumerate((np.isneginf(x), np.isposinf(x))):
-            self.infinite[1, column] += int(np.count_nonzero(mask & y))
-            self.infinite[0, column] += int(np.count_nonzero(mask & ~y))
-        finite = np.isfinite(x)
+    def _count_infinite(self, x, y):
+        """Count the -inf/+inf scores of ``x`` (numpy or torch, no NaN); return the finite rest."""
+        neg, pos = x == -math.inf, x == math.inf
+        for column, mask in enumerate((neg, pos)):
+            self.infinite[1, column] += int((mask & y).sum())
+            self.infinite[0, column] += int((mask & ~y).sum())
+        finite = ~(neg | pos)
         return x[finite], y[finite]
 
     def _bin_host(self, x: np.ndarray, y: np.ndarray, at: int) -> None:
@@ -200,11 +202,7 @@ class ScoreHistogram:
                 raise SegcheckError(f"scores contain {int(x.isnan().sum())} NaN values in one chunk; "
                                     "NaN has no rank: fix the model output or mask those pixels out")
             if math.isinf(lo) or math.isinf(hi):
-                for column, mask in enumerate((x == -math.inf, x == math.inf)):
-                    self.infinite[1, column] += int((mask & y).sum())
-                    self.infinite[0, column] += int((mask & ~y).sum())
-                finite = x.isfinite()
-                x, y = x[finite], y[finite]
+                x, y = self._count_infinite(x, y)
                 if x.numel() == 0:
                     continue
                 lo, hi = (float(v) for v in torch.aminmax(x))
