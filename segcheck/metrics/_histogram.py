@@ -100,10 +100,6 @@ class ScoreHistogram:
         self.infinite = np.zeros((2, 2), np.int64)  # [label, (-inf, +inf)]
         self._buffers: tuple[np.ndarray, ...] | None = None
 
-    @property
-    def width(self) -> float | None:
-        return None if self.k is None else math.ldexp(1.0, self.k)
-
     def total(self) -> int:
         return int(self.counts.sum() + self.infinite.sum())
 
@@ -231,9 +227,3 @@ class ScoreHistogram:
         neg = np.concatenate([self.infinite[0, :1], self.counts[0], self.infinite[0, 1:]])
         pos = np.concatenate([self.infinite[1, :1], self.counts[1], self.infinite[1, 1:]])
         return neg, pos
-
-    def edges(self) -> np.ndarray:
-        """Left edge of each finite bin (float64); empty before the first finite score."""
-        if self.k is None:
-            return np.empty(0)
-        return np.ldexp((self.origin + np.arange(self.bins)).astype(np.float64), self.k)
