@@ -280,7 +280,8 @@ def confusion_section(n: int) -> None:
     print()
 
 
-def ood_section(n: int) -> None:
+def ood_section(n: int) -> float | None:
+    """Print the OOD comparison; return sklearn roc_auc_score's measured peak bytes per pixel."""
     print(f"## OOD metrics: {n:,} float32 pixel scores (10% OOD), one run, one thread\n")
     results = {name: measure("ood", name, n) for name in OOD}
     sk = {}
@@ -306,9 +307,11 @@ def ood_section(n: int) -> None:
     if hist and sk_time:
         print(f"segcheck histogram vs sklearn roc_auc_score + average_precision_score: "
               f"{sk_time / hist['wall']:.0f}x faster (wall).\n")
+    auc = results.get("sklearn roc_auc_score")
+    return auc["peak_mib"] * 2**20 / n if auc else None
 
 
-def stream_section(n: int) -> None:
+def stream_section(n: int, sklearn_bytes_per_pixel: float | None) -> None:
     print(f"## Streaming OOD metrics over {n:,} synthetic pixels ({STREAM_CHUNK:,}-pixel images), one thread\n")
     m = measure("stream", "stream", n)
     if not m:
@@ -316,7 +319,9 @@ def stream_section(n: int) -> None:
     v = m["value"]
     _table(["pixels", "segcheck wall s", "cpu s", "Mpixel/s (wall)", "peak extra MiB", "AUROC", "AUROC bound"],
            [[f"{m['pixels']:,}"] + _timing_cells(m, m["pixels"]) + [f"{v['auroc']:.6f}", f"{v['auroc_error']:.1e}"]])
-    print("(scikit-learn is not run at this size: roc_auc_score needs roughly 100 bytes per pixel.)\n")
+    if sklearn_bytes_per_pixel:
+        print(f"(scikit-learn is not run at this size: roc_auc_score peaked at {sklearn_bytes_per_pixel:.0f} bytes "
+              f"per pixel above, about {sklearn_bytes_per_pixel * m['pixels'] / 2**30:.0f} GiB here.)\n")
 
 
 def gpu_section(n_labels: int, n_scores: int) -> None:
@@ -356,8 +361,7 @@ def main(argv=None) -> None:
     print(f"{cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; "
           f"Python {platform.python_version()}, numpy {np.__version__}\n")
     confusion_section(args.pixels)
-    ood_section(args.ood_pixels)
-    stream_section(args.stream_pixels)
+    stream_section(args.stream_pixels, ood_section(args.ood_pixels))
     gpu_section(args.pixels, args.ood_pixels)
 
 
