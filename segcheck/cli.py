@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -27,14 +28,13 @@ def cmd_list(args) -> int:
     return 0
 
 
-INGREDIENTS = ("epochs", "batch_size", "lr", "flips", "rolls", "scale_crops", "photometric", "consistency", "recon",
-               "outlier_exposure")
-
-
 def cmd_train(args) -> int:
     from segcheck.train import train
+    from segcheck.train.recipes import Recipe
 
-    overrides = {k: getattr(args, k) for k in INGREDIENTS if getattr(args, k) is not None}
+    # every recipe setting that has a flag and was given on the command line
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe)
+                 if getattr(args, f.name, None) is not None}
     result = train(args.model, args.dataset, args.recipe, out=args.out, device=args.device, seed=args.seed,
                    data_root=args.data_root, plugin_specs=args.plugin, progress=not args.quiet,
                    resume=args.resume, **overrides)
