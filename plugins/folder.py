@@ -97,14 +97,7 @@ def load_config(root: Path) -> dict[str, Any]:
     if binary and len(classes) != 2:
         raise bad("classes", "exactly 2 names when binary_255 is true")
     config["binary_255"] = binary
-
-    anomaly, ignore = config["anomaly_index"], config["ignore_index"]
-    if anomaly is not None and (anomaly < len(classes) or anomaly == ignore):
-        raise SegcheckError(
-            f"{path}: anomaly_index {anomaly} collides with a class id (0..{len(classes) - 1}) or ignore_index "
-            f"{ignore}; choose another value"
-        )
-    return config
+    return config  # DatasetSpec checks how ignore_index and anomaly_index relate to the classes
 
 
 def _is_number(value: object) -> bool:

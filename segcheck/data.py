@@ -39,6 +39,12 @@ class DatasetSpec:
                 f"ignore_index {self.ignore_index} collides with class {self.classes[self.ignore_index]!r}; "
                 f"use a value outside 0..{len(self.classes) - 1} (default 255)"
             )
+        if self.anomaly_index is not None and (self.anomaly_index < len(self.classes)
+                                               or self.anomaly_index == self.ignore_index):
+            raise SegcheckError(
+                f"anomaly_index {self.anomaly_index} collides with a class id (0..{len(self.classes) - 1}) or "
+                f"ignore_index {self.ignore_index}; choose another value"
+            )
 
     @property
     def num_classes(self) -> int:

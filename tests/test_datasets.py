@@ -340,3 +340,10 @@ def test_folder_error_duplicate_stems(flat):
     write_png(flat / "images" / "a.jpg", np.zeros((8, 12, 3), np.uint8))
     with pytest.raises(SegcheckError, match=r"share the stem 'a'.*a\.jpg, a\.png"):
         FolderDataset(flat, "val")
+
+
+@pytest.mark.parametrize("anomaly, ignore", [(1, 255), (-1, 255), (9, 9)])
+def test_any_dataset_spec_rejects_an_anomaly_label_that_collides(anomaly, ignore):
+    with pytest.raises(SegcheckError, match=f"anomaly_index {anomaly} collides"):
+        DatasetSpec(classes=("a", "b"), ignore_index=ignore, anomaly_index=anomaly)
+    assert DatasetSpec(classes=("a", "b"), ignore_index=ignore, anomaly_index=7).anomaly_index == 7
