@@ -209,18 +209,20 @@ def train(model: str, dataset: str, recipe: str | Recipe = "naive", *, out: Path
     state_path = out.with_suffix(".resume.pt")
     first_epoch = _restore(state_path, module, optimizer, scheduler, recipe) if resume else 0
     start = time.perf_counter()
-    done = (recipe.epochs - first_epoch) * steps_per_epoch * recipe.batch_size * world
-    with tqdm(total=recipe.epochs * steps_per_epoch * recipe.batch_size, initial=first_epoch * steps_per_epoch *
-              recipe.batch_size, unit="img", disable=not progress or rank != 0,
+    per_epoch = steps_per_epoch * recipe.batch_size  # images one rank sees per epoch
+    done = (recipe.epochs - first_epoch) * per_epoch * world
+    with tqdm(total=recipe.epochs * per_epoch, initial=first_epoch * per_epoch, unit="img",
+              disable=not progress or rank != 0,
               desc=f"train {model} ({recipe.name})") as bar:
         for epoch in range(first_epoch, recipe.epochs):
-            torch.manual_seed(seed * 100_003 + epoch)
-            g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+            epoch_seed = seed * 100_003 + epoch  # each epoch reseeded: resuming replays it exactly
+            torch.manual_seed(epoch_seed)
+            g = torch.Generator().manual_seed(epoch_seed)
             if sampler is not None:
                 sampler.set_epoch(epoch)
             loader = torch.utils.data.DataLoader(
                 train_set, batch_size=recipe.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
-                generator=torch.Generator().manual_seed(seed * 100_003 + epoch),
+                generator=torch.Generator().manual_seed(epoch_seed),
                 num_workers=4 if dev.type == "cuda" else 0, pin_memory=dev.type == "cuda")
             train_one_epoch(net, segmodel, loader, optimizer, scheduler, recipe, spec, g, dev, bar)
             if rank == 0:
