@@ -102,16 +102,21 @@ def gaussian_blur(images: np.ndarray, severity: int, seed: int = 0) -> np.ndarra
     return _to_uint8(x)
 
 
+def jpeg_roundtrip(image: Image.Image, quality: int) -> np.ndarray:
+    """``image`` encoded as JPEG at ``quality`` by Pillow and decoded again: (H, W, 3) uint8."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return np.asarray(decoded.convert("RGB"))
+
+
 def jpeg(images: np.ndarray, severity: int, seed: int = 0) -> np.ndarray:
     """JPEG round trip through Pillow at the severity's quality. ``seed`` is unused."""
     quality = int(_check(images, severity, "jpeg"))
     out = np.empty_like(images)
     for i, image in enumerate(images):
-        buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-        buffer.seek(0)
-        with Image.open(buffer) as decoded:
-            out[i] = np.asarray(decoded.convert("RGB"))
+        out[i] = jpeg_roundtrip(Image.fromarray(image), quality)
     return out
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageEnhance, ImageFilter
+
+from segcheck import perturb
 
 
 def flips(x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,8 +77,6 @@ def photometric(images: torch.Tensor, g: torch.Generator, p: float = 0.5) -> tor
         elif kind == 2:
             image = image.filter(ImageFilter.GaussianBlur(radius=0.2 + u))
         else:
-            buffer = io.BytesIO()
-            image.save(buffer, format="JPEG", quality=int(30 + 65 * u))
-            image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+            image = perturb.jpeg_roundtrip(image, int(30 + 65 * u))
         out[i] = torch.from_numpy(np.array(image))
     return out
