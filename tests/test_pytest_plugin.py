@@ -34,6 +34,7 @@ def test_embedded_default_passes_every_gate_with_summary_table_and_report(pytest
     result, report = run_gates(pytester)
     assert result.ret == 0, result.stdout.str()
     total = len(report["gates"])
+    assert result.parseoutcomes()["passed"] == total  # every passing gate test reported its gate
     result.stdout.fnmatch_lines(["*segcheck: model unet*checkpoint*unet_synthetic-streets_robust.safetensors*",
                                  "*segcheck gates*", "gate*model*measured*threshold*verdict*",
                                  "noise_input*unet*PASS*", f"{total} of {total} gates passed"])
