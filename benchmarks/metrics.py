@@ -12,7 +12,9 @@ CPU time is printed next to wall time because a busy machine inflates wall time.
 
 Inputs: confusion matrix, uniform random uint8 labels 0..18 (C = 19; no ignored pixels, so
 that every implementation counts the same pixels); OOD, float32 scores N(0, 1) with 10% OOD
-pixels shifted by +2. torchmetrics is optional (``pip install -e ".[bench]"``).
+pixels shifted by +2. A second confusion table counts region-coherent maps (runs of 256 pixels
+of one class, 5% wrong), where neighbouring pixels repeat one (target, prediction) pair as in
+real model output: the case that slows a plain bincount loop. torchmetrics is optional (``pip install -e ".[bench]"``).
 """
 
 from __future__ import annotations
@@ -43,6 +45,16 @@ def _label_inputs(n: int):
     return rng.integers(0, C, n, dtype=np.uint8), rng.integers(0, C, n, dtype=np.uint8)
 
 
+def _region_inputs(n: int):
+    """Label maps as a segmentation model makes them: runs of 256 pixels of one class, 5% wrong."""
+    rng = np.random.default_rng(0)
+    target = np.repeat(rng.integers(0, C, -(-n // 256), dtype=np.uint8), 256)[:n]
+    pred = target.copy()
+    wrong = rng.random(n) < 0.05
+    pred[wrong] = rng.integers(0, C, int(wrong.sum()), dtype=np.uint8)
+    return target, pred
+
+
 def _score_inputs(n: int, seed: int = 1):
     rng = np.random.default_rng(seed)
     is_ood = rng.random(n) < 0.1
@@ -57,9 +69,11 @@ def _torch(x):
     return torch.from_numpy(x)
 
 
-def _cm_segcheck(threads: int):
-    from segcheck.metrics import confusion_matrix
+def _cm_segcheck(threads: int, pairs: str | None = None):
+    from segcheck.metrics import _counting, confusion_matrix
 
+    if pairs:  # force one uint8 pair counter (the fallback runs where the C extension is not built)
+        _counting.PAIRS = getattr(_counting, pairs)
     return lambda t, p: confusion_matrix(p, t, C, threads=threads)
 
 
@@ -110,6 +124,7 @@ def _sk(name: str):
 CM = {
     "segcheck confusion_matrix": lambda: _cm_segcheck(1),
     "segcheck confusion_matrix, all cores": lambda: _cm_segcheck(os.cpu_count() or 1),
+    "segcheck, torch.bincount fallback": lambda: _cm_segcheck(1, "TorchPairs"),
     "numpy bincount, int64 fused index": lambda: lambda t, p: np.bincount(t.astype(np.int64) * C + p, minlength=C * C),
     "sklearn confusion_matrix": lambda: _cm_sklearn,
     "torchmetrics multiclass_confusion_matrix": lambda: _cm_torchmetrics(True),
@@ -214,6 +229,8 @@ def worker(kind: str, name: str, n: int) -> dict:
     torch.set_num_threads(1)
     if kind == "cm":
         return _measure(CM[name](), _label_inputs(n), _label_inputs(1000))
+    if kind == "regions":
+        return _measure(CM[name](), _region_inputs(n), _region_inputs(1000))
     if kind == "ood":
         return _measure(OOD[name](), _score_inputs(n), _score_inputs(1000, seed=5))
     if kind == "stream":
@@ -278,6 +295,16 @@ def confusion_section(n: int) -> None:
                 print(f"segcheck vs {other}: {ok[other]['wall'] / base['wall']:.0f}x faster (wall), "
                       f"{ok[other]['cpu'] / base['cpu']:.0f}x (cpu).")
     print()
+
+
+def regions_section(n: int) -> None:
+    print(f"## Confusion matrix on region-coherent maps: {n:,} uint8 pixels (runs of 256, 5% wrong), one thread\n")
+    rows = []
+    for name in ("segcheck confusion_matrix", "segcheck, torch.bincount fallback"):
+        m = measure("regions", name, n)
+        if m:
+            rows.append([name] + _timing_cells(m, n))
+    _table(["implementation", "wall s", "cpu s", "Mpixel/s (wall)", "peak extra MiB"], rows)
 
 
 def ood_section(n: int) -> float | None:
@@ -355,12 +382,16 @@ def main(argv=None) -> None:
         kind, name, n = args.worker
         print(json.dumps(worker(kind, name, int(n))))
         return
+    from segcheck.metrics import _counting
+
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     print(f"# segcheck metrics benchmark\n\n`python benchmarks/{os.path.basename(__file__)} "
           f"{' '.join(sys.argv[1:] if argv is None else argv)}`\n")
     print(f"{cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; "
-          f"Python {platform.python_version()}, numpy {np.__version__}\n")
+          f"Python {platform.python_version()}, numpy {np.__version__}; segcheck's uint8 pair counter: "
+          f"{_counting.pair_counter_name()}\n")
     confusion_section(args.pixels)
+    regions_section(args.pixels)
     stream_section(args.stream_pixels, ood_section(args.ood_pixels))
     gpu_section(args.pixels, args.ood_pixels)
 

@@ -10,6 +10,13 @@ from segcheck import SegcheckError
 from segcheck.metrics import ConfusionMatrix, _counting, confusion_matrices, confusion_matrix, reference
 
 
+@pytest.fixture(autouse=True, params=_counting.AVAILABLE_PAIRS, ids=lambda c: c.__name__)
+def pairs(request, monkeypatch):
+    """Every test here runs with each uint8 pair counter built on this machine."""
+    monkeypatch.setattr(_counting, "PAIRS", request.param)
+    return request.param
+
+
 def labels(shape, high, seed, dtype=np.uint8):
     return np.random.default_rng(seed).integers(0, high, shape).astype(dtype)
 
@@ -101,11 +108,12 @@ def test_predictions_on_ignored_pixels_may_be_anything():
     assert confusion_matrix(pred, target, 2).tolist() == [[1, 0], [0, 1]]
 
 
-def test_update_is_all_or_nothing():
+def test_update_is_all_or_nothing(pairs, monkeypatch):
+    monkeypatch.setattr(pairs, "CHUNK", 1 << 10)
     cm = ConfusionMatrix(3)
     cm.update(np.array([0, 1]), np.array([0, 1]))
     before = cm.matrix.copy()
-    big = np.zeros(3 * _counting.CHUNK, np.uint8)
+    big = np.zeros(3 * pairs.CHUNK, np.uint8)
     big[-1] = 5  # the bad label sits in the last chunk, after good chunks were counted
     with pytest.raises(SegcheckError):
         cm.update(np.zeros_like(big), big)
@@ -113,8 +121,9 @@ def test_update_is_all_or_nothing():
     assert cm.reset().matrix.sum() == 0
 
 
-def test_chunks_and_threads_give_identical_counts():
-    target = labels((5 * _counting.CHUNK + 17,), 19, 2)
+def test_chunks_and_threads_give_identical_counts(pairs, monkeypatch):
+    monkeypatch.setattr(pairs, "CHUNK", 1 << 16)
+    target = labels((5 * pairs.CHUNK + 17,), 19, 2)
     target[::7] = 255
     pred = labels(target.shape, 19, 3)
     want = reference.confusion_matrix(pred, target, 19, 255)
@@ -154,3 +163,4 @@ def test_per_image_matrices_sum_to_the_dataset_matrix(batch):
 def test_threads_must_be_a_positive_integer(threads):
     with pytest.raises(SegcheckError, match="threads must be a positive integer"):
         confusion_matrix(np.zeros(3, np.uint8), np.zeros(3, np.uint8), 2, threads=threads)
+

@@ -1,14 +1,16 @@
-"""Confusion-matrix counting kernels: one ``bincount`` per chunk over a fused index.
+"""Confusion-matrix counting kernels: one ``bincount`` over a fused index, per chunk.
 
-Fast path (host): labels that fit in uint8 are fused as ``target * C + pred`` in a 16-bit
-buffer, one cache-sized chunk at a time, and counted with ``torch.bincount`` on the int16
-view (numpy's bincount first widens its input to int64, which costs about half the time).
-Every target value 0..255 gets its own row of the histogram, so out-of-range targets are
-found in the counts, not by another pass; predictions are checked with one ``max`` per
-chunk. Labels that do not fit in uint8 (``C > 256``, ``ignore_index=-1``, ...) take the
-wide path: drop ignored pixels, check ranges, count an int64 fused index. Device tensors are
-counted on their device with ``torch.bincount``. All paths return the same exact int64
-counts; pixels whose target is ``ignore_index`` never matter, whatever their prediction.
+Fast path (host): labels that fit in uint8 are counted as (target, prediction) byte pairs
+into a 256 x 256 table, so every target and prediction value 0..255 has its own cell: labels
+outside ``[0, C)`` (other than an ignored target) are found in the table, not by another pass.
+Two pair counters produce the same table: the C extension ``_pairs`` (built at install when a
+C compiler exists; no fused index is materialised, and regions of one class do not slow it)
+and, without it, ``torch.bincount`` over a 16-bit ``target * C + pred`` buffer, one
+cache-sized chunk at a time. Labels that do not fit in uint8 (``C > 256``,
+``ignore_index=-1``, ...) take the wide path: drop ignored pixels, check ranges, count an
+int64 fused index. Device tensors are counted on their device with ``torch.bincount``. All
+paths return the same exact int64 counts; pixels whose target is ``ignore_index`` never
+matter, whatever their prediction.
 """
 
 from __future__ import annotations
@@ -20,9 +22,14 @@ import numpy as np
 from segcheck import SegcheckError
 from segcheck.metrics import _arrays
 
-CHUNK = 1 << 18  # pixels per host chunk: the 16-bit fused index (512 KiB) stays in L2
+try:
+    from segcheck.metrics import _pairs
+except ImportError:  # not compiled (no C compiler at install): the torch.bincount counter runs
+    _pairs = None
+
 DEVICE_CHUNK = 1 << 24  # pixels per device chunk: bounds the int64 temporaries on the GPU
-NARROW_ROWS = 256  # uint8 targets: one histogram row per possible value
+THREAD_PART = 1 << 18  # fewest pixels worth a thread of their own
+SIDE = 256  # uint8 labels: one table row per target value, one column per prediction value
 
 
 def out_of_range(num_classes: int, ignore_index: int | None, bad_target=(), bad_pred=()) -> SegcheckError:
@@ -45,14 +52,31 @@ def _torch():
     return torch
 
 
-class _Narrow:
-    """Counts uint8 chunks into a (256 * C) histogram: row = target value, column = prediction."""
+class CPairs:
+    """Counts uint8 pairs with the C extension: any chunk size, no pass before counting."""
+
+    CHUNK = 1 << 24  # pixels per chunk: only bounds the uint8 copies of wider integer inputs
+
+    def __init__(self, num_classes: int, ignore_index: int | None):
+        self.counts = np.zeros(SIDE * SIDE, np.int64)
+
+    def add(self, target: np.ndarray, pred: np.ndarray) -> None:
+        _pairs.count_pairs(np.ascontiguousarray(target), np.ascontiguousarray(pred), self.counts)
+
+    def table(self) -> np.ndarray:
+        return self.counts.reshape(SIDE, SIDE)
+
+
+class TorchPairs:
+    """Counts uint8 pairs with ``torch.bincount`` over ``target * C + pred`` in a 16-bit buffer."""
+
+    CHUNK = 1 << 18  # pixels per chunk: the 16-bit fused index (512 KiB) stays in L2
 
     def __init__(self, num_classes: int, ignore_index: int | None):
         self.c = num_classes
         self.ignore = ignore_index
-        self.size = NARROW_ROWS * num_classes
-        self.buffer = np.empty(CHUNK, np.uint16)
+        self.size = SIDE * num_classes
+        self.buffer = np.empty(self.CHUNK, np.uint16)
         torch = _torch()
         # int16 holds the index when 256 * C <= 32768; torch then counts without widening.
         self.counter = torch.from_numpy(self.buffer.view(np.int16)) if self.size <= 1 << 15 else None
@@ -79,14 +103,32 @@ class _Narrow:
             raise out_of_range(self.c, self.ignore, np.unique(bad_t), np.unique(pred[bad]))
         return np.where(counted, pred, 0).astype(np.uint8)
 
-    def matrix(self) -> np.ndarray:
-        """The (C, C) counts; raises if any target value other than ignore_index is >= C."""
-        rows = self.counts.numpy().reshape(NARROW_ROWS, self.c)
-        present = np.flatnonzero(rows.sum(1))
-        bad = [v for v in present if v >= self.c and v != self.ignore]
-        if bad:
-            raise out_of_range(self.c, self.ignore, bad_target=bad)
-        return rows[: self.c].copy()
+    def table(self) -> np.ndarray:
+        table = np.zeros((SIDE, SIDE), np.int64)
+        table[:, : self.c] = self.counts.numpy().reshape(SIDE, self.c)
+        return table
+
+
+AVAILABLE_PAIRS = (CPairs, TorchPairs) if _pairs is not None else (TorchPairs,)
+PAIRS = AVAILABLE_PAIRS[0]  # the uint8 pair counter in use: the fastest available
+
+
+def pair_counter_name() -> str:
+    """Which uint8 pair counter runs: the C extension, or the torch.bincount fallback."""
+    return "C extension (segcheck.metrics._pairs)" if PAIRS is CPairs else "torch.bincount"
+
+
+def _table_matrix(table: np.ndarray, num_classes: int, ignore_index: int | None) -> np.ndarray:
+    """The (C, C) counts of a 256 x 256 pair table; raises for labels >= C on counted pixels."""
+    counted = np.ones(SIDE, bool)
+    if ignore_index is not None and 0 <= ignore_index < SIDE:
+        counted[ignore_index] = False
+    rows = table[counted]
+    bad_t = np.flatnonzero(counted & (table.sum(1) > 0) & (np.arange(SIDE) >= num_classes))
+    bad_p = np.flatnonzero(rows[:, num_classes:].sum(0)) + num_classes
+    if len(bad_t) or len(bad_p):
+        raise out_of_range(num_classes, ignore_index, bad_t, bad_p)
+    return table[:num_classes, :num_classes].copy()
 
 
 def _wide(target: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: int | None) -> np.ndarray:
@@ -107,26 +149,26 @@ def _fits_uint8(a: np.ndarray) -> bool:
 
 
 def _host_part(target: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: int | None) -> np.ndarray:
-    narrow = _Narrow(num_classes, ignore_index) if num_classes <= NARROW_ROWS else None
+    pairs = PAIRS(num_classes, ignore_index) if num_classes <= SIDE else None
     wide = np.zeros((num_classes, num_classes), np.int64)
-    for start in range(0, target.size, CHUNK):
-        t, p = target[start : start + CHUNK], pred[start : start + CHUNK]
-        if narrow is not None and _fits_uint8(t) and _fits_uint8(p):
-            narrow.add(t.astype(np.uint8, copy=False), p.astype(np.uint8, copy=False))
+    chunk = PAIRS.CHUNK
+    for start in range(0, target.size, chunk):
+        t, p = target[start : start + chunk], pred[start : start + chunk]
+        if pairs is not None and _fits_uint8(t) and _fits_uint8(p):
+            pairs.add(t.astype(np.uint8, copy=False), p.astype(np.uint8, copy=False))
         else:
             wide += _wide(t, p, num_classes, ignore_index)
-    return wide + narrow.matrix() if narrow is not None else wide
+    return wide + _table_matrix(pairs.table(), num_classes, ignore_index) if pairs is not None else wide
 
 
 def host_counts(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int | None,
                 threads: int = 1) -> np.ndarray:
     """(C, C) int64 counts of flat numpy label arrays; ``threads`` contiguous parts in parallel."""
-    if threads <= 1 or target.size < 2 * CHUNK:
+    if threads <= 1 or target.size < 2 * THREAD_PART:
         return _host_part(target, pred, num_classes, ignore_index)
-    bounds = np.linspace(0, target.size, threads + 1).astype(np.int64) // CHUNK * CHUNK
-    bounds[-1] = target.size
+    bounds = np.linspace(0, target.size, threads + 1).astype(np.int64)
     parts = [(target[a:b], pred[a:b]) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-    with ThreadPoolExecutor(len(parts)) as pool:  # numpy ufuncs and torch.bincount release the GIL
+    with ThreadPoolExecutor(len(parts)) as pool:  # the pair counters and numpy release the GIL
         results = list(pool.map(lambda tp: _host_part(*tp, num_classes, ignore_index), parts))
     return sum(results[1:], results[0])
 

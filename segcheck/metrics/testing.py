@@ -20,17 +20,18 @@ LABEL_DTYPES = (np.uint8, np.int16, np.int32, np.int64)
 
 
 @contextmanager
-def small_chunks(module, **sizes: int):
-    """Run a kernel module with smaller chunk constants (e.g. ``CHUNK=3``) so that tiny
-    drawn inputs cross the chunk boundaries that real, large inputs cross; restored after."""
-    previous = {name: getattr(module, name) for name in sizes}
-    for name, size in sizes.items():
-        setattr(module, name, size)
+def overridden(owner, **values):
+    """Run with attributes of a kernel module or class replaced, restored after: smaller chunk
+    constants (e.g. ``CHUNK=3``) so that tiny drawn inputs cross the chunk boundaries that
+    real, large inputs cross, or another kernel (e.g. ``PAIRS=TorchPairs``)."""
+    previous = {name: getattr(owner, name) for name in values}
+    for name, value in values.items():
+        setattr(owner, name, value)
     try:
         yield
     finally:
-        for name, size in previous.items():
-            setattr(module, name, size)
+        for name, value in previous.items():
+            setattr(owner, name, value)
 
 
 def _grid(a: np.ndarray) -> str:

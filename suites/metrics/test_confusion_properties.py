@@ -14,9 +14,11 @@ from hypothesis.extra import numpy as hnp
 from segcheck import SegcheckError
 from segcheck import metrics as M
 from segcheck.metrics import _counting, reference
-from segcheck.metrics.testing import assert_close, assert_per_class_equal, label_case, seg_cases, small_chunks
+from segcheck.metrics.testing import assert_close, assert_per_class_equal, label_case, overridden, seg_cases
 
 cases = seg_cases()
+# Every uint8 pair counter built here (the C extension and the torch.bincount fallback).
+each_pair_counter = pytest.mark.parametrize("pairs", _counting.AVAILABLE_PAIRS, ids=lambda c: c.__name__)
 
 
 def ref_matrix(case):
@@ -30,12 +32,15 @@ def assert_matrix_equal(observed, expected, case):
                              f"observed ({observed.dtype})\n{observed}\nexpected\n{expected}")
 
 
+@each_pair_counter
 @given(case=cases, as_tensor=st.booleans())
-def test_matrix_equals_reference(case, as_tensor):
+def test_matrix_equals_reference(pairs, case, as_tensor):
     label_case(case)
     event(f"input as {'torch tensor' if as_tensor else 'numpy array'}")
     pred, tgt = (torch.from_numpy(case.pred), torch.from_numpy(case.target)) if as_tensor else (case.pred, case.target)
-    assert_matrix_equal(M.confusion_matrix(pred, tgt, case.num_classes, case.ignore_index), ref_matrix(case), case)
+    with overridden(_counting, PAIRS=pairs):
+        observed = M.confusion_matrix(pred, tgt, case.num_classes, case.ignore_index)
+    assert_matrix_equal(observed, ref_matrix(case), case)
 
 
 @given(case=cases)
@@ -47,8 +52,9 @@ def test_device_kernel_equals_reference(case):
     assert_matrix_equal(counts, ref_matrix(case), case)
 
 
+@each_pair_counter
 @given(case=cases, chunk=st.integers(1, 9), threads=st.integers(1, 3), data=st.data())
-def test_splitting_order_chunks_and_threads_do_not_matter(case, chunk, threads, data):
+def test_splitting_order_chunks_and_threads_do_not_matter(pairs, case, chunk, threads, data):
     """Any split into batches, in any order, counted in any chunk size by any number of threads."""
     label_case(case)
     flat_p, flat_t = case.pred.reshape(-1), case.target.reshape(-1)
@@ -56,7 +62,7 @@ def test_splitting_order_chunks_and_threads_do_not_matter(case, chunk, threads, 
     pieces = list(zip(np.split(flat_p, cuts), np.split(flat_t, cuts)))
     order = data.draw(st.permutations(range(len(pieces))), label="batch order")
     event(f"batches: {len(pieces)}")
-    with small_chunks(_counting, CHUNK=chunk):
+    with overridden(_counting, PAIRS=pairs, THREAD_PART=1), overridden(pairs, CHUNK=chunk):
         stream = M.ConfusionMatrix(case.num_classes, case.ignore_index, threads=threads)
         for i in order:
             stream.update(*pieces[i])
@@ -105,8 +111,9 @@ def test_per_image_miou_is_mean_of_image_mious(case):
     assert_close(M.per_image_miou(stack), expected, 1e-12, "per-image mIoU")
 
 
+@each_pair_counter
 @given(case=cases, data=st.data())
-def test_out_of_range_raises_naming_the_value(case, data):
+def test_out_of_range_raises_naming_the_value(pairs, case, data):
     if case.target.size == 0:
         case = replace(case, pred=np.zeros((1, 1), case.pred.dtype), target=np.zeros((1, 1), case.target.dtype))
     limit = np.iinfo(case.target.dtype).max
@@ -118,22 +125,25 @@ def test_out_of_range_raises_naming_the_value(case, data):
     if where == "prediction":
         tgt.reshape(-1)[0] = 0
     label_case(replace(case, pred=pred, target=tgt))
-    with pytest.raises(SegcheckError, match=rf"{where} labels \[.*\b{bad}\b"):
+    with overridden(_counting, PAIRS=pairs), pytest.raises(SegcheckError, match=rf"{where} labels \[.*\b{bad}\b"):
         M.confusion_matrix(pred, tgt, case.num_classes, case.ignore_index)
 
 
+@each_pair_counter
 @given(case=cases, data=st.data())
-def test_predictions_on_ignored_pixels_never_matter(case, data):
+def test_predictions_on_ignored_pixels_never_matter(pairs, case, data):
     """Where the target is ignore_index, any prediction (even out of range) changes nothing."""
     ignore = case.ignore_index if case.ignore_index is not None else 255
     tgt = case.target.astype(np.int64)
     ignored = data.draw(hnp.arrays(np.bool_, tgt.shape), label="pixels to ignore") | (tgt == ignore)
-    junk = data.draw(hnp.arrays(np.int64, tgt.shape, elements=st.integers(-5, 300)), label="junk predictions")
+    junk = data.draw(st.one_of(hnp.arrays(np.uint8, tgt.shape),  # fits the uint8 pair counters
+                               hnp.arrays(np.int64, tgt.shape, elements=st.integers(-5, 300))), label="junk predictions")
     noisy = replace(case, ignore_index=ignore, target=np.where(ignored, ignore, tgt),
                     pred=np.where(ignored, junk, case.pred))
     label_case(noisy)
     clean = replace(noisy, pred=np.where(ignored, 0, case.pred))
-    counted = M.confusion_matrix(noisy.pred, noisy.target, case.num_classes, ignore)
+    with overridden(_counting, PAIRS=pairs):
+        counted = M.confusion_matrix(noisy.pred, noisy.target, case.num_classes, ignore)
     assert_matrix_equal(counted, ref_matrix(clean), noisy)
 
 

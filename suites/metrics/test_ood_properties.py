@@ -17,7 +17,7 @@ from hypothesis.extra import numpy as hnp
 from segcheck.metrics import OODMetrics, _histogram, ood_metrics, reference
 from segcheck.metrics._histogram import ScoreHistogram
 from segcheck.metrics._ranking import ranking_metrics
-from segcheck.metrics.testing import assert_close, label_scores, score_cases, score_values, small_chunks
+from segcheck.metrics.testing import assert_close, label_scores, score_cases, score_values, overridden
 
 METRICS = ("auroc", "aupr", "fpr")
 levels = st.sampled_from([0.95, 0.5, 0.8, 1.0, 0.01])
@@ -120,7 +120,7 @@ def test_histogram_does_not_depend_on_batching(case, bins, chunk, blocks, data):
     order = data.draw(st.permutations(range(len(pieces))), label="batch order")
     event(f"batches: {len(pieces)}")
     half = len(order) // 2
-    with small_chunks(_histogram, CHUNK=chunk, BLOCK=chunk * blocks):
+    with overridden(_histogram, CHUNK=chunk, BLOCK=chunk * blocks):
         stream = ScoreHistogram(bins)
         for i in order:
             stream.update(*pieces[i])
