@@ -1,0 +1,35 @@
+"""The benchmark scripts still run end to end (tiny sizes: this checks they work, not speed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+def test_metrics_benchmark_measures_every_row():
+    done = run("metrics.py", "--pixels", "3000", "--ood-pixels", "3000", "--stream-pixels", "5000")
+    missing = [line for line in done.stderr.splitlines() if "not measured" in line]
+    if importlib.util.find_spec("torchmetrics") is None:  # the optional `bench` extra
+        missing = [line for line in missing if "torchmetrics" not in line]
+    assert not missing, missing
+    out = done.stdout
+    for row in ("| segcheck confusion_matrix |", "| segcheck, torch.bincount fallback |",
+                "| segcheck histogram (AUROC+AUPR+FPR95) |", "| sklearn roc_auc_score |", "| 5,000 |"):
+        assert row in out, f"{row} missing from:\n{out}"
+    assert "confusion matrices identical: True" in out
+
+
+def test_train_benchmark_compares_both_loops():
+    done = run("train.py", "--size", "32x32", "--batch-size", "2", "--steps", "2", "--warmup", "1", "--device", "cpu")
+    assert "plain fp32 loop" in done.stdout and "segcheck trainer" in done.stdout, done.stdout
