@@ -21,15 +21,17 @@ needs_c_pairs = pytest.mark.skipif(_counting._pairs is None, reason="segcheck.me
 @needs_c_pairs
 @pytest.mark.parametrize("n", [0, 1, 7, 8, 9, (1 << 16) - 1, 1 << 16, (1 << 16) + 9, 3 * (1 << 16) + 5])
 def test_c_pair_kernel_counts_every_byte_pair(n):
-    """Block boundaries, lane tails, and tables that grow when a later block has larger values."""
+    """One table (small inputs) and interleaved lanes, block boundaries, lane tails, and tables
+    that grow when a later block has larger values."""
     rng = np.random.default_rng(n)
     ramp = np.minimum(np.arange(n) // 3000, 255).astype(np.uint8)  # values grow block by block
     noise = rng.integers(0, 256, (2, n)).astype(np.uint8)
     for target, pred in [(noise[0], noise[1]), (ramp, ramp[::-1].copy()), (ramp, noise[1] % 3)]:
         out = np.zeros(256 * 256, np.int64)
-        _counting._pairs.count_pairs(target, pred, out)
+        bounds = _counting._pairs.count_pairs(target, pred, out)
         _counting._pairs.count_pairs(target, pred, out)  # adds to what is there
         assert (out.reshape(256, 256) == 2 * _pair_reference(target, pred)).all()
+        assert bounds == ((int(target.max()) + 1, int(pred.max()) + 1) if n else (0, 0))
 
 
 @needs_c_pairs

@@ -1,7 +1,8 @@
 """Confusion-matrix counting kernels: one ``bincount`` over a fused index, per chunk.
 
 Fast path (host): labels that fit in uint8 are counted as (target, prediction) byte pairs
-into a 256 x 256 table, so every target and prediction value 0..255 has its own cell: labels
+into a table with a row per target value and a column per prediction value 0..255, so
+every label has its own cell: labels
 outside ``[0, C)`` (other than an ignored target) are found in the table, not by another pass.
 Two pair counters produce the same table: the C extension ``_pairs`` (built at install when a
 C compiler exists; no fused index is materialised, and regions of one class do not slow it)
@@ -59,12 +60,14 @@ class CPairs:
 
     def __init__(self, num_classes: int, ignore_index: int | None):
         self.counts = np.zeros(SIDE * SIDE, np.int64)
+        self.rows = self.cols = 0  # counts outside [0, rows) x [0, cols) are zero
 
     def add(self, target: np.ndarray, pred: np.ndarray) -> None:
-        _pairs.count_pairs(np.ascontiguousarray(target), np.ascontiguousarray(pred), self.counts)
+        rows, cols = _pairs.count_pairs(np.ascontiguousarray(target), np.ascontiguousarray(pred), self.counts)
+        self.rows, self.cols = max(self.rows, rows), max(self.cols, cols)
 
     def table(self) -> np.ndarray:
-        return self.counts.reshape(SIDE, SIDE)
+        return self.counts.reshape(SIDE, SIDE)[: self.rows, : self.cols]
 
 
 class TorchPairs:
@@ -104,9 +107,7 @@ class TorchPairs:
         return np.where(counted, pred, 0).astype(np.uint8)
 
     def table(self) -> np.ndarray:
-        table = np.zeros((SIDE, SIDE), np.int64)
-        table[:, : self.c] = self.counts.numpy().reshape(SIDE, self.c)
-        return table
+        return self.counts.numpy().reshape(SIDE, self.c)
 
 
 AVAILABLE_PAIRS = (CPairs, TorchPairs) if _pairs is not None else (TorchPairs,)
@@ -119,16 +120,21 @@ def pair_counter_name() -> str:
 
 
 def _table_matrix(table: np.ndarray, num_classes: int, ignore_index: int | None) -> np.ndarray:
-    """The (C, C) counts of a 256 x 256 pair table; raises for labels >= C on counted pixels."""
-    counted = np.ones(SIDE, bool)
-    if ignore_index is not None and 0 <= ignore_index < SIDE:
-        counted[ignore_index] = False
-    rows = table[counted]
-    bad_t = np.flatnonzero(counted & (table.sum(1) > 0) & (np.arange(SIDE) >= num_classes))
-    bad_p = np.flatnonzero(rows[:, num_classes:].sum(0)) + num_classes
+    """The (C, C) counts of a pair table (row = target value, column = prediction value; cells
+    beyond its shape are zero); raises for labels >= C on counted pixels."""
+    c = num_classes
+    per_target, high_preds = table.sum(1), table[:, c:].sum(0)  # pixels per target; per prediction >= C
+    if ignore_index is not None and 0 <= ignore_index < len(table):  # an ignored target's prediction is free
+        per_target[ignore_index] = 0
+        high_preds -= table[ignore_index, c:]
+    bad_t = np.flatnonzero(per_target[c:]) + c
+    bad_p = np.flatnonzero(high_preds) + c
     if len(bad_t) or len(bad_p):
         raise out_of_range(num_classes, ignore_index, bad_t, bad_p)
-    return table[:num_classes, :num_classes].copy()
+    matrix = np.zeros((c, c), np.int64)
+    known = table[:c, :c]
+    matrix[: known.shape[0], : known.shape[1]] = known
+    return matrix
 
 
 def _wide(target: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: int | None) -> np.ndarray:

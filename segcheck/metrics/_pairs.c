@@ -3,14 +3,17 @@
    count_pairs(target, pred, out)
        target, pred: C-contiguous buffers of the same length n (uint8 labels);
        out: a writable C-contiguous buffer of 256 * 256 int64 counts.
-       For every i: out[target[i] * 256 + pred[i]] += 1. Returns None.
+       For every i: out[target[i] * 256 + pred[i]] += 1. Returns (rows, cols): 1 + the
+       largest target and prediction value (0, 0 for empty input); cells of out outside
+       [0, rows) x [0, cols) are left as they were.
 
    This is one bincount over a fused index, written in C so that the index only ever exists
    for STEP pixels at a time, in L1. Range checks, ignore_index and the fold to
    (C, C) stay in Python (segcheck/metrics/_counting.py), so the kernel has no semantics of
-   its own to get wrong. Counting goes to LANES interleaved uint32 tables: consecutive pixels
-   with the same pair (a region of one class, the common case in a segmentation map) then
-   do not wait on each other's increment. Each table only spans the rows and columns up to
+   its own to get wrong. Inputs of at least BLOCK pixels are counted in LANES interleaved
+   uint32 tables: consecutive pixels with the same pair (a region of one class, the common
+   case in a segmentation map) then do not wait on each other's increment; smaller inputs
+   use one table, which is cheaper to set up and fold. Each table only spans the rows and columns up to
    the largest value seen so far (checked per block, grown when needed), so small inputs
    stay cheap. The GIL is released while counting, so threads count in parallel. */
 
@@ -27,7 +30,7 @@
 #define SIDE 256
 
 typedef struct {
-    int rows, cols, stride;   /* table spans target < rows, pred < cols */
+    int lanes, rows, cols, stride; /* lanes tables, each spanning target < rows, pred < cols */
     Py_ssize_t lane, pending; /* uint32 per lane; pixels counted since the last fold */
     uint32_t *counts;
 } Tables;
@@ -38,14 +41,13 @@ static int max_byte(const uint8_t *a, Py_ssize_t n) {
     return m;
 }
 
-/* Adds the tables into out and zeroes them. */
+/* Adds the tables into out (they are zeroed or freed after). */
 static void fold(Tables *tab, int64_t *out) {
     if (!tab->pending) return;
-    for (int k = 0; k < LANES; k++)
+    for (int k = 0; k < tab->lanes; k++)
         for (int r = 0; r < tab->rows; r++) {
-            uint32_t *row = tab->counts + k * tab->lane + (Py_ssize_t)r * tab->stride;
+            const uint32_t *row = tab->counts + k * tab->lane + (Py_ssize_t)r * tab->stride;
             for (int c = 0; c < tab->cols; c++) out[r * SIDE + c] += row[c];
-            memset(row, 0, tab->cols * sizeof *row);
         }
     tab->pending = 0;
 }
@@ -59,27 +61,29 @@ static int grow(Tables *tab, int rows, int cols, int64_t *out) {
     tab->cols = cols > tab->cols ? cols : tab->cols;
     tab->stride = (tab->cols + 15) & ~15;              /* rows start on a cache line */
     tab->lane = (Py_ssize_t)tab->rows * tab->stride + 16; /* lanes do not alias in L1 */
-    tab->counts = calloc(LANES * tab->lane, sizeof *tab->counts);
+    tab->counts = calloc(tab->lanes * tab->lane, sizeof *tab->counts);
     return tab->counts ? 0 : -1;
 }
 
 /* Adds the pairs of one block to the tables: fused indices for STEP pixels at a time (a loop
-   the compiler vectorises), then one increment per pixel, pixel j going to lane j % LANES. */
+   the compiler vectorises), then one increment per pixel, pixel j going to lane j % lanes. */
 static void count_block(Tables *tab, const uint8_t *t, const uint8_t *p, Py_ssize_t n) {
     uint16_t fused[STEP]; /* t * stride + p < 256 * 256 */
     const uint16_t stride = (uint16_t)tab->stride;
     for (Py_ssize_t start = 0; start < n; start += STEP) {
         int m = n - start < STEP ? (int)(n - start) : STEP, j = 0;
         for (int q = 0; q < m; q++) fused[q] = (uint16_t)(t[start + q] * stride + p[start + q]);
-        for (; j + LANES <= m; j += LANES)
-            for (int k = 0; k < LANES; k++) tab->counts[k * tab->lane + fused[j + k]]++;
+        if (tab->lanes == LANES)
+            for (; j + LANES <= m; j += LANES)
+                for (int k = 0; k < LANES; k++) tab->counts[k * tab->lane + fused[j + k]]++;
         for (; j < m; j++) tab->counts[fused[j]]++;
     }
     tab->pending += n;
 }
 
-static int count(const uint8_t *t, const uint8_t *p, Py_ssize_t n, int64_t *out) {
-    Tables tab = {0};
+/* Counts n pairs into out; sets *rows, *cols (see count_pairs); returns -1 when out of memory. */
+static int count(const uint8_t *t, const uint8_t *p, Py_ssize_t n, int64_t *out, int *rows, int *cols) {
+    Tables tab = {.lanes = n >= BLOCK ? LANES : 1};
     int status = 0;
     for (Py_ssize_t start = 0; start < n; start += BLOCK) {
         Py_ssize_t size = n - start < BLOCK ? n - start : BLOCK;
@@ -87,11 +91,16 @@ static int count(const uint8_t *t, const uint8_t *p, Py_ssize_t n, int64_t *out)
             status = -1;
             break;
         }
-        if (tab.pending >= FOLD_EVERY) fold(&tab, out);
+        if (tab.pending >= FOLD_EVERY) {
+            fold(&tab, out);
+            memset(tab.counts, 0, tab.lanes * tab.lane * sizeof *tab.counts);
+        }
         count_block(&tab, t + start, p + start, size);
     }
     if (status == 0) fold(&tab, out);
     free(tab.counts);
+    *rows = tab.rows;
+    *cols = tab.cols;
     return status;
 }
 
@@ -104,11 +113,11 @@ static PyObject *count_pairs(PyObject *self, PyObject *args) {
     } else if (out.len != SIDE * SIDE * (Py_ssize_t)sizeof(int64_t)) {
         PyErr_Format(PyExc_ValueError, "count_pairs: out has %zd bytes; expected 256 * 256 int64", out.len);
     } else {
-        int status;
+        int status, rows, cols;
         Py_BEGIN_ALLOW_THREADS
-        status = count(t.buf, p.buf, t.len, out.buf);
+        status = count(t.buf, p.buf, t.len, out.buf, &rows, &cols);
         Py_END_ALLOW_THREADS
-        result = status ? PyErr_NoMemory() : Py_NewRef(Py_None);
+        result = status ? PyErr_NoMemory() : Py_BuildValue("(ii)", rows, cols);
     }
     PyBuffer_Release(&t);
     PyBuffer_Release(&p);
@@ -118,8 +127,8 @@ static PyObject *count_pairs(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"count_pairs", count_pairs, METH_VARARGS,
-     "count_pairs(target, pred, out): out[target[i] * 256 + pred[i]] += 1 for uint8 buffers; "
-     "out is 256 * 256 int64."},
+     "count_pairs(target, pred, out) -> (rows, cols): out[target[i] * 256 + pred[i]] += 1 for uint8 "
+     "buffers; out is 256 * 256 int64; rows, cols = 1 + the largest target, prediction."},
     {NULL, NULL, 0, NULL},
 };
 
