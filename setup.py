@@ -7,4 +7,7 @@ C compiler the install still succeeds and counting uses torch.bincount (same cou
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("segcheck.metrics._pairs", ["segcheck/metrics/_pairs.c"], optional=True)])
+# -O3 after the interpreter's flags (distribution Pythons build extensions at -O2): GCC then
+# vectorises the fused-index loop and unrolls the lanes, about 3x faster (see _pairs.c).
+setup(ext_modules=[Extension("segcheck.metrics._pairs", ["segcheck/metrics/_pairs.c"], optional=True,
+                             extra_compile_args=["-O3"])])

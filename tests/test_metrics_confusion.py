@@ -108,12 +108,12 @@ def test_predictions_on_ignored_pixels_may_be_anything():
     assert confusion_matrix(pred, target, 2).tolist() == [[1, 0], [0, 1]]
 
 
-def test_update_is_all_or_nothing(pairs, monkeypatch):
-    monkeypatch.setattr(pairs, "CHUNK", 1 << 10)
+def test_update_is_all_or_nothing(monkeypatch):
+    monkeypatch.setattr(_counting, "CHUNK", 1 << 10)
     cm = ConfusionMatrix(3)
     cm.update(np.array([0, 1]), np.array([0, 1]))
     before = cm.matrix.copy()
-    big = np.zeros(3 * pairs.CHUNK, np.uint8)
+    big = np.zeros(3 * _counting.CHUNK, np.uint8)
     big[-1] = 5  # the bad label sits in the last chunk, after good chunks were counted
     with pytest.raises(SegcheckError):
         cm.update(np.zeros_like(big), big)
@@ -121,9 +121,9 @@ def test_update_is_all_or_nothing(pairs, monkeypatch):
     assert cm.reset().matrix.sum() == 0
 
 
-def test_chunks_and_threads_give_identical_counts(pairs, monkeypatch):
-    monkeypatch.setattr(pairs, "CHUNK", 1 << 16)
-    target = labels((5 * pairs.CHUNK + 17,), 19, 2)
+def test_chunks_and_threads_give_identical_counts(monkeypatch):
+    monkeypatch.setattr(_counting, "CHUNK", 1 << 16)
+    target = labels((5 * _counting.CHUNK + 17,), 19, 2)
     target[::7] = 255
     pred = labels(target.shape, 19, 3)
     want = reference.confusion_matrix(pred, target, 19, 255)
@@ -133,6 +133,17 @@ def test_chunks_and_threads_give_identical_counts(pairs, monkeypatch):
     for part in np.array_split(np.arange(target.size), 3):
         stream.update(pred[part], target[part])
     assert (stream.matrix == want).all()
+
+
+@pytest.mark.parametrize("layout", ["reversed", "strided", "transposed"])
+def test_non_contiguous_inputs_are_counted(layout):
+    target = labels((40, 70), 19, 4)
+    target[::5] = 255
+    pred = labels(target.shape, 19, 5)
+    view = {"reversed": lambda a: a.reshape(-1)[::-1], "strided": lambda a: a.reshape(-1)[::3],
+            "transposed": lambda a: a.T}[layout]
+    want = reference.confusion_matrix(view(pred).copy(), view(target).copy(), 19, 255)
+    assert (confusion_matrix(view(pred), view(target), 19) == want).all()
 
 
 def test_wide_labels_take_the_general_path():

@@ -26,12 +26,34 @@ def test_c_pair_kernel_counts_every_byte_pair(n):
     rng = np.random.default_rng(n)
     ramp = np.minimum(np.arange(n) // 3000, 255).astype(np.uint8)  # values grow block by block
     noise = rng.integers(0, 256, (2, n)).astype(np.uint8)
-    for target, pred in [(noise[0], noise[1]), (ramp, ramp[::-1].copy()), (ramp, noise[1] % 3)]:
+    for target, pred in [(noise[0], noise[1]), (ramp, ramp[::-1].copy()), (ramp, noise[1] % 3), (noise[0] % 3, ramp)]:
         out = np.zeros(256 * 256, np.int64)
         bounds = _counting._pairs.count_pairs(target, pred, out)
         _counting._pairs.count_pairs(target, pred, out)  # adds to what is there
         assert (out.reshape(256, 256) == 2 * _pair_reference(target, pred)).all()
         assert bounds == ((int(target.max()) + 1, int(pred.max()) + 1) if n else (0, 0))
+
+
+@needs_c_pairs
+def test_c_pair_kernel_folds_its_uint32_tables_before_they_overflow():
+    """Past 2**30 pixels the kernel folds its uint32 tables into out and restarts them."""
+    n = (1 << 30) + (1 << 17) + 3
+    zeros = np.zeros(n, np.uint8)  # untouched zero pages: no resident memory
+    out = np.zeros(256 * 256, np.int64)
+    assert _counting._pairs.count_pairs(zeros, zeros, out) == (1, 1)
+    assert out[0] == n and out[1:].sum() == 0
+
+
+@needs_c_pairs
+def test_c_pair_kernel_stays_in_bounds_when_out_aliases_the_input():
+    """Folding writes out while the input is read; each input byte is read once, so the
+    indices stay inside the tables whatever the fold writes."""
+    out = np.zeros(256 * 256, np.int64)
+    target = out.view(np.uint8)[: 1 << 17]
+    target[::7] = 200
+    rows, cols = _counting._pairs.count_pairs(target, target, out)
+    assert 1 <= rows <= 256 and 1 <= cols <= 256
+    assert out.sum() >= 0  # the table is readable: nothing was written outside it
 
 
 @needs_c_pairs
@@ -43,6 +65,13 @@ def test_c_pair_kernel_rejects_mismatched_buffers():
         _counting._pairs.count_pairs(np.zeros(3, np.uint8), np.zeros(3, np.uint8), out[:10])
     with pytest.raises(ValueError, match="C-contiguous"):
         _counting._pairs.count_pairs(np.zeros(6, np.uint8)[::2], np.zeros(3, np.uint8), out)
+    with pytest.raises(ValueError, match="target must be an aligned uint8 buffer, got format 'h'"):
+        _counting._pairs.count_pairs(np.zeros(3, np.int16), np.zeros(6, np.uint8), out)
+    with pytest.raises(ValueError, match="out must be an aligned int64 buffer, got format 'd'"):
+        _counting._pairs.count_pairs(np.zeros(3, np.uint8), np.zeros(3, np.uint8), np.zeros(256 * 256))
+    misaligned = np.zeros(256 * 256 * 8 + 8, np.uint8)[1:-7].view(np.int64)
+    with pytest.raises(ValueError, match="aligned int64"):
+        _counting._pairs.count_pairs(np.zeros(3, np.uint8), np.zeros(3, np.uint8), misaligned)
 
 
 def test_c_pair_kernel_is_built_where_a_compiler_exists():

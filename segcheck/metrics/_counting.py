@@ -1,13 +1,13 @@
 """Confusion-matrix counting kernels: one ``bincount`` over a fused index, per chunk.
 
 Fast path (host): labels that fit in uint8 are counted as (target, prediction) byte pairs
-into a table with a row per target value and a column per prediction value 0..255, so
-every label has its own cell: labels
-outside ``[0, C)`` (other than an ignored target) are found in the table, not by another pass.
-Two pair counters produce the same table: the C extension ``_pairs`` (built at install when a
-C compiler exists; no fused index is materialised, and regions of one class do not slow it)
-and, without it, ``torch.bincount`` over a 16-bit ``target * C + pred`` buffer, one
-cache-sized chunk at a time. Labels that do not fit in uint8 (``C > 256``,
+into a table with a row per target value and a column per prediction value, so labels
+outside ``[0, C)`` (other than an ignored target) are found in the table, not by another
+pass. Two pair counters give the same (C, C) counts: the C extension ``_pairs`` (built at
+install when a C compiler and the Python headers exist; it fuses the index in L1-sized
+steps, and regions of one class do not slow it) and, without it, ``torch.bincount`` over a
+16-bit ``target * C + pred`` buffer, one cache-sized chunk at a time. Wider integer inputs
+whose values fit are converted to uint8 one cache-sized chunk at a time. Labels that do not fit in uint8 (``C > 256``,
 ``ignore_index=-1``, ...) take the wide path: drop ignored pixels, check ranges, count an
 int64 fused index. Device tensors are counted on their device with ``torch.bincount``. All
 paths return the same exact int64 counts; pixels whose target is ``ignore_index`` never
@@ -28,6 +28,7 @@ try:
 except ImportError:  # not compiled (no C compiler at install): the torch.bincount counter runs
     _pairs = None
 
+CHUNK = 1 << 18  # host pixels per step: a 16-bit fused index or a uint8 copy stays in L2
 DEVICE_CHUNK = 1 << 24  # pixels per device chunk: bounds the int64 temporaries on the GPU
 THREAD_PART = 1 << 18  # fewest pixels worth a thread of their own
 SIDE = 256  # uint8 labels: one table row per target value, one column per prediction value
@@ -54,9 +55,9 @@ def _torch():
 
 
 class CPairs:
-    """Counts uint8 pairs with the C extension: any chunk size, no pass before counting."""
+    """Counts uint8 pairs with the C extension into a table of the values seen."""
 
-    CHUNK = 1 << 24  # pixels per chunk: only bounds the uint8 copies of wider integer inputs
+    ANY_LENGTH = True  # uint8 arrays go to the kernel whole: it works in L1-sized steps itself
 
     def __init__(self, num_classes: int, ignore_index: int | None):
         self.counts = np.zeros(SIDE * SIDE, np.int64)
@@ -73,13 +74,13 @@ class CPairs:
 class TorchPairs:
     """Counts uint8 pairs with ``torch.bincount`` over ``target * C + pred`` in a 16-bit buffer."""
 
-    CHUNK = 1 << 18  # pixels per chunk: the 16-bit fused index (512 KiB) stays in L2
+    ANY_LENGTH = False  # at most CHUNK pixels per add: the size of the fused-index buffer
 
     def __init__(self, num_classes: int, ignore_index: int | None):
         self.c = num_classes
         self.ignore = ignore_index
         self.size = SIDE * num_classes
-        self.buffer = np.empty(self.CHUNK, np.uint16)
+        self.buffer = np.empty(CHUNK, np.uint16)
         torch = _torch()
         # int16 holds the index when 256 * C <= 32768; torch then counts without widening.
         self.counter = torch.from_numpy(self.buffer.view(np.int16)) if self.size <= 1 << 15 else None
@@ -156,10 +157,12 @@ def _fits_uint8(a: np.ndarray) -> bool:
 
 def _host_part(target: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: int | None) -> np.ndarray:
     pairs = PAIRS(num_classes, ignore_index) if num_classes <= SIDE else None
+    if pairs is not None and pairs.ANY_LENGTH and target.dtype == pred.dtype == np.uint8:
+        pairs.add(target, pred)
+        return _table_matrix(pairs.table(), num_classes, ignore_index)
     wide = np.zeros((num_classes, num_classes), np.int64)
-    chunk = PAIRS.CHUNK
-    for start in range(0, target.size, chunk):
-        t, p = target[start : start + chunk], pred[start : start + chunk]
+    for start in range(0, target.size, CHUNK):
+        t, p = target[start : start + CHUNK], pred[start : start + CHUNK]
         if pairs is not None and _fits_uint8(t) and _fits_uint8(p):
             pairs.add(t.astype(np.uint8, copy=False), p.astype(np.uint8, copy=False))
         else:

@@ -62,7 +62,7 @@ def test_splitting_order_chunks_and_threads_do_not_matter(pairs, case, chunk, th
     pieces = list(zip(np.split(flat_p, cuts), np.split(flat_t, cuts)))
     order = data.draw(st.permutations(range(len(pieces))), label="batch order")
     event(f"batches: {len(pieces)}")
-    with overridden(_counting, PAIRS=pairs, THREAD_PART=1), overridden(pairs, CHUNK=chunk):
+    with overridden(_counting, PAIRS=pairs, THREAD_PART=1, CHUNK=chunk):
         stream = M.ConfusionMatrix(case.num_classes, case.ignore_index, threads=threads)
         for i in order:
             stream.update(*pieces[i])
