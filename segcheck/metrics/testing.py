@@ -67,7 +67,7 @@ class SegCase:
 
 @st.composite
 def seg_cases(draw, max_classes: int = 6, max_images: int = 3, max_side: int = 6,
-              ignore_values: tuple[int | None, ...] = (255, -1, None)) -> SegCase:
+              ignore_values: tuple[int | None, ...] = (255, 100, -1, None)) -> SegCase:
     """Random class maps: some classes absent, some pixels ignored, varied dtypes and shapes.
 
     ``ignore_index`` is drawn from ``ignore_values`` (each must lie outside 0..max_classes-1).
