@@ -7,11 +7,11 @@ pass. Two pair counters give the same (C, C) counts: the C extension ``_pairs`` 
 install when a C compiler and the Python headers exist; it fuses the index in L1-sized
 steps, and regions of one class do not slow it) and, without it, ``torch.bincount`` over a
 16-bit ``target * C + pred`` buffer, one cache-sized chunk at a time. Wider integer inputs
-whose values fit are converted to uint8 one cache-sized chunk at a time. Labels that do not fit in uint8 (``C > 256``,
-``ignore_index=-1``, ...) take the wide path: drop ignored pixels, check ranges, count an
-int64 fused index. Device tensors are counted on their device with ``torch.bincount``. All
-paths return the same exact int64 counts; pixels whose target is ``ignore_index`` never
-matter, whatever their prediction.
+whose values fit are converted to uint8 one cache-sized chunk at a time. Labels that do not
+fit in uint8 (``C > 256``, ``ignore_index=-1``, ...) take the wide path: drop ignored
+pixels, check ranges, count an int64 fused index. Device tensors are counted on their
+device with ``torch.bincount``. All paths return the same exact int64 counts; pixels whose
+target is ``ignore_index`` never matter, whatever their prediction.
 """
 
 from __future__ import annotations
