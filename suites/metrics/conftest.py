@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, settings
 
 from segcheck import SegcheckError
+from segcheck.metrics import _counting
 from segcheck.pytest_plugin import STATE
 
 # The explain phase (lines "always and only run by failing test cases") is left out: it
@@ -53,7 +54,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc):
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    lines = [f"hypothesis profile: {settings.get_current_profile_name()}"]
+    lines = [f"hypothesis profile: {settings.get_current_profile_name()}",
+             f"segcheck uint8 pair counter: {_counting.pair_counter_name()}; property-tested here: "
+             + ", ".join(c.__name__ for c in _counting.AVAILABLE_PAIRS)]
     for kind in USER_KINDS:
         entries = user_metrics(config, kind)
         names = ", ".join(f"{e.name} (from {e.plugin})" for e in entries) or "none registered"
