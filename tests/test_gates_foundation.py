@@ -46,6 +46,13 @@ def test_constant_class_floor_above_threshold_is_explained_not_blamed(make_targe
     assert "constant-class floor" in result.message and "noise_input.max_miou" in result.message
 
 
+def test_model_far_above_the_floor_is_blamed_even_when_the_floor_beats_the_threshold(make_target):
+    cfg = dict(NOISE_CFG, max_miou=0.02)  # below the floor, as with few classes
+    result = gates.noise_input(make_target(PositionalModel()), cfg)
+    assert result.value - result.details["constant_class_floor"] >= 0.02
+    assert not result.passed and "pixel position, not content" in result.message, result.message
+
+
 def test_noise_kinds_are_seeded_and_in_pixel_range():
     shape = (2, 8, 8, 3)
     for kind in NOISE_KINDS:

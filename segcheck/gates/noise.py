@@ -34,7 +34,9 @@ def noise_input(target: Target, cfg: dict) -> GateResult:
     """Feed each noise kind instead of the eval images and score it against the real labels.
 
     Passes when the worst kind's mIoU is < ``cfg["max_miou"]`` and < ``cfg["max_ratio"]``
-    x the real mIoU.
+    x the real mIoU. A failure is put down to the threshold, not the model, only when the
+    constant-class floor reaches ``max_miou`` and noise beats that floor by less than
+    ``max_miou``.
     """
     images, masks = target.eval_set
     spec, model = target.spec, target.model
@@ -54,7 +56,7 @@ def noise_input(target: Target, cfg: dict) -> GateResult:
     measured = f"noise mIoU {worst:.3f} ({worst_kind}) vs real {real:.3f}"
     if passed:
         message = f"{measured} < {threshold:.3f}: predictions depend on image content"
-    elif floor >= cfg["max_miou"]:
+    elif floor >= cfg["max_miou"] and worst - floor < cfg["max_miou"]:  # noise adds little beyond the floor
         message = (f"{measured} >= {threshold:.3f}, but predicting {floor_class!r} everywhere already scores "
                    f"{floor:.3f} on this data (constant-class floor), so the threshold cannot separate content from "
                    f"prior here; set noise_input.max_miou above {floor:.2f} in segcheck.yaml")
