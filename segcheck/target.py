@@ -107,12 +107,14 @@ class Target:
         loaded = self.__dict__.get("model")  # only if already loaded: building never loads it
         return copy.deepcopy(module) if loaded is not None and module is loaded.module else module
 
-    def wrap(self, module: torch.nn.Module) -> SegModel:
+    def wrap(self, module: torch.nn.Module, mean=None, std=None) -> SegModel:
+        """``module`` as a SegModel; normalization ``mean``/``std`` default to the model's meta,
+        then the dataset's."""
         meta = self.model_entry.meta
         return SegModel(
             module,
-            mean=meta.get("mean", self.spec.mean),
-            std=meta.get("std", self.spec.std),
+            mean=mean if mean is not None else meta.get("mean", self.spec.mean),
+            std=std if std is not None else meta.get("std", self.spec.std),
             binary=bool(meta.get("binary")),
             divisible_by=meta.get("divisible_by", 1),
             device=self.device,
@@ -120,7 +122,8 @@ class Target:
 
     @cached_property
     def model(self) -> SegModel:
-        """The model under test with its checkpoint loaded (strictly), in eval mode."""
+        """The model under test with its checkpoint loaded (strictly), in eval mode, normalizing
+        inputs as the checkpoint was trained (its sidecar's mean/std, when it has them)."""
         kwargs = self._checkpoint_model_kwargs()
         module = self.build_module(**kwargs)
         if self.checkpoint is not None:
@@ -128,7 +131,28 @@ class Target:
             if loaded is None:
                 raise SegcheckError(f"no plugin could load checkpoint {self.checkpoint}")
             module = loaded
-        return self.wrap(module)
+        return self.wrap(module, *self._checkpoint_normalization())
+
+    def _checkpoint_normalization(self) -> tuple[list[float] | None, list[float] | None]:
+        """(mean, std) from the checkpoint's sidecar, checked: three numbers each, std > 0."""
+        sidecar = self._sidecar or {}
+        values = [sidecar.get("mean"), sidecar.get("std")]
+        for name, value in zip(("mean", "std"), values):
+            ok = value is None or (isinstance(value, list) and len(value) == 3 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and (name == "mean" or v > 0) for v in value))
+            if not ok:
+                raise SegcheckError(f"checkpoint sidecar of {self.checkpoint} has {name} {value!r}; expected three "
+                                    f"numbers{' > 0' if name == 'std' else ''} (0..1 scale), or no {name} entry")
+        return values[0], values[1]
+
+    @cached_property
+    def _sidecar(self) -> dict | None:
+        """The checkpoint's YAML sidecar (model kwargs, classes, mean/std), or None."""
+        if self.checkpoint is None:
+            return None
+        from segcheck import checkpoint
+
+        return checkpoint.read_sidecar(self.checkpoint)
 
     def _checkpoint_model_kwargs(self) -> dict:
         """Builder kwargs the checkpoint needs: from its sidecar, or (aux heads) from its keys."""
@@ -136,7 +160,7 @@ class Target:
             return {}
         from segcheck import checkpoint
 
-        sidecar = checkpoint.read_sidecar(self.checkpoint)
+        sidecar = self._sidecar
         if sidecar is not None:
             classes = sidecar.get("classes")
             if classes is not None and list(classes) != list(self.spec.classes):

@@ -121,3 +121,35 @@ def test_state_dict_keys_of_current_and_legacy_torch_files(tmp_path, zip_format)
     path = tmp_path / "m.pt"
     torch.save(state, path, _use_new_zipfile_serialization=zip_format)  # legacy files cannot be memory-mapped
     assert checkpoint.state_dict_keys(path) == list(state)
+
+
+def _checkpoint_with_sidecar(tmp_path, **sidecar):
+    """A random unet checkpoint for synthetic-streets whose sidecar says ``sidecar``."""
+    from segcheck_plugins.synthetic_streets import SyntheticStreets
+
+    path = tmp_path / "unet.safetensors"
+    classes = list(SyntheticStreets("val", length=1).spec.classes)
+    checkpoint.save(build_unet(len(classes)), path, {"classes": classes, **sidecar})
+    return path
+
+
+def test_model_under_test_normalizes_as_its_checkpoint_was_trained(tmp_path, loaded_plugins):
+    from segcheck import config
+    from segcheck.target import Target
+
+    path = _checkpoint_with_sidecar(tmp_path, mean=[0.1, 0.2, 0.3], std=[0.4, 0.5, 0.6])
+    target = Target(loaded_plugins, config.load(), "unet", "synthetic-streets", checkpoint=path)
+    assert target.model.mean.flatten().tolist() == pytest.approx([0.1, 0.2, 0.3])
+    assert target.model.std.flatten().tolist() == pytest.approx([0.4, 0.5, 0.6])
+    assert target.wrap(target.build_module()).mean.flatten().tolist() == pytest.approx(target.spec.mean)
+
+
+@pytest.mark.parametrize("bad", [{"mean": [0.5, 0.5]}, {"std": [0.2, 0.0, 0.2]}, {"std": "imagenet"}])
+def test_malformed_sidecar_normalization_is_named(tmp_path, loaded_plugins, bad):
+    from segcheck import config
+    from segcheck.target import Target
+
+    target = Target(loaded_plugins, config.load(), "unet", "synthetic-streets",
+                    checkpoint=_checkpoint_with_sidecar(tmp_path, **bad))
+    with pytest.raises(SegcheckError, match=rf"sidecar of .* has {next(iter(bad))} .* expected three numbers"):
+        target.model
