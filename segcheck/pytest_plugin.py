@@ -94,9 +94,13 @@ class SegcheckState:
 
     # --- pytest hooks of this run (the state is registered as a plugin) --------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport):
-        """Collect gate records; with xdist they arrive here from the workers' reports."""
+        """Collect gate records; with xdist they arrive here from the workers' reports. A gate
+        test that errors or skips before recording its gate is reported too, never dropped."""
+        records = [record for name, record in report.user_properties if name == "segcheck_gate"]
         if report.when == "call":
-            self.results.extend(record for name, record in report.user_properties if name == "segcheck_gate")
+            self.results.extend(records)
+        if "gate" in report.keywords and not records and (report.failed or report.skipped):
+            self.results.append(_unrecorded(report, self.config["target"]["model"]))
 
     def pytest_terminal_summary(self, terminalreporter, config: pytest.Config):
         if hasattr(config, "workerinput") or not self.results:
@@ -114,6 +118,19 @@ class SegcheckState:
             described = {"error": str(exc)}
         write_json(path, described, segconfig.thresholds(self.config), results)
         terminalreporter.write_line(f"segcheck report: {path}")
+
+
+def _unrecorded(report: pytest.TestReport, model: str) -> dict:
+    """The report record of a gate test that failed or skipped before recording a result."""
+    if report.skipped:
+        message = report.longrepr[2] if isinstance(report.longrepr, (tuple, list)) else str(report.longrepr)
+    else:
+        crash = getattr(report.longrepr, "reprcrash", None)
+        message = crash.message if crash is not None else report.longreprtext.strip().splitlines()[-1]
+    name = report.nodeid.split("::")[-1].removeprefix("test_")
+    return {"name": name, "model": model, "test": report.nodeid, "value": None, "threshold": None,
+            "rule": "-", "passed": False, "outcome": "skipped" if report.skipped else "error",
+            "message": message.removeprefix("Skipped: ").removeprefix("Failed: "), "details": {}}
 
 
 def _state(config: pytest.Config) -> SegcheckState:
@@ -191,6 +208,18 @@ def segcheck_target(pytestconfig):
     return _resolved(pytestconfig, "target")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """In a gate, a SegcheckError (bad checkpoint, unreadable data, ...) is one line, not a traceback."""
+    try:
+        return (yield)
+    except SegcheckError as exc:
+        if item.get_closest_marker("gate") is None:
+            raise
+        message = str(exc)
+    pytest.fail(message, pytrace=False)  # outside the except: no "during handling" chain
+
+
 def _resolved(config: pytest.Config, name: str):
     try:
         return getattr(_state(config), name)
@@ -207,6 +236,7 @@ def gate(request):
         record = json.loads(json.dumps(result.to_dict(), default=_jsonable))
         record["model"] = _state(request.config).config["target"]["model"]
         record["test"] = request.node.nodeid
+        record["outcome"] = "passed" if result.passed else "failed"
         request.node.user_properties.append(("segcheck_gate", record))
         if not result.passed:
             pytest.fail(f"{result.name}: {result.message}", pytrace=False)

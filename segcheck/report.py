@@ -15,16 +15,29 @@ def _fmt(value) -> str:
     return str(value)
 
 
+VERDICTS = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "SKIP"}
+
+
+def _verdict(r: dict) -> str:
+    return VERDICTS[r.get("outcome", "passed" if r["passed"] else "failed")]
+
+
 def summary_table(results: list[dict]) -> list[str]:
-    """Lines of a table: gate, model, measured, threshold, verdict."""
+    """Lines of a table: gate, model, measured, threshold, verdict; then the reason of every
+    gate that errored or skipped before measuring."""
     rows = [("gate", "model", "measured", "threshold", "verdict")]
-    rows += [(r["name"], r["model"], _fmt(r["value"]), f"{r['rule'].replace('threshold', _fmt(r['threshold']))}",
-              "PASS" if r["passed"] else "FAIL") for r in results]
+    rows += [(r["name"], r["model"], "-", "-", _verdict(r)) if r["value"] is None else
+             (r["name"], r["model"], _fmt(r["value"]), r["rule"].replace("threshold", _fmt(r["threshold"])),
+              _verdict(r)) for r in results]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    unmeasured = [r for r in results if r["value"] is None]
+    lines += [f"{_verdict(r)} {r['name']}: {r['message']}" for r in unmeasured]
     passed = sum(r["passed"] for r in results)
-    lines.append(f"{passed} of {len(results)} gates passed")
+    counts = [f"{n} {word}" for word, n in (("errors", sum(r.get("outcome") == "error" for r in results)),
+                                            ("skipped", sum(r.get("outcome") == "skipped" for r in results))) if n]
+    lines.append(f"{passed} of {len(results)} gates passed" + (f" ({', '.join(counts)})" if counts else ""))
     return lines
 
 
