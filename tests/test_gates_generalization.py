@@ -1,12 +1,16 @@
 """generalization: a model that has memorized its eval split fails on the test split; an honest one
 holds up."""
 
+from pathlib import Path
+
 import pytest
 
 from segcheck import SegcheckError
 from segcheck import config as segconfig
 from segcheck import gates
+from segcheck.target import Target
 from tests.models import LookupModel
+from tests.test_datasets import make_folder, write_config
 
 CFG = segconfig.DEFAULTS["generalization"]
 
@@ -37,3 +41,17 @@ def test_split_must_exist_and_differ_from_the_eval_split(make_target):
         gates.generalization(target, dict(CFG, split="holdout"))
     with pytest.raises(SegcheckError, match="is the eval split itself"):
         gates.generalization(target, dict(CFG, split="val"))
+
+
+def test_a_split_holding_the_eval_images_is_no_comparison(tmp_path, loaded_plugins):
+    make_folder(tmp_path, stems=("a", "b", "c", "d"), size=(16, 16))  # flat layout: one image set, every split
+    write_config(tmp_path)
+    target = Target(loaded_plugins, segconfig.load(overrides={"eval": {"size": 2}}), "unet", "folder",
+                    checkpoint=Path("none"), data_root=tmp_path)
+    assert gates.shares_eval_images(target, "test")
+    with pytest.raises(SegcheckError, match="split 'test' holds the same images as the eval split 'val'"):
+        gates.generalization(target, CFG)
+
+
+def test_distinct_splits_are_compared(make_target):
+    assert not gates.shares_eval_images(make_target(LookupModel(), eval_size=2), "test")

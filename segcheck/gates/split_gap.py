@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from segcheck import SegcheckError
 from segcheck.evaluate import score
 from segcheck.gates.result import GateResult
 from segcheck.target import Target
 
 
+def shares_eval_images(target: Target, split: str) -> bool:
+    """Whether ``split``'s sample is the eval sample itself (e.g. a folder dataset without
+    split folders serves one image set as every split): then there is nothing to compare."""
+    ev = target.config["eval"]
+    images, masks = target.sample(split, ev["size"], ev["seed"])
+    eval_images, eval_masks = target.eval_set
+    return images.shape == eval_images.shape and np.array_equal(images, eval_images) and np.array_equal(
+        masks, eval_masks)
+
+
 def generalization(target: Target, cfg: dict) -> GateResult:
     """|mIoU on the eval split - mIoU on split ``cfg["split"]``| <= ``cfg["max_gap"]``.
 
     The other split is sampled with the eval set's size and seed. Raises ``SegcheckError``
-    when the dataset has no such split or it is the eval split itself.
+    when the dataset has no such split, it is the eval split itself, or it holds the same
+    images (:func:`shares_eval_images`).
     """
     eval_split, other = target.config["eval"]["split"], cfg["split"]
     if other not in target.spec.splits:
@@ -20,6 +33,10 @@ def generalization(target: Target, cfg: dict) -> GateResult:
                             f"{', '.join(target.spec.splits)}); set generalization.split")
     if other == eval_split:
         raise SegcheckError(f"generalization.split {other!r} is the eval split itself; choose another split")
+    if shares_eval_images(target, other):
+        raise SegcheckError(f"split {other!r} holds the same images as the eval split {eval_split!r} (a folder "
+                            f"dataset without split folders serves one image set as every split); put held-out "
+                            f"images in DIR/{other}/images and DIR/{other}/masks to measure generalization")
     ev = target.config["eval"]
     images_other, masks_other = target.sample(other, ev["size"], ev["seed"])
     first = target.clean_miou
