@@ -20,11 +20,12 @@ def segcheck_register_models(registry):
 
     ``builder(num_classes: int, **kwargs) -> torch.nn.Module``. Its output may be a tensor
     (B, C, h, w), a dict with ``"out"`` (torchvision), or an object with ``.logits``.
-    Recognised ``meta``: ``mean``/``std`` (input normalization, pixel scale 0-1),
+    Recognised ``meta``: ``num_classes`` (the head size the builder is called with; default:
+    the dataset's classes), ``mean``/``std`` (input normalization, pixel scale 0-1),
     ``binary`` (one sigmoid channel for two classes), ``divisible_by`` (input size
     constraint), ``aux_prefix`` (state-dict prefix of an auxiliary head; the builder then
     accepts ``aux_loss: bool``), ``checkpoints`` (``{dataset_name: path}`` of bundled
-    weights), ``description``. A name registered twice is an error.
+    weights), ``description``. Any other key, or a name registered twice, is an error.
     """
 
 
@@ -36,7 +37,7 @@ def segcheck_register_datasets(registry):
 
     ``factory(root: pathlib.Path | None, split: str) -> segcheck.data.SegDataset``.
     Recognised ``meta``: ``needs_root`` (bool: ``--data-root`` required),
-    ``description``. A name registered twice is an error.
+    ``description``. Any other key, or a name registered twice, is an error.
     """
 
 

@@ -27,6 +27,10 @@ BUILTIN_PLUGINS = (
     "segcheck_plugins.folder",
     "segcheck_plugins.reference_metrics",
 )
+# The metadata each registry recognises (documented in segcheck.hookspecs).
+MODEL_META = ("num_classes", "mean", "std", "binary", "divisible_by", "aux_prefix", "checkpoints", "description")
+DATASET_META = ("needs_root", "description")
+METRIC_META = ("kind", "description")
 
 
 @dataclass
@@ -102,9 +106,9 @@ def load(plugin_specs: list[str] | tuple[str, ...] = (), *, entry_points: bool =
         raise SegcheckError(f"{exc}; segcheck hooks are: {', '.join(_hook_names())}") from exc
     return Plugins(
         manager=manager,
-        models=_fill(manager, "segcheck_register_models", Registry("model")),
-        datasets=_fill(manager, "segcheck_register_datasets", Registry("dataset")),
-        metrics=_fill(manager, "segcheck_register_metrics", Registry("metric")),
+        models=_fill(manager, "segcheck_register_models", Registry("model", MODEL_META)),
+        datasets=_fill(manager, "segcheck_register_datasets", Registry("dataset", DATASET_META)),
+        metrics=_fill(manager, "segcheck_register_metrics", Registry("metric", METRIC_META)),
     )
 
 

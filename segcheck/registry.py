@@ -20,19 +20,27 @@ class Entry:
 
 
 class Registry:
-    """Names of one kind (``"model"``, ``"dataset"``, ``"metric"``); a duplicate name is an error."""
+    """Names of one kind (``"model"``, ``"dataset"``, ``"metric"``); a duplicate name is an error,
+    and so is metadata outside ``meta_keys`` (a misspelled key would otherwise do nothing)."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, meta_keys: tuple[str, ...] = ()):
         self.kind = kind
+        self.meta_keys = meta_keys
         self._entries: dict[str, Entry] = {}
         self._plugin = "?"
 
     def add(self, name: str, obj: Callable[..., Any], **meta: Any) -> None:
-        """Register ``obj`` under ``name``; raise if the name is taken."""
+        """Register ``obj`` under ``name``; raise if the name is taken or a meta key is unknown."""
         if not isinstance(name, str) or not name:
             raise SegcheckError(f"{self.kind} names must be non-empty strings, got {name!r} from plugin {self._plugin}")
         if not callable(obj):
             raise SegcheckError(f"{self.kind} {name!r} from plugin {self._plugin} is not callable: {obj!r}")
+        unknown = sorted(set(meta) - set(self.meta_keys))
+        if unknown:
+            raise SegcheckError(
+                f"{self.kind} {name!r} from plugin {self._plugin} has unknown metadata {', '.join(unknown)}; "
+                f"known: {', '.join(self.meta_keys)}"
+            )
         if name in self._entries:
             other = self._entries[name].plugin
             raise SegcheckError(

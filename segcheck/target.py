@@ -95,14 +95,16 @@ class Target:
 
     # --- model ----------------------------------------------------------------------------
     def build_module(self, **kwargs) -> torch.nn.Module:
-        """A fresh module from the model's builder, sized for the dataset's classes.
+        """A fresh module from the model's builder, sized for the dataset's classes (or the
+        model's declared ``num_classes``: a head that does not fit the data then fails the
+        head_matches_classes audit, with both numbers, instead of being silently resized).
 
         Never the module under test: a builder that hands back that very module (instead of
         building a new one) gets a deep copy, so training or probing a fresh module never
         changes the model that other gates use.
         """
         meta = self.model_entry.meta
-        channels = 1 if meta.get("binary") else self.spec.num_classes
+        channels = 1 if meta.get("binary") else meta.get("num_classes", self.spec.num_classes)
         module = self.model_entry.obj(channels, **kwargs)
         loaded = self.__dict__.get("model")  # only if already loaded: building never loads it
         return copy.deepcopy(module) if loaded is not None and module is loaded.module else module

@@ -11,6 +11,7 @@ from PIL import Image
 
 from segcheck import SegcheckError
 from segcheck.data import IMAGENET_MEAN, DatasetSpec
+from segcheck.plugins import DATASET_META
 from segcheck.registry import Registry
 from segcheck_plugins import folder, synthetic_streets
 from segcheck_plugins.folder import FolderDataset
@@ -18,7 +19,7 @@ from segcheck_plugins.synthetic_streets import CLASSES, SyntheticStreets
 
 
 def registry_of(module) -> Registry:
-    reg = Registry("dataset")
+    reg = Registry("dataset", DATASET_META)
     with reg.provided_by(module.__name__):
         module.segcheck_register_datasets(registry=reg)
     return reg

@@ -160,3 +160,14 @@ def test_model_that_differs_on_cuda_fails_cpu_cuda_agreement(make_target):
 def test_honest_model_agrees_on_cpu_and_cuda(honest):
     result = gates.cpu_cuda_agreement(honest, CFG["cpu_cuda_agreement"])
     assert result.passed, result.message
+
+
+def test_declared_num_classes_that_does_not_fit_the_data_fails_the_head_audit():
+    plugins = segplugins.load()
+    with plugins.models.provided_by("tests"):
+        plugins.models.add("net13", lambda num_classes: torch.nn.Conv2d(3, num_classes, 1), num_classes=13)
+    target = Target(plugins, segconfig.load(overrides={"eval": {"size": 2}}), "net13", "synthetic-streets",
+                    checkpoint=Path("none"))
+    result = gates.head_matches_classes(target)
+    assert not result.passed and result.value == 13
+    assert "head has 13 channels, dataset has 8 classes" in result.message

@@ -73,9 +73,10 @@ def test_stacks_give_per_image_values():
 
 def test_per_class_iou_is_the_registered_reference():
     from segcheck_plugins.reference_metrics import segcheck_register_metrics
+    from segcheck.plugins import METRIC_META
     from segcheck.registry import Registry
 
-    registry = Registry("metric")
+    registry = Registry("metric", METRIC_META)
     segcheck_register_metrics(registry=registry)
     entry = registry.get("segcheck")
     assert entry.obj is per_class_iou and entry.meta == {"kind": "per_class_iou"}

@@ -3,6 +3,7 @@
 import pytest
 
 from segcheck import SegcheckError
+from segcheck.plugins import MODEL_META
 from segcheck.registry import Registry
 
 
@@ -27,7 +28,7 @@ def test_unknown_name_lists_known_ones():
 
 
 def test_entry_records_plugin_and_meta():
-    reg = Registry("model")
+    reg = Registry("model", MODEL_META)
     with reg.provided_by("my_plugin"):
         reg.add("net", build, divisible_by=8)
     entry = reg.get("net")
@@ -39,3 +40,11 @@ def test_entry_records_plugin_and_meta():
 def test_bad_registrations_are_errors(name, obj):
     with pytest.raises(SegcheckError):
         Registry("model").add(name, obj)
+
+
+def test_misspelled_metadata_is_an_error_naming_the_known_keys():
+    reg = Registry("model", MODEL_META)
+    with reg.provided_by("my_arch.py"), pytest.raises(
+            SegcheckError, match=r"model 'net' from plugin my_arch.py has unknown metadata divisble_by, "
+                                 r"num_class; known: num_classes, mean, std, binary, divisible_by"):
+        reg.add("net", build, divisble_by=8, num_class=13)
