@@ -28,6 +28,7 @@ def test_positional_model_fails_noise_input_with_its_measured_miou(make_target):
 def test_honest_trained_model_passes_noise_input(make_target):
     result = gates.noise_input(make_target(), NOISE_CFG)
     assert result.passed, result.message
+    assert f"constant-class floor {result.details['constant_class_floor']:.3f}" in result.message
     assert result.details["real_miou"] > 0.7
     assert set(result.details["noise_miou"]) == set(NOISE_KINDS)
 
