@@ -55,7 +55,8 @@ def noise_input(target: Target, cfg: dict) -> GateResult:
                "constant_class_floor": floor, "floor_class": floor_class}
     measured = f"noise mIoU {worst:.3f} ({worst_kind}) vs real {real:.3f}"
     if passed:
-        message = f"{measured} < {threshold:.3f}: predictions depend on image content (constant-class floor {floor:.3f})"
+        message = (f"{measured} < {threshold:.3f}: predictions depend on image content "
+                   f"(constant-class floor {floor:.3f})")
     elif floor >= cfg["max_miou"] and worst - floor < cfg["max_miou"]:  # noise adds little beyond the floor
         message = (f"{measured} >= {threshold:.3f}, but predicting {floor_class!r} everywhere already scores "
                    f"{floor:.3f} on this data (constant-class floor), so the threshold cannot separate content from "
