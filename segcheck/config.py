@@ -58,12 +58,23 @@ def merge(config: dict, update: dict, source: str) -> None:
         for key, value in values.items():
             if key not in config[section]:
                 raise SegcheckError(f"{source}: unknown setting {section}.{key}; known: {', '.join(config[section])}")
-            default = config[section][key]
-            if isinstance(default, (int, float)) and not isinstance(default, bool):
-                if not isinstance(value, (int, float)) or isinstance(value, bool):
-                    raise SegcheckError(f"{source}: {section}.{key} must be a number, got {value!r}")
-                value = type(default)(value) if isinstance(default, float) else value
-            config[section][key] = value
+            config[section][key] = _checked(value, config[section][key], f"{source}: {section}.{key}")
+
+
+def _checked(value, default, where: str):
+    """``value`` as the type of its default (float, int or str), or an error naming ``where``."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, float):
+        if not number:
+            raise SegcheckError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if isinstance(default, int):
+        if not number or not float(value).is_integer():
+            raise SegcheckError(f"{where} must be a whole number, got {value!r}")
+        return int(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise SegcheckError(f"{where} must be a string, got {value!r}")
+    return value
 
 
 def thresholds(config: dict) -> dict[str, object]:
