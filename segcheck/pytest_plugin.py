@@ -8,7 +8,6 @@ a segcheck option is given explicitly (so a wrong name is a usage error before a
 from __future__ import annotations
 
 import json
-import os
 from functools import cached_property
 from pathlib import Path
 
@@ -151,11 +150,6 @@ def pytest_configure(config: pytest.Config):
             state.target
     except SegcheckError as exc:
         raise pytest.UsageError(str(exc)) from None
-    workers = getattr(config, "workerinput", {}).get("workercount")
-    if workers:  # share the cores among xdist workers instead of oversubscribing them
-        import torch
-
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
     if getattr(config.option, "dist", "no") == "load":
         config.option.dist = "loadgroup"  # keep each model's gates on one worker (shared predictions)
 

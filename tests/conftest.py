@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,14 @@ from segcheck import plugins as segplugins
 from segcheck.target import Target
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+    """Under xdist, one torch thread per worker (all of them busy: more would oversubscribe the
+    cores); OMP_NUM_THREADS passes the same count to the gate runs the tests start themselves."""
+    if hasattr(config, "workerinput"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
