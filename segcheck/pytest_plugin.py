@@ -17,6 +17,7 @@ from segcheck import SegcheckError
 from segcheck import config as segconfig
 
 STATE = pytest.StashKey["SegcheckState"]()
+GATE_TEST = "segcheck_gate_test"  # user property of gate tests: the name of the gate they check
 TARGET_OPTIONS = ("segcheck_model", "segcheck_dataset", "segcheck_checkpoint", "segcheck_data_root")
 
 
@@ -69,6 +70,7 @@ class SegcheckState:
         self.config_path = path
         self.config = segconfig.load(path, overrides)
         self.results: list[dict] = []
+        self._by_test: dict[str, list[dict]] = {}  # test node id -> its records
 
     @cached_property
     def plugins(self):
@@ -94,12 +96,25 @@ class SegcheckState:
     # --- pytest hooks of this run (the state is registered as a plugin) --------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport):
         """Collect gate records; with xdist they arrive here from the workers' reports. A gate
-        test that errors or skips before recording its gate is reported too, never dropped."""
-        records = [record for name, record in report.user_properties if name == "segcheck_gate"]
-        if report.when == "call":
+        test that errors or skips without recording its gate is reported too, and one that
+        recorded a pass and then errors (teardown) becomes an error: none is dropped or doubled."""
+        # records are made during the call; later reports carry the same user properties again
+        records = [r for key, r in report.user_properties if key == "segcheck_gate"] if report.when == "call" else []
+        if records:
             self.results.extend(records)
-        if "gate" in report.keywords and not records and (report.failed or report.skipped):
-            self.results.append(_unrecorded(report, self.config["target"]["model"]))
+            self._by_test[report.nodeid] = records
+        name = next((value for key, value in report.user_properties if key == GATE_TEST), None)
+        if name is None or not (report.failed or report.skipped) or records:
+            return
+        earlier = self._by_test.get(report.nodeid)
+        if earlier is None:
+            record = _unrecorded(report, name, self.config["target"]["model"])
+            self.results.append(record)
+            self._by_test[report.nodeid] = [record]
+        elif report.failed:
+            for record in earlier:
+                if record["outcome"] != "error":
+                    record.update(passed=False, outcome="error", message=_reason(report))
 
     def pytest_terminal_summary(self, terminalreporter, config: pytest.Config):
         if hasattr(config, "workerinput") or not self.results:
@@ -119,17 +134,26 @@ class SegcheckState:
         terminalreporter.write_line(f"segcheck report: {path}")
 
 
-def _unrecorded(report: pytest.TestReport, model: str) -> dict:
-    """The report record of a gate test that failed or skipped before recording a result."""
-    if report.skipped:
-        message = report.longrepr[2] if isinstance(report.longrepr, (tuple, list)) else str(report.longrepr)
+def _reason(report: pytest.TestReport) -> str:
+    """The one-line reason of a failed, skipped or xfailed report."""
+    if hasattr(report, "wasxfail"):
+        return f"expected failure: {report.wasxfail}" if report.wasxfail else "expected failure"
+    if report.skipped and isinstance(report.longrepr, (tuple, list)):
+        message = report.longrepr[2]
     else:
         crash = getattr(report.longrepr, "reprcrash", None)
-        message = crash.message if crash is not None else report.longreprtext.strip().splitlines()[-1]
-    name = report.nodeid.split("::")[-1].removeprefix("test_")
+        lines = (crash.message if crash is not None else report.longreprtext).strip().splitlines() or ["?"]
+        message = lines[-1] if crash is None else lines[0]
+    for prefix in ("Skipped: ", "Failed: ", "segcheck.SegcheckError: ", "SegcheckError: "):
+        message = message.removeprefix(prefix)
+    return message
+
+
+def _unrecorded(report: pytest.TestReport, name: str, model: str) -> dict:
+    """The report record of a gate test that failed or skipped before recording a result."""
+    outcome = "xfailed" if hasattr(report, "wasxfail") else "skipped" if report.skipped else "error"
     return {"name": name, "model": model, "test": report.nodeid, "value": None, "threshold": None,
-            "rule": "-", "passed": False, "outcome": "skipped" if report.skipped else "error",
-            "message": message.removeprefix("Skipped: ").removeprefix("Failed: "), "details": {}}
+            "rule": "-", "passed": False, "outcome": outcome, "message": _reason(report), "details": {}}
 
 
 def _state(config: pytest.Config) -> SegcheckState:
@@ -180,8 +204,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.skip(reason="needs CUDA; none available on this machine"))
     model = _state(config).config["target"]["model"]
     for item in items:
-        if item.get_closest_marker("gate"):
+        marker = item.get_closest_marker("gate")
+        if marker:
             item.add_marker(pytest.mark.xdist_group(f"segcheck-{model}"))
+            item.user_properties.append((GATE_TEST, _gate_name(item, marker)))
+
+
+def _gate_name(item: pytest.Item, marker: pytest.Mark) -> str:
+    """The gate a test checks, as its records name it: ``gate(name="{param}")`` for a test
+    parametrized over gates, else the test's name without ``test_`` (and its parameters)."""
+    function = getattr(item, "originalname", item.name).removeprefix("test_")
+    param = item.callspec.id if hasattr(item, "callspec") else ""
+    default = "{function}[{param}]" if param else "{function}"
+    return marker.kwargs.get("name", default).format(function=function, param=param)
 
 
 @pytest.fixture(scope="session")
@@ -208,8 +243,8 @@ def pytest_runtest_call(item: pytest.Item):
     try:
         return (yield)
     except SegcheckError as exc:
-        if item.get_closest_marker("gate") is None:
-            raise
+        if item.get_closest_marker("gate") is None or item.get_closest_marker("xfail") is not None:
+            raise  # not a gate, or an expected failure that xfail(raises=...) must see as it is
         message = str(exc)
     pytest.fail(message, pytrace=False)  # outside the except: no "during handling" chain
 

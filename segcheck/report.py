@@ -15,7 +15,7 @@ def _fmt(value) -> str:
     return str(value)
 
 
-VERDICTS = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "SKIP"}
+VERDICTS = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "SKIP", "xfailed": "XFAIL"}
 
 
 def _verdict(r: dict) -> str:
@@ -35,8 +35,8 @@ def summary_table(results: list[dict]) -> list[str]:
     unmeasured = [r for r in results if r["value"] is None]
     lines += [f"{_verdict(r)} {r['name']}: {r['message']}" for r in unmeasured]
     passed = sum(r["passed"] for r in results)
-    counts = [f"{n} {word}" for word, n in (("errors", sum(r.get("outcome") == "error" for r in results)),
-                                            ("skipped", sum(r.get("outcome") == "skipped" for r in results))) if n]
+    tally = {outcome: sum(r.get("outcome") == outcome for r in results) for outcome in ("error", "skipped", "xfailed")}
+    counts = [f"{n} {'errors' if outcome == 'error' and n != 1 else outcome}" for outcome, n in tally.items() if n]
     lines.append(f"{passed} of {len(results)} gates passed" + (f" ({', '.join(counts)})" if counts else ""))
     return lines
 

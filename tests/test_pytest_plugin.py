@@ -126,7 +126,7 @@ def test_wrong_head_checkpoint_is_a_clear_usage_free_failure(pytester):
     out = result.stdout.str()
     assert "Traceback" not in out and "During handling" not in out and "load_checkpoint" not in out
     # the report records the gates that could not run, with the reason, instead of leaving them out
-    assert [(g["name"], g["outcome"]) for g in report["gates"]] == [("audit[head_matches_classes]", "error"),
+    assert [(g["name"], g["outcome"]) for g in report["gates"]] == [("head_matches_classes", "error"),
                                                                     ("noise_input", "error")]
     assert all("shape mismatch" in g["message"] for g in report["gates"])
 
@@ -146,3 +146,60 @@ def test_a_configured_split_that_does_not_exist_fails_instead_of_skipping(pytest
     result, _ = run_gates(pytester, "--segcheck-config", "segcheck.yaml", "--eval-size", "4", "-k", "generalization")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*no 'holdout' split (splits: train, val, test); set generalization.split*"])
+
+
+SCENARIOS = '''
+import pytest
+from segcheck import SegcheckError
+from segcheck.gates import GateResult
+
+pytestmark = pytest.mark.gate
+
+def ok(name):
+    return GateResult(name, 1.0, 0.5, True, "fine", rule="value >= threshold")
+
+@pytest.fixture
+def breaks_on_teardown():
+    yield
+    raise RuntimeError("teardown boom")
+
+def test_pass_then_teardown_error(gate, breaks_on_teardown):
+    gate(ok("pass_then_teardown_error"))
+
+def test_error_and_teardown_error(breaks_on_teardown):
+    raise SegcheckError("checkpoint broken")
+
+@pytest.mark.xfail(raises=SegcheckError, strict=True, reason="known bad data")
+def test_expected_error():
+    raise SegcheckError("dataset has no 'test' split")
+
+@pytest.mark.parametrize("which", ["a", "b"])
+def test_family(which, gate):
+    gate(ok(f"family[{which}]"))
+'''
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_every_gate_test_is_one_record_whatever_its_phases_did(pytester, workers):
+    pytester.makepyfile(test_scenarios=SCENARIOS)
+    report_path = pytester.path / "r.json"
+    result = pytester.runpytest("-p", "no:cacheprovider", "--segcheck-report", str(report_path), *workers)
+    result.assert_outcomes(passed=3, xfailed=1, errors=2, failed=1)
+    records = {g["name"]: g for g in json.loads(report_path.read_text())["gates"]}
+    assert sorted(records) == ["error_and_teardown_error", "expected_error", "family[a]", "family[b]",
+                               "pass_then_teardown_error"]
+    assert records["pass_then_teardown_error"]["outcome"] == "error"  # a pass followed by a teardown error
+    assert "teardown boom" in records["pass_then_teardown_error"]["message"]
+    assert records["error_and_teardown_error"]["message"] == "checkpoint broken"  # the first reason, once
+    assert records["expected_error"]["outcome"] == "xfailed"
+    assert records["expected_error"]["message"] == "expected failure: known bad data"
+    result.stdout.fnmatch_lines(["2 of 5 gates passed (2 errors, 1 xfailed)"])
+
+
+def test_tests_in_a_folder_called_gate_are_not_gates(pytester):
+    pytester.mkpydir("gate")
+    (pytester.path / "gate" / "test_x.py").write_text("def test_unrelated():\n    assert 1 == 2\n")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    assert "segcheck gates" not in result.stdout.str()
+    assert not (pytester.path / "segcheck-report.json").exists()

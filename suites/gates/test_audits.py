@@ -4,7 +4,7 @@ import pytest
 
 from segcheck import gates
 
-pytestmark = pytest.mark.gate
+pytestmark = pytest.mark.gate(name="{param}")  # each test checks the gate it is parametrized with
 
 
 @pytest.mark.parametrize("audit", [gates.head_matches_classes, gates.output_size, gates.finite_outputs,

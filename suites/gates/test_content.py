@@ -4,7 +4,7 @@ import pytest
 
 from segcheck import gates
 
-pytestmark = pytest.mark.gate
+pytestmark = pytest.mark.gate(name="{param}")  # each test checks the gate it is parametrized with
 
 
 @pytest.mark.parametrize("check", [gates.derangement_gap, gates.shift_equivariance, gates.input_gradient],
