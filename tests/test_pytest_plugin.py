@@ -113,7 +113,7 @@ def test_torchvision_state_dict_on_a_folder_dataset(pytester):
     assert report["target"]["dataset"].startswith("folder")
     # a flat folder has no held-out split: generalization says so instead of comparing val with itself
     assert verdicts["generalization"]["outcome"] == "skipped"
-    assert "holds the eval images themselves" in verdicts["generalization"]["message"]
+    assert "holds the same images as the eval split" in verdicts["generalization"]["message"]
 
 
 def test_wrong_head_checkpoint_is_a_clear_usage_free_failure(pytester):

@@ -8,12 +8,12 @@ from segcheck.gates.content import derangement_gap, input_gradient, shift_equiva
 from segcheck.gates.noise import noise_input
 from segcheck.gates.prior import positional_prior
 from segcheck.gates.result import GateResult
-from segcheck.gates.split_gap import generalization, shares_eval_images
+from segcheck.gates.split_gap import NoHeldOutSplit, generalization
 from segcheck.gates.stability import CORRUPTIONS, perturbation_stability
 from segcheck.gates.training import input_baseline, overfit_tiny
 
-__all__ = ["CORRUPTIONS", "GateResult", "batch_independence", "cpu_cuda_agreement", "derangement_gap",
+__all__ = ["CORRUPTIONS", "GateResult", "NoHeldOutSplit", "batch_independence", "cpu_cuda_agreement", "derangement_gap",
            "deterministic_eval", "finite_outputs", "generalization", "gradient_coverage", "head_matches_classes",
            "input_baseline", "input_gradient", "input_normalization", "label_integrity", "loss_at_init",
            "noise_input", "output_size", "overfit_tiny", "perturbation_stability", "positional_prior",
-           "prediction_collapse", "shares_eval_images", "shift_equivariance"]
+           "prediction_collapse", "shift_equivariance"]

@@ -10,22 +10,17 @@ from segcheck.gates.result import GateResult
 from segcheck.target import Target
 
 
-def shares_eval_images(target: Target, split: str) -> bool:
-    """Whether ``split``'s sample is the eval sample itself (e.g. a folder dataset without
-    split folders serves one image set as every split): then there is nothing to compare."""
-    ev = target.config["eval"]
-    images, masks = target.sample(split, ev["size"], ev["seed"])
-    eval_images, eval_masks = target.eval_set
-    return images.shape == eval_images.shape and np.array_equal(images, eval_images) and np.array_equal(
-        masks, eval_masks)
+class NoHeldOutSplit(SegcheckError):
+    """The other split holds the eval images themselves (e.g. a folder dataset without split
+    folders serves one image set as every split): there is nothing to compare."""
 
 
 def generalization(target: Target, cfg: dict) -> GateResult:
     """|mIoU on the eval split - mIoU on split ``cfg["split"]``| <= ``cfg["max_gap"]``.
 
     The other split is sampled with the eval set's size and seed. Raises ``SegcheckError``
-    when the dataset has no such split, it is the eval split itself, or it holds the same
-    images (:func:`shares_eval_images`).
+    when the dataset has no such split or it is the eval split itself, and
+    :class:`NoHeldOutSplit` when that split holds the eval images themselves.
     """
     eval_split, other = target.config["eval"]["split"], cfg["split"]
     if other not in target.spec.splits:
@@ -33,12 +28,14 @@ def generalization(target: Target, cfg: dict) -> GateResult:
                             f"{', '.join(target.spec.splits)}); set generalization.split")
     if other == eval_split:
         raise SegcheckError(f"generalization.split {other!r} is the eval split itself; choose another split")
-    if shares_eval_images(target, other):
-        raise SegcheckError(f"split {other!r} holds the same images as the eval split {eval_split!r} (a folder "
-                            f"dataset without split folders serves one image set as every split); put held-out "
-                            f"images in DIR/{other}/images and DIR/{other}/masks to measure generalization")
     ev = target.config["eval"]
     images_other, masks_other = target.sample(other, ev["size"], ev["seed"])
+    images_eval, masks_eval = target.eval_set
+    if images_other.shape == images_eval.shape and np.array_equal(images_other, images_eval) and np.array_equal(
+            masks_other, masks_eval):
+        raise NoHeldOutSplit(f"split {other!r} holds the same images as the eval split {eval_split!r} (a folder "
+                             f"dataset without split folders serves one image set as every split); put held-out "
+                             f"images in DIR/{other}/images and DIR/{other}/masks to measure generalization")
     first = target.clean_miou
     pred_other, _ = target.model.predict_pixels(images_other, ev["batch_size"])
     second = score(pred_other, masks_other, target.spec)
