@@ -140,11 +140,13 @@ class Target:
         sidecar = self._sidecar or {}
         values = [sidecar.get("mean"), sidecar.get("std")]
         for name, value in zip(("mean", "std"), values):
+            low = 0 if name == "mean" else 1e-6  # a std must be > 0
             ok = value is None or (isinstance(value, list) and len(value) == 3 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and (name == "mean" or v > 0) for v in value))
+                isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v <= 1 for v in value))
             if not ok:
                 raise SegcheckError(f"checkpoint sidecar of {self.checkpoint} has {name} {value!r}; expected three "
-                                    f"numbers{' > 0' if name == 'std' else ''} (0..1 scale), or no {name} entry")
+                                    f"numbers in {'0' if name == 'mean' else '(0'}..1 (pixel scale 0-1, e.g. "
+                                    f"0.485, not 123.675), or no {name} entry")
         return values[0], values[1]
 
     @cached_property

@@ -41,10 +41,21 @@ def test_noise_input_ratio_rule_catches_a_weak_model_below_the_absolute_threshol
 
 
 def test_constant_class_floor_above_threshold_is_explained_not_blamed(make_target):
-    cfg = dict(NOISE_CFG, max_miou=0.02)  # below the floor of predicting one class everywhere
-    result = gates.noise_input(make_target(ConstantModel(value=0.0)), cfg)
+    cfg = dict(NOISE_CFG, max_miou=0.03)  # below the floor of predicting one class everywhere (0.036 here)
+    result = gates.noise_input(make_target(), cfg)
+    assert result.details["constant_class_floor"] >= 0.03 and result.value < 0.7 * result.details["real_miou"]
     assert not result.passed
-    assert "constant-class floor" in result.message and "noise_input.max_miou" in result.message
+    assert "constant-class floor" in result.message
+    assert f"set noise_input.max_miou above {result.value:.2f}" in result.message
+    # following the advice passes
+    assert gates.noise_input(make_target(), dict(cfg, max_miou=round(result.value, 2) + 0.01)).passed
+
+
+def test_a_model_that_ignores_its_image_is_blamed_even_below_the_floor(make_target):
+    cfg = dict(NOISE_CFG, max_miou=0.02)
+    result = gates.noise_input(make_target(ConstantModel(value=0.0)), cfg)
+    assert not result.passed and "not content" in result.message  # the model, not the threshold, is blamed
+    assert "cannot separate content from prior" not in result.message
 
 
 def test_model_far_above_the_floor_is_blamed_even_when_the_floor_beats_the_threshold(make_target):
