@@ -6,8 +6,9 @@ from segcheck import SegcheckError
 from segcheck.train import ablation
 
 
-def _gate(name, passed, value=0.0, **details):
-    return {"name": name, "passed": passed, "value": value, "details": details}
+def _gate(name, passed, value=0.0, outcome=None, **details):
+    outcome = outcome or ("passed" if passed else "failed")
+    return {"name": name, "passed": passed, "value": value, "outcome": outcome, "details": details}
 
 
 def _report(noise_passed, jpeg_passed):
@@ -28,6 +29,13 @@ def test_table_has_one_row_per_variant_with_failures_named():
     assert "**fail**: jpeg" in naive and "pass (2/2)" in robust
     assert robust.startswith("| robust | 0.984 | 0.050 | pass |")
     assert naive.count("|") == header.count("|") and " - |" in naive  # gates not run show "-"
+
+
+def test_skipped_gates_are_not_failures():
+    report = _report(True, True)
+    report["gates"].append(_gate("generalization", False, None, outcome="skipped"))
+    row = ablation.table({"robust": report}).splitlines()[2]
+    assert "**fail**" not in row and row.endswith("| - | pass |")  # generalization: "-", not run
 
 
 def test_families_share_a_column_and_unknown_gates_go_to_other():

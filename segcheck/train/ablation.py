@@ -63,6 +63,7 @@ def column(name: str) -> str:
 
 
 def _cell(gates: list[dict]) -> str:
+    gates = [g for g in gates if g["outcome"] in ("passed", "failed", "error")]  # skipped gates say nothing
     if not gates:
         return "-"
     failed = [g["name"] for g in gates if not g["passed"]]
