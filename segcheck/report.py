@@ -19,7 +19,7 @@ VERDICTS = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "SK
 
 
 def _verdict(r: dict) -> str:
-    return VERDICTS[r.get("outcome", "passed" if r["passed"] else "failed")]
+    return VERDICTS[r["outcome"]]
 
 
 def summary_table(results: list[dict]) -> list[str]:
@@ -35,7 +35,7 @@ def summary_table(results: list[dict]) -> list[str]:
     unmeasured = [r for r in results if r["value"] is None]
     lines += [f"{_verdict(r)} {r['name']}: {r['message']}" for r in unmeasured]
     passed = sum(r["passed"] for r in results)
-    tally = {outcome: sum(r.get("outcome") == outcome for r in results) for outcome in ("error", "skipped", "xfailed")}
+    tally = {outcome: sum(r["outcome"] == outcome for r in results) for outcome in ("error", "skipped", "xfailed")}
     counts = [f"{n} {'errors' if outcome == 'error' and n != 1 else outcome}" for outcome, n in tally.items() if n]
     lines.append(f"{passed} of {len(results)} gates passed" + (f" ({', '.join(counts)})" if counts else ""))
     return lines
