@@ -16,10 +16,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from segcheck import config as segconfig
-from segcheck import plugins as segplugins
 from segcheck.model import output_tensor
-from segcheck.target import Target
+from segcheck.session import open_session
+from segcheck.target import TargetSpec, resolve
 from segcheck.train.loop import train_one_epoch
 from segcheck.train.recipes import get as get_recipe
 from segcheck_plugins.synthetic_streets import SyntheticStreets
@@ -42,7 +41,7 @@ def sync(device):
 
 def fresh(target):
     """(module in train mode, its SegModel, AdamW): the same start for both loops."""
-    seg = target.wrap(target.build_module())  # wrap moves the module and puts it in eval mode
+    seg = target.model.fresh(0)  # a new module of the architecture, moved to the device, in eval mode
     seg.module.train()
     return seg.module, seg, torch.optim.AdamW(seg.module.parameters(), lr=1e-3)
 
@@ -54,7 +53,7 @@ def plain_fp32(target, data, device):
     for images, masks in data:
         x = seg.normalize(images.to(device))
         y = masks.to(device)
-        loss = F.cross_entropy(output_tensor(module(x)), y, ignore_index=target.spec.ignore_index)
+        loss = F.cross_entropy(output_tensor(module(x)), y, ignore_index=target.data.spec.ignore_index)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -70,7 +69,7 @@ def segcheck_trainer(target, data, device):
     sync(device)
     start = time.perf_counter()
     with tqdm(disable=True) as bar:
-        train_one_epoch(module, seg, data, opt, sched, get_recipe("naive"), target.spec, torch.Generator(), device, bar)
+        train_one_epoch(module, seg, data, opt, sched, get_recipe("naive"), target.data.spec, torch.Generator(), device, bar)
     sync(device)
     return time.perf_counter() - start
 
@@ -85,9 +84,9 @@ def main():
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     args = p.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
-    target = Target(segplugins.load(), segconfig.load(), args.model, "synthetic-streets", checkpoint="none",
-                    device=args.device)
-    device = torch.device(target.device)
+    session = open_session()
+    target = resolve(session.plugins, TargetSpec(args.model, "synthetic-streets", device=args.device), session.config)
+    device = target.model.device
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     data = batches(size, args.batch_size, args.steps + args.warmup)

@@ -11,7 +11,7 @@ from segcheck import SegcheckError
 
 DEFAULTS: dict[str, dict] = {
     "target": {"model": "unet", "dataset": "synthetic-streets", "device": "auto"},
-    "eval": {"split": "val", "size": 32, "seed": 0, "batch_size": 8},
+    "eval": {"split": "val", "size": 32, "seed": 0, "batch_size": 8, "mean": [], "std": []},
     "noise_input": {"max_miou": 0.10, "max_ratio": 0.7, "seed": 0},
     "overfit_tiny": {"min_miou": 0.90, "samples": 10, "epochs": 50, "batch_size": 2, "lr": 0.003, "seed": 0},
     "input_baseline": {"margin": 0.15, "steps": 150, "batch_size": 16, "samples": 256, "lr": 0.003, "seed": 0},
@@ -30,12 +30,13 @@ DEFAULTS: dict[str, dict] = {
 }
 
 
-def load(path: Path | None = None, overrides: dict | None = None) -> dict:
-    """DEFAULTS, updated by the YAML file at ``path`` (safe-loaded), then by ``overrides``.
+def load(path: Path | None = None, overrides: dict | None = None, defaults: dict | None = None) -> dict:
+    """``defaults`` (DEFAULTS unless given), updated by the YAML file at ``path`` (safe-loaded),
+    then by ``overrides``.
 
     Unknown sections or keys and values of the wrong type are errors that name them.
     """
-    config = copy.deepcopy(DEFAULTS)
+    config = copy.deepcopy(DEFAULTS if defaults is None else defaults)
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -61,9 +62,45 @@ def merge(config: dict, update: dict, source: str) -> None:
             config[section][key] = _checked(value, config[section][key], f"{source}: {section}.{key}")
 
 
+def with_sections(sections: dict[str, dict]) -> dict:
+    """DEFAULTS plus the sections of third-party gates (a built-in section cannot be redefined)."""
+    defaults = copy.deepcopy(DEFAULTS)
+    for section, values in sections.items():
+        if section in defaults and values != defaults[section]:
+            raise SegcheckError(f"gate settings section {section!r} is segcheck's own; give the gate another section")
+        defaults[section] = copy.deepcopy(values)
+    return defaults
+
+
+def validated(config: dict, defaults: dict, source: str) -> dict:
+    """``config`` checked against ``defaults`` like a YAML file would be (names and types)."""
+    checked = copy.deepcopy(defaults)
+    if not isinstance(config, dict):
+        raise SegcheckError(f"{source}: the configuration must stay a mapping of sections")
+    merge(checked, config, source)
+    return checked
+
+
+def explicit_normalization(config: dict) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """``eval.mean``/``eval.std`` as tuples, or (None, None) when unset; both or neither,
+    three numbers each on the 0-1 pixel scale (std > 0)."""
+    mean, std = config["eval"]["mean"], config["eval"]["std"]
+    if not mean and not std:
+        return None, None
+    ok = (len(mean) == len(std) == 3 and all(0 <= v <= 1 for v in mean) and all(0 < v <= 1 for v in std))
+    if not ok:
+        raise SegcheckError(f"eval.mean {mean} / eval.std {std}: give both, three numbers each on the 0-1 pixel "
+                            "scale (e.g. --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225), std > 0")
+    return tuple(mean), tuple(std)
+
+
 def _checked(value, default, where: str):
-    """``value`` as the type of its default (float, int or str), or an error naming ``where``."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    """``value`` as the type of its default (float, int, str or a list of numbers), or an error naming ``where``."""
+    if isinstance(default, list):
+        if not isinstance(value, (list, tuple)) or not all(_is_number(v) for v in value):
+            raise SegcheckError(f"{where} must be a list of numbers, got {value!r}")
+        return [float(v) for v in value]
+    number = _is_number(value)
     if isinstance(default, float):
         if not number:
             raise SegcheckError(f"{where} must be a number, got {value!r}")
@@ -75,6 +112,10 @@ def _checked(value, default, where: str):
     if isinstance(default, str) and not isinstance(value, str):
         raise SegcheckError(f"{where} must be a string, got {value!r}")
     return value
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def thresholds(config: dict) -> dict[str, object]:

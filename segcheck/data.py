@@ -1,8 +1,9 @@
-"""The dataset protocol, its description (``DatasetSpec``) and eval-set sampling."""
+"""The dataset protocol, its description (``DatasetSpec``: which pixels count) and ``EvalData``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -15,32 +16,37 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """What a dataset's labels mean and how its images are normalized.
+    """What a dataset's labels mean, and the one rule for which pixels count.
 
-    ``mean``/``std`` are per channel in pixel scale 0-1 (the image is divided by 255 first).
+    ``mean``/``std`` are the dataset's declared normalization, per channel in pixel scale
+    0-1 (the image is divided by 255 first), or None when it declares none.
     ``ignore_index`` marks pixels that no metric counts. ``anomaly_index``, when set, is the
-    label of out-of-distribution pixels (not one of ``classes``).
+    label of out-of-distribution pixels (not one of ``classes``): closed-set metrics and
+    losses leave them out, OOD metrics take them as positives.
     """
 
     classes: tuple[str, ...]
     ignore_index: int = 255
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
     splits: tuple[str, ...] = ("train", "val", "test")
     anomaly_index: int | None = None
 
     def __post_init__(self):
         if len(self.classes) < 2:
             raise SegcheckError(f"a dataset needs at least 2 classes, got {list(self.classes)}")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+        if (self.mean is None) != (self.std is None):
+            raise SegcheckError("a dataset declares both mean and std, or neither")
+        if self.mean is not None and (len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0):
             raise SegcheckError(f"mean and std need 3 values with std > 0, got mean={self.mean} std={self.std}")
         if 0 <= self.ignore_index < len(self.classes):
             raise SegcheckError(
                 f"ignore_index {self.ignore_index} collides with class {self.classes[self.ignore_index]!r}; "
                 f"use a value outside 0..{len(self.classes) - 1} (default 255)"
             )
-        if self.anomaly_index is not None and (self.anomaly_index < len(self.classes)
-                                               or self.anomaly_index == self.ignore_index):
+        if self.anomaly_index is not None and (
+            self.anomaly_index < len(self.classes) or self.anomaly_index == self.ignore_index
+        ):
             raise SegcheckError(
                 f"anomaly_index {self.anomaly_index} collides with a class id (0..{len(self.classes) - 1}) or "
                 f"ignore_index {self.ignore_index}; choose another value"
@@ -50,13 +56,42 @@ class DatasetSpec:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def label_values(self) -> set[int]:
+        """Every value a mask may hold: the class ids, ``ignore_index`` and ``anomaly_index``."""
+        return set(range(self.num_classes)) | {self.ignore_index} | self._not_counted()
+
+    def _not_counted(self) -> set[int]:
+        return {self.ignore_index} | ({self.anomaly_index} if self.anomaly_index is not None else set())
+
+    def counted(self, masks):
+        """Boolean array (numpy or torch, like ``masks``): the pixels closed-set metrics and losses count.
+
+        Ignore and anomaly pixels are out; any other value, a wrong label included, counts
+        (so that the metric or loss meets it and raises instead of hiding it).
+        """
+        keep = masks != self.ignore_index
+        if self.anomaly_index is not None:
+            keep = keep & (masks != self.anomaly_index)
+        return keep
+
+    def closed_set(self, masks):
+        """``masks`` with anomaly pixels turned into ``ignore_index`` (numpy or torch, a copy
+        only when there is an anomaly id): what closed-set metrics score against."""
+        if self.anomaly_index is None:
+            return masks
+        anomaly = masks == self.anomaly_index
+        if isinstance(masks, np.ndarray):
+            return np.where(anomaly, self.ignore_index, masks)
+        return masks.masked_fill(anomaly, self.ignore_index)
+
 
 class SegDataset(Protocol):
     """A split of a dataset: ``len()`` samples, each ``(image, mask)``.
 
     ``image`` is uint8 (H, W, 3); ``mask`` is int64 (H, W) with values in
-    ``range(spec.num_classes)``, ``spec.ignore_index`` or ``spec.anomaly_index``.
-    ``identity`` is a short string that names the data (e.g. ``"synthetic-streets:seed=0"``).
+    ``spec.label_values``. ``identity`` is a short string that names the data (e.g.
+    ``"synthetic-streets:seed=0"``).
     """
 
     spec: DatasetSpec
@@ -88,3 +123,68 @@ def stack(dataset: SegDataset, indices: Sequence[int]) -> tuple[np.ndarray, np.n
             "to one size (or register a dataset that does)"
         )
     return np.stack(images).astype(np.uint8, copy=False), np.stack(masks).astype(np.int64, copy=False)
+
+
+Splits = Callable[[str], SegDataset] | Mapping[str, SegDataset]
+
+
+@dataclass(eq=False)
+class EvalData:
+    """The eval sample a target is judged on, and the way to its dataset's other splits.
+
+    ``images`` (N, H, W, 3) uint8 and ``masks`` (N, H, W) int64 of split ``split``, described
+    by ``spec``. ``splits`` gives a split's dataset by name (a factory or a mapping; any
+    sequence of ``(image, mask)`` pairs will do): gates that need training masks or a held-out
+    split read them through :meth:`sample`; without it only the eval sample exists.
+    ``batch_size`` is how many images one forward pass takes; ``size`` and ``seed`` are how
+    the sample was drawn (other splits are sampled the same way).
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    spec: DatasetSpec
+    split: str = "val"
+    batch_size: int = 8
+    splits: Splits | None = field(default=None, repr=False)
+    identity: str = "arrays"
+    size: int | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        self.images = np.asarray(self.images)
+        self.masks = np.asarray(self.masks).astype(np.int64, copy=False)
+        if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
+            raise SegcheckError(f"eval images must be uint8 (N, H, W, 3), got {self.images.dtype} {self.images.shape}")
+        if self.masks.shape != self.images.shape[:3]:
+            raise SegcheckError(f"eval masks {self.masks.shape} do not match the images {self.images.shape[:3]}")
+        self.size = len(self.images) if self.size is None else self.size
+
+    def has_split(self, split: str) -> bool:
+        """Whether :meth:`sample` can read ``split``."""
+        return split == self.split or (self.splits is not None and split in self.spec.splits)
+
+    def dataset(self, split: str) -> SegDataset:
+        """The dataset of ``split``; an error naming the splits there are when it is not available."""
+        if not self.has_split(split) or self.splits is None:
+            there = ", ".join(self.spec.splits) if self.splits is not None else f"only the eval sample ({self.split})"
+            raise SegcheckError(f"no {split!r} split to read here (there is {there}); give EvalData its splits")
+        return self.splits[split] if isinstance(self.splits, Mapping) else self.splits(split)
+
+    def sample(self, split: str, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Images and masks of a seeded sample of ``size`` images of ``split`` (all if fewer)."""
+        dataset = self.dataset(split)
+        return stack(dataset, eval_indices(len(dataset), size, seed))
+
+    def score(self, pred: np.ndarray, masks: np.ndarray | None = None) -> float:
+        """Dataset-level mIoU of class maps ``pred`` against ``masks`` (default: the eval masks)."""
+        from segcheck.evaluate import score
+
+        return score(pred, self.masks if masks is None else masks, self.spec)
+
+    @classmethod
+    def from_dataset(cls, splits: Splits, split: str, size: int, seed: int, batch_size: int = 8) -> EvalData:
+        """The seeded eval sample of ``size`` images of ``split``, keeping ``splits`` for the others."""
+        dataset = splits[split] if isinstance(splits, Mapping) else splits(split)
+        images, masks = stack(dataset, eval_indices(len(dataset), size, seed))
+        return cls(images, masks, dataset.spec, split, batch_size, splits, getattr(dataset, "identity", "dataset"),
+                   size, seed)

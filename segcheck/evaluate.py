@@ -9,8 +9,8 @@ from segcheck.metrics import ConfusionMatrix, miou
 
 
 def score(pred: np.ndarray, masks: np.ndarray, spec: DatasetSpec) -> float:
-    """Dataset-level mIoU of class maps ``pred`` against ``masks`` (ignore pixels dropped)."""
-    return miou(ConfusionMatrix(spec.num_classes, spec.ignore_index).update(pred, masks).matrix)
+    """Dataset-level mIoU of class maps ``pred`` against ``masks``: the pixels ``spec`` counts."""
+    return miou(ConfusionMatrix(spec.num_classes, spec.ignore_index).update(pred, spec.closed_set(masks)).matrix)
 
 
 def constant_class_floor(masks: np.ndarray, spec: DatasetSpec) -> tuple[float, str]:

@@ -81,3 +81,22 @@ def segcheck_configure(config):
     :param dict config: the merged configuration (defaults, then ``segcheck.yaml``),
         mutable in place; see ``segcheck.config.DEFAULTS`` for its keys.
     """
+
+
+@hookspec
+def segcheck_register_gates(registry):
+    """Register validity gates.
+
+    :param segcheck.gates.GateRegistry registry: call ``registry.add(name, function, **meta)``.
+
+    ``function(target: segcheck.target.Target, cfg: dict) -> segcheck.gates.GateResult``;
+    ``target.model`` is the ``ModelUnderTest``, ``target.data`` the ``EvalData``. Recognised
+    ``meta``: ``section`` (the settings section passed as ``cfg``; ``{}`` without one; a
+    section segcheck does not know takes its defaults from ``defaults``), ``needs`` (any of
+    ``labels``, ``train_split``, ``held_out_split``, ``fresh_model``, ``cuda``: a target that
+    does not meet one is a SKIP with the reason), ``markers`` (``train``, ``gpu``, ``fleet``:
+    pytest markers of the gate's test), ``suite`` (``gates`` by default), ``description``.
+    The suites parametrize over this registry: a gate added here runs, and shows in the
+    table and the JSON report, exactly like a built-in. A gate raising
+    ``segcheck.gates.NotApplicable`` is a SKIP with its message.
+    """

@@ -1,24 +1,33 @@
-"""Adapter: any segmentation ``nn.Module`` -> logits (B, C, H, W) at input size."""
+"""Adapter: any segmentation ``nn.Module`` -> logits (B, C, H, W) at input size; the model under test."""
 
 from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from segcheck import SegcheckError
+from segcheck.data import IMAGENET_MEAN, IMAGENET_STD
 
 
 def output_tensor(output) -> torch.Tensor:
-    """The logits in a model's raw output: a tensor, a dict with ``"out"``, or ``.logits``."""
+    """The logits in a model's raw output: a tensor, a dict with ``"out"``, ``.logits``, or a
+    tuple whose first item is the mask."""
     if isinstance(output, torch.Tensor):
         return output
     if isinstance(output, dict) and "out" in output:
         return output["out"]
     if hasattr(output, "logits"):
         return output.logits
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]  # (mask, aux) as smp returns with aux_params
     raise SegcheckError(
-        f"model output is a {type(output).__name__}; expected a tensor, a dict with 'out', or an object with .logits"
+        f"model output is a {type(output).__name__}; expected a tensor, a dict with 'out', an object with .logits "
+        "or a tuple whose first item is the mask logits"
     )
 
 
@@ -86,3 +95,83 @@ class SegModel:
             labels.append(part)
             finite &= ok
         return np.concatenate(labels), finite
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel ``mean``/``std`` (pixel scale 0-1) and where they came from (``source``)."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    source: str
+
+    def describe(self) -> str:
+        fmt = lambda v: "(" + ", ".join(f"{x:.4g}" for x in v) + ")"  # noqa: E731
+        return f"mean {fmt(self.mean)}, std {fmt(self.std)} from {self.source}"
+
+
+IMAGENET = Normalization(IMAGENET_MEAN, IMAGENET_STD, "ImageNet (nothing else declared)")
+
+
+def first_normalization(*candidates: tuple[object, object, str]) -> Normalization:
+    """The first ``(mean, std, source)`` whose mean and std are both given, else ImageNet's."""
+    for mean, std, source in candidates:
+        if mean is not None and std is not None:
+            return Normalization(tuple(float(v) for v in mean), tuple(float(v) for v in std), source)
+    return IMAGENET
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """One forward pass over an eval set: class maps, whether every logit was finite, the mIoU."""
+
+    labels: np.ndarray
+    finite: bool
+    miou: float
+
+
+class ModelUnderTest(SegModel):
+    """The model under test: the adapted module, its normalization, where it came from, a
+    builder for fresh copies of its architecture, and a cache of one forward pass per eval set.
+
+    ``builder(**kwargs) -> nn.Module`` builds a new, untrained module of the same architecture
+    and head; gates that train use :meth:`fresh` and never touch this module. ``meta`` is the
+    model's registry metadata (e.g. ``aux_prefix``); ``provenance`` says what was loaded, for
+    reports. Works on any ``nn.Module`` without plugins, e.g. from a notebook.
+    """
+
+    def __init__(self, module: torch.nn.Module, *, normalization: Normalization | None = None,
+                 builder: Callable[..., torch.nn.Module] | None = None, meta: dict | None = None,
+                 provenance: dict | None = None, fresh_normalization: Normalization | None = None, **adapter):
+        self.normalization = normalization or IMAGENET
+        super().__init__(module, mean=self.normalization.mean, std=self.normalization.std, **adapter)
+        self.builder = builder
+        self.meta = dict(meta or {})
+        self.provenance = dict(provenance or {})
+        self.fresh_normalization = fresh_normalization or self.normalization
+        self._passes: dict[int, tuple[object, Predictions]] = {}
+
+    def fresh(self, seed: int, **kwargs) -> SegModel:
+        """A new, untrained module from the builder (initialized under ``seed`` without touching
+        the global RNG), adapted like this model but normalized without the checkpoint's sidecar
+        (a fresh module has no trained weights). A builder that hands back the module under
+        test itself gets it deep-copied."""
+        if self.builder is None:
+            raise SegcheckError("this model has no builder, so no fresh copy can be trained; "
+                                "give ModelUnderTest(builder=...) a function that builds the architecture")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = self.builder(**kwargs)
+        if module is self.module:
+            module = copy.deepcopy(module)
+        n = self.fresh_normalization
+        return SegModel(module, mean=n.mean, std=n.std, binary=self.binary, divisible_by=self.divisible_by,
+                        device=self.device, threshold=self.threshold)
+
+    def predictions(self, data) -> Predictions:
+        """The forward pass over ``data``'s eval images (an ``EvalData``), computed once and shared."""
+        cached = self._passes.get(id(data))
+        if cached is None or cached[0] is not data:
+            labels, finite = self.predict_pixels(data.images, data.batch_size)
+            cached = self._passes[id(data)] = (data, Predictions(labels, finite, data.score(labels)))
+        return cached[1]

@@ -1,4 +1,4 @@
-"""Build the pluggy PluginManager and fill the model, dataset and metric registries.
+"""Build the pluggy PluginManager and fill the model, dataset, metric and gate registries.
 
 Plugins come from, in order: the built-in modules (``BUILTIN_PLUGINS``, registered exactly
 like external ones), installed packages of the ``segcheck`` entry-point group, and the
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import pkgutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +18,19 @@ from types import ModuleType
 import pluggy
 
 from segcheck import SegcheckError, hookspecs
+from segcheck.gates.registered import GateRegistry
 from segcheck.registry import Registry
 
+def _gate_modules() -> tuple[str, ...]:
+    """The modules of ``segcheck.gates`` that register gates (each one a built-in plugin)."""
+    import segcheck.gates
+
+    names = (f"segcheck.gates.{m.name}" for m in pkgutil.iter_modules(segcheck.gates.__path__))
+    return tuple(n for n in names if hasattr(importlib.import_module(n), "segcheck_register_gates"))
+
+
 BUILTIN_PLUGINS = (
+    *_gate_modules(),
     "segcheck.checkpoint",
     "segcheck_plugins.unet",
     "segcheck_plugins.torchvision_models",
@@ -41,6 +52,7 @@ class Plugins:
     models: Registry
     datasets: Registry
     metrics: Registry
+    gates: GateRegistry
 
     def plugin_names(self) -> list[str]:
         return [name for name, plugin in self.manager.list_name_plugin() if plugin is not None]
@@ -79,9 +91,11 @@ class _Manager(pluggy.PluginManager):
         return opts
 
 
-def _fill(manager: pluggy.PluginManager, hook_name: str, registry: Registry) -> Registry:
-    """Call each implementation of ``hook_name`` (in pluggy's order), attributing entries to it."""
-    for impl in reversed(getattr(manager.hook, hook_name).get_hookimpls()):
+def _fill(manager: pluggy.PluginManager, hook_name: str, registry: Registry, *, lifo: bool = True) -> Registry:
+    """Call each implementation of ``hook_name`` (in pluggy's order, or in registration order
+    when not ``lifo``: built-ins first), attributing entries to it."""
+    impls = getattr(manager.hook, hook_name).get_hookimpls()
+    for impl in reversed(impls) if lifo else impls:
         with registry.provided_by(impl.plugin_name):
             impl.function(**{arg: registry for arg in impl.argnames})
     return registry
@@ -109,6 +123,7 @@ def load(plugin_specs: list[str] | tuple[str, ...] = (), *, entry_points: bool =
         models=_fill(manager, "segcheck_register_models", Registry("model", MODEL_META)),
         datasets=_fill(manager, "segcheck_register_datasets", Registry("dataset", DATASET_META)),
         metrics=_fill(manager, "segcheck_register_metrics", Registry("metric", METRIC_META)),
+        gates=_fill(manager, "segcheck_register_gates", GateRegistry(), lifo=False),
     )
 
 

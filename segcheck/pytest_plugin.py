@@ -1,24 +1,23 @@
-"""segcheck's pytest plugin: options, fixtures, markers, the summary table and the JSON report.
+"""segcheck's pytest plugin: options, markers, the gate parametrization, fixtures and records.
 
 Loaded through the ``pytest11`` entry point. It stays cheap for test runs that use no
-segcheck fixture: plugins, models and data are resolved on first use, or at start-up when
-a segcheck option is given explicitly (so a wrong name is a usage error before any test).
+segcheck fixture: plugins, models and data are resolved on first use, or at start-up when a
+gate suite runs or a segcheck option is given (a wrong name, a missing file or an
+unloadable checkpoint of a single target is then a usage error before any test).
 """
 
 from __future__ import annotations
 
-import json
-from functools import cached_property
-from pathlib import Path
-
 import pytest
+import yaml
 
 from segcheck import SegcheckError
-from segcheck import config as segconfig
+from segcheck.pytest_state import TARGET_OPTIONS, SegcheckState
+from segcheck.report import GateRecord
 
-STATE = pytest.StashKey["SegcheckState"]()
-GATE_TEST = "segcheck_gate_test"  # user property of gate tests: the name of the gate they check
-TARGET_OPTIONS = ("segcheck_model", "segcheck_dataset", "segcheck_checkpoint", "segcheck_data_root")
+STATE = pytest.StashKey[SegcheckState]()
+GATE_ID = pytest.StashKey[dict]()  # {"gate": name, "target": id} of a gate test
+RECORD = pytest.StashKey[GateRecord]()
 
 
 def _positive_int(text: str) -> int:
@@ -31,129 +30,49 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _three_numbers(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 3:
+        raise pytest.UsageError(f"--mean/--std expect three comma-separated numbers (0-1 scale), got {text!r}")
+    return values
+
+
+def _model_arg(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise pytest.UsageError(f"--model-arg expects KEY=VALUE, got {text!r}")
+    return key, yaml.safe_load(value)
+
+
 def pytest_addoption(parser):
     group = parser.getgroup("segcheck", "segcheck: validity gates for segmentation models")
-    group.addoption("--model", dest="segcheck_model", metavar="NAME",
-                    help="registered model to test (default: unet; `segcheck list` shows all)")
-    group.addoption("--checkpoint", dest="segcheck_checkpoint", metavar="PATH",
-                    help="weights (.safetensors, .pt, .pth); default: the model's bundled checkpoint; "
-                         "'none' for random init")
-    group.addoption("--dataset", dest="segcheck_dataset", metavar="NAME",
-                    help="registered dataset (default: synthetic-streets)")
-    group.addoption("--data-root", dest="segcheck_data_root", metavar="DIR", help="dataset folder, for file datasets")
-    group.addoption("--device", dest="segcheck_device", choices=("auto", "cpu", "cuda"),
-                    help="where the model runs (default: auto = cuda if available)")
-    group.addoption("--plugin", dest="segcheck_plugin", action="append", default=[], metavar="PATH_OR_MODULE",
-                    help="a .py file or module implementing segcheck hooks (repeatable)")
-    group.addoption("--segcheck-config", dest="segcheck_config", metavar="FILE.yaml",
-                    help="thresholds and settings (default: segcheck.yaml in the rootdir, if present)")
-    group.addoption("--eval-size", dest="segcheck_eval_size", type=_positive_int, metavar="N",
-                    help="images in the eval sample (default: 32)")
-    group.addoption("--segcheck-report", dest="segcheck_report", metavar="PATH.json",
-                    help="where to write the JSON report (default: segcheck-report.json when gates ran)")
-
-
-class SegcheckState:
-    """Per-run state: the merged config, lazily loaded plugins and target, and gate results."""
-
-    def __init__(self, config: pytest.Config):
-        self.pytest_config = config
-        opt = config.getoption
-        path = opt("segcheck_config")
-        if path is None and (config.rootpath / "segcheck.yaml").is_file():
-            path = config.rootpath / "segcheck.yaml"
-        overrides = {"target": {k: v for k, v in (("model", opt("segcheck_model")),
-                                                  ("dataset", opt("segcheck_dataset")),
-                                                  ("device", opt("segcheck_device"))) if v is not None}}
-        if opt("segcheck_eval_size"):
-            overrides["eval"] = {"size": opt("segcheck_eval_size")}
-        self.config_path = path
-        self.config = segconfig.load(path, overrides)
-        self.results: list[dict] = []
-        self._by_test: dict[str, list[dict]] = {}  # test node id -> its records
-
-    @cached_property
-    def plugins(self):
-        from segcheck import plugins
-
-        loaded = plugins.load(self.pytest_config.getoption("segcheck_plugin"))
-        loaded.manager.hook.segcheck_configure(config=self.config)
-        return loaded
-
-    @cached_property
-    def target(self):
-        from segcheck.target import Target
-
-        opt = self.pytest_config.getoption
-        t = self.config["target"]
-        return Target(
-            self.plugins, self.config, t["model"], t["dataset"],
-            checkpoint=Path(opt("segcheck_checkpoint")) if opt("segcheck_checkpoint") else None,
-            data_root=Path(opt("segcheck_data_root")) if opt("segcheck_data_root") else None,
-            device=t["device"],
-        )
-
-    # --- pytest hooks of this run (the state is registered as a plugin) --------------------
-    def pytest_runtest_logreport(self, report: pytest.TestReport):
-        """Collect gate records; with xdist they arrive here from the workers' reports. A gate
-        test that errors or skips without recording its gate is reported too, and one that
-        recorded a pass and then errors (teardown) becomes an error: none is dropped or doubled."""
-        # records are made during the call; later reports carry the same user properties again
-        records = [r for key, r in report.user_properties if key == "segcheck_gate"] if report.when == "call" else []
-        if records:
-            self.results.extend(records)
-            self._by_test[report.nodeid] = records
-        name = next((value for key, value in report.user_properties if key == GATE_TEST), None)
-        if name is None or not (report.failed or report.skipped) or records:
-            return
-        earlier = self._by_test.get(report.nodeid)
-        if earlier is None:
-            record = _unrecorded(report, name, self.config["target"]["model"])
-            self.results.append(record)
-            self._by_test[report.nodeid] = [record]
-        elif report.failed:
-            for record in earlier:
-                if record["outcome"] != "error":
-                    record.update(passed=False, outcome="error", message=_reason(report))
-
-    def pytest_terminal_summary(self, terminalreporter, config: pytest.Config):
-        if hasattr(config, "workerinput") or not self.results:
-            return
-        from segcheck.report import summary_table, write_json
-
-        results = sorted(self.results, key=lambda r: (r["model"], r["test"]))
-        terminalreporter.section("segcheck gates")
-        for line in summary_table(results):
-            terminalreporter.write_line(line)
-        path = Path(config.getoption("segcheck_report") or config.rootpath / "segcheck-report.json")
-        try:
-            described = self.target.describe()
-        except SegcheckError as exc:
-            described = {"error": str(exc)}
-        write_json(path, described, segconfig.thresholds(self.config), results)
-        terminalreporter.write_line(f"segcheck report: {path}")
-
-
-def _reason(report: pytest.TestReport) -> str:
-    """The one-line reason of a failed, skipped or xfailed report."""
-    if hasattr(report, "wasxfail"):
-        return f"expected failure: {report.wasxfail}" if report.wasxfail else "expected failure"
-    if report.skipped and isinstance(report.longrepr, (tuple, list)):
-        message = report.longrepr[2]
-    else:
-        crash = getattr(report.longrepr, "reprcrash", None)
-        lines = (crash.message if crash is not None else report.longreprtext).strip().splitlines() or ["?"]
-        message = lines[-1] if crash is None else lines[0]
-    for prefix in ("Skipped: ", "Failed: ", "segcheck.SegcheckError: ", "SegcheckError: "):
-        message = message.removeprefix(prefix)
-    return message
-
-
-def _unrecorded(report: pytest.TestReport, name: str, model: str) -> dict:
-    """The report record of a gate test that failed or skipped before recording a result."""
-    outcome = "xfailed" if hasattr(report, "wasxfail") else "skipped" if report.skipped else "error"
-    return {"name": name, "model": model, "test": report.nodeid, "value": None, "threshold": None,
-            "rule": "-", "passed": False, "outcome": outcome, "message": _reason(report), "details": {}}
+    add = group.addoption
+    add("--model", dest="segcheck_model", metavar="NAME",
+        help="registered model to test (default: unet; `segcheck list` shows all)")
+    add("--checkpoint", dest="segcheck_checkpoint", metavar="PATH",
+        help="weights (.safetensors, .pt, .pth); default: the model's bundled checkpoint; 'none' for random init")
+    add("--model-arg", dest="segcheck_model_arg", action="append", type=_model_arg, metavar="KEY=VALUE",
+        help="keyword argument of the model's builder (repeatable; VALUE read as YAML)")
+    add("--dataset", dest="segcheck_dataset", metavar="NAME", help="registered dataset (default: synthetic-streets)")
+    add("--data-root", dest="segcheck_data_root", metavar="DIR", help="dataset folder, for file datasets")
+    add("--models-manifest", dest="segcheck_manifest", metavar="FILE.yaml",
+        help="several targets: a YAML list of rows (model, checkpoint, dataset, data_root, model_args, tags, name)")
+    add("--device", dest="segcheck_device", choices=("auto", "cpu", "cuda"),
+        help="where the model runs (default: auto = cuda if available)")
+    add("--mean", dest="segcheck_mean", type=_three_numbers, metavar="R,G,B",
+        help="input normalization mean (0-1 scale); wins over the checkpoint's, the dataset's and the model's")
+    add("--std", dest="segcheck_std", type=_three_numbers, metavar="R,G,B", help="input normalization std (0-1 scale)")
+    add("--plugin", dest="segcheck_plugin", action="append", default=[], metavar="PATH_OR_MODULE",
+        help="a .py file or module implementing segcheck hooks (repeatable)")
+    add("--segcheck-config", dest="segcheck_config", metavar="FILE.yaml",
+        help="thresholds and settings (default: segcheck.yaml in the rootdir, if present)")
+    add("--eval-size", dest="segcheck_eval_size", type=_positive_int, metavar="N",
+        help="images in the eval sample (default: 32)")
+    add("--segcheck-report", dest="segcheck_report", metavar="PATH.json",
+        help="where to write the JSON report (default: segcheck-report.json when gates ran)")
 
 
 def _state(config: pytest.Config) -> SegcheckState:
@@ -164,18 +83,19 @@ def pytest_configure(config: pytest.Config):
     config.addinivalue_line("markers", "gate: a segcheck validity gate")
     config.addinivalue_line("markers", "train: a gate that trains a model (slow; deselect with -m 'not train')")
     config.addinivalue_line("markers", "gpu: needs CUDA; skipped when CUDA is not available")
+    config.addinivalue_line("markers", "fleet: a gate over several targets")
+    state = config.stash[STATE] = SegcheckState(config)
+    config.pluginmanager.register(state, "segcheck-state")
     try:
-        state = config.stash[STATE] = SegcheckState(config)
-        config.pluginmanager.register(state, "segcheck-state")
-        # resolve now what was asked for explicitly: a wrong name or path is a usage error before any test
         if config.getoption("segcheck_plugin"):
-            state.plugins
+            state.session
         if any(config.getoption(o) for o in TARGET_OPTIONS) or _gate_suite_requested(config):
-            state.target
+            if len(state.targets) == 1:  # one target: anything wrong with it is a usage error now
+                state.resolve(next(iter(state.targets)))
     except SegcheckError as exc:
         raise pytest.UsageError(str(exc)) from None
     if getattr(config.option, "dist", "no") == "load":
-        config.option.dist = "loadgroup"  # keep each model's gates on one worker (shared predictions)
+        config.option.dist = "loadgroup"  # keep each target's gates on one worker (shared predictions)
 
 
 def _gate_suite_requested(config: pytest.Config) -> bool:
@@ -185,56 +105,90 @@ def _gate_suite_requested(config: pytest.Config) -> bool:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     state = _state(config)
-    if "target" not in vars(state):
-        t = state.config["target"]
-        return [f"segcheck: model {t['model']}, dataset {t['dataset']}, device {t['device']} "
-                "(resolved when a gate runs)"]
-    described = ", ".join(f"{k} {v}" for k, v in state.target.describe().items() if v)
-    thresholds = ", ".join(f"{k}={v}" for k, v in segconfig.thresholds(state.config).items())
-    return [f"segcheck: {described}", f"segcheck thresholds: {thresholds}"]
+    if "session" not in vars(state):
+        return ["segcheck: targets are resolved when a gate runs"]
+    lines = []
+    for target_id, spec in state.targets.items():
+        described = state.described.get(target_id)
+        if described is None:
+            lines.append(f"segcheck: {target_id}: model {spec.model}, dataset {spec.dataset} (resolved when its "
+                         "gates run)")
+            continue
+        parts = ", ".join(f"{k} {v}" for k, v in described.items() if v and k != "normalization")
+        n = described["normalization"]
+        lines += [f"segcheck: {parts}" if len(state.targets) == 1 else f"segcheck: {target_id}: {parts}",
+                  f"segcheck normalization: mean {tuple(n['mean'])}, std {tuple(n['std'])} from {n['source']}"]
+    from segcheck.config import thresholds
+
+    return lines + [f"segcheck thresholds: {', '.join(f'{k}={v}' for k, v in thresholds(state.config).items())}"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc):
+    """A test asking for ``segcheck_gate`` runs once per (target, registered gate of its suite)."""
+    if "segcheck_gate" not in metafunc.fixturenames:
+        return
+    state = _state(metafunc.config)
+    suite = getattr(metafunc.module, "SEGCHECK_SUITE", "gates")
+    try:
+        targets, gates = list(state.targets), state.plugins.gates.gates(suite)
+    except SegcheckError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    params = []
+    for target_id in targets:
+        for gate in sorted(gates, key=lambda g: bool({"train", "gpu"} & set(g.markers))):
+            marks = [getattr(pytest.mark, m) for m in gate.markers] + [pytest.mark.xdist_group(f"segcheck-{target_id}")]
+            ident = gate.name if len(targets) == 1 else f"{target_id}:{gate.name}"
+            params.append(pytest.param((target_id, gate.name), marks=marks, id=ident))
+    metafunc.parametrize("segcheck_gate", params, indirect=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]):
-    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    """Name each gate test's gate and target; skip other ``gpu`` tests without CUDA (gate tests
+    are skipped where every need is decided: ``segcheck.gates.unmet_need``)."""
+    gpu_items = [i for i in items if i.get_closest_marker("gpu") and i.get_closest_marker("gate") is None]
     if gpu_items:
         import torch
 
         if not torch.cuda.is_available():
             for item in gpu_items:
                 item.add_marker(pytest.mark.skip(reason="needs CUDA; none available on this machine"))
-    model = _state(config).config["target"]["model"]
+    state = _state(config)
     for item in items:
         marker = item.get_closest_marker("gate")
-        if marker:
-            item.add_marker(pytest.mark.xdist_group(f"segcheck-{model}"))
-            item.user_properties.append((GATE_TEST, _gate_name(item, marker)))
+        if marker is None:
+            continue
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        if "segcheck_gate" in params:
+            target_id, name = params["segcheck_gate"]
+        else:
+            target_id, name = state.default_target_id(), _gate_name(item, marker)
+            item.add_marker(pytest.mark.xdist_group(f"segcheck-{target_id}"))
+        item.stash[GATE_ID] = {"gate": name, "target": target_id}
 
 
 def _gate_name(item: pytest.Item, marker: pytest.Mark) -> str:
-    """The gate a test checks, as its records name it: ``gate(name="{param}")`` for a test
-    parametrized over gates, else the test's name without ``test_`` (and its parameters)."""
+    """The gate a hand-written gate test checks: ``gate(name="{param}")``, else the test's name
+    without ``test_`` (and its parameters)."""
     function = getattr(item, "originalname", item.name).removeprefix("test_")
     param = item.callspec.id if hasattr(item, "callspec") else ""
     default = "{function}[{param}]" if param else "{function}"
     return marker.kwargs.get("name", default).format(function=function, param=param)
 
 
-@pytest.fixture(scope="session")
-def segcheck_config(pytestconfig) -> dict:
-    """The merged configuration: defaults, segcheck.yaml, command line, segcheck_configure hooks."""
-    return _state(pytestconfig).config
-
-
-@pytest.fixture(scope="session")
-def segcheck_plugins(pytestconfig):
-    """The loaded plugins (``.manager``, ``.models``, ``.datasets``, ``.metrics``)."""
-    return _resolved(pytestconfig, "plugins")
-
-
-@pytest.fixture(scope="session")
-def segcheck_target(pytestconfig):
-    """The model under test on its eval set (``segcheck.target.Target``), shared by every gate."""
-    return _resolved(pytestconfig, "target")
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    """Gate tests' reports carry their gate and target, and the call report the typed record."""
+    report = yield
+    ident = item.stash.get(GATE_ID, None)
+    if ident is not None:
+        report.segcheck_gate = ident
+        record = item.stash.get(RECORD, None)
+        if record is not None and report.when == "call":
+            report.segcheck_record = record.to_dict()
+            described = _state(item.config).described.get(record.target)
+            if described is not None:
+                report.segcheck_described = {record.target: described}
+    return report
 
 
 @pytest.hookimpl(wrapper=True)
@@ -249,24 +203,49 @@ def pytest_runtest_call(item: pytest.Item):
     pytest.fail(message, pytrace=False)  # outside the except: no "during handling" chain
 
 
-def _resolved(config: pytest.Config, name: str):
-    try:
-        return getattr(_state(config), name)
-    except SegcheckError as exc:
-        pytest.fail(str(exc), pytrace=False)
+def _record(item: pytest.Item, record: GateRecord) -> None:
+    if RECORD in item.stash:
+        raise SegcheckError(f"{item.nodeid} recorded two gate results; a gate test checks one gate")
+    item.stash[RECORD] = record
+    item.user_properties.extend(record.properties())
+
+
+@pytest.fixture
+def segcheck_gate(request):
+    """``check()``: run the parametrized (target, gate) pair, record it, assert it passed.
+    An unmet need of the gate, or a gate that finds nothing to judge, is a SKIP with the reason."""
+    from segcheck.gates.registered import NotApplicable, run, unmet_need
+
+    target_id, name = request.param
+    state = _state(request.config)
+
+    def check():
+        __tracebackhide__ = True
+        target = state.target_for_gate(target_id)
+        gate = next(g for g in state.plugins.gates.gates() if g.name == name)
+        reason = unmet_need(gate, target, state.config)
+        if reason:
+            pytest.skip(reason)
+        try:
+            result = run(gate, target, state.config)
+        except NotApplicable as exc:
+            pytest.skip(str(exc))
+        _record(request.node, GateRecord.from_result(result, target_id, request.node.nodeid, gate.name))
+        if not result.passed:
+            pytest.fail(f"{gate.name}: {result.message}", pytrace=False)
+        return result
+
+    return check
 
 
 @pytest.fixture
 def gate(request):
-    """``gate(result)``: record a GateResult for the summary and report, then assert it passed."""
+    """``gate(result)``: for a hand-written gate test, record a GateResult and assert it passed."""
 
     def check(result):
         __tracebackhide__ = True
-        record = json.loads(json.dumps(result.to_dict(), default=_jsonable))
-        record["model"] = _state(request.config).config["target"]["model"]
-        record["test"] = request.node.nodeid
-        record["outcome"] = "passed" if result.passed else "failed"
-        request.node.user_properties.append(("segcheck_gate", record))
+        ident = request.node.stash.get(GATE_ID, None) or {"target": _state(request.config).default_target_id()}
+        _record(request.node, GateRecord.from_result(result, ident["target"], request.node.nodeid))
         if not result.passed:
             pytest.fail(f"{result.name}: {result.message}", pytrace=False)
         return result
@@ -274,11 +253,26 @@ def gate(request):
     return check
 
 
-def _jsonable(value):
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} to the JSON report")
+@pytest.fixture(scope="session")
+def segcheck_config(pytestconfig) -> dict:
+    """The merged configuration: defaults, segcheck.yaml, command line, segcheck_configure hooks."""
+    return _resolved(pytestconfig, lambda s: s.config)
 
 
+@pytest.fixture(scope="session")
+def segcheck_plugins(pytestconfig):
+    """The loaded plugins (``.manager``, ``.models``, ``.datasets``, ``.metrics``, ``.gates``)."""
+    return _resolved(pytestconfig, lambda s: s.plugins)
+
+
+@pytest.fixture(scope="session")
+def segcheck_target(pytestconfig):
+    """The (first) target, resolved: ``.model`` (ModelUnderTest) on ``.data`` (EvalData)."""
+    return _resolved(pytestconfig, lambda s: s.resolve(next(iter(s.targets))))
+
+
+def _resolved(config: pytest.Config, get):
+    try:
+        return get(_state(config))
+    except SegcheckError as exc:
+        pytest.fail(str(exc), pytrace=False)

@@ -1,11 +1,69 @@
-"""Reports of gate results: the terminal table and the JSON file."""
+"""Gate records (one typed record per gate test) and their reports: the terminal table and the JSON file."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from segcheck import __version__
+
+VERDICTS = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "SKIP", "xfailed": "XFAIL"}
+
+
+@dataclass
+class GateRecord:
+    """What one gate test found about one target: ``outcome`` is one of :data:`VERDICTS`;
+    ``value``/``threshold`` are None when the gate could not measure (error, skip).
+    ``details`` and ``figures`` hold plain JSON values only, so the record travels from
+    xdist workers as it is."""
+
+    target: str
+    gate: str
+    test: str
+    outcome: str
+    value: float | None = None
+    threshold: float | None = None
+    rule: str = "-"
+    message: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    figures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome == "passed"
+
+    @property
+    def verdict(self) -> str:
+        return VERDICTS[self.outcome]
+
+    @classmethod
+    def from_result(cls, result, target: str, test: str, gate: str | None = None) -> GateRecord:
+        """The record of a ``GateResult`` that ``target``'s test ``test`` measured."""
+        plain = json.loads(json.dumps(result.to_dict(), default=_jsonable))
+        return cls(target, gate or result.name, test, "passed" if result.passed else "failed", plain["value"],
+                   plain["threshold"], plain["rule"] or "-", plain["message"], plain["details"])
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GateRecord:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def properties(self) -> list[tuple[str, object]]:
+        """Scalar test properties (for ``--junitxml``): gate, target, value, threshold, verdict."""
+        return [("segcheck_gate", self.gate), ("segcheck_target", self.target), ("segcheck_value", self.value),
+                ("segcheck_threshold", self.threshold), ("segcheck_verdict", self.verdict)]
+
+
+def _jsonable(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to the JSON report")
 
 
 def _fmt(value) -> str:
@@ -15,36 +73,29 @@ def _fmt(value) -> str:
     return str(value)
 
 
-VERDICTS = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "SKIP", "xfailed": "XFAIL"}
-
-
-def _verdict(r: dict) -> str:
-    return VERDICTS[r["outcome"]]
-
-
-def summary_table(results: list[dict]) -> list[str]:
-    """Lines of a table: gate, model, measured, threshold, verdict; then the reason of every
+def summary_table(records: list[GateRecord]) -> list[str]:
+    """Lines of a table: gate, target, measured, threshold, verdict; then the reason of every
     gate that errored or skipped before measuring."""
-    rows = [("gate", "model", "measured", "threshold", "verdict")]
-    rows += [(r["name"], r["model"], "-", "-", _verdict(r)) if r["value"] is None else
-             (r["name"], r["model"], _fmt(r["value"]), r["rule"].replace("threshold", _fmt(r["threshold"])),
-              _verdict(r)) for r in results]
+    rows = [("gate", "target", "measured", "threshold", "verdict")]
+    rows += [(r.gate, r.target, "-", "-", r.verdict) if r.value is None else
+             (r.gate, r.target, _fmt(r.value), r.rule.replace("threshold", _fmt(r.threshold)), r.verdict)
+             for r in records]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    unmeasured = [r for r in results if r["value"] is None]
-    lines += [f"{_verdict(r)} {r['name']}: {r['message']}" for r in unmeasured]
-    passed = sum(r["passed"] for r in results)
-    tally = {outcome: sum(r["outcome"] == outcome for r in results) for outcome in ("error", "skipped", "xfailed")}
+    lines += [f"{r.verdict} {r.gate}: {r.message}" for r in records if r.value is None]
+    passed = sum(r.passed for r in records)
+    tally = {outcome: sum(r.outcome == outcome for r in records) for outcome in ("error", "skipped", "xfailed")}
     counts = [f"{n} {'errors' if outcome == 'error' and n != 1 else outcome}" for outcome, n in tally.items() if n]
-    lines.append(f"{passed} of {len(results)} gates passed" + (f" ({', '.join(counts)})" if counts else ""))
+    lines.append(f"{passed} of {len(records)} gates passed" + (f" ({', '.join(counts)})" if counts else ""))
     return lines
 
 
-def write_json(path: Path, target: dict, thresholds: dict, results: list[dict]) -> Path:
-    """Write the machine-readable report: what was tested, the thresholds used, every gate."""
+def write_json(path: Path, targets: dict[str, dict], thresholds: dict, records: list[GateRecord]) -> Path:
+    """Write the machine-readable report: what was tested (per target id), the settings used, every gate."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    report = {"segcheck": __version__, "target": target, "thresholds": thresholds, "gates": results}
-    path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    report = {"segcheck": __version__, "targets": targets, "thresholds": thresholds,
+              "gates": [r.to_dict() for r in records]}
+    path.write_text(json.dumps(report, indent=2, sort_keys=True, default=_jsonable) + "\n")
     return path

@@ -1,20 +1,75 @@
-"""What is under test: a model (with its checkpoint) on an eval set, predictions shared by gates."""
+"""What is under test: ``TargetSpec`` (plain data, one manifest row), resolved into a ``Target``
+(a ``ModelUnderTest`` on its ``EvalData``), which is what every gate takes."""
 
 from __future__ import annotations
 
-import copy
+import functools
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
-from segcheck import SegcheckError, data
-from segcheck.evaluate import score
-from segcheck.model import SegModel
-from segcheck.plugins import Plugins
+from segcheck import SegcheckError, checkpoint as ckpt
+from segcheck.data import EvalData
+from segcheck.model import ModelUnderTest, Normalization, Predictions, first_normalization
 from segcheck.registry import Entry
+
+if TYPE_CHECKING:
+    from segcheck.plugins import Plugins
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A model, its checkpoint and a dataset, by name and path: hashable, nothing loaded.
+
+    ``checkpoint`` None is a randomly initialized model, always (the bundled checkpoint is
+    looked up before, by :func:`bundled_checkpoint`). ``model_args`` reach the model's
+    builder as keyword arguments; ``mean``/``std`` are an explicit normalization (it wins
+    over every other source); ``tags`` are free-form labels (strategy, architecture, ...).
+    """
+
+    model: str
+    dataset: str
+    checkpoint: Path | None = None
+    data_root: Path | None = None
+    device: str = "auto"
+    model_args: tuple[tuple[str, object], ...] = ()
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+    name: str | None = None
+
+    @property
+    def id(self) -> str:
+        """The target's name in test ids, tables and reports (its ``name``, else the model's)."""
+        return self.name or self.model
+
+
+@dataclass(frozen=True, eq=False)
+class Target:
+    """A model under test and the eval data it is judged on: the argument of every gate."""
+
+    model: ModelUnderTest
+    data: EvalData
+    id: str = "target"
+    spec: TargetSpec | None = field(default=None, repr=False)
+
+    @property
+    def predictions(self) -> Predictions:
+        """The model's one shared forward pass over the eval images (labels, finite, mIoU)."""
+        return self.model.predictions(self.data)
+
+    def describe(self) -> dict[str, object]:
+        """What is under test, for report headers: provenance, data and normalization."""
+        described = dict(self.model.provenance)
+        described.setdefault("dataset", self.data.identity)
+        described.update(device=str(self.model.device), normalization={
+            "mean": list(self.model.normalization.mean), "std": list(self.model.normalization.std),
+            "source": self.model.normalization.source})
+        if self.spec is not None and self.spec.tags:
+            described["tags"] = dict(self.spec.tags)
+        return described
 
 
 def resolve_device(name: str) -> str:
@@ -28,175 +83,113 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def default_checkpoint(model: Entry, dataset_name: str) -> Path | None:
-    """The checkpoint a model bundles for ``dataset_name`` (meta ``checkpoints``), if any."""
-    return (model.meta.get("checkpoints") or {}).get(dataset_name)
+def bundled_checkpoint(plugins: Plugins, model: str, dataset: str, given: str | Path | None) -> Path | None:
+    """The checkpoint a run means: ``given`` as a path, None for ``"none"`` (random init), or
+    when nothing is given the model's bundled checkpoint for ``dataset`` (an error if it has none)."""
+    if given is not None:
+        return None if str(given) == "none" else Path(given)
+    found = (plugins.models.get(model).meta.get("checkpoints") or {}).get(dataset)
+    if found is None:
+        raise SegcheckError(
+            f"model {model!r} bundles no checkpoint for dataset {dataset!r}; pass --checkpoint PATH "
+            "(or --checkpoint none to test a randomly initialized model)"
+        )
+    return Path(found)
 
 
-@dataclass
-class Target:
-    """A model entry, its checkpoint and a dataset, resolved and validated; loads lazily.
+def eval_data(plugins: Plugins, spec: TargetSpec, config: dict) -> EvalData:
+    """The seeded eval sample of ``spec``'s dataset (``config["eval"]``), with its other splits."""
+    entry = plugins.datasets.get(spec.dataset)
+    if entry.meta.get("needs_root") and spec.data_root is None:
+        raise SegcheckError(f"dataset {spec.dataset!r} reads files: pass --data-root DIR")
+    ev = config["eval"]
+    data = EvalData.from_dataset(functools.partial(entry.obj, spec.data_root), ev["split"], ev["size"], ev["seed"],
+                                 ev["batch_size"])
+    data.identity = f"{spec.dataset} (from {entry.plugin})"
+    return data
 
-    ``checkpoint=None`` means the model's bundled checkpoint for the dataset, and it is an
-    error if there is none; ``Path("none")`` means random initialization on purpose.
-    """
 
-    plugins: Plugins
-    config: dict
-    model_name: str
-    dataset_name: str
-    checkpoint: Path | None = None
-    data_root: Path | None = None
-    device: str = "cpu"
-    model_entry: Entry = field(init=False)
-    dataset_entry: Entry = field(init=False)
+def build_module(entry: Entry, num_classes: int, **kwargs) -> torch.nn.Module:
+    """A new module from a model entry, sized for ``num_classes`` (one channel for binary
+    models, or the model's declared ``num_classes``: a head that does not fit the data then
+    fails head_matches_classes with both numbers instead of being silently resized)."""
+    channels = 1 if entry.meta.get("binary") else entry.meta.get("num_classes", num_classes)
+    return entry.obj(channels, **kwargs)
 
-    def __post_init__(self):
-        self.model_entry = self.plugins.models.get(self.model_name)
-        self.dataset_entry = self.plugins.datasets.get(self.dataset_name)
-        if self.dataset_entry.meta.get("needs_root") and self.data_root is None:
-            raise SegcheckError(f"dataset {self.dataset_name!r} reads files: pass --data-root DIR")
-        if self.checkpoint is None:
-            self.checkpoint = default_checkpoint(self.model_entry, self.dataset_name)
-            if self.checkpoint is None:
-                raise SegcheckError(
-                    f"model {self.model_name!r} bundles no checkpoint for dataset {self.dataset_name!r}; "
-                    "pass --checkpoint PATH (or --checkpoint none to test a randomly initialized model)"
-                )
-        if str(self.checkpoint) == "none":
-            self.checkpoint = None
-        elif not Path(self.checkpoint).is_file():
-            raise SegcheckError(f"checkpoint {self.checkpoint} does not exist; pass --checkpoint PATH to a weights file")
-        self.device = resolve_device(self.device)
 
-    # --- data -----------------------------------------------------------------------------
-    def dataset(self, split: str) -> data.SegDataset:
-        return self.dataset_entry.obj(self.data_root, split)
+def load_model(plugins: Plugins, spec: TargetSpec, data: EvalData) -> ModelUnderTest:
+    """The model under test: built, its checkpoint loaded strictly, normalized by precedence."""
+    entry = plugins.models.get(spec.model)
+    path = spec.checkpoint
+    sidecar = ckpt.read_sidecar(path) if path is not None else None
+    _check_sidecar_classes(sidecar, path, spec, data)
+    architecture = dict((sidecar or {}).get("model_kwargs") or {}) | dict(spec.model_args)
+    builder = functools.partial(build_module, entry, data.spec.num_classes, **architecture)
+    module = builder(**_loading_kwargs(entry, path, sidecar))
+    if path is not None:
+        loaded = plugins.manager.hook.segcheck_load_checkpoint(model=module, path=path)
+        if loaded is None:
+            raise SegcheckError(f"no plugin could load checkpoint {path}")
+        module = loaded
+    explicit = (spec.mean, spec.std, "explicit setting (--mean/--std or eval.mean/std)")
+    declared = (data.spec.mean, data.spec.std, f"dataset {spec.dataset!r}")
+    meta = (entry.meta.get("mean"), entry.meta.get("std"), f"model {spec.model!r} metadata")
+    provenance = {"model": f"{spec.model} (from {entry.plugin})",
+                  "checkpoint": str(path) if path is not None else "none (random init)",
+                  "data_root": str(spec.data_root) if spec.data_root else None}
+    if spec.model_args:
+        provenance["model_args"] = dict(spec.model_args)
+    return ModelUnderTest(
+        module, normalization=first_normalization(explicit, sidecar_normalization(sidecar, path), declared, meta),
+        fresh_normalization=first_normalization(explicit, declared, meta), builder=builder, meta=entry.meta,
+        provenance=provenance, binary=bool(entry.meta.get("binary")), divisible_by=entry.meta.get("divisible_by", 1),
+        device=resolve_device(spec.device))
 
-    @cached_property
-    def eval_dataset(self) -> data.SegDataset:
-        return self.dataset(self.config["eval"]["split"])
 
-    @property
-    def spec(self) -> data.DatasetSpec:
-        return self.eval_dataset.spec
+def resolve(plugins: Plugins, spec: TargetSpec, config: dict) -> Target:
+    """Load what ``spec`` names: its eval data, then its model. Any problem is one SegcheckError,
+    and names and paths are checked before anything is loaded."""
+    plugins.models.get(spec.model)
+    plugins.datasets.get(spec.dataset)
+    resolve_device(spec.device)
+    if spec.checkpoint is not None and not Path(spec.checkpoint).is_file():
+        what = "is a folder" if Path(spec.checkpoint).is_dir() else "does not exist"
+        raise SegcheckError(f"checkpoint {spec.checkpoint} {what}; pass --checkpoint PATH to a weights file")
+    data = eval_data(plugins, spec, config)
+    return Target(load_model(plugins, spec, data), data, spec.id, spec)
 
-    def sample(self, split: str, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Images (N, H, W, 3) uint8 and masks (N, H, W) int64 of a seeded sample of ``split``
-        (N = min(size, len(split)), drawn like the eval set)."""
-        dataset = self.eval_dataset if split == self.config["eval"]["split"] else self.dataset(split)
-        return data.stack(dataset, data.eval_indices(len(dataset), size, seed))
 
-    @cached_property
-    def eval_set(self) -> tuple[np.ndarray, np.ndarray]:
-        """The seeded eval sample (``config["eval"]``: split, size, seed), see :meth:`sample`."""
-        ev = self.config["eval"]
-        return self.sample(ev["split"], ev["size"], ev["seed"])
-
-    # --- model ----------------------------------------------------------------------------
-    def build_module(self, **kwargs) -> torch.nn.Module:
-        """A fresh module from the model's builder, sized for the dataset's classes (or the
-        model's declared ``num_classes``: a head that does not fit the data then fails the
-        head_matches_classes audit, with both numbers, instead of being silently resized).
-
-        Never the module under test: a builder that hands back that very module (instead of
-        building a new one) gets a deep copy, so training or probing a fresh module never
-        changes the model that other gates use.
-        """
-        meta = self.model_entry.meta
-        channels = 1 if meta.get("binary") else meta.get("num_classes", self.spec.num_classes)
-        module = self.model_entry.obj(channels, **kwargs)
-        loaded = self.__dict__.get("model")  # only if already loaded: building never loads it
-        return copy.deepcopy(module) if loaded is not None and module is loaded.module else module
-
-    def wrap(self, module: torch.nn.Module, mean=None, std=None) -> SegModel:
-        """``module`` as a SegModel; normalization ``mean``/``std`` default to the model's meta,
-        then the dataset's."""
-        meta = self.model_entry.meta
-        return SegModel(
-            module,
-            mean=mean if mean is not None else meta.get("mean", self.spec.mean),
-            std=std if std is not None else meta.get("std", self.spec.std),
-            binary=bool(meta.get("binary")),
-            divisible_by=meta.get("divisible_by", 1),
-            device=self.device,
+def _check_sidecar_classes(sidecar: dict | None, path, spec: TargetSpec, data: EvalData) -> None:
+    classes = (sidecar or {}).get("classes")
+    if classes is not None and list(classes) != list(data.spec.classes):
+        raise SegcheckError(
+            f"checkpoint {path} was trained on {len(classes)} classes {classes[:6]}..., but dataset "
+            f"{spec.dataset!r} has {data.spec.num_classes} {list(data.spec.classes)[:6]}...; evaluate on the "
+            "label set it was trained for"
         )
 
-    @cached_property
-    def model(self) -> SegModel:
-        """The model under test with its checkpoint loaded (strictly), in eval mode, normalizing
-        inputs as the checkpoint was trained (its sidecar's mean/std, when it has them)."""
-        kwargs = self._checkpoint_model_kwargs()
-        module = self.build_module(**kwargs)
-        if self.checkpoint is not None:
-            loaded = self.plugins.manager.hook.segcheck_load_checkpoint(model=module, path=self.checkpoint)
-            if loaded is None:
-                raise SegcheckError(f"no plugin could load checkpoint {self.checkpoint}")
-            module = loaded
-        return self.wrap(module, *self._checkpoint_normalization())
 
-    def _checkpoint_normalization(self) -> tuple[list[float] | None, list[float] | None]:
-        """(mean, std) from the checkpoint's sidecar, checked: three numbers each, std > 0."""
-        sidecar = self._sidecar or {}
-        values = [sidecar.get("mean"), sidecar.get("std")]
-        for name, value in zip(("mean", "std"), values):
-            low = 0 if name == "mean" else 1e-6  # a std must be > 0
-            ok = value is None or (isinstance(value, list) and len(value) == 3 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v <= 1 for v in value))
-            if not ok:
-                raise SegcheckError(f"checkpoint sidecar of {self.checkpoint} has {name} {value!r}; expected three "
-                                    f"numbers in {'0' if name == 'mean' else '(0'}..1 (pixel scale 0-1, e.g. "
-                                    f"0.485, not 123.675), or no {name} entry")
-        return values[0], values[1]
-
-    @cached_property
-    def _sidecar(self) -> dict | None:
-        """The checkpoint's YAML sidecar (model kwargs, classes, mean/std), or None."""
-        if self.checkpoint is None:
-            return None
-        from segcheck import checkpoint
-
-        return checkpoint.read_sidecar(self.checkpoint)
-
-    def _checkpoint_model_kwargs(self) -> dict:
-        """Builder kwargs the checkpoint needs: from its sidecar, or (aux heads) from its keys."""
-        if self.checkpoint is None:
-            return {}
-        from segcheck import checkpoint
-
-        sidecar = self._sidecar
-        if sidecar is not None:
-            classes = sidecar.get("classes")
-            if classes is not None and list(classes) != list(self.spec.classes):
-                raise SegcheckError(
-                    f"checkpoint {self.checkpoint} was trained on {len(classes)} classes {classes[:6]}..., "
-                    f"but dataset {self.dataset_name!r} has {self.spec.num_classes} {list(self.spec.classes)[:6]}...; "
-                    "evaluate on the label set it was trained for"
-                )
-            if "model_kwargs" in sidecar:
-                return dict(sidecar["model_kwargs"] or {})
-        prefix = self.model_entry.meta.get("aux_prefix")
-        if prefix and self.checkpoint.suffix in checkpoint.SUFFIXES:
-            return {"aux_loss": any(k.startswith(prefix) for k in checkpoint.state_dict_keys(self.checkpoint))}
+def _loading_kwargs(entry: Entry, path: Path | None, sidecar: dict | None) -> dict:
+    """Builder kwargs only the checkpoint needs: an auxiliary head when its keys hold one."""
+    prefix = entry.meta.get("aux_prefix")
+    if path is None or not prefix or (sidecar and "model_kwargs" in sidecar) or path.suffix not in ckpt.SUFFIXES:
         return {}
+    return {"aux_loss": any(k.startswith(prefix) for k in ckpt.state_dict_keys(path))}
 
-    @cached_property
-    def clean(self) -> tuple[np.ndarray, bool]:
-        """Predicted class maps of the eval images, and whether all logits were finite."""
-        images, _ = self.eval_set
-        return self.model.predict_pixels(images, self.config["eval"]["batch_size"])
 
-    @cached_property
-    def clean_miou(self) -> float:
-        """mIoU of :attr:`clean` on the eval masks: the model's real score, which gates compare with."""
-        return score(self.clean[0], self.eval_set[1], self.spec)
+def sidecar_normalization(sidecar: dict | None, path) -> tuple[object, object, str]:
+    """(mean, std, source) of a checkpoint's sidecar, checked: three numbers each in 0..1, std > 0."""
+    sidecar = sidecar or {}
+    values = [sidecar.get("mean"), sidecar.get("std")]
+    for name, value in zip(("mean", "std"), values):
+        low = 0 if name == "mean" else 1e-6  # a std must be > 0
+        ok = value is None or (isinstance(value, list) and len(value) == 3 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v <= 1 for v in value))
+        if not ok:
+            raise SegcheckError(f"checkpoint sidecar of {path} has {name} {value!r}; expected three "
+                                f"numbers in {'0' if name == 'mean' else '(0'}..1 (pixel scale 0-1, e.g. "
+                                f"0.485, not 123.675), or no {name} entry")
+    return values[0], values[1], f"checkpoint sidecar {ckpt.sidecar_path(path)}" if path is not None else ""
 
-    def describe(self) -> dict[str, object]:
-        """What is under test, for report headers."""
-        return {
-            "model": f"{self.model_name} (from {self.model_entry.plugin})",
-            "checkpoint": str(self.checkpoint) if self.checkpoint else "none (random init)",
-            "dataset": f"{self.dataset_name} (from {self.dataset_entry.plugin})",
-            "data_root": str(self.data_root) if self.data_root else None,
-            "device": self.device,
-        }
+
+__all__ = ["EvalData", "ModelUnderTest", "Normalization", "Target", "TargetSpec", "bundled_checkpoint", "resolve"]

@@ -10,9 +10,10 @@ import torch
 
 from segcheck import config as segconfig
 from segcheck import plugins as segplugins
-from segcheck.target import Target
+from segcheck.target import Target, TargetSpec, bundled_checkpoint, resolve
 
 REPO = Path(__file__).resolve().parents[1]
+BUNDLED = object()  # build_target's default checkpoint: the model's bundled one
 
 
 def pytest_configure(config):
@@ -21,6 +22,21 @@ def pytest_configure(config):
     if hasattr(config, "workerinput"):
         os.environ["OMP_NUM_THREADS"] = "1"
         torch.set_num_threads(1)
+
+
+def build_target(plugins, config: dict, model: str, dataset: str, checkpoint=BUNDLED, **spec) -> Target:
+    """``resolve`` of a TargetSpec; ``checkpoint`` a path, ``"none"`` (random init) or, by
+    default, the model's bundled checkpoint for the dataset."""
+    path = bundled_checkpoint(plugins, model, dataset, None if checkpoint is BUNDLED else checkpoint)
+    return resolve(plugins, TargetSpec(model, dataset, checkpoint=path, **{"device": "cpu", **spec}), config)
+
+
+def with_model(name: str, builder, **meta):
+    """Plugins with one more model, ``name`` built by ``builder(num_classes)``."""
+    plugins = segplugins.load()
+    with plugins.models.provided_by("tests"):
+        plugins.models.add(name, builder, **meta)
+    return plugins
 
 
 @pytest.fixture(scope="session")
@@ -32,17 +48,16 @@ def loaded_plugins():
 def make_target(loaded_plugins):
     """``make_target(module=None, **kw)``: a Target on 16 synthetic-streets val images.
 
-    With ``module``, the model under test is that nn.Module (registered as ``adhoc``);
-    otherwise the bundled unet with its checkpoint.
+    With ``module``, the model under test is that nn.Module (registered as ``adhoc`` with
+    ``meta``); otherwise the bundled unet with its checkpoint. ``mean``/``std`` are an
+    explicit normalization.
     """
 
-    def make(module: torch.nn.Module | None = None, eval_size: int = 16, **meta) -> Target:
+    def make(module: torch.nn.Module | None = None, eval_size: int = 16, mean=None, std=None, **meta) -> Target:
         config = segconfig.load(overrides={"eval": {"size": eval_size}})
         if module is None:
-            return Target(loaded_plugins, config, "unet", "synthetic-streets")
-        plugins = segplugins.load()
-        with plugins.models.provided_by("tests"):
-            plugins.models.add("adhoc", lambda num_classes: module, **meta)
-        return Target(plugins, config, "adhoc", "synthetic-streets", checkpoint=Path("none"))
+            return build_target(loaded_plugins, config, "unet", "synthetic-streets", mean=mean, std=std)
+        plugins = with_model("adhoc", lambda num_classes: module, **meta)
+        return build_target(plugins, config, "adhoc", "synthetic-streets", checkpoint="none", mean=mean, std=std)
 
     return make

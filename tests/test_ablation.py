@@ -8,7 +8,7 @@ from segcheck.train import ablation
 
 def _gate(name, passed, value=0.0, outcome=None, **details):
     outcome = outcome or ("passed" if passed else "failed")
-    return {"name": name, "passed": passed, "value": value, "outcome": outcome, "details": details}
+    return {"gate": name, "value": value, "outcome": outcome, "details": details}
 
 
 def _report(noise_passed, jpeg_passed):

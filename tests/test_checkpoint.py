@@ -8,6 +8,7 @@ import torch
 from segcheck import SegcheckError, checkpoint
 from segcheck_plugins.torchvision_models import build
 from segcheck_plugins.unet import build_unet
+from tests.conftest import build_target
 
 
 class Evil:
@@ -106,11 +107,10 @@ def test_state_dict_keys_lists_names_without_loading_into_a_model(tmp_path, suff
 @pytest.mark.parametrize("aux", [True, False])
 def test_torchvision_aux_head_is_built_only_when_the_checkpoint_has_one(tmp_path, aux, loaded_plugins):
     from segcheck import config
-    from segcheck.target import Target
-
+    
     path = tmp_path / "deeplab.pt"
     torch.save(build("deeplabv3_mobilenet_v3_large", 8, aux_loss=aux).state_dict(), path)
-    target = Target(loaded_plugins, config.load(), "deeplabv3_mobilenet_v3_large", "synthetic-streets",
+    target = build_target(loaded_plugins, config.load(), "deeplabv3_mobilenet_v3_large", "synthetic-streets",
                     checkpoint=path)
     assert (target.model.module.aux_classifier is not None) is aux
 
@@ -135,22 +135,21 @@ def _checkpoint_with_sidecar(tmp_path, **sidecar):
 
 def test_model_under_test_normalizes_as_its_checkpoint_was_trained(tmp_path, loaded_plugins):
     from segcheck import config
-    from segcheck.target import Target
-
+    
     path = _checkpoint_with_sidecar(tmp_path, mean=[0.1, 0.2, 0.3], std=[0.4, 0.5, 0.6])
-    target = Target(loaded_plugins, config.load(), "unet", "synthetic-streets", checkpoint=path)
+    target = build_target(loaded_plugins, config.load(), "unet", "synthetic-streets", checkpoint=path)
     assert target.model.mean.flatten().tolist() == pytest.approx([0.1, 0.2, 0.3])
     assert target.model.std.flatten().tolist() == pytest.approx([0.4, 0.5, 0.6])
-    assert target.wrap(target.build_module()).mean.flatten().tolist() == pytest.approx(target.spec.mean)
+    assert target.model.normalization.source.startswith("checkpoint sidecar")
+    # a fresh module of the architecture has no trained weights: it gets the dataset's normalization
+    assert target.model.fresh(0).mean.flatten().tolist() == pytest.approx(target.data.spec.mean)
 
 
 @pytest.mark.parametrize("bad", [{"mean": [0.5, 0.5]}, {"std": [0.2, 0.0, 0.2]}, {"std": "imagenet"},
                                  {"mean": [123.675, 116.28, 103.53]}])
 def test_malformed_sidecar_normalization_is_named(tmp_path, loaded_plugins, bad):
     from segcheck import config
-    from segcheck.target import Target
-
-    target = Target(loaded_plugins, config.load(), "unet", "synthetic-streets",
-                    checkpoint=_checkpoint_with_sidecar(tmp_path, **bad))
+    
     with pytest.raises(SegcheckError, match=rf"sidecar of .* has {next(iter(bad))} .* expected three numbers in"):
-        target.model
+        build_target(loaded_plugins, config.load(), "unet", "synthetic-streets",
+                     checkpoint=_checkpoint_with_sidecar(tmp_path, **bad))

@@ -11,8 +11,8 @@ from segcheck import SegcheckError
 from segcheck import config as segconfig
 from segcheck import gates
 from segcheck import plugins as segplugins
-from segcheck.target import Target
 from segcheck_plugins.unet import build_unet
+from tests.conftest import build_target
 from tests.models import (AlwaysDropout, AuxNet, BatchStatsModel, ConstantModel, DeviceDependent, HotHead,
                           LookupModel)
 
@@ -22,17 +22,17 @@ MMSEG_MEAN, MMSEG_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)  # 0-
 
 @pytest.fixture(scope="module")
 def honest(loaded_plugins):
-    return Target(loaded_plugins, segconfig.load(overrides={"eval": {"size": 4}}), "unet", "synthetic-streets")
+    return build_target(loaded_plugins, segconfig.load(overrides={"eval": {"size": 4}}), "unet", "synthetic-streets")
 
 
-def aux_target(return_aux: bool) -> Target:
+def aux_target(return_aux: bool):
     """A torchvision-style model (meta ``aux_prefix``) whose builder adds the aux head only on request."""
     plugins = segplugins.load()
     with plugins.models.provided_by("tests"):
         plugins.models.add("auxnet", lambda num_classes, aux_loss=False: AuxNet(num_classes, aux_loss, return_aux),
                            aux_prefix="aux.")
-    return Target(plugins, segconfig.load(overrides={"eval": {"size": 2}}), "auxnet", "synthetic-streets",
-                  checkpoint=Path("none"))
+    return build_target(plugins, segconfig.load(overrides={"eval": {"size": 2}}), "auxnet", "synthetic-streets",
+                  checkpoint="none")
 
 
 # --- loss at initialization ----------------------------------------------------------------------
@@ -49,7 +49,7 @@ def test_head_initialized_too_large_fails_loss_at_init(make_target):
 def test_model_that_already_knows_the_labels_fails_loss_at_init(make_target):
     module = LookupModel()
     target = make_target(module, eval_size=4)
-    module.memorize(target.model.normalize(target.eval_set[0]), target.eval_set[1])
+    module.memorize(target.model.normalize(target.data.images), target.data.masks)
     result = gates.loss_at_init(target, CFG["loss_at_init"])
     assert not result.passed and result.details["loss"] < 0.1
     assert "already beats chance before training" in result.message
@@ -124,8 +124,8 @@ def test_inputs_left_in_0_255_fail(make_target):
 
 def test_images_stored_as_0_1_values_are_named(make_target):
     target = make_target(ConstantModel(), eval_size=4)
-    images, masks = target.eval_set
-    target.__dict__["eval_set"] = ((images > 127).astype(np.uint8), masks)  # 0-1 floats cast to uint8
+    images, masks = target.data.images, target.data.masks
+    target.data.images, target.data.masks = (images > 127).astype(np.uint8), masks  # 0-1 floats cast to uint8
     result = gates.input_normalization(target, CFG["input_normalization"])
     assert not result.passed and "pixel range 0..1" in result.message and "cast to uint8" in result.message
 
@@ -166,8 +166,8 @@ def test_declared_num_classes_that_does_not_fit_the_data_fails_the_head_audit():
     plugins = segplugins.load()
     with plugins.models.provided_by("tests"):
         plugins.models.add("net13", lambda num_classes: torch.nn.Conv2d(3, num_classes, 1), num_classes=13)
-    target = Target(plugins, segconfig.load(overrides={"eval": {"size": 2}}), "net13", "synthetic-streets",
-                    checkpoint=Path("none"))
+    target = build_target(plugins, segconfig.load(overrides={"eval": {"size": 2}}), "net13", "synthetic-streets",
+                    checkpoint="none")
     result = gates.head_matches_classes(target)
     assert not result.passed and result.value == 13
     assert "head has 13 channels, dataset has 8 classes" in result.message

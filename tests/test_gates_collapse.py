@@ -11,9 +11,9 @@ from segcheck import gates
 from segcheck import plugins as segplugins
 from segcheck.data import DatasetSpec
 from segcheck.gates.collapse import SWEEP, class_fractions, threshold_sweep
-from segcheck.target import Target
 from segcheck_plugins.synthetic_streets import ROAD, SyntheticStreets
 from tests.models import ConstantModel, GrayRoadDetector
+from tests.conftest import build_target
 
 CFG = segconfig.DEFAULTS["prediction_collapse"]
 
@@ -35,14 +35,14 @@ class RoadMasks:
         return image, (mask == ROAD).astype(np.int64)
 
 
-def binary_target(module, eval_size: int = 8) -> Target:
+def binary_target(module, eval_size: int = 8):
     plugins = segplugins.load()
     with plugins.models.provided_by("tests"):
         plugins.models.add("road-detector", lambda num_classes: module, binary=True)
     with plugins.datasets.provided_by("tests"):
         plugins.datasets.add("streets-road", lambda root, split: RoadMasks(split))
     config = segconfig.load(overrides={"eval": {"size": eval_size}})
-    return Target(plugins, config, "road-detector", "streets-road", checkpoint=Path("none"))
+    return build_target(plugins, config, "road-detector", "streets-road", checkpoint="none")
 
 
 def test_single_class_model_fails_naming_the_classes_it_never_predicts(make_target):

@@ -12,16 +12,16 @@ from segcheck import config as segconfig
 from segcheck import gates
 from segcheck import plugins as segplugins
 from segcheck.gates.content import derangement, shift_pixels
-from segcheck.target import Target
 from segcheck_plugins.unet import build_unet
 from tests.models import NumpyRoundTrip, PositionalModel
+from tests.conftest import build_target
 
 CFG = segconfig.DEFAULTS["content_sensitivity"]
 
 
 @pytest.fixture(scope="module")
 def honest(loaded_plugins):
-    return Target(loaded_plugins, segconfig.load(overrides={"eval": {"size": 8}}), "unet", "synthetic-streets")
+    return build_target(loaded_plugins, segconfig.load(overrides={"eval": {"size": 8}}), "unet", "synthetic-streets")
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +30,8 @@ def positional():
     with plugins.models.provided_by("tests"):
         module = PositionalModel()
         plugins.models.add("positional", lambda num_classes: module)
-    return Target(plugins, segconfig.load(overrides={"eval": {"size": 8}}), "positional", "synthetic-streets",
-                  checkpoint=Path("none"))
+    return build_target(plugins, segconfig.load(overrides={"eval": {"size": 8}}), "positional", "synthetic-streets",
+                  checkpoint="none")
 
 
 def test_derangement_gap_is_zero_for_a_model_that_ignores_its_image(positional):

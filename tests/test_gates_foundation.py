@@ -8,8 +8,7 @@ import pytest
 from segcheck import config as segconfig
 from segcheck import gates
 from segcheck.gates.noise import NOISE_KINDS, noise_pixels
-from segcheck.target import Target
-from tests.conftest import REPO
+from tests.conftest import REPO, build_target
 from tests.models import ConstantModel, PositionalModel
 
 NOISE_CFG = segconfig.DEFAULTS["noise_input"]
@@ -101,11 +100,11 @@ def test_finite_outputs_catches_nan(make_target):
 
 def test_label_integrity_catches_out_of_range_and_empty_masks(make_target):
     target = make_target(ConstantModel())
-    images, masks = target.eval_set
+    images, masks = target.data.images, target.data.masks
     masks = masks.copy()
     masks[0, :2, :2] = 12
-    masks[1] = target.spec.ignore_index
-    target.__dict__["eval_set"] = (images, masks)
+    masks[1] = target.data.spec.ignore_index
+    target.data.images, target.data.masks = images, masks
     result = gates.label_integrity(target)
     assert not result.passed
     assert re.search(r"labels \[12\] outside 0\.\.7", result.message)
@@ -118,7 +117,7 @@ def test_label_integrity_passes_on_clean_data(make_target):
 
 def test_shipped_naive_checkpoint_reproduces_the_shortcut(loaded_plugins):
     naive = REPO / "plugins/checkpoints/unet_synthetic-streets_naive.safetensors"
-    target = Target(loaded_plugins, segconfig.load(), "unet", "synthetic-streets", checkpoint=naive)
+    target = build_target(loaded_plugins, segconfig.load(), "unet", "synthetic-streets", checkpoint=naive)
     result = gates.noise_input(target, NOISE_CFG)
     assert result.details["real_miou"] > 0.9  # it segments real images well...
     assert not result.passed  # ...and still scores on noise

@@ -8,9 +8,9 @@ import pytest
 from segcheck import SegcheckError
 from segcheck import config as segconfig
 from segcheck import gates
-from segcheck.target import Target
 from tests.models import LookupModel
 from tests.test_datasets import make_folder, write_config
+from tests.conftest import build_target
 
 CFG = segconfig.DEFAULTS["generalization"]
 
@@ -18,7 +18,7 @@ CFG = segconfig.DEFAULTS["generalization"]
 def test_model_that_memorized_the_eval_split_fails(make_target):
     module = LookupModel()
     target = make_target(module, eval_size=8)
-    images, masks = target.eval_set
+    images, masks = target.data.images, target.data.masks
     module.memorize(target.model.normalize(images), masks)
     result = gates.generalization(target, CFG)
     assert not result.passed
@@ -46,7 +46,7 @@ def test_split_must_exist_and_differ_from_the_eval_split(make_target):
 def test_a_split_holding_the_eval_images_is_no_comparison(tmp_path, loaded_plugins):
     make_folder(tmp_path, stems=("a", "b", "c", "d"), size=(16, 16))  # flat layout: one image set, every split
     write_config(tmp_path)
-    target = Target(loaded_plugins, segconfig.load(overrides={"eval": {"size": 2}}), "unet", "folder",
-                    checkpoint=Path("none"), data_root=tmp_path)
+    target = build_target(loaded_plugins, segconfig.load(overrides={"eval": {"size": 2}}), "unet", "folder",
+                    checkpoint="none", data_root=tmp_path)
     with pytest.raises(gates.NoHeldOutSplit, match="split 'test' holds the same images as the eval split 'val'"):
         gates.generalization(target, CFG)

@@ -1,10 +1,13 @@
 """overfit_tiny and input_baseline: the gates that train."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from segcheck import config as segconfig
 from segcheck import gates
+from segcheck.model import ModelUnderTest
 from segcheck_plugins.unet import build_unet
 from tests.models import FrozenHead, PositionalModel
 from tests.test_gates_collapse import binary_target
@@ -51,7 +54,8 @@ def test_input_baseline_passes_for_a_model_that_reads_its_images(make_target):
 
 def test_input_baseline_fails_for_a_model_that_only_knows_positions(make_target):
     target = make_target(build_unet(8), eval_size=16)  # the architecture the baseline trains
-    target.__dict__["model"] = target.wrap(PositionalModel())  # ...but the model under test ignores images
+    positional = ModelUnderTest(PositionalModel(), builder=target.model.builder)  # ...but the model under test
+    target = dataclasses.replace(target, model=positional)  # ignores its images
     result = gates.input_baseline(target, BASELINE)
     assert not result.passed
     assert f"{result.details['real_miou']:.3f}" in result.message and "never sees the image" in result.message

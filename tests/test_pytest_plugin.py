@@ -37,21 +37,21 @@ def test_embedded_default_passes_every_gate_with_summary_table_and_report(pytest
     assert result.parseoutcomes()["passed"] == len(passed)  # every passing gate test reported its gate
     skipped = [] if torch.cuda.is_available() else ["SKIP cpu_cuda_agreement: needs CUDA; none available*"]
     result.stdout.fnmatch_lines(["*segcheck: model unet*checkpoint*unet_synthetic-streets_robust.safetensors*",
-                                 "*segcheck gates*", "gate*model*measured*threshold*verdict*",
+                                 "*segcheck gates*", "gate*target*measured*threshold*verdict*",
                                  "noise_input*unet*PASS*", *skipped,
                                  f"{len(passed)} of {len(report['gates'])} gates passed*"])
-    names = {g["name"] for g in report["gates"]}
+    names = {g["gate"] for g in report["gates"]}
     assert {"noise_input", "head_matches_classes", "output_size", "finite_outputs", "label_integrity",
             "overfit_tiny", "input_baseline", "positional_prior"} <= names
     assert report["thresholds"]["noise_input.max_miou"] == 0.10
-    assert report["target"]["device"] == "cpu"
+    assert report["targets"]["unet"]["device"] == "cpu"
 
 
 def test_xdist_gives_the_same_verdicts(pytester):
     plain, serial = run_gates(pytester, "-m", "not train")
     parallel_result, parallel = run_gates(pytester, "-m", "not train", "-n", "2")
     assert plain.ret == parallel_result.ret == 0
-    key = lambda report: sorted((g["test"], g["passed"], g["value"]) for g in report["gates"])  # noqa: E731
+    key = lambda report: sorted((g["test"], g["outcome"], g["value"]) for g in report["gates"])  # noqa: E731
     assert key(serial) == key(parallel)
 
 
@@ -74,7 +74,7 @@ def test_plugin_file_makes_a_new_architecture_usable(pytester):
     result, report = run_gates(pytester, "--plugin", str(plugin), "--model", "mynet", "--checkpoint", "none",
                                "-m", "not train")
     result.stdout.fnmatch_lines(["*segcheck: model mynet (from *my_arch.py)*"])
-    verdicts = {g["name"]: g["passed"] for g in report["gates"]}
+    verdicts = {g["gate"]: g["outcome"] == "passed" for g in report["gates"]}
     for audit in ("head_matches_classes", "output_size", "finite_outputs", "label_integrity"):
         assert verdicts[audit], audit
     assert "noise_input" in verdicts
@@ -107,28 +107,32 @@ def test_torchvision_state_dict_on_a_folder_dataset(pytester):
     result, report = run_gates(pytester, "--model", "lraspp_mobilenet_v3_large", "--checkpoint", "lraspp.pt",
                                "--dataset", "folder", "--data-root", "streets", "--eval-size", "4", "-m", "not train")
     result.stdout.fnmatch_lines(["*segcheck: model lraspp_mobilenet_v3_large*dataset folder*"])
-    verdicts = {g["name"]: g for g in report["gates"]}
+    verdicts = {g["gate"]: g for g in report["gates"]}
     assert {"noise_input", "head_matches_classes", "output_size", "finite_outputs", "label_integrity"} <= set(verdicts)
-    assert verdicts["head_matches_classes"]["passed"] and verdicts["label_integrity"]["passed"]
-    assert report["target"]["dataset"].startswith("folder")
+    assert verdicts["head_matches_classes"]["outcome"] == verdicts["label_integrity"]["outcome"] == "passed"
+    assert report["targets"]["lraspp_mobilenet_v3_large"]["dataset"].startswith("folder")
     # a flat folder has no held-out split: generalization says so instead of comparing val with itself
     assert verdicts["generalization"]["outcome"] == "skipped"
     assert "holds the same images as the eval split" in verdicts["generalization"]["message"]
 
 
-def test_wrong_head_checkpoint_is_a_clear_usage_free_failure(pytester):
-    torch.save(build("lraspp_mobilenet_v3_large", 13).state_dict(), pytester.path / "c13.pt")
+@pytest.mark.parametrize("kind", ["wrong head", "corrupt"])
+def test_an_unloadable_checkpoint_is_one_line_and_a_usage_error(pytester, kind):
+    path = pytester.path / "c13.pt"
+    if kind == "wrong head":
+        torch.save(build("lraspp_mobilenet_v3_large", 13).state_dict(), path)
+        expected = "*checkpoint c13.pt does not fit the model (shape mismatch: *(13, *) vs model (8, *)*"
+    else:
+        path.write_bytes(b"PK\x03\x04 not really a zip archive" * 8)
+        expected = "*checkpoint c13.pt is corrupt or not a PyTorch file*"
     result, report = run_gates(pytester, "--model", "lraspp_mobilenet_v3_large", "--checkpoint", "c13.pt",
-                               "--eval-size", "2", "-k", "head or noise_input")
-    assert result.ret == pytest.ExitCode.TESTS_FAILED
-    mismatch = "*does not fit the model (shape mismatch: *(13, *) vs model (8, *)*"
-    result.stdout.fnmatch_lines([mismatch, "ERROR noise_input: " + mismatch, "0 of 2 gates passed (2 errors)"])
-    out = result.stdout.str()
-    assert "Traceback" not in out and "During handling" not in out and "load_checkpoint" not in out
-    # the report records the gates that could not run, with the reason, instead of leaving them out
-    assert [(g["name"], g["outcome"]) for g in report["gates"]] == [("head_matches_classes", "error"),
-                                                                    ("noise_input", "error")]
-    assert all("shape mismatch" in g["message"] for g in report["gates"])
+                               "--eval-size", "2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.stderr.lines if line.strip()]
+    assert len(errors) == 1, result.stderr.str()  # one line, not one per gate
+    result.stderr.fnmatch_lines([f"ERROR: {expected}"])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    assert report is None and " passed" not in result.stdout.str()  # no gate ran, none passed
 
 
 def test_segcheck_yaml_overrides_thresholds_and_unknown_keys_fail(pytester):
@@ -185,7 +189,7 @@ def test_every_gate_test_is_one_record_whatever_its_phases_did(pytester, workers
     report_path = pytester.path / "r.json"
     result = pytester.runpytest("-p", "no:cacheprovider", "--segcheck-report", str(report_path), *workers)
     result.assert_outcomes(passed=3, xfailed=1, errors=2, failed=1)
-    records = {g["name"]: g for g in json.loads(report_path.read_text())["gates"]}
+    records = {g["gate"]: g for g in json.loads(report_path.read_text())["gates"]}
     assert sorted(records) == ["error_and_teardown_error", "expected_error", "family[a]", "family[b]",
                                "pass_then_teardown_error"]
     assert records["pass_then_teardown_error"]["outcome"] == "error"  # a pass followed by a teardown error

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from segcheck.gates.result import GateResult
+from segcheck.hookspecs import hookimpl
 from segcheck.metrics import binary_iou
 from segcheck.target import Target
 
@@ -27,8 +28,8 @@ def class_fractions(labels: np.ndarray, counted: np.ndarray, num_classes: int) -
 
 def probabilities(target: Target) -> np.ndarray:
     """Sigmoid probabilities (N, H, W) float32 of a binary model on the eval images, in batches."""
-    images, _ = target.eval_set
-    model, batch = target.model, target.config["eval"]["batch_size"]
+    images = target.data.images
+    model, batch = target.model, target.data.batch_size
     out = []
     with torch.no_grad():
         for start in range(0, len(images), batch):
@@ -52,10 +53,9 @@ def prediction_collapse(target: Target, cfg: dict) -> GateResult:
     ``cfg["max_dominance_excess"]``, and (binary models) positives are predicted wherever
     the masks hold positives.
     """
-    _, masks = target.eval_set
-    spec, model = target.spec, target.model
-    pred = target.clean[0]
-    counted = (masks >= 0) & (masks < spec.num_classes)
+    masks, spec, model = target.data.masks, target.data.spec, target.model
+    pred = target.predictions.labels
+    counted = spec.counted(masks)
     truth = class_fractions(masks, counted, spec.num_classes)
     predicted = class_fractions(pred, counted, spec.num_classes)
     present = np.flatnonzero(truth > 0)
@@ -98,9 +98,9 @@ def prediction_collapse(target: Target, cfg: dict) -> GateResult:
 def _binary_checks(target: Target, masks: np.ndarray, truth: np.ndarray, predicted: np.ndarray,
                    details: dict) -> tuple[str, str | None]:
     """Probability range, positives and the threshold sweep of a binary model: (note, problem or None)."""
-    model, spec = target.model, target.spec
+    model, spec = target.model, target.data.spec
     probs = probabilities(target)
-    masks = np.where((masks >= 0) & (masks < 2), masks, spec.ignore_index)
+    masks = np.where(spec.counted(masks), masks, spec.ignore_index)
     sweep = threshold_sweep(probs, masks, spec.ignore_index)
     configured = threshold_sweep(probs, masks, spec.ignore_index, (model.threshold,))[model.threshold]
     scored = {t: v for t, v in sweep.items() if np.isfinite(v)}
@@ -124,3 +124,9 @@ def _binary_checks(target: Target, masks: np.ndarray, truth: np.ndarray, predict
         return note, ("probabilities all lie in 0.5..0.73, i.e. sigmoid of values in 0..1: the model already outputs "
                       "probabilities and segcheck applies sigmoid again; return logits")
     return note, None
+
+
+@hookimpl
+def segcheck_register_gates(registry):
+    registry.add("prediction_collapse", prediction_collapse, section="prediction_collapse", needs=("labels",),
+                 description="the predicted class histogram must resemble the ground truth's")

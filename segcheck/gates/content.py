@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from segcheck import SegcheckError, perturb
-from segcheck.evaluate import score
-from segcheck.loss import pixel_loss
 from segcheck.gates.result import GateResult
+from segcheck.hookspecs import hookimpl
+from segcheck.loss import pixel_loss
 from segcheck.target import Target
 
 DIRECTIONS = {"down": (1, 1), "up": (1, -1), "right": (2, 1), "left": (2, -1)}  # name -> (axis of NHW(C), sign)
@@ -42,11 +42,11 @@ def derangement_gap(target: Target, cfg: dict) -> GateResult:
     The other image is fixed by a seeded derangement (``cfg["seed"]``). Passes when the gap
     is >= ``cfg["min_gap"]``.
     """
-    _, masks = target.eval_set
-    pred = target.clean[0]
+    masks = target.data.masks
+    pred = target.predictions.labels
     perm = derangement(len(masks), cfg["seed"])
-    matched = target.clean_miou
-    deranged = score(pred, masks[perm], target.spec)
+    matched = target.predictions.miou
+    deranged = target.data.score(pred, masks[perm])
     gap = matched - deranged
     passed = bool(gap >= cfg["min_gap"])
     measured = f"mIoU against own labels {matched:.3f}, against other images' labels {deranged:.3f}: gap {gap:.3f}"
@@ -72,14 +72,14 @@ def shift_equivariance(target: Target, cfg: dict) -> GateResult:
     edge repeats the border and is left out of the comparison). Passes when the worst
     direction's pixel agreement is >= ``cfg["min_agreement"]``.
     """
-    images, _ = target.eval_set
+    images = target.data.images
     model = target.model
-    clean = target.clean[0]
+    clean = target.predictions.labels
     px = shift_pixels(cfg["shift_px"], model.divisible_by)
     if px >= min(images.shape[1:3]):
         raise SegcheckError(f"shift of {px} px does not fit eval images of size {images.shape[1:3]}; "
                             "lower content_sensitivity.shift_px")
-    batch = target.config["eval"]["batch_size"]
+    batch = target.data.batch_size
     agreement = {}
     for name, (axis, sign) in DIRECTIONS.items():
         pred, _ = model.predict_pixels(perturb.shift(images, sign * px, axis), batch)
@@ -108,11 +108,11 @@ def input_gradient(target: Target, cfg: dict) -> GateResult:
     depend on the input through autograd (input ignored, detached, or processed outside
     torch) has norm 0. Passes when the norm is > ``cfg["min_grad_norm"]``.
     """
-    images, masks = target.eval_set
+    images, masks = target.data.images, target.data.masks
     model = target.model
     count = min(cfg["grad_images"], len(images))
     x = model.normalize(images[:count]).requires_grad_(True)
-    loss = pixel_loss(model.logits(x), torch.from_numpy(masks[:count]), target.spec, model.binary)
+    loss = pixel_loss(model.logits(x), torch.from_numpy(masks[:count]), target.data.spec, model.binary)
     grad = None
     if loss.requires_grad:
         (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
@@ -130,3 +130,10 @@ def input_gradient(target: Target, cfg: dict) -> GateResult:
                    "numpy preprocessing)")
     return GateResult("input_gradient", norm, cfg["min_grad_norm"], passed, message, rule="value > threshold",
                       details={"images": count, "loss": float(loss.detach()), "connected": grad is not None})
+
+
+@hookimpl
+def segcheck_register_gates(registry):
+    for gate in (derangement_gap, shift_equivariance, input_gradient):
+        registry.add(gate.__name__, gate, section="content_sensitivity", needs=("labels",),
+                     description=gate.__doc__.splitlines()[0])

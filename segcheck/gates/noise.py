@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from segcheck.evaluate import constant_class_floor
 from segcheck.gates.result import GateResult
-from segcheck.evaluate import constant_class_floor, score
+from segcheck.hookspecs import hookimpl
 from segcheck.target import Target
 
 NOISE_KINDS = ("gaussian", "uniform", "matched", "gray")
@@ -38,14 +39,14 @@ def noise_input(target: Target, cfg: dict) -> GateResult:
     constant-class floor reaches ``max_miou`` and the ratio rule holds (the model scores far
     better on images than on noise).
     """
-    images, masks = target.eval_set
-    spec, model = target.spec, target.model
-    real = target.clean_miou
+    data, model = target.data, target.model
+    images, masks, spec = data.images, data.masks, data.spec
+    real = target.predictions.miou
     rng = np.random.default_rng(cfg["seed"])
     per_kind = {}
     for kind in NOISE_KINDS:
         noise = noise_pixels(kind, images.shape, model.mean.cpu().numpy().ravel(), model.std.cpu().numpy().ravel(), rng)
-        per_kind[kind] = score(model.predict_pixels(noise, target.config["eval"]["batch_size"])[0], masks, spec)
+        per_kind[kind] = data.score(model.predict_pixels(noise, data.batch_size)[0])
     worst_kind = max(per_kind, key=per_kind.get)
     worst = per_kind[worst_kind]
     threshold = min(cfg["max_miou"], cfg["max_ratio"] * real)
@@ -68,3 +69,9 @@ def noise_input(target: Target, cfg: dict) -> GateResult:
         message = (f"{measured}: noise reaches {worst / real if real else float('inf'):.0%} of the real mIoU "
                    f"(limit {cfg['max_ratio']:.0%}): the model scores without reading the image")
     return GateResult("noise_input", worst, threshold, passed, message, rule="value < threshold", details=details)
+
+
+@hookimpl
+def segcheck_register_gates(registry):
+    registry.add("noise_input", noise_input, section="noise_input", needs=("labels",),
+                 description="noise instead of images must not score against the real labels")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from segcheck import data
+from segcheck import data as segdata
 from segcheck.data import DatasetSpec
-from segcheck.evaluate import score
 from segcheck.gates.result import GateResult
+from segcheck.hookspecs import hookimpl
 from segcheck.target import Target
 
 
@@ -17,7 +17,7 @@ def majority_map(masks: np.ndarray, spec: DatasetSpec) -> np.ndarray:
     Ignore and anomaly pixels are not counted; a position with no counted pixel gets the
     most frequent class overall. Ties go to the lower class id.
     """
-    counted = (masks >= 0) & (masks < spec.num_classes)
+    counted = spec.counted(masks)
     counts = np.stack([((masks == c) & counted).sum(0) for c in range(spec.num_classes)])
     prior = counts.argmax(0)
     empty = counts.sum(0) == 0
@@ -36,10 +36,10 @@ def resize_nearest(label_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def training_prior(target: Target, samples: int, seed: int) -> tuple[np.ndarray, int]:
     """The majority map of a fixed, seeded sample of ``samples`` training masks, and the count used."""
-    train = target.dataset("train")
-    indices = data.eval_indices(len(train), samples, seed)
+    train = target.data.dataset("train")
+    indices = segdata.eval_indices(len(train), samples, seed)
     masks = np.stack([np.asarray(train[i][1]) for i in indices])
-    return majority_map(masks, target.spec), len(indices)
+    return majority_map(masks, target.data.spec), len(indices)
 
 
 def positional_prior(target: Target, cfg: dict) -> GateResult:
@@ -49,13 +49,12 @@ def positional_prior(target: Target, cfg: dict) -> GateResult:
     ``cfg["seed"]``), resized to the eval size if the sizes differ, and is scored on the
     eval masks. Passes when real mIoU >= prior mIoU + ``cfg["margin"]``.
     """
-    _, masks = target.eval_set
-    spec = target.spec
+    masks = target.data.masks
     prior, used = training_prior(target, cfg["train_samples"], cfg["seed"])
     if prior.shape != masks.shape[1:]:
         prior = resize_nearest(prior, masks.shape[1:])
-    prior_miou = score(np.broadcast_to(prior, masks.shape), masks, spec)
-    real = target.clean_miou
+    prior_miou = target.data.score(np.broadcast_to(prior, masks.shape))
+    real = target.predictions.miou
     threshold = prior_miou + cfg["margin"]
     passed = bool(real >= threshold)
     measured = (f"real mIoU {real:.3f} vs positional prior {prior_miou:.3f} "
@@ -68,3 +67,9 @@ def positional_prior(target: Target, cfg: dict) -> GateResult:
                    "(train with flips/rolls/crops, check that inputs reach the model)")
     details = {"real_miou": real, "prior_miou": prior_miou, "margin": cfg["margin"], "train_samples": used}
     return GateResult("positional_prior", real, threshold, passed, message, rule="value >= threshold", details=details)
+
+
+@hookimpl
+def segcheck_register_gates(registry):
+    registry.add("positional_prior", positional_prior, section="positional_prior", needs=("labels", "train_split"),
+                 description="real mIoU must beat the training labels' per-position majority class")

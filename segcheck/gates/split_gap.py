@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from segcheck import SegcheckError
-from segcheck.evaluate import score
+from segcheck.config import DEFAULTS
+from segcheck.gates.registered import NotApplicable
 from segcheck.gates.result import GateResult
+from segcheck.hookspecs import hookimpl
 from segcheck.target import Target
 
 
-class NoHeldOutSplit(SegcheckError):
+class NoHeldOutSplit(NotApplicable):
     """The other split holds the eval images themselves (e.g. a folder dataset without split
     folders serves one image set as every split): there is nothing to compare."""
 
@@ -18,27 +20,28 @@ class NoHeldOutSplit(SegcheckError):
 def generalization(target: Target, cfg: dict) -> GateResult:
     """|mIoU on the eval split - mIoU on split ``cfg["split"]``| <= ``cfg["max_gap"]``.
 
-    The other split is sampled with the eval set's size and seed. Raises ``SegcheckError``
-    when the dataset has no such split or it is the eval split itself, and
-    :class:`NoHeldOutSplit` when that split holds the eval images themselves.
+    The other split is sampled like the eval set (its size and seed). Raises
+    ``SegcheckError`` when the data has no such split or it is the eval split itself, and
+    :class:`NoHeldOutSplit` (a SKIP) when the default split holds the eval images
+    themselves; a split configured explicitly is then an error.
     """
-    eval_split, other = target.config["eval"]["split"], cfg["split"]
-    if other not in target.spec.splits:
-        raise SegcheckError(f"dataset {target.dataset_name!r} has no {other!r} split (splits: "
-                            f"{', '.join(target.spec.splits)}); set generalization.split")
+    data = target.data
+    eval_split, other = data.split, cfg["split"]
+    if not data.has_split(other):
+        raise SegcheckError(f"the data has no {other!r} split (splits: {', '.join(data.spec.splits)}); "
+                            "set generalization.split")
     if other == eval_split:
         raise SegcheckError(f"generalization.split {other!r} is the eval split itself; choose another split")
-    ev = target.config["eval"]
-    images_other, masks_other = target.sample(other, ev["size"], ev["seed"])
-    images_eval, masks_eval = target.eval_set
-    if images_other.shape == images_eval.shape and np.array_equal(images_other, images_eval) and np.array_equal(
-            masks_other, masks_eval):
-        raise NoHeldOutSplit(f"split {other!r} holds the same images as the eval split {eval_split!r} (a folder "
-                             f"dataset without split folders serves one image set as every split); put held-out "
-                             f"images in DIR/{other}/images and DIR/{other}/masks to measure generalization")
-    first = target.clean_miou
-    pred_other, _ = target.model.predict_pixels(images_other, ev["batch_size"])
-    second = score(pred_other, masks_other, target.spec)
+    images_other, masks_other = data.sample(other, data.size, data.seed)
+    if images_other.shape == data.images.shape and np.array_equal(images_other, data.images) and np.array_equal(
+            masks_other, data.masks):
+        error = NoHeldOutSplit if other == DEFAULTS["generalization"]["split"] else SegcheckError
+        raise error(f"split {other!r} holds the same images as the eval split {eval_split!r} (a folder "
+                    f"dataset without split folders serves one image set as every split); put held-out "
+                    f"images in DIR/{other}/images and DIR/{other}/masks to measure generalization")
+    first = target.predictions.miou
+    pred_other, _ = target.model.predict_pixels(images_other, data.batch_size)
+    second = data.score(pred_other, masks_other)
     gap = abs(first - second)
     passed = bool(gap <= cfg["max_gap"])
     measured = f"mIoU {eval_split} {first:.3f} vs {other} {second:.3f} ({len(masks_other)} images): gap {gap:.3f}"
@@ -52,3 +55,9 @@ def generalization(target: Target, cfg: dict) -> GateResult:
                "images": len(masks_other)}
     return GateResult("generalization", gap, cfg["max_gap"], passed, message, rule="value <= threshold",
                       details=details)
+
+
+@hookimpl
+def segcheck_register_gates(registry):
+    registry.add("generalization", generalization, section="generalization", needs=("labels", "held_out_split"),
+                 description="the eval split's mIoU must hold on another split")

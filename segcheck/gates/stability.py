@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from segcheck import SegcheckError, perturb
-from segcheck.evaluate import score
 from segcheck.gates.result import GateResult
+from segcheck.hookspecs import hookimpl
 from segcheck.target import Target
 
 CORRUPTIONS = tuple(perturb.CORRUPTIONS)
@@ -22,11 +24,11 @@ def perturbation_stability(target: Target, cfg: dict, corruption: str) -> GateRe
     """
     if corruption not in perturb.CORRUPTIONS:
         raise SegcheckError(f"unknown corruption {corruption!r}; known: {', '.join(perturb.CORRUPTIONS)}")
-    images, masks = target.eval_set
-    spec, model = target.spec, target.model
-    clean_pred = target.clean[0]
-    clean = target.clean_miou
-    batch = target.config["eval"]["batch_size"]
+    data, model = target.data, target.model
+    images = data.images
+    clean_pred = target.predictions.labels
+    clean = target.predictions.miou
+    batch = data.batch_size
     levels = range(1, len(perturb.SEVERITIES[corruption]) + 1)
     gated = cfg["severity"]
     if gated not in levels:
@@ -35,7 +37,7 @@ def perturbation_stability(target: Target, cfg: dict, corruption: str) -> GateRe
     for severity in levels:
         pred, _ = model.predict_pixels(perturb.corrupt(corruption, images, severity, cfg["seed"]), batch)
         agreement[severity] = float((pred == clean_pred).mean())
-        mious[severity] = score(pred, masks, spec)
+        mious[severity] = data.score(pred)
     value, drop = agreement[gated], clean - mious[gated]
     relative = float(np.mean(list(mious.values())) / clean) if clean > 0 else float("nan")
     passed = bool(value >= cfg["min_agreement"] and drop <= cfg["max_miou_drop"])
@@ -52,3 +54,12 @@ def perturbation_stability(target: Target, cfg: dict, corruption: str) -> GateRe
                "agreement": agreement, "miou": mious, "miou_drop": drop, "relative_robustness": relative}
     return GateResult(f"perturbation_stability[{corruption}]", value, cfg["min_agreement"], passed, message,
                       rule=f"value >= threshold, drop <= {cfg['max_miou_drop']}", details=details)
+
+
+@hookimpl
+def segcheck_register_gates(registry):
+    for corruption in CORRUPTIONS:
+        registry.add(f"perturbation_stability[{corruption}]",
+                     functools.partial(perturbation_stability, corruption=corruption),
+                     section="perturbation_stability", needs=("labels",),
+                     description=f"a mild {corruption.replace('_', ' ')} must not change the prediction")

@@ -6,20 +6,21 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from segcheck.evaluate import score
 from segcheck.gates.result import GateResult
+from segcheck.hookspecs import hookimpl
 from segcheck.target import Target
 from segcheck.train.loop import fit
 
 
 def _fresh(target: Target, seed: int):
+    """A fresh model seeded by ``seed``, with the global RNG seeded too: training is reproducible."""
     torch.manual_seed(seed)
-    return target.wrap(target.build_module())
+    return target.model.fresh(seed)
 
 
 def _balanced_weights(masks: np.ndarray, spec) -> torch.Tensor:
-    """Per-class weights ~ frequency^-1/2 over labelled pixels (absent classes count 1), mean 1."""
-    labelled = masks[(masks >= 0) & (masks < spec.num_classes)]
+    """Per-class weights ~ frequency^-1/2 over counted pixels (absent classes count 1), mean 1."""
+    labelled = masks[spec.counted(masks)]
     counts = np.bincount(labelled, minlength=spec.num_classes).clip(1).astype(np.float64)
     weights = (counts / counts.sum()) ** -0.5
     return torch.tensor(weights / weights.mean(), dtype=torch.float32)
@@ -34,8 +35,8 @@ def overfit_tiny(target: Target, cfg: dict) -> GateResult:
     that a thin, rare class (poles: <1% of pixels) gets learned within the budget: the gate
     asks whether the model and loop can memorize every class, not how fast CE finds rare ones.
     """
-    images, masks = target.sample("train", cfg["samples"], cfg["seed"])
-    spec = target.spec
+    images, masks = target.data.sample("train", cfg["samples"], cfg["seed"])
+    spec = target.data.spec
     model = _fresh(target, cfg["seed"])
     x = model.normalize(images)
     y = torch.from_numpy(masks).to(model.device)
@@ -50,7 +51,7 @@ def overfit_tiny(target: Target, cfg: dict) -> GateResult:
     def reached(step: int) -> bool:
         if step % per_epoch:
             return False
-        history.append(score(model.predict(x)[0], masks, spec))
+        history.append(target.data.score(model.predict(x)[0], masks))
         return history[-1] >= cfg["min_miou"]
 
     steps = fit(model, batch, cfg["epochs"] * per_epoch, cfg["lr"], spec, stop=reached,
@@ -72,8 +73,8 @@ def input_baseline(target: Target, cfg: dict) -> GateResult:
     """Train the same architecture on noise inputs with the real training labels for
     ``cfg["steps"]`` steps; the real model's mIoU must beat this input-independent baseline
     (scored on fresh noise against the eval labels) by ``cfg["margin"]``."""
-    spec = target.spec
-    train_images, train_masks = target.sample("train", cfg["samples"], cfg["seed"])
+    spec = target.data.spec
+    train_images, train_masks = target.data.sample("train", cfg["samples"], cfg["seed"])
     model = _fresh(target, cfg["seed"])
     rng = np.random.default_rng(cfg["seed"])
     gen = torch.Generator().manual_seed(cfg["seed"])
@@ -85,10 +86,10 @@ def input_baseline(target: Target, cfg: dict) -> GateResult:
         return x, torch.from_numpy(train_masks[pick]).to(model.device)
 
     fit(model, batch, cfg["steps"], cfg["lr"], spec)
-    _, masks = target.eval_set
+    masks = target.data.masks
     noise = torch.randn((len(masks), *shape[1:]), generator=gen)
-    baseline = score(model.predict(noise, target.config["eval"]["batch_size"])[0], masks, spec)
-    real = target.clean_miou
+    baseline = target.data.score(model.predict(noise, target.data.batch_size)[0])
+    real = target.predictions.miou
     threshold = baseline + cfg["margin"]
     passed = real >= threshold
     message = f"real mIoU {real:.3f} vs input-independent baseline {baseline:.3f} (+{cfg['margin']:.2f} = {threshold:.3f})"
@@ -97,3 +98,12 @@ def input_baseline(target: Target, cfg: dict) -> GateResult:
                     "train with positional jitter and check the model reads its input")
     return GateResult("input_baseline", real, threshold, passed, message, rule="value >= threshold",
                       details={"baseline_miou": baseline, "real_miou": real, "steps": cfg["steps"]})
+
+
+@hookimpl
+def segcheck_register_gates(registry):
+    needs = ("labels", "train_split", "fresh_model")
+    registry.add("overfit_tiny", overfit_tiny, section="overfit_tiny", needs=needs, markers=("train",),
+                 description="a fresh model must memorize ten training samples")
+    registry.add("input_baseline", input_baseline, section="input_baseline", needs=needs, markers=("train",),
+                 description="real mIoU must beat the same architecture trained on noise inputs")

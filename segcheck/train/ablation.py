@@ -66,7 +66,7 @@ def _cell(gates: list[dict]) -> str:
     gates = [g for g in gates if g["outcome"] in ("passed", "failed", "error")]  # skipped gates say nothing
     if not gates:
         return "-"
-    failed = [g["name"] for g in gates if not g["passed"]]
+    failed = [g["gate"] for g in gates if g["outcome"] != "passed"]
     if not failed:
         return "pass" if len(gates) == 1 else f"pass ({len(gates)}/{len(gates)})"
     if len(gates) == 1:
@@ -82,7 +82,7 @@ def table(rows: dict[str, dict]) -> str:
     for variant, report in rows.items():
         by_column: dict[str, list[dict]] = {}
         for g in report["gates"]:
-            by_column.setdefault(column(g["name"]), []).append(g)
+            by_column.setdefault(column(g["gate"]), []).append(g)
         noise = by_column["noise_input"][0]
         cells = [_cell(by_column.get(c, [])) for c in columns]
         lines.append(f"| {variant} | {noise['details']['real_miou']:.3f} | {noise['value']:.3f} | "

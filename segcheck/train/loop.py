@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -14,12 +15,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from segcheck import SegcheckError, __version__, checkpoint, config as segconfig, plugins as segplugins
-from segcheck.data import DatasetSpec
-from segcheck.evaluate import score
+from segcheck import SegcheckError, __version__, checkpoint
+from segcheck.data import DatasetSpec, EvalData
 from segcheck.loss import pixel_loss
-from segcheck.model import SegModel, output_tensor
-from segcheck.target import Target
+from segcheck.model import SegModel, first_normalization, output_tensor
+from segcheck.target import build_module, resolve_device
 from segcheck.train import augment
 from segcheck.train.recipes import Recipe, get as get_recipe
 
@@ -146,12 +146,23 @@ def fit(segmodel: SegModel, batch: Callable[[int], tuple[torch.Tensor, torch.Ten
     return steps
 
 
-def evaluate(segmodel: SegModel, target: Target) -> float:
-    """mIoU of ``segmodel`` on the target's eval set."""
+def evaluate(segmodel: SegModel, data: EvalData) -> float:
+    """mIoU of ``segmodel`` on the eval sample ``data``."""
     segmodel.module.eval()
-    images, masks = target.eval_set
-    pred, _ = segmodel.predict_pixels(images, target.config["eval"]["batch_size"])
-    return score(pred, masks, target.spec)
+    return data.score(segmodel.predict_pixels(data.images, data.batch_size)[0])
+
+
+def _splits(plugins, dataset: str, data_root: Path | None):
+    """``split -> SegDataset`` of registered ``dataset`` (a file dataset needs ``data_root``)."""
+    entry = plugins.datasets.get(dataset)
+    if entry.meta.get("needs_root") and data_root is None:
+        raise SegcheckError(f"dataset {dataset!r} reads files: pass --data-root DIR")
+    return functools.partial(entry.obj, data_root)
+
+
+def _eval_sample(config: dict) -> dict:
+    ev = config["eval"]
+    return {"split": ev["split"], "size": ev["size"], "seed": ev["seed"], "batch_size": ev["batch_size"]}
 
 
 def _distributed() -> tuple[int, int]:
@@ -180,27 +191,31 @@ def train(model: str, dataset: str, recipe: str | Recipe = "naive", *, out: Path
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rank, world = _distributed()
-    torch.manual_seed(seed)
-    target = Target(segplugins.load(plugin_specs), segconfig.load(), model, dataset, checkpoint=Path("none"),
-                    data_root=data_root, device=device)
-    spec, dev = target.spec, torch.device(target.device)
+    from segcheck.session import open_session  # the session loads the gates, which use this module
+
+    session = open_session(plugin_specs)
+    entry, splits = session.plugins.models.get(model), _splits(session.plugins, dataset, data_root)
+    train_data = splits("train")
+    spec, dev = train_data.spec, torch.device(resolve_device(device))
     if dev.type == "cuda" and world > 1:
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(dev)
-        target.device = str(dev)
     model_kwargs = {}
     if recipe.recon:
         model_kwargs["recon_head"] = True
-    if target.model_entry.meta.get("aux_prefix"):
+    if entry.meta.get("aux_prefix"):
         model_kwargs["aux_loss"] = True
-    module = target.build_module(**model_kwargs)
-    segmodel = target.wrap(module)
+    torch.manual_seed(seed)
+    module = build_module(entry, spec.num_classes, **model_kwargs)
+    norm = first_normalization((spec.mean, spec.std, "dataset"), (entry.meta.get("mean"), entry.meta.get("std"), "model"))
+    segmodel = SegModel(module, mean=norm.mean, std=norm.std, binary=bool(entry.meta.get("binary")),
+                        divisible_by=entry.meta.get("divisible_by", 1), device=dev)
     if dev.type == "cuda":
         module.to(memory_format=torch.channels_last)
     net = module
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None)
-    train_set = _Pairs(target.dataset("train"))
+    train_set = _Pairs(train_data)
     sampler = torch.utils.data.DistributedSampler(train_set, seed=seed, drop_last=True) if world > 1 else None
     steps_per_epoch = len(train_set) // world // recipe.batch_size
     optimizer = torch.optim.AdamW(module.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -229,7 +244,7 @@ def train(model: str, dataset: str, recipe: str | Recipe = "naive", *, out: Path
                 torch.save({"epoch": epoch + 1, "model": module.state_dict(), "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "recipe": recipe.to_dict()}, state_path)
     seconds = time.perf_counter() - start
-    val_miou = evaluate(segmodel, target)
+    val_miou = evaluate(segmodel, EvalData.from_dataset(splits, **_eval_sample(session.config)))
     if rank == 0:
         sidecar = {
             "model": model, "dataset": dataset, "data_identity": train_set.dataset.identity,

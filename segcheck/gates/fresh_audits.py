@@ -1,0 +1,112 @@
+"""Audits of a fresh model from the builder: the loss at initialization, gradient coverage."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from segcheck.gates.result import GateResult
+from segcheck.hookspecs import hookimpl
+from segcheck.target import Target
+from segcheck.train.loop import criterion
+from segcheck.train.recipes import get as get_recipe
+
+
+def _batch(target: Target, count: int) -> tuple[np.ndarray, np.ndarray]:
+    return target.data.images[:count], target.data.masks[:count]
+
+
+def _padded(model, x: torch.Tensor, y: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` padded (replicate) and ``y`` padded with ``ignore_index`` to multiples of ``divisible_by``."""
+    d = model.divisible_by
+    pad_h, pad_w = -x.shape[-2] % d, -x.shape[-1] % d
+    if not (pad_h or pad_w):
+        return x, y
+    return (F.pad(x, (0, pad_w, 0, pad_h), mode="replicate"),
+            F.pad(y, (0, pad_w, 0, pad_h), value=ignore_index))
+
+
+def _training_loss(target: Target, model, images: np.ndarray, masks: np.ndarray):
+    """The naive recipe's training loss of ``model.module`` (whatever mode it is in) on one batch."""
+    spec = target.data.spec
+    x, y = _padded(model, model.normalize(images), torch.from_numpy(masks).to(model.device), spec.ignore_index)
+    return criterion([model.module(x)], x, y, get_recipe("naive"), spec, model.binary)
+
+
+def loss_at_init(target: Target, cfg: dict) -> GateResult:
+    """The loss of a fresh model from the builder is about ln(C) (ln 2 for binary models).
+
+    A randomly initialized head gives near-uniform class probabilities, so the per-pixel
+    cross-entropy starts near ln(C); logits with standard deviation s add about s^2/2.
+    Passes when |loss - ln C| <= ``cfg["tolerance"]`` x ln C: the default 0.5 admits logit
+    spreads up to about 1.4 (ordinary initializations give 0.3-1) and fails on inits whose
+    logits are an order of magnitude too large (unnormalized 0-255 inputs, a head scaled
+    up, no normalization layers) or on a loss far below chance before training (pretrained
+    head weights loaded, labels leaking into the input). The module runs in train mode on
+    the first ``cfg["images"]`` eval images, initialized under ``cfg["seed"]``.
+    """
+    segmodel = target.model.fresh(cfg["seed"])
+    module = segmodel.module
+    module.train()
+    images, masks = _batch(target, cfg["images"])
+    with torch.no_grad():
+        loss = float(_training_loss(target, segmodel, images, masks))
+    module.eval()
+    classes = 2 if segmodel.binary else target.data.spec.num_classes
+    expected = math.log(classes)
+    deviation = abs(loss - expected) if math.isfinite(loss) else float("inf")
+    limit = cfg["tolerance"] * expected
+    passed = deviation <= limit
+    measured = (f"loss at initialization {loss:.3f} vs ln({classes}) = {expected:.3f}: |difference| {deviation:.3f} "
+                f"(max {limit:.3f} = {cfg['tolerance']:g} x ln {classes})")
+    if passed:
+        message = measured
+    elif not math.isfinite(loss) or loss > expected:
+        message = (f"{measured}: the fresh model is confidently wrong before training; its logits are far too large "
+                   "(inputs not normalized, a head initialized with large weights, missing normalization layers)")
+    else:
+        message = (f"{measured}: the fresh model already beats chance before training; the builder loads trained head "
+                   "weights, or the labels leak into the input")
+    return GateResult("loss_at_init", deviation, limit, passed, message, rule="value <= threshold",
+                      details={"loss": loss, "expected": expected, "classes": classes, "images": len(images)})
+
+
+def gradient_coverage(target: Target, cfg: dict) -> GateResult:
+    """Every trainable parameter of a fresh model receives a non-zero gradient from one batch.
+
+    The model is built fresh (with ``aux_loss=True`` when the model's meta has an
+    ``aux_prefix``, so an auxiliary head exists), run in train mode on the first
+    ``cfg["images"]`` eval images, and the training loss (``train.loop.criterion``: CE + 0.5 x aux CE) is
+    differentiated. Parameters whose gradient is missing or all zero are named.
+    """
+    kwargs = {"aux_loss": True} if target.model.meta.get("aux_prefix") else {}
+    segmodel = target.model.fresh(cfg["seed"], **kwargs)
+    module = segmodel.module
+    module.train()
+    images, masks = _batch(target, cfg["images"])
+    named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
+    loss = _training_loss(target, segmodel, images, masks)
+    grads = (torch.autograd.grad(loss, [p for _, p in named], allow_unused=True) if loss.requires_grad
+             else [None] * len(named))
+    module.eval()
+    dead = [name for (name, _), g in zip(named, grads) if g is None or not bool(torch.any(g != 0))]
+    passed = not dead
+    measured = f"{len(named) - len(dead)} of {len(named)} trainable parameter tensors receive a gradient"
+    if passed:
+        message = measured
+    else:
+        shown = ", ".join(dead[:8]) + (f", ... ({len(dead)} in all)" if len(dead) > 8 else "")
+        message = (f"{measured}; none reaches {shown}: these weights never train; a head or branch that the forward "
+                   "pass or the loss does not use (an auxiliary head left out of the loss), or a detached graph")
+    return GateResult("gradient_coverage", float(len(dead)), 0.0, passed, message, rule="value <= threshold",
+                      details={"without_gradient": dead, "trainable": len(named), "builder_kwargs": kwargs})
+
+
+@hookimpl
+def segcheck_register_gates(registry):
+    for audit in (loss_at_init, gradient_coverage):
+        registry.add(audit.__name__, audit, section=audit.__name__, needs=("labels", "fresh_model"),
+                     description=audit.__doc__.splitlines()[0])

@@ -1,0 +1,106 @@
+"""Registered gates: the descriptor every gate plugin adds, and the one place that decides
+whether a target meets a gate's needs (a SKIP with the reason) before running it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from segcheck import SegcheckError
+from segcheck.gates.result import GateResult
+from segcheck.registry import Registry
+
+#: what a gate may need of its target; an unmet need is a SKIP with its reason
+NEEDS = ("labels", "train_split", "held_out_split", "fresh_model", "cuda")
+#: cost markers: pytest markers the gate's test carries (``-m "not train"``)
+MARKERS = ("train", "gpu", "fleet")
+GATE_META = ("section", "defaults", "needs", "markers", "suite", "description")
+
+
+class NotApplicable(SegcheckError):
+    """Raised by a gate that finds, once it looks, that the target gives it nothing to judge
+    (e.g. a held-out split that holds the eval images themselves): a SKIP with this reason."""
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A registered gate: ``function(target, cfg) -> GateResult``, reading settings section
+    ``section`` (``cfg`` is ``{}`` without one; ``defaults`` define a section of its own),
+    needing ``needs``, marked ``markers``, run by the suite ``suite`` (``gates``, ``anomaly``,
+    ``prompted``), from ``plugin``."""
+
+    name: str
+    function: Callable[..., GateResult]
+    section: str | None = None
+    defaults: dict | None = None
+    needs: tuple[str, ...] = ()
+    markers: tuple[str, ...] = ()
+    suite: str = "gates"
+    description: str = ""
+    plugin: str = "?"
+
+
+class GateRegistry(Registry):
+    """The gate registry: ``registry.add(name, function, section=, needs=, markers=, suite=)``;
+    unknown needs or markers are errors naming the known ones."""
+
+    def __init__(self):
+        super().__init__("gate", GATE_META)
+
+    def add(self, name: str, obj: Callable[..., Any], **meta: Any) -> None:
+        for key, known in (("needs", NEEDS), ("markers", MARKERS)):
+            values = meta.get(key, ())
+            values = (values,) if isinstance(values, str) else tuple(values)
+            unknown = sorted(set(values) - set(known))
+            if unknown:
+                raise SegcheckError(f"gate {name!r} from plugin {self._plugin} has unknown {key} {unknown}; "
+                                    f"known: {', '.join(known)}")
+            meta[key] = values
+        super().add(name, obj, **meta)
+
+    def gates(self, suite: str | None = None) -> list[Gate]:
+        """Every registered gate (of ``suite``), in registration order within each plugin."""
+        return [Gate(e.name, e.obj, plugin=e.plugin, **e.meta) for e in self._entries.values()
+                if suite is None or e.meta.get("suite", "gates") == suite]
+
+
+def unmet_need(gate: Gate, target, config: dict) -> str | None:
+    """Why ``target`` cannot be judged by ``gate`` (the SKIP reason), or None when it can."""
+    data, model = target.data, target.model
+    cfg = config.get(gate.section, {}) if gate.section else {}
+    for need in gate.needs:
+        if need == "labels" and data.masks is None:
+            return f"{gate.name} needs labelled eval masks; the eval split {data.split!r} has none"
+        if need == "train_split" and not data.has_split("train"):
+            return f"{gate.name} needs a 'train' split; this data has only {data.split!r}"
+        if need == "fresh_model" and model.builder is None:
+            return f"{gate.name} trains a fresh copy of the architecture; this model has no builder"
+        if need == "cuda" and not torch.cuda.is_available():
+            return "needs CUDA; none available on this machine"
+        if need == "held_out_split":
+            split, default = cfg.get("split"), _default(gate.section, "split")
+            if split == default and not data.has_split(split):
+                return (f"dataset has no {split!r} split to compare with; set {gate.section}.split to another "
+                        "split to run this gate")
+    return None
+
+
+def _default(section: str | None, key: str):
+    from segcheck.config import DEFAULTS
+
+    return DEFAULTS.get(section or "", {}).get(key)
+
+
+def run(gate: Gate, target, config: dict) -> GateResult:
+    """``gate`` on ``target`` with its settings from ``config`` (a SegcheckError propagates)."""
+    if gate.section and gate.section not in config:
+        raise SegcheckError(f"gate {gate.name!r} from plugin {gate.plugin} reads settings section {gate.section!r}, "
+                            "which nothing defines; register it with defaults={...}")
+    result = gate.function(target, config[gate.section] if gate.section else {})
+    if not isinstance(result, GateResult):
+        raise SegcheckError(f"gate {gate.name!r} from plugin {gate.plugin} returned {type(result).__name__}, "
+                            "expected a segcheck.gates.GateResult")
+    return result

@@ -1,0 +1,177 @@
+"""The state of one pytest run of segcheck: its session (plugins, settings), its targets (one
+resident at a time), and the gate records, which it reports at the end of the run."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import pytest
+
+from segcheck import SegcheckError
+from segcheck import config as segconfig
+from segcheck.report import GateRecord, summary_table, write_json
+
+# options that name what is under test: given explicitly, the target is resolved at start-up
+TARGET_OPTIONS = ("segcheck_model", "segcheck_dataset", "segcheck_checkpoint", "segcheck_data_root",
+                  "segcheck_manifest", "segcheck_mean", "segcheck_std", "segcheck_model_arg")
+
+
+class SegcheckState:
+    """Per-run state. Registered as a pytest plugin, it collects the records of gate tests
+    (from xdist workers too) and writes the JSON report at session finish."""
+
+    def __init__(self, config: pytest.Config):
+        self.pytest_config = config
+        self.records: list[GateRecord] = []
+        self.described: dict[str, dict] = {}  # target id -> what it is (from whoever resolved it)
+        self._by_test: dict[str, GateRecord] = {}
+        self._resident: dict[str, object] = {}  # at most one resolved target
+        self.failed: dict[str, str] = {}  # target id -> why it could not be set up
+        self._failure_shown: set[str] = set()
+
+    # --- set-up -----------------------------------------------------------------------------
+    @cached_property
+    def session(self):
+        from segcheck.session import open_session
+
+        opt = self.pytest_config.getoption
+        path = opt("segcheck_config")
+        if path is None and (self.pytest_config.rootpath / "segcheck.yaml").is_file():
+            path = self.pytest_config.rootpath / "segcheck.yaml"
+        target = {k: v for k, v in (("model", opt("segcheck_model")), ("dataset", opt("segcheck_dataset")),
+                                    ("device", opt("segcheck_device"))) if v is not None}
+        evals = {k: v for k, v in (("size", opt("segcheck_eval_size")), ("mean", opt("segcheck_mean")),
+                                   ("std", opt("segcheck_std"))) if v}
+        self.config_path = path
+        return open_session(opt("segcheck_plugin"), path, {"target": target, "eval": evals})
+
+    @property
+    def plugins(self):
+        return self.session.plugins
+
+    @property
+    def config(self) -> dict:
+        return self.session.config
+
+    @cached_property
+    def targets(self) -> dict:
+        """``{id: TargetSpec}``: the manifest's targets, or the one the options name."""
+        from segcheck.manifest import read_manifest, target_spec, unique
+
+        opt = self.pytest_config.getoption
+        t = self.config["target"]
+        mean, std = segconfig.explicit_normalization(self.config)
+        row = {"model": t["model"], "dataset": t["dataset"], "device": t["device"], "mean": mean, "std": std,
+               "model_args": dict(opt("segcheck_model_arg") or [])}
+        for key, option in (("checkpoint", "segcheck_checkpoint"), ("data_root", "segcheck_data_root")):
+            if opt(option) is not None:
+                row[key] = opt(option)
+        if opt("segcheck_manifest"):
+            specs = read_manifest(Path(opt("segcheck_manifest")), self.plugins,
+                                  {k: v for k, v in row.items() if k not in ("checkpoint",)})
+        else:
+            specs = unique([target_spec(self.plugins, row)])
+        return {s.id: s for s in specs}
+
+    def resolve(self, target_id: str):
+        """The resolved target (model loaded, eval data read); the previous one is let go."""
+        from segcheck.target import resolve
+
+        if target_id not in self._resident:
+            self._resident.clear()
+            target = resolve(self.plugins, self.targets[target_id], self.config)
+            self._resident[target_id] = target
+            self.described[target_id] = target.describe()
+        return self._resident[target_id]
+
+    def target_for_gate(self, target_id: str):
+        """The target a gate test runs on; a target that cannot be set up fails its first gate
+        test with the one-line reason and skips the others (none of them passes)."""
+        __tracebackhide__ = True
+        if target_id not in self.failed:
+            try:
+                return self.resolve(target_id)
+            except SegcheckError as exc:
+                self.failed[target_id] = str(exc)
+                self.described[target_id] = {"error": str(exc)}
+        if target_id in self._failure_shown:
+            pytest.skip(f"not run: target {target_id!r} could not be set up (see its first gate)")
+        self._failure_shown.add(target_id)
+        pytest.fail(f"target {target_id!r} could not be set up: {self.failed[target_id]}", pytrace=False)
+
+    def default_target_id(self) -> str:
+        return next(iter(self.targets)) if "session" in vars(self) else self.pytest_config.getoption(
+            "segcheck_model") or segconfig.DEFAULTS["target"]["model"]
+
+    # --- pytest hooks of this run ------------------------------------------------------------
+    def pytest_runtest_logreport(self, report: pytest.TestReport):
+        """Collect records; with xdist they arrive here from the workers' reports. A gate test
+        that errors or skips without recording is reported too, and one that recorded a pass
+        and then errors (teardown) becomes an error: none is dropped or doubled."""
+        self.described.update(getattr(report, "segcheck_described", None) or {})
+        data = getattr(report, "segcheck_record", None)
+        if data is not None and report.when == "call":
+            record = GateRecord.from_dict(data)
+            self.records.append(record)
+            self._by_test[report.nodeid] = record
+        ident = getattr(report, "segcheck_gate", None)
+        if ident is None or not (report.failed or report.skipped) or data is not None:
+            return
+        earlier = self._by_test.get(report.nodeid)
+        if earlier is None:
+            outcome = "xfailed" if hasattr(report, "wasxfail") else "skipped" if report.skipped else "error"
+            record = GateRecord(ident["target"], ident["gate"], report.nodeid, outcome, message=_reason(report))
+            self.records.append(record)
+            self._by_test[report.nodeid] = record
+        elif report.failed and earlier.outcome != "error":
+            earlier.outcome, earlier.message = "error", _reason(report)
+
+    def pytest_sessionfinish(self, session: pytest.Session):
+        """Write the JSON report (on the controller; also with ``-p no:terminal``)."""
+        if hasattr(self.pytest_config, "workerinput") or not self.records:
+            return
+        opt = self.pytest_config.getoption
+        self.report_path = Path(opt("segcheck_report") or self.pytest_config.rootpath / "segcheck-report.json")
+        ids = sorted({r.target for r in self.records})
+        targets = {i: self.described.get(i) or self._spec_description(i) for i in ids}
+        write_json(self.report_path, targets, self._thresholds(), self._sorted())
+
+    def pytest_terminal_summary(self, terminalreporter, config: pytest.Config):
+        if hasattr(config, "workerinput") or not self.records:
+            return
+        terminalreporter.section("segcheck gates")
+        for line in summary_table(self._sorted()):
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(f"segcheck report: {self.report_path}")
+
+    def _sorted(self) -> list[GateRecord]:
+        return sorted(self.records, key=lambda r: (r.target, r.test))
+
+    def _thresholds(self) -> dict:
+        try:
+            return segconfig.thresholds(self.config)
+        except SegcheckError:
+            return {}
+
+    def _spec_description(self, target_id: str) -> dict:
+        try:
+            spec = self.targets.get(target_id)
+        except SegcheckError as exc:
+            return {"error": str(exc)}
+        return {"model": spec.model, "dataset": spec.dataset} if spec else {}
+
+
+def _reason(report: pytest.TestReport) -> str:
+    """The one-line reason of a failed, skipped or xfailed report."""
+    if hasattr(report, "wasxfail"):
+        return f"expected failure: {report.wasxfail}" if report.wasxfail else "expected failure"
+    if report.skipped and isinstance(report.longrepr, (tuple, list)):
+        message = report.longrepr[2]
+    else:
+        crash = getattr(report.longrepr, "reprcrash", None)
+        lines = (crash.message if crash is not None else report.longreprtext).strip().splitlines() or ["?"]
+        message = lines[-1] if crash is None else lines[0]
+    for prefix in ("Skipped: ", "Failed: ", "segcheck.SegcheckError: ", "SegcheckError: "):
+        message = message.removeprefix(prefix)
+    return message

@@ -1,0 +1,29 @@
+"""One run's set-up, the same for pytest and ``segcheck train``: plugins loaded, settings
+merged (defaults, registered gates' sections, segcheck.yaml, command line), then
+``segcheck_configure`` called exactly once and its changes checked like YAML settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from segcheck import config as segconfig
+from segcheck.plugins import Plugins, load
+
+
+@dataclass(frozen=True)
+class Session:
+    """Loaded plugins and the final, checked settings of one run."""
+
+    plugins: Plugins
+    config: dict
+
+
+def open_session(plugin_specs=(), config_path: Path | None = None, overrides: dict | None = None) -> Session:
+    """Load plugins, merge and check settings, run ``segcheck_configure`` once; any problem is a SegcheckError."""
+    plugins = load(plugin_specs)
+    defaults = segconfig.with_sections(
+        {g.section: g.defaults for g in plugins.gates.gates() if g.section and g.defaults})
+    config = segconfig.load(config_path, overrides, defaults)
+    plugins.manager.hook.segcheck_configure(config=config)
+    return Session(plugins, segconfig.validated(config, defaults, "a segcheck_configure hook"))
