@@ -17,7 +17,7 @@ sizes and label values when a sample is read.
 
     classes: [background, road, car]   # required, label i is classes[i]
     ignore_index: 255                  # pixels no metric counts (default 255)
-    mean: [0.485, 0.456, 0.406]        # normalization, 0-1 pixel scale (default ImageNet)
+    mean: [0.485, 0.456, 0.406]        # the normalization the weights were trained with, 0-1 pixel scale
     std: [0.229, 0.224, 0.225]
     anomaly_index: 254                 # optional label of out-of-distribution pixels
     binary_255: true                   # masks stored as 0/255: 255 is read as class 1
@@ -34,7 +34,7 @@ import yaml
 from PIL import Image
 
 from segcheck import SegcheckError
-from segcheck.data import IMAGENET_MEAN, IMAGENET_STD, DatasetSpec
+from segcheck.data import DatasetSpec
 from segcheck.hookspecs import hookimpl
 
 __all__ = ["IMAGE_SUFFIXES", "MASK_SUFFIXES", "FolderDataset", "load_config", "segcheck_register_datasets"]
@@ -86,11 +86,14 @@ def load_config(root: Path) -> dict[str, Any]:
             raise bad(key, "a non-negative integer")
     config["ignore_index"] = raw.get("ignore_index", 255)
     config["anomaly_index"] = raw.get("anomaly_index")
-    for key, default in (("mean", IMAGENET_MEAN), ("std", IMAGENET_STD)):
-        value = raw.get(key, list(default))
-        if not (isinstance(value, list) and len(value) == 3 and all(_is_number(v) for v in value)):
+    if ("mean" in raw) != ("std" in raw):
+        raise SegcheckError(f"{path}: declare both mean and std (the normalization the weights were trained with), "
+                            "or neither")
+    for key in ("mean", "std"):
+        value = raw.get(key)
+        if value is not None and not (isinstance(value, list) and len(value) == 3 and all(map(_is_number, value))):
             raise bad(key, "a list of 3 numbers in 0-1 pixel scale")
-        config[key] = tuple(float(v) for v in value)
+        config[key] = None if value is None else tuple(float(v) for v in value)
     binary = raw.get("binary_255", False)
     if not isinstance(binary, bool):
         raise bad("binary_255", "true or false")

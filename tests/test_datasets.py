@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 
 from segcheck import SegcheckError
-from segcheck.data import IMAGENET_MEAN, DatasetSpec
+from segcheck.data import DatasetSpec
 from segcheck.plugins import DATASET_META
 from segcheck.registry import Registry
 from segcheck_plugins import folder, synthetic_streets
@@ -169,7 +169,7 @@ def test_folder_flat_layout_serves_every_split(flat):
     data = FolderDataset(flat, "train")
     assert data.identity == f"folder:{flat.resolve()}"
     assert data.spec.classes == ("background", "road", "car")
-    assert data.spec.ignore_index == 255 and data.spec.mean == IMAGENET_MEAN and data.spec.anomaly_index is None
+    assert data.spec.ignore_index == 255 and data.spec.mean is None and data.spec.anomaly_index is None
     assert data.spec.splits == ("train", "val", "test")
     image, mask = data[1]
     assert image.dtype == np.uint8 and image.shape == (8, 12, 3)

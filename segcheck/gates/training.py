@@ -81,7 +81,7 @@ def input_baseline(target: Target, cfg: dict) -> GateResult:
     shape = (cfg["batch_size"], 3, *train_images.shape[1:3])
 
     def batch(step: int):
-        pick = rng.choice(len(train_masks), size=cfg["batch_size"], replace=False)
+        pick = rng.choice(len(train_masks), size=cfg["batch_size"], replace=len(train_masks) < cfg["batch_size"])
         x = torch.randn(shape, generator=gen).to(model.device)
         return x, torch.from_numpy(train_masks[pick]).to(model.device)
 
