@@ -9,5 +9,8 @@ from setuptools import Extension, setup
 
 # -O3 after the interpreter's flags (distribution Pythons build extensions at -O2): GCC then
 # vectorises the fused-index loop and unrolls the lanes, about 3x faster (see _pairs.c).
-setup(ext_modules=[Extension("segcheck.metrics._pairs", ["segcheck/metrics/_pairs.c"], optional=True,
-                             extra_compile_args=["-O3"])])
+setup(
+    ext_modules=[
+        Extension("segcheck.metrics._pairs", ["segcheck/metrics/_pairs.c"], optional=True, extra_compile_args=["-O3"])
+    ]
+)

@@ -200,8 +200,13 @@ def _stream(n: int) -> dict:
     result = metrics.compute()
     spent_wall += time.perf_counter() - wall
     spent_cpu += time.process_time() - cpu
-    return {"wall": spent_wall, "cpu": spent_cpu, "peak_mib": (_status_kib("VmHWM") - base) / 1024,
-            "value": result.as_dict(), "pixels": done}
+    return {
+        "wall": spent_wall,
+        "cpu": spent_cpu,
+        "peak_mib": (_status_kib("VmHWM") - base) / 1024,
+        "value": result.as_dict(),
+        "pixels": done,
+    }
 
 
 def _gpu(n_labels: int, n_scores: int) -> dict:
@@ -212,8 +217,10 @@ def _gpu(n_labels: int, n_scores: int) -> dict:
     t, p = (_torch(a).cuda() for a in _label_inputs(n_labels))
     x, y = (_torch(a).cuda() for a in _score_inputs(n_scores))
     out = {}
-    for name, run, n in (("confusion_matrix", lambda: confusion_matrix(p, t, C), n_labels),
-                         ("OOD histogram", lambda: ood_metrics(x, y, exact=False), n_scores)):
+    for name, run, n in (
+        ("confusion_matrix", lambda: confusion_matrix(p, t, C), n_labels),
+        ("OOD histogram", lambda: ood_metrics(x, y, exact=False), n_scores),
+    ):
         run()
         torch.cuda.synchronize()
         start = time.perf_counter()
@@ -243,8 +250,9 @@ def worker(kind: str, name: str, n: int) -> dict:
 # --- parent side: run each measurement in a subprocess, print the tables -----------------------
 def measure(kind: str, name: str, n: int) -> dict | None:
     env = {**os.environ, **SINGLE_THREAD}
-    done = subprocess.run([sys.executable, __file__, "--worker", kind, name, str(n)], env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, __file__, "--worker", kind, name, str(n)], env=env, capture_output=True, text=True
+    )
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         print(f"  ({name}: not measured: {last})", file=sys.stderr)
@@ -286,14 +294,21 @@ def confusion_section(n: int) -> None:
     ious = {k: np.asarray(v["value"], float) for k, v in ok.items() if np.asarray(v["value"]).shape == (C,)}
     if len(ious) == 2:
         a, b = ious.values()
-        print(f"Per-class IoU, segcheck vs torchmetrics: max difference {np.max(np.abs(a - b)):.2e} "
-              "(torchmetrics computes in float32).")
+        print(
+            f"Per-class IoU, segcheck vs torchmetrics: max difference {np.max(np.abs(a - b)):.2e} "
+            "(torchmetrics computes in float32)."
+        )
     if base:
-        for other in ("sklearn confusion_matrix", "torchmetrics multiclass_confusion_matrix",
-                      "torchmetrics ... validate_args=False"):
+        for other in (
+            "sklearn confusion_matrix",
+            "torchmetrics multiclass_confusion_matrix",
+            "torchmetrics ... validate_args=False",
+        ):
             if ok.get(other):
-                print(f"segcheck vs {other}: {ok[other]['wall'] / base['wall']:.0f}x faster (wall), "
-                      f"{ok[other]['cpu'] / base['cpu']:.0f}x (cpu).")
+                print(
+                    f"segcheck vs {other}: {ok[other]['wall'] / base['wall']:.0f}x faster (wall), "
+                    f"{ok[other]['cpu'] / base['cpu']:.0f}x (cpu)."
+                )
     print()
 
 
@@ -326,14 +341,18 @@ def ood_section(n: int) -> float | None:
                 if key in sk:
                     errors.append(f"{label} {abs(v[key] - sk[key]):.1e} (bound {v[key + '_error']:.1e})")
         rows.append([name] + _timing_cells(m, n) + ["; ".join(errors) or "reference"])
-    _table(["implementation", "wall s", "cpu s", "Mpixel/s (wall)", "peak extra MiB", "|difference| from sklearn"],
-           rows)
+    _table(
+        ["implementation", "wall s", "cpu s", "Mpixel/s (wall)", "peak extra MiB", "|difference| from sklearn"], rows
+    )
     hist = results.get("segcheck histogram (AUROC+AUPR+FPR95)")
-    sk_time = sum(results[k]["wall"] for k in ("sklearn roc_auc_score", "sklearn average_precision_score")
-                  if results.get(k))
+    sk_time = sum(
+        results[k]["wall"] for k in ("sklearn roc_auc_score", "sklearn average_precision_score") if results.get(k)
+    )
     if hist and sk_time:
-        print(f"segcheck histogram vs sklearn roc_auc_score + average_precision_score: "
-              f"{sk_time / hist['wall']:.0f}x faster (wall).\n")
+        print(
+            f"segcheck histogram vs sklearn roc_auc_score + average_precision_score: "
+            f"{sk_time / hist['wall']:.0f}x faster (wall).\n"
+        )
     auc = results.get("sklearn roc_auc_score")
     return auc["peak_mib"] * 2**20 / n if auc else None
 
@@ -344,11 +363,15 @@ def stream_section(n: int, sklearn_bytes_per_pixel: float | None) -> None:
     if not m:
         return
     v = m["value"]
-    _table(["pixels", "segcheck wall s", "cpu s", "Mpixel/s (wall)", "peak extra MiB", "AUROC", "AUROC bound"],
-           [[f"{m['pixels']:,}"] + _timing_cells(m, m["pixels"]) + [f"{v['auroc']:.6f}", f"{v['auroc_error']:.1e}"]])
+    _table(
+        ["pixels", "segcheck wall s", "cpu s", "Mpixel/s (wall)", "peak extra MiB", "AUROC", "AUROC bound"],
+        [[f"{m['pixels']:,}"] + _timing_cells(m, m["pixels"]) + [f"{v['auroc']:.6f}", f"{v['auroc_error']:.1e}"]],
+    )
     if sklearn_bytes_per_pixel:
-        print(f"(scikit-learn is not run at this size: roc_auc_score peaked at {sklearn_bytes_per_pixel:.0f} bytes "
-              f"per pixel above, about {sklearn_bytes_per_pixel * m['pixels'] / 2**30:.0f} GiB here.)\n")
+        print(
+            f"(scikit-learn is not run at this size: roc_auc_score peaked at {sklearn_bytes_per_pixel:.0f} bytes "
+            f"per pixel above, about {sklearn_bytes_per_pixel * m['pixels'] / 2**30:.0f} GiB here.)\n"
+        )
 
 
 def gpu_section(n_labels: int, n_scores: int) -> None:
@@ -374,8 +397,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pixels", type=_count, default=100_000_000, help="confusion-matrix pixels (default 1e8)")
     parser.add_argument("--ood-pixels", type=_count, default=20_000_000, help="OOD comparison pixels (default 2e7)")
-    parser.add_argument("--stream-pixels", type=_count, default=393_000_000,
-                        help="streaming OOD pixels (default 3.93e8)")
+    parser.add_argument(
+        "--stream-pixels", type=_count, default=393_000_000, help="streaming OOD pixels (default 3.93e8)"
+    )
     parser.add_argument("--worker", nargs=3, metavar=("KIND", "NAME", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -385,11 +409,15 @@ def main(argv=None) -> None:
     from segcheck.metrics import _counting
 
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    print(f"# segcheck metrics benchmark\n\n`python benchmarks/{os.path.basename(__file__)} "
-          f"{' '.join(sys.argv[1:] if argv is None else argv)}`\n")
-    print(f"{cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; "
-          f"Python {platform.python_version()}, numpy {np.__version__}; segcheck's uint8 pair counter: "
-          f"{_counting.pair_counter_name()}\n")
+    print(
+        f"# segcheck metrics benchmark\n\n`python benchmarks/{os.path.basename(__file__)} "
+        f"{' '.join(sys.argv[1:] if argv is None else argv)}`\n"
+    )
+    print(
+        f"{cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; "
+        f"Python {platform.python_version()}, numpy {np.__version__}; segcheck's uint8 pair counter: "
+        f"{_counting.pair_counter_name()}\n"
+    )
     confusion_section(args.pixels)
     regions_section(args.pixels)
     stream_section(args.stream_pixels, ood_section(args.ood_pixels))

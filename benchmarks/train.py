@@ -29,8 +29,9 @@ def batches(size, batch_size, steps):
     out = []
     for s in range(steps):
         pairs = [data[s * batch_size + i] for i in range(batch_size)]
-        out.append((torch.stack([torch.from_numpy(p[0]) for p in pairs]),
-                    torch.stack([torch.from_numpy(p[1]) for p in pairs])))
+        out.append(
+            (torch.stack([torch.from_numpy(p[0]) for p in pairs]), torch.stack([torch.from_numpy(p[1]) for p in pairs]))
+        )
     return out
 
 
@@ -69,7 +70,9 @@ def segcheck_trainer(target, data, device):
     sync(device)
     start = time.perf_counter()
     with tqdm(disable=True) as bar:
-        train_one_epoch(module, seg, data, opt, sched, get_recipe("naive"), target.data.spec, torch.Generator(), device, bar)
+        train_one_epoch(
+            module, seg, data, opt, sched, get_recipe("naive"), target.data.spec, torch.Generator(), device, bar
+        )
     sync(device)
     return time.perf_counter() - start
 
@@ -90,7 +93,7 @@ def main():
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     data = batches(size, args.batch_size, args.steps + args.warmup)
-    warm, timed = data[:args.warmup], data[args.warmup:]
+    warm, timed = data[: args.warmup], data[args.warmup :]
     rows = []
     for name, fn in (("plain fp32 loop", plain_fp32), ("segcheck trainer", segcheck_trainer)):
         torch.manual_seed(0)
@@ -98,8 +101,10 @@ def main():
         seconds = fn(target, timed, device)
         rows.append((name, len(timed) * args.batch_size / seconds))
     mode = "bf16 + channels_last" if device.type == "cuda" else "fp32"
-    print(f"model {args.model}, {args.size}, batch {args.batch_size}, {args.steps} steps, device {device} "
-          f"(trainer: {mode}), torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(
+        f"model {args.model}, {args.size}, batch {args.batch_size}, {args.steps} steps, device {device} "
+        f"(trainer: {mode}), torch {torch.__version__}, threads {torch.get_num_threads()}"
+    )
     print(f"{'loop':<18}{'images/s':>10}{'ratio':>8}")
     for name, ips in rows:
         print(f"{name:<18}{ips:>10.1f}{ips / rows[0][1]:>8.2f}")

@@ -87,8 +87,9 @@ def load_config(root: Path) -> dict[str, Any]:
     config["ignore_index"] = raw.get("ignore_index", 255)
     config["anomaly_index"] = raw.get("anomaly_index")
     if ("mean" in raw) != ("std" in raw):
-        raise SegcheckError(f"{path}: declare both mean and std (the normalization the weights were trained with), "
-                            "or neither")
+        raise SegcheckError(
+            f"{path}: declare both mean and std (the normalization the weights were trained with), or neither"
+        )
     for key in ("mean", "std"):
         value = raw.get(key)
         if value is not None and not (isinstance(value, list) and len(value) == 3 and all(map(_is_number, value))):
@@ -175,7 +176,9 @@ class FolderDataset:
         images = _files_by_stem(images_dir, IMAGE_SUFFIXES, "image")
         masks = _files_by_stem(masks_dir, MASK_SUFFIXES, "mask")
         if not images:
-            raise SegcheckError(f"no images in {images_dir} (looked for {' '.join(IMAGE_SUFFIXES)}); add image files there")
+            raise SegcheckError(
+                f"no images in {images_dir} (looked for {' '.join(IMAGE_SUFFIXES)}); add image files there"
+            )
         lonely_images = sorted(set(images) - set(masks))
         lonely_masks = sorted(set(masks) - set(images))
         if lonely_images or lonely_masks:
@@ -250,7 +253,9 @@ def _read(path: Path, what: str, convert) -> np.ndarray:
 def _factory(root: Path | None, split: str) -> FolderDataset:
     """Registry factory: the folder dataset at ``root`` (required)."""
     if root is None:
-        raise SegcheckError("dataset 'folder' needs --data-root pointing at a folder with dataset.yaml, images/, masks/")
+        raise SegcheckError(
+            "dataset 'folder' needs --data-root pointing at a folder with dataset.yaml, images/, masks/"
+        )
     return FolderDataset(root, split)
 
 

@@ -292,7 +292,9 @@ class SyntheticStreets:
         anomalies: bool = False,
     ):
         if split not in SPLIT_LENGTHS:
-            raise SegcheckError(f"unknown split {split!r} for synthetic-streets; known splits: {', '.join(SPLIT_LENGTHS)}")
+            raise SegcheckError(
+                f"unknown split {split!r} for synthetic-streets; known splits: {', '.join(SPLIT_LENGTHS)}"
+            )
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise SegcheckError(f"synthetic-streets seed must be a non-negative integer, got {seed!r}")
         height, width = (int(v) for v in size)
@@ -301,7 +303,13 @@ class SyntheticStreets:
         length = SPLIT_LENGTHS[split] if length is None else int(length)
         if length < 0:
             raise SegcheckError(f"synthetic-streets length must be >= 0, got {length}")
-        self.split, self.seed, self.size, self.length, self.anomalies = split, int(seed), (height, width), length, anomalies
+        self.split, self.seed, self.size, self.length, self.anomalies = (
+            split,
+            int(seed),
+            (height, width),
+            length,
+            anomalies,
+        )
         self.spec = DatasetSpec(
             classes=CLASSES,
             ignore_index=255,
@@ -310,7 +318,9 @@ class SyntheticStreets:
             splits=tuple(SPLIT_LENGTHS),
             anomaly_index=ANOMALY_INDEX if anomalies else None,
         )
-        self.identity = f"synthetic-streets:seed={self.seed}:size={height}x{width}" + (":anomalies" if anomalies else "")
+        self.identity = f"synthetic-streets:seed={self.seed}:size={height}x{width}" + (
+            ":anomalies" if anomalies else ""
+        )
         self._split_key = zlib.crc32(split.encode())
 
     def __len__(self) -> int:

@@ -51,7 +51,9 @@ def read_state_dict(path: Path, *, mmap: bool = False) -> dict[str, torch.Tensor
             "segcheck never runs pickled code: save model.state_dict() with torch.save or safetensors instead"
         ) from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise SegcheckError(f"checkpoint {path} is corrupt or not a PyTorch file ({exc.__class__.__name__}: {exc})") from exc
+        raise SegcheckError(
+            f"checkpoint {path} is corrupt or not a PyTorch file ({exc.__class__.__name__}: {exc})"
+        ) from exc
     return _unwrap(state, path)
 
 
@@ -81,7 +83,7 @@ def _unwrap(state, path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise SegcheckError(f"checkpoint {path} holds a {type(state).__name__}, expected a state dict of tensors")
     if state and all(k.startswith("module.") for k in state):  # saved from DataParallel/DDP
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 

@@ -33,15 +33,28 @@ def cmd_train(args) -> int:
     from segcheck.train.recipes import Recipe
 
     # every recipe setting that has a flag and was given on the command line
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe)
-                 if getattr(args, f.name, None) is not None}
-    result = train(args.model, args.dataset, args.recipe, out=args.out, device=args.device, seed=args.seed,
-                   data_root=args.data_root, plugin_specs=args.plugin, progress=not args.quiet,
-                   resume=args.resume, **overrides)
+    overrides = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe) if getattr(args, f.name, None) is not None
+    }
+    result = train(
+        args.model,
+        args.dataset,
+        args.recipe,
+        out=args.out,
+        device=args.device,
+        seed=args.seed,
+        data_root=args.data_root,
+        plugin_specs=args.plugin,
+        progress=not args.quiet,
+        resume=args.resume,
+        **overrides,
+    )
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 writes and reports
         return 0
-    print(f"wrote {result.path} (+ {result.path.with_suffix('.yaml').name}): val mIoU {result.val_miou:.4f}, "
-          f"{result.seconds:.0f} s, {result.images_per_second:.1f} img/s")
+    print(
+        f"wrote {result.path} (+ {result.path.with_suffix('.yaml').name}): val mIoU {result.val_miou:.4f}, "
+        f"{result.seconds:.0f} s, {result.images_per_second:.1f} img/s"
+    )
     return 0
 
 
@@ -56,8 +69,13 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="segcheck", description="Validity gates for semantic-segmentation models.")
     sub = p.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--plugin", action="append", default=[], metavar="PATH_OR_MODULE",
-                        help="a .py file or module implementing segcheck hooks (repeatable)")
+    common.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="PATH_OR_MODULE",
+        help="a .py file or module implementing segcheck hooks (repeatable)",
+    )
     lst = sub.add_parser("list", parents=[common], help="registered models, datasets and metrics")
     lst.set_defaults(run=cmd_list)
     tr = sub.add_parser("train", parents=[common], help="train a registered model on a registered dataset")
@@ -76,7 +94,9 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from OUT's .resume.pt (written each epoch)")
     tr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--out", type=Path, required=True, help="checkpoint path (.safetensors); a .yaml sidecar is written beside it")
+    tr.add_argument(
+        "--out", type=Path, required=True, help="checkpoint path (.safetensors); a .yaml sidecar is written beside it"
+    )
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(run=cmd_train)
     ab = sub.add_parser("ablate", help="train one unet per recipe ingredient and tabulate the gates' verdicts")

@@ -16,8 +16,14 @@ DEFAULTS: dict[str, dict] = {
     "overfit_tiny": {"min_miou": 0.90, "samples": 10, "epochs": 50, "batch_size": 2, "lr": 0.003, "seed": 0},
     "input_baseline": {"margin": 0.15, "steps": 150, "batch_size": 16, "samples": 256, "lr": 0.003, "seed": 0},
     "positional_prior": {"margin": 0.15, "train_samples": 256, "seed": 0},
-    "content_sensitivity": {"min_gap": 0.10, "shift_px": 8, "min_agreement": 0.90, "min_grad_norm": 1e-8,
-                            "grad_images": 4, "seed": 0},
+    "content_sensitivity": {
+        "min_gap": 0.10,
+        "shift_px": 8,
+        "min_agreement": 0.90,
+        "min_grad_norm": 1e-8,
+        "grad_images": 4,
+        "seed": 0,
+    },
     "perturbation_stability": {"severity": 1, "min_agreement": 0.90, "max_miou_drop": 0.05, "seed": 0},
     "prediction_collapse": {"min_class_fraction": 0.5, "max_dominance_excess": 0.20},
     "generalization": {"split": "test", "max_gap": 0.05},
@@ -87,10 +93,12 @@ def explicit_normalization(config: dict) -> tuple[tuple[float, ...] | None, tupl
     mean, std = config["eval"]["mean"], config["eval"]["std"]
     if not mean and not std:
         return None, None
-    ok = (len(mean) == len(std) == 3 and all(0 <= v <= 1 for v in mean) and all(0 < v <= 1 for v in std))
+    ok = len(mean) == len(std) == 3 and all(0 <= v <= 1 for v in mean) and all(0 < v <= 1 for v in std)
     if not ok:
-        raise SegcheckError(f"eval.mean {mean} / eval.std {std}: give both, three numbers each on the 0-1 pixel "
-                            "scale (e.g. --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225), std > 0")
+        raise SegcheckError(
+            f"eval.mean {mean} / eval.std {std}: give both, three numbers each on the 0-1 pixel "
+            "scale (e.g. --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225), std > 0"
+        )
     return tuple(mean), tuple(std)
 
 

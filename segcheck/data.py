@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -186,5 +186,6 @@ class EvalData:
         """The seeded eval sample of ``size`` images of ``split``, keeping ``splits`` for the others."""
         dataset = splits[split] if isinstance(splits, Mapping) else splits(split)
         images, masks = stack(dataset, eval_indices(len(dataset), size, seed))
-        return cls(images, masks, dataset.spec, split, batch_size, splits, getattr(dataset, "identity", "dataset"),
-                   size, seed)
+        return cls(
+            images, masks, dataset.spec, split, batch_size, splits, getattr(dataset, "identity", "dataset"), size, seed
+        )

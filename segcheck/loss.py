@@ -10,8 +10,13 @@ from segcheck.data import DatasetSpec
 NOT_COUNTED = -100  # cross-entropy's default ignore_index; anomaly and ignore pixels are mapped to it
 
 
-def pixel_loss(logits: torch.Tensor, masks: torch.Tensor, spec: DatasetSpec, binary: bool = False,
-               weight: torch.Tensor | None = None) -> torch.Tensor:
+def pixel_loss(
+    logits: torch.Tensor,
+    masks: torch.Tensor,
+    spec: DatasetSpec,
+    binary: bool = False,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Mean loss over the counted pixels of ``masks`` (B, H, W) for ``logits`` (B, C, H, W).
 
     Multi-class: cross-entropy over ``spec.num_classes`` channels. Binary (one sigmoid
@@ -29,6 +34,7 @@ def pixel_loss(logits: torch.Tensor, masks: torch.Tensor, spec: DatasetSpec, bin
         target = masks.clamp(0, 1).to(logits.dtype)
         total = (F.binary_cross_entropy_with_logits(logits[:, 0], target, reduction="none") * pixel_weight).sum()
     else:
-        total = F.cross_entropy(logits, torch.where(counted, masks, NOT_COUNTED), weight=weight,
-                                ignore_index=NOT_COUNTED, reduction="sum")
+        total = F.cross_entropy(
+            logits, torch.where(counted, masks, NOT_COUNTED), weight=weight, ignore_index=NOT_COUNTED, reduction="sum"
+        )
     return total / pixel_weight.sum().clamp(min=torch.finfo(logits.dtype).tiny)

@@ -17,25 +17,33 @@ def target_spec(plugins, row: dict, base: Path | None = None) -> TargetSpec:
     ``"none"``: random init); relative paths are relative to ``base``."""
     unknown = sorted(set(row) - set(ROW_KEYS) - {"mean", "std"})
     if unknown:
-        raise SegcheckError(f"target {row.get('name') or row.get('model')!r} has unknown keys {unknown}; "
-                            f"known: {', '.join(ROW_KEYS)}")
+        raise SegcheckError(
+            f"target {row.get('name') or row.get('model')!r} has unknown keys {unknown}; known: {', '.join(ROW_KEYS)}"
+        )
     plugins.models.get(row["model"])
     dataset = plugins.datasets.get(row["dataset"])
     if dataset.meta.get("needs_root") and row.get("data_root") is None:
         raise SegcheckError(f"dataset {row['dataset']!r} reads files: pass --data-root DIR")
     where = lambda p: None if p is None else (Path(p) if base is None or Path(p).is_absolute() else base / p)  # noqa: E731
     checkpoint = row.get("checkpoint")
-    checkpoint = bundled_checkpoint(plugins, row["model"], row["dataset"],
-                                    checkpoint if checkpoint in (None, "none") else where(checkpoint))
+    checkpoint = bundled_checkpoint(
+        plugins, row["model"], row["dataset"], checkpoint if checkpoint in (None, "none") else where(checkpoint)
+    )
     for key in ("model_args", "tags"):
         if not isinstance(row.get(key) or {}, dict):
             raise SegcheckError(f"target {row.get('name') or row['model']!r}: {key} must be a mapping")
-    return TargetSpec(model=row["model"], dataset=row["dataset"], checkpoint=checkpoint,
-                      data_root=where(row.get("data_root")), device=row.get("device", "auto"),
-                      model_args=tuple(sorted((row.get("model_args") or {}).items())),
-                      mean=row.get("mean"), std=row.get("std"),
-                      tags=tuple(sorted((str(k), str(v)) for k, v in (row.get("tags") or {}).items())),
-                      name=row.get("name"))
+    return TargetSpec(
+        model=row["model"],
+        dataset=row["dataset"],
+        checkpoint=checkpoint,
+        data_root=where(row.get("data_root")),
+        device=row.get("device", "auto"),
+        model_args=tuple(sorted((row.get("model_args") or {}).items())),
+        mean=row.get("mean"),
+        std=row.get("std"),
+        tags=tuple(sorted((str(k), str(v)) for k, v in (row.get("tags") or {}).items())),
+        name=row.get("name"),
+    )
 
 
 def read_manifest(path: Path, plugins, base_row: dict) -> list[TargetSpec]:
@@ -49,8 +57,10 @@ def read_manifest(path: Path, plugins, base_row: dict) -> list[TargetSpec]:
         raise SegcheckError(f"models manifest {path} is not valid YAML ({' '.join(str(exc).split())})") from None
     rows = data.get("targets") if isinstance(data, dict) else None
     if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
-        raise SegcheckError(f"models manifest {path} needs 'targets:', a list of mappings (model, checkpoint, "
-                            "dataset, data_root, model_args, tags, name)")
+        raise SegcheckError(
+            f"models manifest {path} needs 'targets:', a list of mappings (model, checkpoint, "
+            "dataset, data_root, model_args, tags, name)"
+        )
     defaults = dict(base_row, **(data.get("defaults") or {}))
     return unique([target_spec(plugins, dict(defaults, **row), path.parent) for row in rows])
 

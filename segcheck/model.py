@@ -39,8 +39,17 @@ class SegModel:
     padded (replicate) and the logits cropped back.
     """
 
-    def __init__(self, module: torch.nn.Module, *, mean, std, binary: bool = False, divisible_by: int = 1,
-                 device: str | torch.device = "cpu", threshold: float = 0.5):
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        *,
+        mean,
+        std,
+        binary: bool = False,
+        divisible_by: int = 1,
+        device: str | torch.device = "cpu",
+        threshold: float = 0.5,
+    ):
         self.module = module.to(device).eval()
         self.device = torch.device(device)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
@@ -82,7 +91,7 @@ class SegModel:
         """Class maps (N, H, W) int64 for normalized ``x``, and whether every logit was finite."""
         labels, finite = [], True
         for start in range(0, len(x), batch_size):
-            out = self.logits(x[start:start + batch_size].to(self.device))
+            out = self.logits(x[start : start + batch_size].to(self.device))
             finite &= bool(torch.isfinite(out).all())
             labels.append(self.labels(out).cpu().numpy())
         return np.concatenate(labels), finite
@@ -91,7 +100,7 @@ class SegModel:
         """``predict`` for pixel-scale images (N, H, W, 3), normalizing batch by batch."""
         labels, finite = [], True
         for start in range(0, len(pixels), batch_size):
-            part, ok = self.predict(self.normalize(pixels[start:start + batch_size]), batch_size)
+            part, ok = self.predict(self.normalize(pixels[start : start + batch_size]), batch_size)
             labels.append(part)
             finite &= ok
         return np.concatenate(labels), finite
@@ -140,9 +149,17 @@ class ModelUnderTest(SegModel):
     reports. Works on any ``nn.Module`` without plugins, e.g. from a notebook.
     """
 
-    def __init__(self, module: torch.nn.Module, *, normalization: Normalization | None = None,
-                 builder: Callable[..., torch.nn.Module] | None = None, meta: dict | None = None,
-                 provenance: dict | None = None, fresh_normalization: Normalization | None = None, **adapter):
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        *,
+        normalization: Normalization | None = None,
+        builder: Callable[..., torch.nn.Module] | None = None,
+        meta: dict | None = None,
+        provenance: dict | None = None,
+        fresh_normalization: Normalization | None = None,
+        **adapter,
+    ):
         self.normalization = normalization or IMAGENET
         super().__init__(module, mean=self.normalization.mean, std=self.normalization.std, **adapter)
         self.builder = builder
@@ -157,16 +174,25 @@ class ModelUnderTest(SegModel):
         (a fresh module has no trained weights). A builder that hands back the module under
         test itself gets it deep-copied."""
         if self.builder is None:
-            raise SegcheckError("this model has no builder, so no fresh copy can be trained; "
-                                "give ModelUnderTest(builder=...) a function that builds the architecture")
+            raise SegcheckError(
+                "this model has no builder, so no fresh copy can be trained; "
+                "give ModelUnderTest(builder=...) a function that builds the architecture"
+            )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             module = self.builder(**kwargs)
         if module is self.module:
             module = copy.deepcopy(module)
         n = self.fresh_normalization
-        return SegModel(module, mean=n.mean, std=n.std, binary=self.binary, divisible_by=self.divisible_by,
-                        device=self.device, threshold=self.threshold)
+        return SegModel(
+            module,
+            mean=n.mean,
+            std=n.std,
+            binary=self.binary,
+            divisible_by=self.divisible_by,
+            device=self.device,
+            threshold=self.threshold,
+        )
 
     def predictions(self, data) -> Predictions:
         """The forward pass over ``data``'s eval images (an ``EvalData``), computed once and shared."""

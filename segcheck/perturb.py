@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -92,8 +92,9 @@ def gaussian_blur(images: np.ndarray, severity: int, seed: int = 0) -> np.ndarra
     x = images.astype(np.float32)
     for axis in (1, 2):
         if x.shape[axis] <= r:
-            raise SegcheckError(f"gaussian_blur severity {severity} needs images larger than {r} px, "
-                                f"got {x.shape[1:3]}")
+            raise SegcheckError(
+                f"gaussian_blur severity {severity} needs images larger than {r} px, got {x.shape[1:3]}"
+            )
         pad = [(0, 0)] * 4
         pad[axis] = (r, r)
         padded = np.pad(x, pad, mode="reflect")
@@ -149,8 +150,9 @@ def shift(array, offset: int, axis: int):
     """
     n = array.shape[axis]
     if not 0 < abs(offset) < n:
-        raise SegcheckError(f"shift offset must be non-zero and smaller than the size {n} along axis {axis}, "
-                            f"got {offset}")
+        raise SegcheckError(
+            f"shift offset must be non-zero and smaller than the size {n} along axis {axis}, got {offset}"
+        )
     if offset > 0:
         index = np.concatenate([np.zeros(offset, np.int64), np.arange(n - offset)])
     else:

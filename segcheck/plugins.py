@@ -21,6 +21,7 @@ from segcheck import SegcheckError, hookspecs
 from segcheck.gates.registered import GateRegistry
 from segcheck.registry import Registry
 
+
 def _gate_modules() -> tuple[str, ...]:
     """The modules of ``segcheck.gates`` that register gates (each one a built-in plugin)."""
     import segcheck.gates
@@ -77,7 +78,9 @@ def import_plugin(spec: str) -> ModuleType:
     try:
         return importlib.import_module(spec)
     except ImportError as exc:
-        raise SegcheckError(f"--plugin {spec}: cannot import it ({exc}); give a .py file or an importable module") from exc
+        raise SegcheckError(
+            f"--plugin {spec}: cannot import it ({exc}); give a .py file or an importable module"
+        ) from exc
 
 
 class _Manager(pluggy.PluginManager):

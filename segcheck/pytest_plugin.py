@@ -50,29 +50,75 @@ def _model_arg(text: str) -> tuple[str, object]:
 def pytest_addoption(parser):
     group = parser.getgroup("segcheck", "segcheck: validity gates for segmentation models")
     add = group.addoption
-    add("--model", dest="segcheck_model", metavar="NAME",
-        help="registered model to test (default: unet; `segcheck list` shows all)")
-    add("--checkpoint", dest="segcheck_checkpoint", metavar="PATH",
-        help="weights (.safetensors, .pt, .pth); default: the model's bundled checkpoint; 'none' for random init")
-    add("--model-arg", dest="segcheck_model_arg", action="append", type=_model_arg, metavar="KEY=VALUE",
-        help="keyword argument of the model's builder (repeatable; VALUE read as YAML)")
+    add(
+        "--model",
+        dest="segcheck_model",
+        metavar="NAME",
+        help="registered model to test (default: unet; `segcheck list` shows all)",
+    )
+    add(
+        "--checkpoint",
+        dest="segcheck_checkpoint",
+        metavar="PATH",
+        help="weights (.safetensors, .pt, .pth); default: the model's bundled checkpoint; 'none' for random init",
+    )
+    add(
+        "--model-arg",
+        dest="segcheck_model_arg",
+        action="append",
+        type=_model_arg,
+        metavar="KEY=VALUE",
+        help="keyword argument of the model's builder (repeatable; VALUE read as YAML)",
+    )
     add("--dataset", dest="segcheck_dataset", metavar="NAME", help="registered dataset (default: synthetic-streets)")
     add("--data-root", dest="segcheck_data_root", metavar="DIR", help="dataset folder, for file datasets")
-    add("--models-manifest", dest="segcheck_manifest", metavar="FILE.yaml",
-        help="several targets: a YAML list of rows (model, checkpoint, dataset, data_root, model_args, tags, name)")
-    add("--device", dest="segcheck_device", choices=("auto", "cpu", "cuda"),
-        help="where the model runs (default: auto = cuda if available)")
-    add("--mean", dest="segcheck_mean", type=_three_numbers, metavar="R,G,B",
-        help="input normalization mean (0-1 scale); wins over the checkpoint's, the dataset's and the model's")
+    add(
+        "--models-manifest",
+        dest="segcheck_manifest",
+        metavar="FILE.yaml",
+        help="several targets: a YAML list of rows (model, checkpoint, dataset, data_root, model_args, tags, name)",
+    )
+    add(
+        "--device",
+        dest="segcheck_device",
+        choices=("auto", "cpu", "cuda"),
+        help="where the model runs (default: auto = cuda if available)",
+    )
+    add(
+        "--mean",
+        dest="segcheck_mean",
+        type=_three_numbers,
+        metavar="R,G,B",
+        help="input normalization mean (0-1 scale); wins over the checkpoint's, the dataset's and the model's",
+    )
     add("--std", dest="segcheck_std", type=_three_numbers, metavar="R,G,B", help="input normalization std (0-1 scale)")
-    add("--plugin", dest="segcheck_plugin", action="append", default=[], metavar="PATH_OR_MODULE",
-        help="a .py file or module implementing segcheck hooks (repeatable)")
-    add("--segcheck-config", dest="segcheck_config", metavar="FILE.yaml",
-        help="thresholds and settings (default: segcheck.yaml in the rootdir, if present)")
-    add("--eval-size", dest="segcheck_eval_size", type=_positive_int, metavar="N",
-        help="images in the eval sample (default: 32)")
-    add("--segcheck-report", dest="segcheck_report", metavar="PATH.json",
-        help="where to write the JSON report (default: segcheck-report.json when gates ran)")
+    add(
+        "--plugin",
+        dest="segcheck_plugin",
+        action="append",
+        default=[],
+        metavar="PATH_OR_MODULE",
+        help="a .py file or module implementing segcheck hooks (repeatable)",
+    )
+    add(
+        "--segcheck-config",
+        dest="segcheck_config",
+        metavar="FILE.yaml",
+        help="thresholds and settings (default: segcheck.yaml in the rootdir, if present)",
+    )
+    add(
+        "--eval-size",
+        dest="segcheck_eval_size",
+        type=_positive_int,
+        metavar="N",
+        help="images in the eval sample (default: 32)",
+    )
+    add(
+        "--segcheck-report",
+        dest="segcheck_report",
+        metavar="PATH.json",
+        help="where to write the JSON report (default: segcheck-report.json when gates ran)",
+    )
 
 
 def _state(config: pytest.Config) -> SegcheckState:
@@ -88,7 +134,7 @@ def pytest_configure(config: pytest.Config):
     config.pluginmanager.register(state, "segcheck-state")
     try:
         if config.getoption("segcheck_plugin"):
-            state.session
+            _ = state.session  # load the named plugins now: a broken one is a usage error
         if any(config.getoption(o) for o in TARGET_OPTIONS) or _gate_suite_requested(config):
             if len(state.targets) == 1:  # one target: anything wrong with it is a usage error now
                 state.resolve(next(iter(state.targets)))
@@ -111,13 +157,16 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     for target_id, spec in state.targets.items():
         described = state.described.get(target_id)
         if described is None:
-            lines.append(f"segcheck: {target_id}: model {spec.model}, dataset {spec.dataset} (resolved when its "
-                         "gates run)")
+            lines.append(
+                f"segcheck: {target_id}: model {spec.model}, dataset {spec.dataset} (resolved when its gates run)"
+            )
             continue
         parts = ", ".join(f"{k} {v}" for k, v in described.items() if v and k != "normalization")
         n = described["normalization"]
-        lines += [f"segcheck: {parts}" if len(state.targets) == 1 else f"segcheck: {target_id}: {parts}",
-                  f"segcheck normalization: mean {tuple(n['mean'])}, std {tuple(n['std'])} from {n['source']}"]
+        lines += [
+            f"segcheck: {parts}" if len(state.targets) == 1 else f"segcheck: {target_id}: {parts}",
+            f"segcheck normalization: mean {tuple(n['mean'])}, std {tuple(n['std'])} from {n['source']}",
+        ]
     from segcheck.config import thresholds
 
     return lines + [f"segcheck thresholds: {', '.join(f'{k}={v}' for k, v in thresholds(state.config).items())}"]

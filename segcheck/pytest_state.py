@@ -13,8 +13,16 @@ from segcheck import config as segconfig
 from segcheck.report import GateRecord, summary_table, write_json
 
 # options that name what is under test: given explicitly, the target is resolved at start-up
-TARGET_OPTIONS = ("segcheck_model", "segcheck_dataset", "segcheck_checkpoint", "segcheck_data_root",
-                  "segcheck_manifest", "segcheck_mean", "segcheck_std", "segcheck_model_arg")
+TARGET_OPTIONS = (
+    "segcheck_model",
+    "segcheck_dataset",
+    "segcheck_checkpoint",
+    "segcheck_data_root",
+    "segcheck_manifest",
+    "segcheck_mean",
+    "segcheck_std",
+    "segcheck_model_arg",
+)
 
 
 class SegcheckState:
@@ -39,10 +47,24 @@ class SegcheckState:
         path = opt("segcheck_config")
         if path is None and (self.pytest_config.rootpath / "segcheck.yaml").is_file():
             path = self.pytest_config.rootpath / "segcheck.yaml"
-        target = {k: v for k, v in (("model", opt("segcheck_model")), ("dataset", opt("segcheck_dataset")),
-                                    ("device", opt("segcheck_device"))) if v is not None}
-        evals = {k: v for k, v in (("size", opt("segcheck_eval_size")), ("mean", opt("segcheck_mean")),
-                                   ("std", opt("segcheck_std"))) if v}
+        target = {
+            k: v
+            for k, v in (
+                ("model", opt("segcheck_model")),
+                ("dataset", opt("segcheck_dataset")),
+                ("device", opt("segcheck_device")),
+            )
+            if v is not None
+        }
+        evals = {
+            k: v
+            for k, v in (
+                ("size", opt("segcheck_eval_size")),
+                ("mean", opt("segcheck_mean")),
+                ("std", opt("segcheck_std")),
+            )
+            if v
+        }
         self.config_path = path
         return open_session(opt("segcheck_plugin"), path, {"target": target, "eval": evals})
 
@@ -62,14 +84,21 @@ class SegcheckState:
         opt = self.pytest_config.getoption
         t = self.config["target"]
         mean, std = segconfig.explicit_normalization(self.config)
-        row = {"model": t["model"], "dataset": t["dataset"], "device": t["device"], "mean": mean, "std": std,
-               "model_args": dict(opt("segcheck_model_arg") or [])}
+        row = {
+            "model": t["model"],
+            "dataset": t["dataset"],
+            "device": t["device"],
+            "mean": mean,
+            "std": std,
+            "model_args": dict(opt("segcheck_model_arg") or []),
+        }
         for key, option in (("checkpoint", "segcheck_checkpoint"), ("data_root", "segcheck_data_root")):
             if opt(option) is not None:
                 row[key] = opt(option)
         if opt("segcheck_manifest"):
-            specs = read_manifest(Path(opt("segcheck_manifest")), self.plugins,
-                                  {k: v for k, v in row.items() if k not in ("checkpoint",)})
+            specs = read_manifest(
+                Path(opt("segcheck_manifest")), self.plugins, {k: v for k, v in row.items() if k not in ("checkpoint",)}
+            )
         else:
             specs = unique([target_spec(self.plugins, row)])
         return {s.id: s for s in specs}
@@ -101,8 +130,11 @@ class SegcheckState:
         pytest.fail(f"target {target_id!r} could not be set up: {self.failed[target_id]}", pytrace=False)
 
     def default_target_id(self) -> str:
-        return next(iter(self.targets)) if "session" in vars(self) else self.pytest_config.getoption(
-            "segcheck_model") or segconfig.DEFAULTS["target"]["model"]
+        return (
+            next(iter(self.targets))
+            if "session" in vars(self)
+            else self.pytest_config.getoption("segcheck_model") or segconfig.DEFAULTS["target"]["model"]
+        )
 
     # --- pytest hooks of this run ------------------------------------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport):

@@ -42,8 +42,17 @@ class GateRecord:
     def from_result(cls, result, target: str, test: str, gate: str | None = None) -> GateRecord:
         """The record of a ``GateResult`` that ``target``'s test ``test`` measured."""
         plain = json.loads(json.dumps(result.to_dict(), default=_jsonable))
-        return cls(target, gate or result.name, test, "passed" if result.passed else "failed", plain["value"],
-                   plain["threshold"], plain["rule"] or "-", plain["message"], plain["details"])
+        return cls(
+            target,
+            gate or result.name,
+            test,
+            "passed" if result.passed else "failed",
+            plain["value"],
+            plain["threshold"],
+            plain["rule"] or "-",
+            plain["message"],
+            plain["details"],
+        )
 
     @classmethod
     def from_dict(cls, data: dict) -> GateRecord:
@@ -54,8 +63,13 @@ class GateRecord:
 
     def properties(self) -> list[tuple[str, object]]:
         """Scalar test properties (for ``--junitxml``): gate, target, value, threshold, verdict."""
-        return [("segcheck_gate", self.gate), ("segcheck_target", self.target), ("segcheck_value", self.value),
-                ("segcheck_threshold", self.threshold), ("segcheck_verdict", self.verdict)]
+        return [
+            ("segcheck_gate", self.gate),
+            ("segcheck_target", self.target),
+            ("segcheck_value", self.value),
+            ("segcheck_threshold", self.threshold),
+            ("segcheck_verdict", self.verdict),
+        ]
 
 
 def _jsonable(value):
@@ -77,9 +91,12 @@ def summary_table(records: list[GateRecord]) -> list[str]:
     """Lines of a table: gate, target, measured, threshold, verdict; then the reason of every
     gate that errored or skipped before measuring."""
     rows = [("gate", "target", "measured", "threshold", "verdict")]
-    rows += [(r.gate, r.target, "-", "-", r.verdict) if r.value is None else
-             (r.gate, r.target, _fmt(r.value), r.rule.replace("threshold", _fmt(r.threshold)), r.verdict)
-             for r in records]
+    rows += [
+        (r.gate, r.target, "-", "-", r.verdict)
+        if r.value is None
+        else (r.gate, r.target, _fmt(r.value), r.rule.replace("threshold", _fmt(r.threshold)), r.verdict)
+        for r in records
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -95,7 +112,11 @@ def write_json(path: Path, targets: dict[str, dict], thresholds: dict, records: 
     """Write the machine-readable report: what was tested (per target id), the settings used, every gate."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    report = {"segcheck": __version__, "targets": targets, "thresholds": thresholds,
-              "gates": [r.to_dict() for r in records]}
+    report = {
+        "segcheck": __version__,
+        "targets": targets,
+        "thresholds": thresholds,
+        "gates": [r.to_dict() for r in records],
+    }
     path.write_text(json.dumps(report, indent=2, sort_keys=True, default=_jsonable) + "\n")
     return path

@@ -23,7 +23,8 @@ def open_session(plugin_specs=(), config_path: Path | None = None, overrides: di
     """Load plugins, merge and check settings, run ``segcheck_configure`` once; any problem is a SegcheckError."""
     plugins = load(plugin_specs)
     defaults = segconfig.with_sections(
-        {g.section: g.defaults for g in plugins.gates.gates() if g.section and g.defaults})
+        {g.section: g.defaults for g in plugins.gates.gates() if g.section and g.defaults}
+    )
     config = segconfig.load(config_path, overrides, defaults)
     plugins.manager.hook.segcheck_configure(config=config)
     return Session(plugins, segconfig.validated(config, defaults, "a segcheck_configure hook"))

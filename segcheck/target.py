@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from segcheck import SegcheckError, checkpoint as ckpt
+from segcheck import SegcheckError
+from segcheck import checkpoint as ckpt
 from segcheck.data import EvalData
 from segcheck.model import ModelUnderTest, Normalization, Predictions, first_normalization
 from segcheck.registry import Entry
@@ -64,9 +65,14 @@ class Target:
         """What is under test, for report headers: provenance, data and normalization."""
         described = dict(self.model.provenance)
         described.setdefault("dataset", self.data.identity)
-        described.update(device=str(self.model.device), normalization={
-            "mean": list(self.model.normalization.mean), "std": list(self.model.normalization.std),
-            "source": self.model.normalization.source})
+        described.update(
+            device=str(self.model.device),
+            normalization={
+                "mean": list(self.model.normalization.mean),
+                "std": list(self.model.normalization.std),
+                "source": self.model.normalization.source,
+            },
+        )
         if self.spec is not None and self.spec.tags:
             described["tags"] = dict(self.spec.tags)
         return described
@@ -103,8 +109,9 @@ def eval_data(plugins: Plugins, spec: TargetSpec, config: dict) -> EvalData:
     if entry.meta.get("needs_root") and spec.data_root is None:
         raise SegcheckError(f"dataset {spec.dataset!r} reads files: pass --data-root DIR")
     ev = config["eval"]
-    data = EvalData.from_dataset(functools.partial(entry.obj, spec.data_root), ev["split"], ev["size"], ev["seed"],
-                                 ev["batch_size"])
+    data = EvalData.from_dataset(
+        functools.partial(entry.obj, spec.data_root), ev["split"], ev["size"], ev["seed"], ev["batch_size"]
+    )
     data.identity = f"{spec.dataset} (from {entry.plugin})"
     return data
 
@@ -134,16 +141,24 @@ def load_model(plugins: Plugins, spec: TargetSpec, data: EvalData) -> ModelUnder
     explicit = (spec.mean, spec.std, "explicit setting (--mean/--std or eval.mean/std)")
     declared = (data.spec.mean, data.spec.std, f"dataset {spec.dataset!r}")
     meta = (entry.meta.get("mean"), entry.meta.get("std"), f"model {spec.model!r} metadata")
-    provenance = {"model": f"{spec.model} (from {entry.plugin})",
-                  "checkpoint": str(path) if path is not None else "none (random init)",
-                  "data_root": str(spec.data_root) if spec.data_root else None}
+    provenance = {
+        "model": f"{spec.model} (from {entry.plugin})",
+        "checkpoint": str(path) if path is not None else "none (random init)",
+        "data_root": str(spec.data_root) if spec.data_root else None,
+    }
     if spec.model_args:
         provenance["model_args"] = dict(spec.model_args)
     return ModelUnderTest(
-        module, normalization=first_normalization(explicit, sidecar_normalization(sidecar, path), declared, meta),
-        fresh_normalization=first_normalization(explicit, declared, meta), builder=builder, meta=entry.meta,
-        provenance=provenance, binary=bool(entry.meta.get("binary")), divisible_by=entry.meta.get("divisible_by", 1),
-        device=resolve_device(spec.device))
+        module,
+        normalization=first_normalization(explicit, sidecar_normalization(sidecar, path), declared, meta),
+        fresh_normalization=first_normalization(explicit, declared, meta),
+        builder=builder,
+        meta=entry.meta,
+        provenance=provenance,
+        binary=bool(entry.meta.get("binary")),
+        divisible_by=entry.meta.get("divisible_by", 1),
+        device=resolve_device(spec.device),
+    )
 
 
 def resolve(plugins: Plugins, spec: TargetSpec, config: dict) -> Target:
@@ -183,12 +198,17 @@ def sidecar_normalization(sidecar: dict | None, path) -> tuple[object, object, s
     values = [sidecar.get("mean"), sidecar.get("std")]
     for name, value in zip(("mean", "std"), values):
         low = 0 if name == "mean" else 1e-6  # a std must be > 0
-        ok = value is None or (isinstance(value, list) and len(value) == 3 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v <= 1 for v in value))
+        ok = value is None or (
+            isinstance(value, list)
+            and len(value) == 3
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v <= 1 for v in value)
+        )
         if not ok:
-            raise SegcheckError(f"checkpoint sidecar of {path} has {name} {value!r}; expected three "
-                                f"numbers in {'0' if name == 'mean' else '(0'}..1 (pixel scale 0-1, e.g. "
-                                f"0.485, not 123.675), or no {name} entry")
+            raise SegcheckError(
+                f"checkpoint sidecar of {path} has {name} {value!r}; expected three "
+                f"numbers in {'0' if name == 'mean' else '(0'}..1 (pixel scale 0-1, e.g. "
+                f"0.485, not 123.675), or no {name} entry"
+            )
     return values[0], values[1], f"checkpoint sidecar {ckpt.sidecar_path(path)}" if path is not None else ""
 
 

@@ -71,6 +71,7 @@ class FrozenHead(nn.Module):
 
 # --- defective models for the content, stability, collapse, generalization and audit gates -----
 
+
 class NumpyRoundTrip(nn.Module):
     """Wraps a module but sends its input through numpy first: predictions still follow the
     content, yet the autograd graph to the input is cut (as preprocessing outside torch does)."""

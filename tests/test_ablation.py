@@ -12,12 +12,14 @@ def _gate(name, passed, value=0.0, outcome=None, **details):
 
 
 def _report(noise_passed, jpeg_passed):
-    return {"gates": [
-        _gate("finite_outputs", True),
-        _gate("noise_input", noise_passed, 0.133 if not noise_passed else 0.05, real_miou=0.984),
-        _gate("perturbation_stability[gaussian_noise]", True),
-        _gate("perturbation_stability[jpeg]", jpeg_passed),
-    ]}
+    return {
+        "gates": [
+            _gate("finite_outputs", True),
+            _gate("noise_input", noise_passed, 0.133 if not noise_passed else 0.05, real_miou=0.984),
+            _gate("perturbation_stability[gaussian_noise]", True),
+            _gate("perturbation_stability[jpeg]", jpeg_passed),
+        ]
+    }
 
 
 def test_table_has_one_row_per_variant_with_failures_named():
@@ -52,8 +54,10 @@ def test_run_trains_missing_variants_resuming_interrupted_ones(tmp_path, monkeyp
     monkeypatch.setattr(ablation, "judge", lambda path, report, marks: _report(True, True))
     variants = {"naive": {}, "+ flips": {"flips": True}, "+ rolls": {"rolls": True}}
     text = ablation.run(tmp_path, epochs=2, device="cpu", variants=variants)
-    assert [(name, resume) for name, resume, _ in trained] == [("variant1.safetensors", True),
-                                                                ("variant2.safetensors", False)]
+    assert [(name, resume) for name, resume, _ in trained] == [
+        ("variant1.safetensors", True),
+        ("variant2.safetensors", False),
+    ]
     assert trained[0][2] == {"device": "cpu", "seed": 0, "flips": True, "epochs": 2}
     assert (tmp_path / "ablation.md").read_text() == text + "\n" and len(text.splitlines()) == 5
 

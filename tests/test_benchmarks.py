@@ -11,8 +11,9 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def run(script: str, *args: str) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return done
 
@@ -24,8 +25,13 @@ def test_metrics_benchmark_measures_every_row():
         missing = [line for line in missing if "torchmetrics" not in line]
     assert not missing, missing
     out = done.stdout
-    for row in ("| segcheck confusion_matrix |", "| segcheck, torch.bincount fallback |",
-                "| segcheck histogram (AUROC+AUPR+FPR95) |", "| sklearn roc_auc_score |", "| 5,000 |"):
+    for row in (
+        "| segcheck confusion_matrix |",
+        "| segcheck, torch.bincount fallback |",
+        "| segcheck histogram (AUROC+AUPR+FPR95) |",
+        "| sklearn roc_auc_score |",
+        "| 5,000 |",
+    ):
         assert row in out, f"{row} missing from:\n{out}"
     assert "confusion matrices identical: True" in out
 

@@ -27,9 +27,16 @@ def test_safetensors_round_trip_with_sidecar(tmp_path):
     assert checkpoint.read_sidecar(path) == {"classes": ["a", "b", "c", "d"]}
 
 
-@pytest.mark.parametrize("wrap", [lambda s: s, lambda s: {"state_dict": s}, lambda s: {"model": s, "epoch": 3},
-                                  lambda s: {"module." + k: v for k, v in s.items()}],
-                         ids=["plain", "state_dict", "model+epoch", "ddp-prefix"])
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda s: s,
+        lambda s: {"state_dict": s},
+        lambda s: {"model": s, "epoch": 3},
+        lambda s: {"module." + k: v for k, v in s.items()},
+    ],
+    ids=["plain", "state_dict", "model+epoch", "ddp-prefix"],
+)
 def test_pt_state_dicts_and_common_wrappers(tmp_path, wrap):
     model = build_unet(3)
     path = tmp_path / "m.pt"
@@ -43,7 +50,10 @@ def test_13_class_head_against_14_class_data_names_the_shapes(tmp_path):
     with pytest.raises(SegcheckError) as info:
         checkpoint.load_into(build("lraspp_mobilenet_v3_large", 14), path)
     message = str(info.value)
-    assert "shape mismatch" in message and "classifier.low_classifier.weight (13, 40, 1, 1) vs model (14, 40, 1, 1)" in message
+    assert (
+        "shape mismatch" in message
+        and "classifier.low_classifier.weight (13, 40, 1, 1) vs model (14, 40, 1, 1)" in message
+    )
     assert "\n" not in message
 
 
@@ -72,8 +82,9 @@ def test_whole_pickled_model_is_refused(tmp_path):
         checkpoint.read_state_dict(path)
 
 
-@pytest.mark.parametrize("name, payload", [("junk.pt", b"not a checkpoint at all" * 10),
-                                           ("junk.safetensors", b"\x00\x01garbage")])
+@pytest.mark.parametrize(
+    "name, payload", [("junk.pt", b"not a checkpoint at all" * 10), ("junk.safetensors", b"\x00\x01garbage")]
+)
 def test_corrupt_files_are_clear_errors(tmp_path, name, payload):
     path = tmp_path / name
     path.write_bytes(payload)
@@ -107,11 +118,12 @@ def test_state_dict_keys_lists_names_without_loading_into_a_model(tmp_path, suff
 @pytest.mark.parametrize("aux", [True, False])
 def test_torchvision_aux_head_is_built_only_when_the_checkpoint_has_one(tmp_path, aux, loaded_plugins):
     from segcheck import config
-    
+
     path = tmp_path / "deeplab.pt"
     torch.save(build("deeplabv3_mobilenet_v3_large", 8, aux_loss=aux).state_dict(), path)
-    target = build_target(loaded_plugins, config.load(), "deeplabv3_mobilenet_v3_large", "synthetic-streets",
-                    checkpoint=path)
+    target = build_target(
+        loaded_plugins, config.load(), "deeplabv3_mobilenet_v3_large", "synthetic-streets", checkpoint=path
+    )
     assert (target.model.module.aux_classifier is not None) is aux
 
 
@@ -135,7 +147,7 @@ def _checkpoint_with_sidecar(tmp_path, **sidecar):
 
 def test_model_under_test_normalizes_as_its_checkpoint_was_trained(tmp_path, loaded_plugins):
     from segcheck import config
-    
+
     path = _checkpoint_with_sidecar(tmp_path, mean=[0.1, 0.2, 0.3], std=[0.4, 0.5, 0.6])
     target = build_target(loaded_plugins, config.load(), "unet", "synthetic-streets", checkpoint=path)
     assert target.model.mean.flatten().tolist() == pytest.approx([0.1, 0.2, 0.3])
@@ -145,11 +157,17 @@ def test_model_under_test_normalizes_as_its_checkpoint_was_trained(tmp_path, loa
     assert target.model.fresh(0).mean.flatten().tolist() == pytest.approx(target.data.spec.mean)
 
 
-@pytest.mark.parametrize("bad", [{"mean": [0.5, 0.5]}, {"std": [0.2, 0.0, 0.2]}, {"std": "imagenet"},
-                                 {"mean": [123.675, 116.28, 103.53]}])
+@pytest.mark.parametrize(
+    "bad", [{"mean": [0.5, 0.5]}, {"std": [0.2, 0.0, 0.2]}, {"std": "imagenet"}, {"mean": [123.675, 116.28, 103.53]}]
+)
 def test_malformed_sidecar_normalization_is_named(tmp_path, loaded_plugins, bad):
     from segcheck import config
-    
+
     with pytest.raises(SegcheckError, match=rf"sidecar of .* has {next(iter(bad))} .* expected three numbers in"):
-        build_target(loaded_plugins, config.load(), "unet", "synthetic-streets",
-                     checkpoint=_checkpoint_with_sidecar(tmp_path, **bad))
+        build_target(
+            loaded_plugins,
+            config.load(),
+            "unet",
+            "synthetic-streets",
+            checkpoint=_checkpoint_with_sidecar(tmp_path, **bad),
+        )

@@ -13,11 +13,17 @@ def test_values_take_the_type_of_their_default():
     assert config["eval"]["split"] == "test"
 
 
-@pytest.mark.parametrize("section, key, value, wanted", [
-    ("eval", "split", 5, "a string"), ("generalization", "split", ["val"], "a string"),
-    ("eval", "size", 2.5, "a whole number"), ("eval", "seed", float("inf"), "a whole number"),
-    ("eval", "size", True, "a whole number"), ("noise_input", "max_miou", "0.1", "a number"),
-])
+@pytest.mark.parametrize(
+    "section, key, value, wanted",
+    [
+        ("eval", "split", 5, "a string"),
+        ("generalization", "split", ["val"], "a string"),
+        ("eval", "size", 2.5, "a whole number"),
+        ("eval", "seed", float("inf"), "a whole number"),
+        ("eval", "size", True, "a whole number"),
+        ("noise_input", "max_miou", "0.1", "a number"),
+    ],
+)
 def test_wrong_types_are_named(tmp_path, section, key, value, wanted):
     path = tmp_path / "segcheck.yaml"
     path.write_text(f"{section}:\n  {key}: {value!r}\n".replace("inf", ".inf").replace("True", "true"))

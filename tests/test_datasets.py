@@ -40,8 +40,19 @@ def test_synthetic_registered_through_hook():
     data = entry.obj(None, "val")
     assert len(data) == 128 and data.split == "val"
     assert data.identity == "synthetic-streets:seed=0:size=64x128"
-    assert data.spec.classes == CLASSES == (
-        "road", "sidewalk", "building", "vegetation", "sky", "car", "person", "pole",
+    assert (
+        data.spec.classes
+        == CLASSES
+        == (
+            "road",
+            "sidewalk",
+            "building",
+            "vegetation",
+            "sky",
+            "car",
+            "person",
+            "pole",
+        )
     )
     assert data.spec.ignore_index == 255 and data.spec.anomaly_index is None
     assert data.spec.splits == ("train", "val", "test")
@@ -118,7 +129,7 @@ def test_synthetic_anomalies_are_pasted_on_top():
     assert odd.spec.anomaly_index == 8 and odd.identity.endswith(":anomalies")
     assert odd.identity != plain.identity
     for i in range(8):
-        (image, mask), (image_a, mask_a) = plain[i], odd[i]
+        (_image, mask), (_image_a, mask_a) = plain[i], odd[i]
         ood = mask_a == 8
         assert ood.any()
         assert set(np.unique(mask_a)) <= set(range(9))

@@ -1,20 +1,16 @@
 """The configured audits (loss at init, gradient coverage, batch independence, deterministic eval,
 input normalization, CPU vs CUDA): each defect fails with its numbers and cause; honest models pass."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-from segcheck import SegcheckError
+from segcheck import SegcheckError, gates
 from segcheck import config as segconfig
-from segcheck import gates
 from segcheck import plugins as segplugins
 from segcheck_plugins.unet import build_unet
 from tests.conftest import build_target
-from tests.models import (AlwaysDropout, AuxNet, BatchStatsModel, ConstantModel, DeviceDependent, HotHead,
-                          LookupModel)
+from tests.models import AlwaysDropout, AuxNet, BatchStatsModel, ConstantModel, DeviceDependent, HotHead, LookupModel
 
 CFG = segconfig.DEFAULTS
 MMSEG_MEAN, MMSEG_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)  # 0-255 scale, as mmseg configs write them
@@ -29,13 +25,16 @@ def aux_target(return_aux: bool):
     """A torchvision-style model (meta ``aux_prefix``) whose builder adds the aux head only on request."""
     plugins = segplugins.load()
     with plugins.models.provided_by("tests"):
-        plugins.models.add("auxnet", lambda num_classes, aux_loss=False: AuxNet(num_classes, aux_loss, return_aux),
-                           aux_prefix="aux.")
-    return build_target(plugins, segconfig.load(overrides={"eval": {"size": 2}}), "auxnet", "synthetic-streets",
-                  checkpoint="none")
+        plugins.models.add(
+            "auxnet", lambda num_classes, aux_loss=False: AuxNet(num_classes, aux_loss, return_aux), aux_prefix="aux."
+        )
+    return build_target(
+        plugins, segconfig.load(overrides={"eval": {"size": 2}}), "auxnet", "synthetic-streets", checkpoint="none"
+    )
 
 
 # --- loss at initialization ----------------------------------------------------------------------
+
 
 def test_head_initialized_too_large_fails_loss_at_init(make_target):
     result = gates.loss_at_init(make_target(HotHead(), eval_size=4), CFG["loss_at_init"])
@@ -63,6 +62,7 @@ def test_fresh_unet_starts_near_ln_c(honest):
 
 # --- gradient coverage ---------------------------------------------------------------------------
 
+
 def test_aux_head_that_never_trains_is_named():
     result = gates.gradient_coverage(aux_target(return_aux=False), CFG["gradient_coverage"])
     assert not result.passed
@@ -86,6 +86,7 @@ def test_fresh_unet_trains_every_parameter(honest):
 
 # --- batch independence and deterministic eval -----------------------------------------------------
 
+
 def test_batch_statistics_in_eval_mode_fail_batch_independence(make_target):
     result = gates.batch_independence(make_target(BatchStatsModel(), eval_size=4), CFG["batch_independence"])
     assert not result.passed and result.value > result.threshold
@@ -106,6 +107,7 @@ def test_honest_model_is_batch_independent_and_deterministic(honest):
 
 
 # --- input normalization ---------------------------------------------------------------------------
+
 
 def test_mean_std_in_0_255_scale_squash_the_inputs(make_target):
     target = make_target(ConstantModel(), eval_size=4, mean=MMSEG_MEAN, std=MMSEG_STD)
@@ -137,6 +139,7 @@ def test_honest_inputs_are_normalized(honest):
 
 # --- CPU vs CUDA ---------------------------------------------------------------------------------
 
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
 def test_cpu_cuda_agreement_without_cuda_is_a_clear_error(make_target):
     with pytest.raises(SegcheckError, match="needs CUDA, which is not available"):
@@ -166,8 +169,9 @@ def test_declared_num_classes_that_does_not_fit_the_data_fails_the_head_audit():
     plugins = segplugins.load()
     with plugins.models.provided_by("tests"):
         plugins.models.add("net13", lambda num_classes: torch.nn.Conv2d(3, num_classes, 1), num_classes=13)
-    target = build_target(plugins, segconfig.load(overrides={"eval": {"size": 2}}), "net13", "synthetic-streets",
-                    checkpoint="none")
+    target = build_target(
+        plugins, segconfig.load(overrides={"eval": {"size": 2}}), "net13", "synthetic-streets", checkpoint="none"
+    )
     result = gates.head_matches_classes(target)
     assert not result.passed and result.value == 13
     assert "head has 13 channels, dataset has 8 classes" in result.message

@@ -1,8 +1,6 @@
 """prediction_collapse: a model that predicts one class, a binary model with no positives or with
 sigmoid applied twice, fail with the numbers; honest multi-class and binary models pass."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -12,8 +10,8 @@ from segcheck import plugins as segplugins
 from segcheck.data import DatasetSpec
 from segcheck.gates.collapse import SWEEP, class_fractions, threshold_sweep
 from segcheck_plugins.synthetic_streets import ROAD, SyntheticStreets
-from tests.models import ConstantModel, GrayRoadDetector
 from tests.conftest import build_target
+from tests.models import ConstantModel, GrayRoadDetector
 
 CFG = segconfig.DEFAULTS["prediction_collapse"]
 

@@ -1,20 +1,17 @@
 """content_sensitivity: derangement gap, shift equivariance and input gradient catch models that do
 not read their image (or cut the graph to it); an honest model passes all three."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-from segcheck import SegcheckError, perturb
+from segcheck import SegcheckError, gates, perturb
 from segcheck import config as segconfig
-from segcheck import gates
 from segcheck import plugins as segplugins
 from segcheck.gates.content import derangement, shift_pixels
 from segcheck_plugins.unet import build_unet
-from tests.models import NumpyRoundTrip, PositionalModel
 from tests.conftest import build_target
+from tests.models import NumpyRoundTrip, PositionalModel
 
 CFG = segconfig.DEFAULTS["content_sensitivity"]
 
@@ -30,8 +27,9 @@ def positional():
     with plugins.models.provided_by("tests"):
         module = PositionalModel()
         plugins.models.add("positional", lambda num_classes: module)
-    return build_target(plugins, segconfig.load(overrides={"eval": {"size": 8}}), "positional", "synthetic-streets",
-                  checkpoint="none")
+    return build_target(
+        plugins, segconfig.load(overrides={"eval": {"size": 8}}), "positional", "synthetic-streets", checkpoint="none"
+    )
 
 
 def test_derangement_gap_is_zero_for_a_model_that_ignores_its_image(positional):

@@ -1,16 +1,13 @@
 """generalization: a model that has memorized its eval split fails on the test split; an honest one
 holds up."""
 
-from pathlib import Path
-
 import pytest
 
-from segcheck import SegcheckError
+from segcheck import SegcheckError, gates
 from segcheck import config as segconfig
-from segcheck import gates
+from tests.conftest import build_target
 from tests.models import LookupModel
 from tests.test_datasets import make_folder, write_config
-from tests.conftest import build_target
 
 CFG = segconfig.DEFAULTS["generalization"]
 
@@ -24,8 +21,10 @@ def test_model_that_memorized_the_eval_split_fails(make_target):
     assert not result.passed
     assert result.details["eval_miou"] == pytest.approx(1.0)
     assert result.details["other_miou"] < 0.2
-    assert f"mIoU val 1.000 vs test {result.details['other_miou']:.3f} (8 images): gap {result.value:.3f} > 0.05" \
+    assert (
+        f"mIoU val 1.000 vs test {result.details['other_miou']:.3f} (8 images): gap {result.value:.3f} > 0.05"
         in result.message
+    )
     assert "much better on val" in result.message and "leakage" in result.message
 
 
@@ -46,7 +45,13 @@ def test_split_must_exist_and_differ_from_the_eval_split(make_target):
 def test_a_split_holding_the_eval_images_is_no_comparison(tmp_path, loaded_plugins):
     make_folder(tmp_path, stems=("a", "b", "c", "d"), size=(16, 16))  # flat layout: one image set, every split
     write_config(tmp_path)
-    target = build_target(loaded_plugins, segconfig.load(overrides={"eval": {"size": 2}}), "unet", "folder",
-                    checkpoint="none", data_root=tmp_path)
+    target = build_target(
+        loaded_plugins,
+        segconfig.load(overrides={"eval": {"size": 2}}),
+        "unet",
+        "folder",
+        checkpoint="none",
+        data_root=tmp_path,
+    )
     with pytest.raises(gates.NoHeldOutSplit, match="split 'test' holds the same images as the eval split 'val'"):
         gates.generalization(target, CFG)

@@ -38,9 +38,7 @@ def test_margin_is_configurable(make_target):
 
 def test_majority_map_counts_classes_and_skips_ignore_pixels():
     spec = DatasetSpec(classes=("a", "b", "c"))
-    masks = np.array([[[0, 1], [2, 255]],
-                      [[0, 1], [1, 255]],
-                      [[1, 1], [1, 255]]])
+    masks = np.array([[[0, 1], [2, 255]], [[0, 1], [1, 255]], [[1, 1], [1, 255]]])
     # column 1 row 1 is ignored everywhere: it gets the overall majority class (1)
     assert majority_map(masks, spec).tolist() == [[0, 1], [1, 1]]
 

@@ -4,9 +4,8 @@ relies on pixel-exact values fails every corruption by name; an honest model pas
 import numpy as np
 import pytest
 
-from segcheck import SegcheckError, perturb
+from segcheck import SegcheckError, gates, perturb
 from segcheck import config as segconfig
-from segcheck import gates
 from segcheck_plugins.synthetic_streets import SyntheticStreets
 from tests.models import LowBitsModel
 
@@ -72,8 +71,10 @@ def test_pixel_exact_model_fails_every_corruption_naming_it(make_target):
         assert result.name == f"perturbation_stability[{name}]"
         assert result.value < 0.90
         parameter = perturb.SEVERITIES[name][0]
-        assert f"{name} ({parameter}, severity 1): agreement with clean prediction {result.value:.3f} (min 0.90)" \
+        assert (
+            f"{name} ({parameter}, severity 1): agreement with clean prediction {result.value:.3f} (min 0.90)"
             in result.message
+        )
         assert "fragile low-level cues" in result.message
 
 

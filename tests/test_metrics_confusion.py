@@ -80,12 +80,15 @@ def test_shape_mismatch_is_an_error():
         confusion_matrix(np.zeros((2, 3), np.int64), np.zeros((3, 2), np.int64), 3)
 
 
-@pytest.mark.parametrize("num_classes, ignore_index, message", [
-    (0, 255, "num_classes must be a positive integer"),
-    (2.0, 255, "num_classes must be a positive integer"),
-    (3, 1, "ignore_index 1 is a class id"),
-    (3, "255", "ignore_index must be an integer or None"),
-])
+@pytest.mark.parametrize(
+    "num_classes, ignore_index, message",
+    [
+        (0, 255, "num_classes must be a positive integer"),
+        (2.0, 255, "num_classes must be a positive integer"),
+        (3, 1, "ignore_index 1 is a class id"),
+        (3, "255", "ignore_index must be an integer or None"),
+    ],
+)
 def test_bad_class_settings(num_classes, ignore_index, message):
     with pytest.raises(SegcheckError, match=message):
         ConfusionMatrix(num_classes, ignore_index)
@@ -140,8 +143,11 @@ def test_non_contiguous_inputs_are_counted(layout):
     target = labels((40, 70), 19, 4)
     target[::5] = 255
     pred = labels(target.shape, 19, 5)
-    view = {"reversed": lambda a: a.reshape(-1)[::-1], "strided": lambda a: a.reshape(-1)[::3],
-            "transposed": lambda a: a.T}[layout]
+    view = {
+        "reversed": lambda a: a.reshape(-1)[::-1],
+        "strided": lambda a: a.reshape(-1)[::3],
+        "transposed": lambda a: a.T,
+    }[layout]
     want = reference.confusion_matrix(view(pred).copy(), view(target).copy(), 19, 255)
     assert (confusion_matrix(view(pred), view(target), 19) == want).all()
 
@@ -174,4 +180,3 @@ def test_per_image_matrices_sum_to_the_dataset_matrix(batch):
 def test_threads_must_be_a_positive_integer(threads):
     with pytest.raises(SegcheckError, match="threads must be a positive integer"):
         confusion_matrix(np.zeros(3, np.uint8), np.zeros(3, np.uint8), 2, threads=threads)
-

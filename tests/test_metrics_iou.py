@@ -9,8 +9,20 @@ import pytest
 import torch
 
 from segcheck import SegcheckError
-from segcheck.metrics import (binary_dice, binary_iou, confusion_matrices, confusion_matrix, dice, iou, miou,
-                              per_class_iou, per_image_miou, pixel_accuracy, precision, recall)
+from segcheck.metrics import (
+    binary_dice,
+    binary_iou,
+    confusion_matrices,
+    confusion_matrix,
+    dice,
+    iou,
+    miou,
+    per_class_iou,
+    per_image_miou,
+    pixel_accuracy,
+    precision,
+    recall,
+)
 
 # rows = target: class 0 has TP 3, FN 1, FP 0; class 1 TP 2, FN 0, FP 1; class 2 absent
 MATRIX = np.array([[3, 1, 0], [0, 2, 0], [0, 0, 0]])
@@ -53,8 +65,10 @@ def test_per_image_leaves_out_images_with_nothing_counted():
     assert per_image_miou(confusion_matrices(pred, target, 2)) == 1.0
 
 
-@pytest.mark.parametrize("bad", [np.zeros((2, 3)), np.zeros((3,)), np.array([[1, -1], [0, 0]]),
-                                 np.array([[np.nan, 0], [0, 0]]), np.zeros((0, 0))])
+@pytest.mark.parametrize(
+    "bad",
+    [np.zeros((2, 3)), np.zeros((3,)), np.array([[1, -1], [0, 0]]), np.array([[np.nan, 0], [0, 0]]), np.zeros((0, 0))],
+)
 def test_malformed_matrices_are_rejected(bad):
     with pytest.raises(SegcheckError, match="confusion matrix"):
         iou(bad)
@@ -72,9 +86,9 @@ def test_stacks_give_per_image_values():
 
 
 def test_per_class_iou_is_the_registered_reference():
-    from segcheck_plugins.reference_metrics import segcheck_register_metrics
     from segcheck.plugins import METRIC_META
     from segcheck.registry import Registry
+    from segcheck_plugins.reference_metrics import segcheck_register_metrics
 
     registry = Registry("metric", METRIC_META)
     segcheck_register_metrics(registry=registry)

@@ -75,12 +75,15 @@ def test_degenerate_inputs_are_nan():
     assert math.isnan(ood_metrics(np.zeros(0), np.zeros(0, bool)).auroc)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"average": "macro"}, "average must be"),
-    ({"tpr_level": 0.0}, "tpr_level must be"),
-    ({"bins": 1}, "bins must be"),
-    ({"exact_limit": -1}, "exact_limit must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"average": "macro"}, "average must be"),
+        ({"tpr_level": 0.0}, "tpr_level must be"),
+        ({"bins": 1}, "bins must be"),
+        ({"exact_limit": -1}, "exact_limit must be"),
+    ],
+)
 def test_bad_options(kwargs, message):
     with pytest.raises(SegcheckError, match=message):
         OODMetrics(**kwargs)

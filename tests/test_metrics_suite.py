@@ -24,8 +24,9 @@ def failed_ids(output: str) -> set[str]:
 def test_each_buggy_metric_is_caught_with_a_readable_counterexample(pytester, monkeypatch):
     monkeypatch.setenv("HYPOTHESIS_PROFILE", "ci")  # derandomized: the same counterexamples on every run
     properties = " or ".join(["test_agrees_with_reference", *CAUGHT_BY.values()])
-    result = pytester.runpytest_subprocess(str(USER_TESTS), "--plugin", str(BUGGY), "-p", "no:cacheprovider", "-rf",
-                                           "-k", properties)
+    result = pytester.runpytest_subprocess(
+        str(USER_TESTS), "--plugin", str(BUGGY), "-p", "no:cacheprovider", "-rf", "-k", properties
+    )
     output = result.stdout.str()
     failed = failed_ids(output)
     assert result.ret == 1, output[-3000:] + result.stderr.str()

@@ -82,5 +82,6 @@ def test_c_pair_kernel_is_built_where_a_compiler_exists():
         pytest.skip(f"no C compiler ({compiler}) here: counting uses {_counting.pair_counter_name()}")
     assert _counting._pairs is not None, (
         f"{compiler} exists but segcheck.metrics._pairs is not built; reinstall with "
-        "`pip install -v -e .` and read the build_ext error")
+        "`pip install -v -e .` and read the build_ext error"
+    )
     assert _counting.PAIRS is _counting.CPairs

@@ -6,19 +6,26 @@ import pytest
 
 from segcheck import SegcheckError, plugins
 
-MY_ARCH = '''
+MY_ARCH = """
 import torch
 from segcheck.hookspecs import hookimpl
 
 @hookimpl
 def segcheck_register_models(registry):
     registry.add("mynet", lambda num_classes: torch.nn.Conv2d(3, num_classes, 1), description="1x1 conv")
-'''
+"""
 
 
 def test_builtins_register_models_datasets_and_metrics(loaded_plugins):
-    assert {"unet", "deeplabv3_resnet50", "deeplabv3_resnet101", "deeplabv3_mobilenet_v3_large", "fcn_resnet50",
-            "fcn_resnet101", "lraspp_mobilenet_v3_large"} <= set(loaded_plugins.models.names())
+    assert {
+        "unet",
+        "deeplabv3_resnet50",
+        "deeplabv3_resnet101",
+        "deeplabv3_mobilenet_v3_large",
+        "fcn_resnet50",
+        "fcn_resnet101",
+        "lraspp_mobilenet_v3_large",
+    } <= set(loaded_plugins.models.names())
     assert {"synthetic-streets", "folder"} <= set(loaded_plugins.datasets.names())
     assert loaded_plugins.models.get("unet").plugin == "segcheck_plugins.unet"
     assert "segcheck" in loaded_plugins.metrics
@@ -60,16 +67,19 @@ def test_misspelled_hook_is_an_error(tmp_path):
 
 def test_duplicate_model_across_plugins_is_an_error(tmp_path):
     path = tmp_path / "dup.py"
-    path.write_text(textwrap.dedent('''
+    path.write_text(
+        textwrap.dedent("""
         def segcheck_register_models(registry):
             registry.add("unet", lambda num_classes: None)
-    '''))
+    """)
+    )
     with pytest.raises(SegcheckError, match="model 'unet' registered twice"):
         plugins.load([str(path)])
 
 
-@pytest.mark.parametrize("spec, match", [("missing_file.py", "no such file"),
-                                         ("no_such_module_xyz", "cannot import it")])
+@pytest.mark.parametrize(
+    "spec, match", [("missing_file.py", "no such file"), ("no_such_module_xyz", "cannot import it")]
+)
 def test_bad_plugin_specs(spec, match):
     with pytest.raises(SegcheckError, match=match):
         plugins.load([spec])

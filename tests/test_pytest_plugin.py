@@ -13,14 +13,14 @@ from segcheck_plugins.torchvision_models import build
 from tests.conftest import REPO
 
 GATES = str(REPO / "suites" / "gates")
-MY_ARCH = '''
+MY_ARCH = """
 import torch
 from segcheck.hookspecs import hookimpl
 
 @hookimpl
 def segcheck_register_models(registry):
     registry.add("mynet", lambda num_classes: torch.nn.Conv2d(3, num_classes, 3, padding=1))
-'''
+"""
 
 
 def run_gates(pytester, *args):
@@ -36,13 +36,27 @@ def test_embedded_default_passes_every_gate_with_summary_table_and_report(pytest
     passed = [g for g in report["gates"] if g["outcome"] == "passed"]
     assert result.parseoutcomes()["passed"] == len(passed)  # every passing gate test reported its gate
     skipped = [] if torch.cuda.is_available() else ["SKIP cpu_cuda_agreement: needs CUDA; none available*"]
-    result.stdout.fnmatch_lines(["*segcheck: model unet*checkpoint*unet_synthetic-streets_robust.safetensors*",
-                                 "*segcheck gates*", "gate*target*measured*threshold*verdict*",
-                                 "noise_input*unet*PASS*", *skipped,
-                                 f"{len(passed)} of {len(report['gates'])} gates passed*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*segcheck: model unet*checkpoint*unet_synthetic-streets_robust.safetensors*",
+            "*segcheck gates*",
+            "gate*target*measured*threshold*verdict*",
+            "noise_input*unet*PASS*",
+            *skipped,
+            f"{len(passed)} of {len(report['gates'])} gates passed*",
+        ]
+    )
     names = {g["gate"] for g in report["gates"]}
-    assert {"noise_input", "head_matches_classes", "output_size", "finite_outputs", "label_integrity",
-            "overfit_tiny", "input_baseline", "positional_prior"} <= names
+    assert {
+        "noise_input",
+        "head_matches_classes",
+        "output_size",
+        "finite_outputs",
+        "label_integrity",
+        "overfit_tiny",
+        "input_baseline",
+        "positional_prior",
+    } <= names
     assert report["thresholds"]["noise_input.max_miou"] == 0.10
     assert report["targets"]["unet"]["device"] == "cpu"
 
@@ -55,14 +69,17 @@ def test_xdist_gives_the_same_verdicts(pytester):
     assert key(serial) == key(parallel)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--model", "nope"], "unknown model 'nope'; known models: *deeplabv3_resnet50*unet*"),
-    (["--dataset", "nope"], "unknown dataset 'nope'; known datasets: *folder*synthetic-streets*"),
-    (["--checkpoint", "missing.pt"], "*checkpoint missing.pt does not exist*"),
-    (["--dataset", "folder"], "*reads files: pass --data-root DIR*"),
-    (["--eval-size", "0"], "*--eval-size expects a positive integer*"),
-    (["--model", "deeplabv3_resnet50"], "*bundles no checkpoint for dataset 'synthetic-streets'*"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "nope"], "unknown model 'nope'; known models: *deeplabv3_resnet50*unet*"),
+        (["--dataset", "nope"], "unknown dataset 'nope'; known datasets: *folder*synthetic-streets*"),
+        (["--checkpoint", "missing.pt"], "*checkpoint missing.pt does not exist*"),
+        (["--dataset", "folder"], "*reads files: pass --data-root DIR*"),
+        (["--eval-size", "0"], "*--eval-size expects a positive integer*"),
+        (["--model", "deeplabv3_resnet50"], "*bundles no checkpoint for dataset 'synthetic-streets'*"),
+    ],
+)
 def test_bad_options_are_usage_errors(pytester, args, message):
     result, _ = run_gates(pytester, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -71,8 +88,9 @@ def test_bad_options_are_usage_errors(pytester, args, message):
 
 def test_plugin_file_makes_a_new_architecture_usable(pytester):
     plugin = pytester.makepyfile(my_arch=MY_ARCH)
-    result, report = run_gates(pytester, "--plugin", str(plugin), "--model", "mynet", "--checkpoint", "none",
-                               "-m", "not train")
+    result, report = run_gates(
+        pytester, "--plugin", str(plugin), "--model", "mynet", "--checkpoint", "none", "-m", "not train"
+    )
     result.stdout.fnmatch_lines(["*segcheck: model mynet (from *my_arch.py)*"])
     verdicts = {g["gate"]: g["outcome"] == "passed" for g in report["gates"]}
     for audit in ("head_matches_classes", "output_size", "finite_outputs", "label_integrity"):
@@ -104,8 +122,21 @@ def test_torchvision_state_dict_on_a_folder_dataset(pytester):
         loss.backward()
         optimizer.step()
     torch.save(model.state_dict(), pytester.path / "lraspp.pt")
-    result, report = run_gates(pytester, "--model", "lraspp_mobilenet_v3_large", "--checkpoint", "lraspp.pt",
-                               "--dataset", "folder", "--data-root", "streets", "--eval-size", "4", "-m", "not train")
+    result, report = run_gates(
+        pytester,
+        "--model",
+        "lraspp_mobilenet_v3_large",
+        "--checkpoint",
+        "lraspp.pt",
+        "--dataset",
+        "folder",
+        "--data-root",
+        "streets",
+        "--eval-size",
+        "4",
+        "-m",
+        "not train",
+    )
     result.stdout.fnmatch_lines(["*segcheck: model lraspp_mobilenet_v3_large*dataset folder*"])
     verdicts = {g["gate"]: g for g in report["gates"]}
     assert {"noise_input", "head_matches_classes", "output_size", "finite_outputs", "label_integrity"} <= set(verdicts)
@@ -125,8 +156,9 @@ def test_an_unloadable_checkpoint_is_one_line_and_a_usage_error(pytester, kind):
     else:
         path.write_bytes(b"PK\x03\x04 not really a zip archive" * 8)
         expected = "*checkpoint c13.pt is corrupt or not a PyTorch file*"
-    result, report = run_gates(pytester, "--model", "lraspp_mobilenet_v3_large", "--checkpoint", "c13.pt",
-                               "--eval-size", "2")
+    result, report = run_gates(
+        pytester, "--model", "lraspp_mobilenet_v3_large", "--checkpoint", "c13.pt", "--eval-size", "2"
+    )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     errors = [line for line in result.stderr.lines if line.strip()]
     assert len(errors) == 1, result.stderr.str()  # one line, not one per gate
@@ -152,7 +184,7 @@ def test_a_configured_split_that_does_not_exist_fails_instead_of_skipping(pytest
     result.stdout.fnmatch_lines(["*no 'holdout' split (splits: train, val, test); set generalization.split*"])
 
 
-SCENARIOS = '''
+SCENARIOS = """
 import pytest
 from segcheck import SegcheckError
 from segcheck.gates import GateResult
@@ -180,7 +212,7 @@ def test_expected_error():
 @pytest.mark.parametrize("which", ["a", "b"])
 def test_family(which, gate):
     gate(ok(f"family[{which}]"))
-'''
+"""
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
@@ -190,8 +222,13 @@ def test_every_gate_test_is_one_record_whatever_its_phases_did(pytester, workers
     result = pytester.runpytest("-p", "no:cacheprovider", "--segcheck-report", str(report_path), *workers)
     result.assert_outcomes(passed=3, xfailed=1, errors=2, failed=1)
     records = {g["gate"]: g for g in json.loads(report_path.read_text())["gates"]}
-    assert sorted(records) == ["error_and_teardown_error", "expected_error", "family[a]", "family[b]",
-                               "pass_then_teardown_error"]
+    assert sorted(records) == [
+        "error_and_teardown_error",
+        "expected_error",
+        "family[a]",
+        "family[b]",
+        "pass_then_teardown_error",
+    ]
     assert records["pass_then_teardown_error"]["outcome"] == "error"  # a pass followed by a teardown error
     assert "teardown boom" in records["pass_then_teardown_error"]["message"]
     assert records["error_and_teardown_error"]["message"] == "checkpoint broken"  # the first reason, once

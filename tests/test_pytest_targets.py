@@ -15,8 +15,11 @@ from segcheck_plugins.torchvision_models import build
 from tests.conftest import REPO
 from tests.test_pytest_plugin import run_gates
 
-FAST = {"overfit_tiny": {"epochs": 2, "samples": 4}, "input_baseline": {"steps": 3, "samples": 16},
-        "positional_prior": {"train_samples": 8}}
+FAST = {
+    "overfit_tiny": {"epochs": 2, "samples": 4},
+    "input_baseline": {"steps": 3, "samples": 16},
+    "positional_prior": {"train_samples": 8},
+}
 
 
 def write_split_folder(root, n=4, anomalies=False, **config):
@@ -37,12 +40,29 @@ def test_a_folder_dataset_with_anomaly_pixels_runs_every_closed_set_gate(pyteste
     write_split_folder(root, anomalies=True, anomaly_index=ANOMALY_INDEX)
     assert (np.asarray(Image.open(root / "val" / "masks" / "000.png")) == ANOMALY_INDEX).any()
     pytester.makefile(".yaml", segcheck=yaml.safe_dump(FAST))
-    result, report = run_gates(pytester, "--dataset", "folder", "--data-root", str(root), "--checkpoint", "none",
-                               "--segcheck-config", "segcheck.yaml")
+    result, report = run_gates(
+        pytester,
+        "--dataset",
+        "folder",
+        "--data-root",
+        str(root),
+        "--checkpoint",
+        "none",
+        "--segcheck-config",
+        "segcheck.yaml",
+    )
     outcomes = {g["gate"]: g["outcome"] for g in report["gates"]}
     assert "error" not in outcomes.values(), [g["message"] for g in report["gates"] if g["outcome"] == "error"]
-    assert {"noise_input", "positional_prior", "overfit_tiny", "input_baseline", "generalization",
-            "perturbation_stability[jpeg]", "prediction_collapse", "label_integrity"} <= set(outcomes)
+    assert {
+        "noise_input",
+        "positional_prior",
+        "overfit_tiny",
+        "input_baseline",
+        "generalization",
+        "perturbation_stability[jpeg]",
+        "prediction_collapse",
+        "label_integrity",
+    } <= set(outcomes)
     assert "outside 0.." not in result.stdout.str()
 
 
@@ -50,19 +70,45 @@ def test_a_dataset_declared_normalization_is_used_and_stated(pytester):
     root = pytester.path / "streets"
     write_split_folder(root, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
     torch.save(build("lraspp_mobilenet_v3_large", 8).state_dict(), pytester.path / "lraspp.pt")
-    result, report = run_gates(pytester, "--model", "lraspp_mobilenet_v3_large", "--checkpoint", "lraspp.pt",
-                               "--dataset", "folder", "--data-root", str(root), "-k", "input_normalization")
-    result.stdout.fnmatch_lines(["segcheck normalization: mean (0.5, 0.5, 0.5), std (0.25, 0.25, 0.25) "
-                                 "from dataset 'folder'"])
+    result, report = run_gates(
+        pytester,
+        "--model",
+        "lraspp_mobilenet_v3_large",
+        "--checkpoint",
+        "lraspp.pt",
+        "--dataset",
+        "folder",
+        "--data-root",
+        str(root),
+        "-k",
+        "input_normalization",
+    )
+    result.stdout.fnmatch_lines(
+        ["segcheck normalization: mean (0.5, 0.5, 0.5), std (0.25, 0.25, 0.25) from dataset 'folder'"]
+    )
     described = report["targets"]["lraspp_mobilenet_v3_large"]["normalization"]
     assert described == {"mean": [0.5] * 3, "std": [0.25] * 3, "source": "dataset 'folder'"}
-    result, report = run_gates(pytester, "--model", "lraspp_mobilenet_v3_large", "--checkpoint", "lraspp.pt",
-                               "--dataset", "folder", "--data-root", str(root), "-k", "input_normalization",
-                               "--mean", "0.4,0.4,0.4", "--std", "0.2,0.2,0.2")
+    result, report = run_gates(
+        pytester,
+        "--model",
+        "lraspp_mobilenet_v3_large",
+        "--checkpoint",
+        "lraspp.pt",
+        "--dataset",
+        "folder",
+        "--data-root",
+        str(root),
+        "-k",
+        "input_normalization",
+        "--mean",
+        "0.4,0.4,0.4",
+        "--std",
+        "0.2,0.2,0.2",
+    )
     result.stdout.fnmatch_lines(["segcheck normalization: mean (0.4, 0.4, 0.4), std (0.2, 0.2, 0.2) from explicit*"])
 
 
-MY_GATE = '''
+MY_GATE = """
 from segcheck.gates import GateResult
 from segcheck.hookspecs import hookimpl
 
@@ -81,15 +127,25 @@ def segcheck_register_gates(registry):
 def segcheck_configure(config):
     with open(__file__ + ".calls", "a") as f:
         f.write("configure\\n")
-'''
+"""
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
 def test_a_plugin_gate_runs_like_a_built_in_and_configure_runs_once_per_process(pytester, workers):
     plugin = pytester.makepyfile(my_gate=MY_GATE)
     calls = plugin.parent / "my_gate.py.calls"
-    result, report = run_gates(pytester, "--plugin", str(plugin), "-k", "pixel_count or finite", "--eval-size", "2",
-                               "--junitxml", "junit.xml", *workers)
+    result, report = run_gates(
+        pytester,
+        "--plugin",
+        str(plugin),
+        "-k",
+        "pixel_count or finite",
+        "--eval-size",
+        "2",
+        "--junitxml",
+        "junit.xml",
+        *workers,
+    )
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(["pixel_count*unet*16384.0000*value >= 1000.0000*PASS*"])
     record = next(g for g in report["gates"] if g["gate"] == "pixel_count")
@@ -98,7 +154,12 @@ def test_a_plugin_gate_runs_like_a_built_in_and_configure_runs_once_per_process(
     assert calls.read_text().count("configure") == (1 if not workers else 3)  # controller + 2 workers, once each
     properties = ET.parse(pytester.path / "junit.xml").findall(".//property")
     assert properties and {p.get("name") for p in properties} <= {
-        "segcheck_gate", "segcheck_target", "segcheck_value", "segcheck_threshold", "segcheck_verdict"}
+        "segcheck_gate",
+        "segcheck_target",
+        "segcheck_value",
+        "segcheck_threshold",
+        "segcheck_verdict",
+    }
     assert not any(p.get("value", "").lstrip().startswith(("{", "[")) for p in properties)  # scalars only
 
 
@@ -106,29 +167,56 @@ def test_the_report_is_written_without_the_terminal_reporter(pytester):
     report = pytester.path / "r.json"
     from tests.test_pytest_plugin import GATES
 
-    pytester.runpytest(GATES, "-p", "no:cacheprovider", "-p", "no:terminal", "--segcheck-report", str(report),
-                       "-k", "finite_outputs")
+    pytester.runpytest(
+        GATES, "-p", "no:cacheprovider", "-p", "no:terminal", "--segcheck-report", str(report), "-k", "finite_outputs"
+    )
     assert [g["gate"] for g in json.loads(report.read_text())["gates"]] == ["finite_outputs"]
 
 
 def test_several_targets_run_in_one_session_and_a_broken_one_is_one_error(pytester):
     pytester.path.joinpath("broken.pt").write_bytes(b"not a checkpoint")
-    pytester.makefile(".yaml", fleet=yaml.safe_dump({
-        "defaults": {"model": "unet", "dataset": "synthetic-streets"},
-        "targets": [{"name": "robust", "tags": {"recipe": "robust"}},
-                    {"name": "naive", "checkpoint": str(REPO / "plugins/checkpoints/unet_synthetic-streets_naive"
-                                                            ".safetensors"), "tags": {"recipe": "naive"}},
-                    {"name": "broken", "checkpoint": "broken.pt"}]}))
-    result, report = run_gates(pytester, "--models-manifest", "fleet.yaml", "-m", "not train", "-k",
-                               "noise_input or finite_outputs", "--eval-size", "4")
+    pytester.makefile(
+        ".yaml",
+        fleet=yaml.safe_dump(
+            {
+                "defaults": {"model": "unet", "dataset": "synthetic-streets"},
+                "targets": [
+                    {"name": "robust", "tags": {"recipe": "robust"}},
+                    {
+                        "name": "naive",
+                        "checkpoint": str(REPO / "plugins/checkpoints/unet_synthetic-streets_naive.safetensors"),
+                        "tags": {"recipe": "naive"},
+                    },
+                    {"name": "broken", "checkpoint": "broken.pt"},
+                ],
+            }
+        ),
+    )
+    result, report = run_gates(
+        pytester,
+        "--models-manifest",
+        "fleet.yaml",
+        "-m",
+        "not train",
+        "-k",
+        "noise_input or finite_outputs",
+        "--eval-size",
+        "4",
+    )
     by_target = {}
     for g in report["gates"]:
         by_target.setdefault(g["target"], []).append((g["gate"], g["outcome"]))
     assert set(by_target) == {"robust", "naive", "broken"}
     assert dict(by_target["robust"]) == {"finite_outputs": "passed", "noise_input": "passed"}
     assert dict(by_target["naive"])["noise_input"] == "failed"
-    assert [o for _, o in by_target["broken"]].count("error") == 1 and "passed" not in dict(by_target["broken"]).values()
-    result.stdout.fnmatch_lines(["ERROR finite_outputs: target 'broken' could not be set up: checkpoint broken.pt *",
-                                 "SKIP noise_input: not run: target 'broken' could not be set up*"])
+    assert [o for _, o in by_target["broken"]].count("error") == 1 and "passed" not in dict(
+        by_target["broken"]
+    ).values()
+    result.stdout.fnmatch_lines(
+        [
+            "ERROR finite_outputs: target 'broken' could not be set up: checkpoint broken.pt *",
+            "SKIP noise_input: not run: target 'broken' could not be set up*",
+        ]
+    )
     assert report["targets"]["robust"]["tags"] == {"recipe": "robust"}
     assert "error" in report["targets"]["broken"]

@@ -44,7 +44,12 @@ def test_bad_registrations_are_errors(name, obj):
 
 def test_misspelled_metadata_is_an_error_naming_the_known_keys():
     reg = Registry("model", MODEL_META)
-    with reg.provided_by("my_arch.py"), pytest.raises(
-            SegcheckError, match=r"model 'net' from plugin my_arch.py has unknown metadata divisble_by, "
-                                 r"num_class; known: num_classes, mean, std, binary, divisible_by"):
+    with (
+        reg.provided_by("my_arch.py"),
+        pytest.raises(
+            SegcheckError,
+            match=r"model 'net' from plugin my_arch.py has unknown metadata divisble_by, "
+            r"num_class; known: num_classes, mean, std, binary, divisible_by",
+        ),
+    ):
         reg.add("net", build, divisble_by=8, num_class=13)

@@ -42,8 +42,9 @@ def test_anomaly_pixels_are_out_of_closed_set_scores_but_wrong_labels_still_rais
 
 def test_target_spec_is_plain_hashable_data():
     spec = TargetSpec("unet", "synthetic-streets", model_args=(("width", 8),), tags=(("recipe", "naive"),))
-    assert hash(spec) == hash(TargetSpec("unet", "synthetic-streets", model_args=(("width", 8),),
-                                         tags=(("recipe", "naive"),)))
+    assert hash(spec) == hash(
+        TargetSpec("unet", "synthetic-streets", model_args=(("width", 8),), tags=(("recipe", "naive"),))
+    )
     assert spec.checkpoint is None and spec.id == "unet"
 
 
@@ -116,8 +117,15 @@ def test_normalization_precedence_dataset_over_model_meta_explicit_over_all(tmp_
     path = tmp_path / "lraspp.pt"
     torch.save(build("lraspp_mobilenet_v3_large", 3).state_dict(), path)
     given = {"mean": (0.1, 0.2, 0.3), "std": (0.4, 0.5, 0.6)} if explicit else {}
-    target = build_target(loaded_plugins, segconfig.load(overrides={"eval": {"size": 2}}),
-                          "lraspp_mobilenet_v3_large", "folder", checkpoint=path, data_root=root, **given)
+    target = build_target(
+        loaded_plugins,
+        segconfig.load(overrides={"eval": {"size": 2}}),
+        "lraspp_mobilenet_v3_large",
+        "folder",
+        checkpoint=path,
+        data_root=root,
+        **given,
+    )
     n = target.model.normalization
     if explicit:
         assert (n.mean, n.std, n.source) == ((0.1, 0.2, 0.3), (0.4, 0.5, 0.6), n.source)
@@ -154,8 +162,10 @@ def test_segcheck_configure_changes_are_type_checked(tmp_path):
 
 def test_a_third_party_section_gets_its_defaults_and_yaml_overrides(tmp_path):
     plugin = tmp_path / "g.py"
-    plugin.write_text("def segcheck_register_gates(registry):\n"
-                      "    registry.add('mine', lambda t, c: None, section='mine', defaults={'limit': 0.5})\n")
+    plugin.write_text(
+        "def segcheck_register_gates(registry):\n"
+        "    registry.add('mine', lambda t, c: None, section='mine', defaults={'limit': 0.5})\n"
+    )
     (tmp_path / "s.yaml").write_text(yaml.safe_dump({"mine": {"limit": 0.75}}))
     assert open_session([str(plugin)]).config["mine"] == {"limit": 0.5}
     assert open_session([str(plugin)], tmp_path / "s.yaml").config["mine"] == {"limit": 0.75}

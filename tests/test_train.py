@@ -8,28 +8,40 @@ from safetensors.torch import load_file
 from segcheck import SegcheckError
 from segcheck.train import loop, train
 
-TINY = '''
+TINY = """
 from segcheck.hookspecs import hookimpl
 from segcheck_plugins.synthetic_streets import SyntheticStreets
 
 @hookimpl
 def segcheck_register_datasets(registry):
     registry.add("tiny-streets", lambda root, split: SyntheticStreets(split, length=32, size=(32, 64)))
-'''
+"""
 
 
 @pytest.fixture
 def tiny(tmp_path):
     path = tmp_path / "tiny.py"
     path.write_text(TINY)
-    return dict(model="unet", dataset="tiny-streets", plugin_specs=[str(path)], device="cpu", progress=False,
-                batch_size=8)
+    return dict(
+        model="unet", dataset="tiny-streets", plugin_specs=[str(path)], device="cpu", progress=False, batch_size=8
+    )
 
 
 def test_every_ingredient_trains_and_writes_checkpoint_with_sidecar(tmp_path, tiny):
     out = tmp_path / "new" / "folder" / "all.safetensors"  # folders are created
-    result = train(recipe="naive", out=out, epochs=1, flips=True, rolls=True, scale_crops=True, photometric=True,
-                   consistency=0.1, recon=0.5, outlier_exposure=0.1, **tiny)
+    result = train(
+        recipe="naive",
+        out=out,
+        epochs=1,
+        flips=True,
+        rolls=True,
+        scale_crops=True,
+        photometric=True,
+        consistency=0.1,
+        recon=0.5,
+        outlier_exposure=0.1,
+        **tiny,
+    )
     sidecar = yaml.safe_load(out.with_suffix(".yaml").read_text())
     assert sidecar["model"] == "unet" and sidecar["dataset"] == "tiny-streets"
     assert sidecar["model_kwargs"] == {"recon_head": True}

@@ -5,7 +5,13 @@ plugin would; ``segcheck.plugins`` loads every module of this package that does.
 """
 
 from segcheck.gates.agreement import batch_independence, cpu_cuda_agreement, deterministic_eval
-from segcheck.gates.audits import finite_outputs, head_matches_classes, input_normalization, label_integrity, output_size
+from segcheck.gates.audits import (
+    finite_outputs,
+    head_matches_classes,
+    input_normalization,
+    label_integrity,
+    output_size,
+)
 from segcheck.gates.collapse import prediction_collapse
 from segcheck.gates.content import derangement_gap, input_gradient, shift_equivariance
 from segcheck.gates.fresh_audits import gradient_coverage, loss_at_init
@@ -17,8 +23,32 @@ from segcheck.gates.split_gap import NoHeldOutSplit, generalization
 from segcheck.gates.stability import CORRUPTIONS, perturbation_stability
 from segcheck.gates.training import input_baseline, overfit_tiny
 
-__all__ = ["CORRUPTIONS", "Gate", "GateRegistry", "GateResult", "NoHeldOutSplit", "NotApplicable",
-           "batch_independence", "cpu_cuda_agreement", "derangement_gap", "deterministic_eval", "finite_outputs",
-           "generalization", "gradient_coverage", "head_matches_classes", "input_baseline", "input_gradient",
-           "input_normalization", "label_integrity", "loss_at_init", "noise_input", "output_size", "overfit_tiny",
-           "perturbation_stability", "positional_prior", "prediction_collapse", "shift_equivariance", "unmet_need"]
+__all__ = [
+    "CORRUPTIONS",
+    "Gate",
+    "GateRegistry",
+    "GateResult",
+    "NoHeldOutSplit",
+    "NotApplicable",
+    "batch_independence",
+    "cpu_cuda_agreement",
+    "derangement_gap",
+    "deterministic_eval",
+    "finite_outputs",
+    "generalization",
+    "gradient_coverage",
+    "head_matches_classes",
+    "input_baseline",
+    "input_gradient",
+    "input_normalization",
+    "label_integrity",
+    "loss_at_init",
+    "noise_input",
+    "output_size",
+    "overfit_tiny",
+    "perturbation_stability",
+    "positional_prior",
+    "prediction_collapse",
+    "shift_equivariance",
+    "unmet_need",
+]

@@ -25,15 +25,21 @@ def batch_independence(target: Target, cfg: dict) -> GateResult:
     when max |difference| <= ``cfg["atol"]`` + ``cfg["rtol"]`` x max |logit|.
     """
     model = target.model
-    images = target.data.images[:cfg["images"]]
+    images = target.data.images[: cfg["images"]]
     x = model.normalize(images)
     with torch.no_grad():
         together = model.logits(x)
-        alone = torch.cat([model.logits(x[i:i + 1]) for i in range(len(x))])
-    return _same_logits("batch_independence", model, together, alone, cfg,
-                        f"between a batch of {len(x)} and single images",
-                        "an image's prediction depends on the other images in its batch; normalization uses "
-                        "batch statistics in eval mode (BatchNorm left in train mode, track_running_stats=False)")
+        alone = torch.cat([model.logits(x[i : i + 1]) for i in range(len(x))])
+    return _same_logits(
+        "batch_independence",
+        model,
+        together,
+        alone,
+        cfg,
+        f"between a batch of {len(x)} and single images",
+        "an image's prediction depends on the other images in its batch; normalization uses "
+        "batch statistics in eval mode (BatchNorm left in train mode, track_running_stats=False)",
+    )
 
 
 def deterministic_eval(target: Target, cfg: dict) -> GateResult:
@@ -43,17 +49,23 @@ def deterministic_eval(target: Target, cfg: dict) -> GateResult:
     max |difference| <= ``cfg["atol"]`` + ``cfg["rtol"]`` x max |logit|.
     """
     model = target.model
-    images = target.data.images[:cfg["images"]]
+    images = target.data.images[: cfg["images"]]
     x = model.normalize(images)
     with torch.no_grad():
         first, second = model.logits(x), model.logits(x)
-    return _same_logits("deterministic_eval", model, first, second, cfg, "between two eval passes",
-                        "evaluation is random; dropout or other sampling stays active in eval mode "
-                        "(F.dropout without training=self.training), or non-deterministic kernels")
+    return _same_logits(
+        "deterministic_eval",
+        model,
+        first,
+        second,
+        cfg,
+        "between two eval passes",
+        "evaluation is random; dropout or other sampling stays active in eval mode "
+        "(F.dropout without training=self.training), or non-deterministic kernels",
+    )
 
 
-def _same_logits(name: str, model, a: torch.Tensor, b: torch.Tensor, cfg: dict, between: str,
-                 cause: str) -> GateResult:
+def _same_logits(name: str, model, a: torch.Tensor, b: torch.Tensor, cfg: dict, between: str, cause: str) -> GateResult:
     """Pass when max |a - b| <= the tolerance of ``cfg``; the message names ``cause`` on failure."""
     diff = float((a - b).abs().max()) if torch.isfinite(a).all() else float("inf")
     limit = _logit_tolerance(cfg, a)
@@ -61,8 +73,15 @@ def _same_logits(name: str, model, a: torch.Tensor, b: torch.Tensor, cfg: dict, 
     passed = diff <= limit
     measured = f"max |logit difference| {between} {diff:.3g} (max {limit:.3g}), {changed:.2%} of pixels change class"
     message = measured if passed else f"{measured}: {cause}"
-    return GateResult(name, diff, limit, passed, message, rule="value <= threshold",
-                      details={"images": len(a), "changed_pixels": changed})
+    return GateResult(
+        name,
+        diff,
+        limit,
+        passed,
+        message,
+        rule="value <= threshold",
+        details={"images": len(a), "changed_pixels": changed},
+    )
 
 
 def cpu_cuda_agreement(target: Target, cfg: dict, device: str = "cuda") -> GateResult:
@@ -76,31 +95,55 @@ def cpu_cuda_agreement(target: Target, cfg: dict, device: str = "cuda") -> GateR
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SegcheckError("cpu_cuda_agreement needs CUDA, which is not available here (run it on a GPU machine)")
     base = target.model
-    images = target.data.images[:cfg["images"]]
+    images = target.data.images[: cfg["images"]]
     outputs = {}
     for where in ("cpu", device):
-        model = SegModel(copy.deepcopy(base.module), mean=base.mean.flatten().tolist(), std=base.std.flatten().tolist(),
-                         binary=base.binary, divisible_by=base.divisible_by, device=where, threshold=base.threshold)
+        model = SegModel(
+            copy.deepcopy(base.module),
+            mean=base.mean.flatten().tolist(),
+            std=base.std.flatten().tolist(),
+            binary=base.binary,
+            divisible_by=base.divisible_by,
+            device=where,
+            threshold=base.threshold,
+        )
         with torch.no_grad():
             outputs[where] = model.logits(model.normalize(images)).float().cpu()
     cpu, other = outputs["cpu"], outputs[device]
     agreement = float((base.labels(cpu) == base.labels(other)).float().mean())
     diff = float((cpu - other).abs().max())
     passed = agreement >= cfg["min_agreement"]
-    measured = (f"class agreement cpu vs {device} {agreement:.4f} (min {cfg['min_agreement']:g}), "
-                f"max |logit difference| {diff:.3g}")
+    measured = (
+        f"class agreement cpu vs {device} {agreement:.4f} (min {cfg['min_agreement']:g}), "
+        f"max |logit difference| {diff:.3g}"
+    )
     if passed:
         message = measured
     else:
-        message = (f"{measured}: the model computes something else on {device}; device-dependent code paths, "
-                   "half precision overflow, or uninitialized memory in a custom kernel")
-    return GateResult("cpu_cuda_agreement", agreement, cfg["min_agreement"], passed, message, rule="value >= threshold",
-                      details={"images": len(images), "max_logit_difference": diff, "device": device})
+        message = (
+            f"{measured}: the model computes something else on {device}; device-dependent code paths, "
+            "half precision overflow, or uninitialized memory in a custom kernel"
+        )
+    return GateResult(
+        "cpu_cuda_agreement",
+        agreement,
+        cfg["min_agreement"],
+        passed,
+        message,
+        rule="value >= threshold",
+        details={"images": len(images), "max_logit_difference": diff, "device": device},
+    )
 
 
 @hookimpl
 def segcheck_register_gates(registry):
     for audit in (batch_independence, deterministic_eval):
         registry.add(audit.__name__, audit, section=audit.__name__, description=audit.__doc__.splitlines()[0])
-    registry.add("cpu_cuda_agreement", cpu_cuda_agreement, section="cpu_cuda_agreement", needs=("cuda",),
-                 markers=("gpu",), description=cpu_cuda_agreement.__doc__.splitlines()[0])
+    registry.add(
+        "cpu_cuda_agreement",
+        cpu_cuda_agreement,
+        section="cpu_cuda_agreement",
+        needs=("cuda",),
+        markers=("gpu",),
+        description=cpu_cuda_agreement.__doc__.splitlines()[0],
+    )

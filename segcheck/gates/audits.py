@@ -23,10 +23,19 @@ def head_matches_classes(target: Target, cfg: dict | None = None) -> GateResult:
     passed = channels == expected
     message = f"head has {channels} channels, dataset has {spec.num_classes} classes (expected {expected} channels)"
     if not passed:
-        message += (": the checkpoint was trained for another label set, or NUM_CLASSES is wrong; "
-                    "evaluate with the dataset the model was trained on")
-    return GateResult("head_matches_classes", channels, expected, passed, message, rule="value == threshold",
-                      details={"classes": list(spec.classes)})
+        message += (
+            ": the checkpoint was trained for another label set, or NUM_CLASSES is wrong; "
+            "evaluate with the dataset the model was trained on"
+        )
+    return GateResult(
+        "head_matches_classes",
+        channels,
+        expected,
+        passed,
+        message,
+        rule="value == threshold",
+        details={"classes": list(spec.classes)},
+    )
 
 
 def output_size(target: Target, cfg: dict | None = None) -> GateResult:
@@ -41,10 +50,19 @@ def output_size(target: Target, cfg: dict | None = None) -> GateResult:
     passed = tuple(final) == size and consistent
     message = f"input {size}, raw output {tuple(raw)}, adapted logits {tuple(final)}"
     if not passed:
-        message += (": the raw output is larger than the input or has another aspect ratio, so pixels cannot be "
-                    "aligned with labels; check the decoder's strides and final upsampling")
-    return GateResult("output_size", float(passed), 1.0, passed, message, rule="raw is a uniform downscale",
-                      details={"input": size, "raw": tuple(raw), "stride": stride})
+        message += (
+            ": the raw output is larger than the input or has another aspect ratio, so pixels cannot be "
+            "aligned with labels; check the decoder's strides and final upsampling"
+        )
+    return GateResult(
+        "output_size",
+        float(passed),
+        1.0,
+        passed,
+        message,
+        rule="raw is a uniform downscale",
+        details={"input": size, "raw": tuple(raw), "stride": stride},
+    )
 
 
 def finite_outputs(target: Target, cfg: dict | None = None) -> GateResult:
@@ -72,16 +90,26 @@ def label_integrity(target: Target, cfg: dict | None = None) -> GateResult:
     passed = not bad and not empty and size_ok
     problems = []
     if bad:
-        problems.append(f"labels {bad[:10]} outside 0..{spec.num_classes - 1}/ignore {spec.ignore_index} "
-                        "(0/255 binary masks? 1-indexed labels? labelIds instead of trainIds?)")
+        problems.append(
+            f"labels {bad[:10]} outside 0..{spec.num_classes - 1}/ignore {spec.ignore_index} "
+            "(0/255 binary masks? 1-indexed labels? labelIds instead of trainIds?)"
+        )
     if empty:
         problems.append(f"{empty} masks have no labelled pixel")
     if not size_ok:
         problems.append(f"image size {images.shape[1:3]} != mask size {masks.shape[1:]}")
-    message = (f"{len(masks)} masks, label values {sorted(values)[:12]}"
-               + (": " + "; ".join(problems) if problems else ": all within the dataset's classes"))
-    return GateResult("label_integrity", float(len(bad) + empty), 0.0, passed, message, rule="problems == 0",
-                      details={"values": sorted(values), "empty_masks": empty})
+    message = f"{len(masks)} masks, label values {sorted(values)[:12]}" + (
+        ": " + "; ".join(problems) if problems else ": all within the dataset's classes"
+    )
+    return GateResult(
+        "label_integrity",
+        float(len(bad) + empty),
+        0.0,
+        passed,
+        message,
+        rule="problems == 0",
+        details={"values": sorted(values), "empty_masks": empty},
+    )
 
 
 def input_normalization(target: Target, cfg: dict) -> GateResult:
@@ -104,28 +132,50 @@ def input_normalization(target: Target, cfg: dict) -> GateResult:
     ok_std = bool(np.all(std >= cfg["min_std"]) and np.all(std <= cfg["max_std"]))
     passed = ok_mean and ok_std
     fmt = lambda v: "(" + ", ".join(f"{a:.3g}" for a in v) + ")"  # noqa: E731
-    measured = (f"normalized input mean {fmt(mean)}, std {fmt(std)} per channel (bounds |mean| <= "
-                f"{cfg['max_abs_mean']:g}, std {cfg['min_std']:g}..{cfg['max_std']:g}); pixel range {low}..{high}")
+    measured = (
+        f"normalized input mean {fmt(mean)}, std {fmt(std)} per channel (bounds |mean| <= "
+        f"{cfg['max_abs_mean']:g}, std {cfg['min_std']:g}..{cfg['max_std']:g}); pixel range {low}..{high}"
+    )
     if passed:
         message = measured
     elif high <= 1:
-        message = (f"{measured}: the images hold only 0/1 values; they were stored as 0-1 floats and cast to uint8 "
-                   "(scale them to 0-255)")
+        message = (
+            f"{measured}: the images hold only 0/1 values; they were stored as 0-1 floats and cast to uint8 "
+            "(scale them to 0-255)"
+        )
     elif np.any(std < cfg["min_std"]):
-        message = (f"{measured}: inputs are squashed to a tiny range; mean/std were given in 0-255 scale while "
-                   "segcheck divides by 255 first, or the images were normalized twice")
+        message = (
+            f"{measured}: inputs are squashed to a tiny range; mean/std were given in 0-255 scale while "
+            "segcheck divides by 255 first, or the images were normalized twice"
+        )
     else:
-        message = (f"{measured}: inputs are far from zero mean/unit variance; the model gets 0-255 values or the "
-                   "mean/std do not belong to this data")
-    return GateResult("input_normalization", worst_mean, cfg["max_abs_mean"], passed, message,
-                      rule=f"value <= threshold, std {cfg['min_std']}..{cfg['max_std']}",
-                      details={"mean": mean.tolist(), "std": std.tolist(), "pixel_range": [low, high]})
+        message = (
+            f"{measured}: inputs are far from zero mean/unit variance; the model gets 0-255 values or the "
+            "mean/std do not belong to this data"
+        )
+    return GateResult(
+        "input_normalization",
+        worst_mean,
+        cfg["max_abs_mean"],
+        passed,
+        message,
+        rule=f"value <= threshold, std {cfg['min_std']}..{cfg['max_std']}",
+        details={"mean": mean.tolist(), "std": std.tolist(), "pixel_range": [low, high]},
+    )
 
 
 @hookimpl
 def segcheck_register_gates(registry):
     for audit in (head_matches_classes, output_size, finite_outputs, label_integrity):
-        registry.add(audit.__name__, audit, needs=("labels",) if audit is label_integrity else (),
-                     description=audit.__doc__.splitlines()[0])
-    registry.add("input_normalization", input_normalization, section="input_normalization",
-                 description=input_normalization.__doc__.splitlines()[0])
+        registry.add(
+            audit.__name__,
+            audit,
+            needs=("labels",) if audit is label_integrity else (),
+            description=audit.__doc__.splitlines()[0],
+        )
+    registry.add(
+        "input_normalization",
+        input_normalization,
+        section="input_normalization",
+        description=input_normalization.__doc__.splitlines()[0],
+    )

@@ -33,13 +33,12 @@ def probabilities(target: Target) -> np.ndarray:
     out = []
     with torch.no_grad():
         for start in range(0, len(images), batch):
-            logits = model.logits(model.normalize(images[start:start + batch]))
+            logits = model.logits(model.normalize(images[start : start + batch]))
             out.append(torch.sigmoid(logits[:, 0].float()).cpu().numpy())
     return np.concatenate(out)
 
 
-def threshold_sweep(probs: np.ndarray, masks: np.ndarray, ignore_index: int,
-                    thresholds=SWEEP) -> dict[float, float]:
+def threshold_sweep(probs: np.ndarray, masks: np.ndarray, ignore_index: int, thresholds=SWEEP) -> dict[float, float]:
     """Foreground IoU of ``probs > t`` against 0/1 ``masks`` (or ``ignore_index``) for each t."""
     return {t: binary_iou(probs, masks, t, ignore_index) for t in thresholds}
 
@@ -67,36 +66,53 @@ def prediction_collapse(target: Target, cfg: dict) -> GateResult:
     if coverage < cfg["min_class_fraction"]:
         problems.append(f"only {len(present) - len(missing)} of {len(present)} present classes predicted")
     if excess > cfg["max_dominance_excess"]:
-        problems.append(f"{spec.classes[dominant]!r} covers {predicted[dominant]:.0%} of predicted pixels vs "
-                        f"{truth[true_dominant]:.0%} for the largest true class {spec.classes[true_dominant]!r} "
-                        f"(excess {excess:.2f} > {cfg['max_dominance_excess']:.2f})")
-    details = {"true_fractions": dict(zip(spec.classes, truth.tolist())),
-               "predicted_fractions": dict(zip(spec.classes, predicted.tolist())),
-               "never_predicted": missing, "dominance_excess": excess}
+        problems.append(
+            f"{spec.classes[dominant]!r} covers {predicted[dominant]:.0%} of predicted pixels vs "
+            f"{truth[true_dominant]:.0%} for the largest true class {spec.classes[true_dominant]!r} "
+            f"(excess {excess:.2f} > {cfg['max_dominance_excess']:.2f})"
+        )
+    details = {
+        "true_fractions": dict(zip(spec.classes, truth.tolist())),
+        "predicted_fractions": dict(zip(spec.classes, predicted.tolist())),
+        "never_predicted": missing,
+        "dominance_excess": excess,
+    }
     binary_note = ""
     if model.binary:
         binary_note, binary_problem = _binary_checks(target, masks, truth, predicted, details)
         if binary_problem:
             problems.append(binary_problem)
-    measured = (f"{len(present) - len(missing)}/{len(present)} present classes predicted ({coverage:.2f}, min "
-                f"{cfg['min_class_fraction']:.2f}); dominant predicted {spec.classes[dominant]!r} "
-                f"{predicted[dominant]:.2f} "
-                f"vs true {spec.classes[true_dominant]!r} {truth[true_dominant]:.2f} (max excess "
-                f"{cfg['max_dominance_excess']:.2f})" + binary_note)
+    measured = (
+        f"{len(present) - len(missing)}/{len(present)} present classes predicted ({coverage:.2f}, min "
+        f"{cfg['min_class_fraction']:.2f}); dominant predicted {spec.classes[dominant]!r} "
+        f"{predicted[dominant]:.2f} "
+        f"vs true {spec.classes[true_dominant]!r} {truth[true_dominant]:.2f} (max excess "
+        f"{cfg['max_dominance_excess']:.2f})" + binary_note
+    )
     if missing:
         measured += f"; never predicted: {', '.join(missing)}"
     passed = not problems
     if passed:
         message = measured
     else:
-        message = (f"{measured}: {'; '.join(problems)}: the model collapses towards few classes (class imbalance "
-                   "without weighting, wrong label mapping, or a threshold/sigmoid mix-up)")
-    return GateResult("prediction_collapse", coverage, cfg["min_class_fraction"], passed, message,
-                      rule=f"value >= threshold, excess <= {cfg['max_dominance_excess']}", details=details)
+        message = (
+            f"{measured}: {'; '.join(problems)}: the model collapses towards few classes (class imbalance "
+            "without weighting, wrong label mapping, or a threshold/sigmoid mix-up)"
+        )
+    return GateResult(
+        "prediction_collapse",
+        coverage,
+        cfg["min_class_fraction"],
+        passed,
+        message,
+        rule=f"value >= threshold, excess <= {cfg['max_dominance_excess']}",
+        details=details,
+    )
 
 
-def _binary_checks(target: Target, masks: np.ndarray, truth: np.ndarray, predicted: np.ndarray,
-                   details: dict) -> tuple[str, str | None]:
+def _binary_checks(
+    target: Target, masks: np.ndarray, truth: np.ndarray, predicted: np.ndarray, details: dict
+) -> tuple[str, str | None]:
     """Probability range, positives and the threshold sweep of a binary model: (note, problem or None)."""
     model, spec = target.model, target.data.spec
     probs = probabilities(target)
@@ -108,8 +124,13 @@ def _binary_checks(target: Target, masks: np.ndarray, truth: np.ndarray, predict
     if best is not None and np.isfinite(configured) and configured >= scored[best]:
         best = model.threshold  # the configured threshold is as good as any in the sweep
     low, high = float(probs.min()), float(probs.max())
-    details.update(probability_range=[low, high], threshold=model.threshold, threshold_iou=configured,
-                   threshold_sweep=sweep, best_threshold=best)
+    details.update(
+        probability_range=[low, high],
+        threshold=model.threshold,
+        threshold_iou=configured,
+        threshold_sweep=sweep,
+        best_threshold=best,
+    )
     note = f"; probabilities {low:.3f}..{high:.3f}, threshold {model.threshold:g}"
     if best is not None and abs(best - model.threshold) > 1e-9:
         note += f", best threshold {best:g} (IoU {sweep[best]:.3f} vs {configured:.3f})"
@@ -121,12 +142,19 @@ def _binary_checks(target: Target, masks: np.ndarray, truth: np.ndarray, predict
                 cause += f"; threshold {best:g} would give IoU {sweep[best]:.3f}"
         return note, cause
     if low >= 0.5 and high <= 1 / (1 + np.exp(-1)) + 1e-6:
-        return note, ("probabilities all lie in 0.5..0.73, i.e. sigmoid of values in 0..1: the model already outputs "
-                      "probabilities and segcheck applies sigmoid again; return logits")
+        return note, (
+            "probabilities all lie in 0.5..0.73, i.e. sigmoid of values in 0..1: the model already outputs "
+            "probabilities and segcheck applies sigmoid again; return logits"
+        )
     return note, None
 
 
 @hookimpl
 def segcheck_register_gates(registry):
-    registry.add("prediction_collapse", prediction_collapse, section="prediction_collapse", needs=("labels",),
-                 description="the predicted class histogram must resemble the ground truth's")
+    registry.add(
+        "prediction_collapse",
+        prediction_collapse,
+        section="prediction_collapse",
+        needs=("labels",),
+        description="the predicted class histogram must resemble the ground truth's",
+    )

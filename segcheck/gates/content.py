@@ -53,10 +53,19 @@ def derangement_gap(target: Target, cfg: dict) -> GateResult:
     if passed:
         message = f"{measured} >= {cfg['min_gap']:.2f}"
     else:
-        message = (f"{measured} < {cfg['min_gap']:.2f}: predictions fit any image's labels about as well as their own, "
-                   "so they barely depend on the image (positional prior or collapsed output)")
-    return GateResult("derangement_gap", gap, cfg["min_gap"], passed, message, rule="value >= threshold",
-                      details={"matched_miou": matched, "deranged_miou": deranged, "permutation": perm.tolist()})
+        message = (
+            f"{measured} < {cfg['min_gap']:.2f}: predictions fit any image's labels about as well as their own, "
+            "so they barely depend on the image (positional prior or collapsed output)"
+        )
+    return GateResult(
+        "derangement_gap",
+        gap,
+        cfg["min_gap"],
+        passed,
+        message,
+        rule="value >= threshold",
+        details={"matched_miou": matched, "deranged_miou": deranged, "permutation": perm.tolist()},
+    )
 
 
 def shift_pixels(requested: int, divisible_by: int) -> int:
@@ -77,8 +86,9 @@ def shift_equivariance(target: Target, cfg: dict) -> GateResult:
     clean = target.predictions.labels
     px = shift_pixels(cfg["shift_px"], model.divisible_by)
     if px >= min(images.shape[1:3]):
-        raise SegcheckError(f"shift of {px} px does not fit eval images of size {images.shape[1:3]}; "
-                            "lower content_sensitivity.shift_px")
+        raise SegcheckError(
+            f"shift of {px} px does not fit eval images of size {images.shape[1:3]}; lower content_sensitivity.shift_px"
+        )
     batch = target.data.batch_size
     agreement = {}
     for name, (axis, sign) in DIRECTIONS.items():
@@ -93,11 +103,20 @@ def shift_equivariance(target: Target, cfg: dict) -> GateResult:
     if passed:
         message = f"{measured}; worst {value:.3f} >= {cfg['min_agreement']:.2f}"
     else:
-        message = (f"{measured}; worst ({worst}) {value:.3f} < {cfg['min_agreement']:.2f}: predictions stay where "
-                   "classes usually are instead of moving with the content (positional shortcut; "
-                   "train with flips/rolls/crops)")
-    return GateResult("shift_equivariance", value, cfg["min_agreement"], passed, message, rule="value >= threshold",
-                      details={"shift_px": px, "agreement": agreement, "worst_direction": worst})
+        message = (
+            f"{measured}; worst ({worst}) {value:.3f} < {cfg['min_agreement']:.2f}: predictions stay where "
+            "classes usually are instead of moving with the content (positional shortcut; "
+            "train with flips/rolls/crops)"
+        )
+    return GateResult(
+        "shift_equivariance",
+        value,
+        cfg["min_agreement"],
+        passed,
+        message,
+        rule="value >= threshold",
+        details={"shift_px": px, "agreement": agreement, "worst_direction": worst},
+    )
 
 
 def input_gradient(target: Target, cfg: dict) -> GateResult:
@@ -125,15 +144,29 @@ def input_gradient(target: Target, cfg: dict) -> GateResult:
     elif not finite:
         message = f"{measured}: the gradient is not finite; check for NaN/inf in the model's forward pass"
     else:
-        message = (f"{measured} <= {cfg['min_grad_norm']:.0e}: the loss does not depend on the input pixels; the "
-                   "model ignores its input, or the forward pass cuts the graph (.detach(), torch.no_grad, "
-                   "numpy preprocessing)")
-    return GateResult("input_gradient", norm, cfg["min_grad_norm"], passed, message, rule="value > threshold",
-                      details={"images": count, "loss": float(loss.detach()), "connected": grad is not None})
+        message = (
+            f"{measured} <= {cfg['min_grad_norm']:.0e}: the loss does not depend on the input pixels; the "
+            "model ignores its input, or the forward pass cuts the graph (.detach(), torch.no_grad, "
+            "numpy preprocessing)"
+        )
+    return GateResult(
+        "input_gradient",
+        norm,
+        cfg["min_grad_norm"],
+        passed,
+        message,
+        rule="value > threshold",
+        details={"images": count, "loss": float(loss.detach()), "connected": grad is not None},
+    )
 
 
 @hookimpl
 def segcheck_register_gates(registry):
     for gate in (derangement_gap, shift_equivariance, input_gradient):
-        registry.add(gate.__name__, gate, section="content_sensitivity", needs=("labels",),
-                     description=gate.__doc__.splitlines()[0])
+        registry.add(
+            gate.__name__,
+            gate,
+            section="content_sensitivity",
+            needs=("labels",),
+            description=gate.__doc__.splitlines()[0],
+        )

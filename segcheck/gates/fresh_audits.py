@@ -25,8 +25,7 @@ def _padded(model, x: torch.Tensor, y: torch.Tensor, ignore_index: int) -> tuple
     pad_h, pad_w = -x.shape[-2] % d, -x.shape[-1] % d
     if not (pad_h or pad_w):
         return x, y
-    return (F.pad(x, (0, pad_w, 0, pad_h), mode="replicate"),
-            F.pad(y, (0, pad_w, 0, pad_h), value=ignore_index))
+    return (F.pad(x, (0, pad_w, 0, pad_h), mode="replicate"), F.pad(y, (0, pad_w, 0, pad_h), value=ignore_index))
 
 
 def _training_loss(target: Target, model, images: np.ndarray, masks: np.ndarray):
@@ -60,18 +59,31 @@ def loss_at_init(target: Target, cfg: dict) -> GateResult:
     deviation = abs(loss - expected) if math.isfinite(loss) else float("inf")
     limit = cfg["tolerance"] * expected
     passed = deviation <= limit
-    measured = (f"loss at initialization {loss:.3f} vs ln({classes}) = {expected:.3f}: |difference| {deviation:.3f} "
-                f"(max {limit:.3f} = {cfg['tolerance']:g} x ln {classes})")
+    measured = (
+        f"loss at initialization {loss:.3f} vs ln({classes}) = {expected:.3f}: |difference| {deviation:.3f} "
+        f"(max {limit:.3f} = {cfg['tolerance']:g} x ln {classes})"
+    )
     if passed:
         message = measured
     elif not math.isfinite(loss) or loss > expected:
-        message = (f"{measured}: the fresh model is confidently wrong before training; its logits are far too large "
-                   "(inputs not normalized, a head initialized with large weights, missing normalization layers)")
+        message = (
+            f"{measured}: the fresh model is confidently wrong before training; its logits are far too large "
+            "(inputs not normalized, a head initialized with large weights, missing normalization layers)"
+        )
     else:
-        message = (f"{measured}: the fresh model already beats chance before training; the builder loads trained head "
-                   "weights, or the labels leak into the input")
-    return GateResult("loss_at_init", deviation, limit, passed, message, rule="value <= threshold",
-                      details={"loss": loss, "expected": expected, "classes": classes, "images": len(images)})
+        message = (
+            f"{measured}: the fresh model already beats chance before training; the builder loads trained head "
+            "weights, or the labels leak into the input"
+        )
+    return GateResult(
+        "loss_at_init",
+        deviation,
+        limit,
+        passed,
+        message,
+        rule="value <= threshold",
+        details={"loss": loss, "expected": expected, "classes": classes, "images": len(images)},
+    )
 
 
 def gradient_coverage(target: Target, cfg: dict) -> GateResult:
@@ -89,8 +101,11 @@ def gradient_coverage(target: Target, cfg: dict) -> GateResult:
     images, masks = _batch(target, cfg["images"])
     named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
     loss = _training_loss(target, segmodel, images, masks)
-    grads = (torch.autograd.grad(loss, [p for _, p in named], allow_unused=True) if loss.requires_grad
-             else [None] * len(named))
+    grads = (
+        torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
+        if loss.requires_grad
+        else [None] * len(named)
+    )
     module.eval()
     dead = [name for (name, _), g in zip(named, grads) if g is None or not bool(torch.any(g != 0))]
     passed = not dead
@@ -99,14 +114,28 @@ def gradient_coverage(target: Target, cfg: dict) -> GateResult:
         message = measured
     else:
         shown = ", ".join(dead[:8]) + (f", ... ({len(dead)} in all)" if len(dead) > 8 else "")
-        message = (f"{measured}; none reaches {shown}: these weights never train; a head or branch that the forward "
-                   "pass or the loss does not use (an auxiliary head left out of the loss), or a detached graph")
-    return GateResult("gradient_coverage", float(len(dead)), 0.0, passed, message, rule="value <= threshold",
-                      details={"without_gradient": dead, "trainable": len(named), "builder_kwargs": kwargs})
+        message = (
+            f"{measured}; none reaches {shown}: these weights never train; a head or branch that the forward "
+            "pass or the loss does not use (an auxiliary head left out of the loss), or a detached graph"
+        )
+    return GateResult(
+        "gradient_coverage",
+        float(len(dead)),
+        0.0,
+        passed,
+        message,
+        rule="value <= threshold",
+        details={"without_gradient": dead, "trainable": len(named), "builder_kwargs": kwargs},
+    )
 
 
 @hookimpl
 def segcheck_register_gates(registry):
     for audit in (loss_at_init, gradient_coverage):
-        registry.add(audit.__name__, audit, section=audit.__name__, needs=("labels", "fresh_model"),
-                     description=audit.__doc__.splitlines()[0])
+        registry.add(
+            audit.__name__,
+            audit,
+            section=audit.__name__,
+            needs=("labels", "fresh_model"),
+            description=audit.__doc__.splitlines()[0],
+        )

@@ -52,26 +52,43 @@ def noise_input(target: Target, cfg: dict) -> GateResult:
     threshold = min(cfg["max_miou"], cfg["max_ratio"] * real)
     floor, floor_class = constant_class_floor(masks, spec)
     passed = bool(worst < threshold)
-    details = {"real_miou": real, "noise_miou": per_kind, "worst_kind": worst_kind,
-               "constant_class_floor": floor, "floor_class": floor_class}
+    details = {
+        "real_miou": real,
+        "noise_miou": per_kind,
+        "worst_kind": worst_kind,
+        "constant_class_floor": floor,
+        "floor_class": floor_class,
+    }
     measured = f"noise mIoU {worst:.3f} ({worst_kind}) vs real {real:.3f}"
     if passed:
-        message = (f"{measured} < {threshold:.3f}: predictions depend on image content "
-                   f"(constant-class floor {floor:.3f})")
+        message = (
+            f"{measured} < {threshold:.3f}: predictions depend on image content (constant-class floor {floor:.3f})"
+        )
     elif floor >= cfg["max_miou"] and worst < cfg["max_ratio"] * real:  # only the unreachable absolute limit failed
-        message = (f"{measured} >= {threshold:.3f}, but predicting {floor_class!r} everywhere already scores "
-                   f"{floor:.3f} on this data (constant-class floor), so the threshold cannot separate content from "
-                   f"prior here; set noise_input.max_miou above {worst:.2f} in segcheck.yaml")
+        message = (
+            f"{measured} >= {threshold:.3f}, but predicting {floor_class!r} everywhere already scores "
+            f"{floor:.3f} on this data (constant-class floor), so the threshold cannot separate content from "
+            f"prior here; set noise_input.max_miou above {worst:.2f} in segcheck.yaml"
+        )
     elif worst >= cfg["max_miou"]:
-        message = (f"{measured} >= {cfg['max_miou']:.2f}: predictions follow pixel position, not content "
-                   f"(constant-class floor {floor:.3f})")
+        message = (
+            f"{measured} >= {cfg['max_miou']:.2f}: predictions follow pixel position, not content "
+            f"(constant-class floor {floor:.3f})"
+        )
     else:
-        message = (f"{measured}: noise reaches {worst / real if real else float('inf'):.0%} of the real mIoU "
-                   f"(limit {cfg['max_ratio']:.0%}): the model scores without reading the image")
+        message = (
+            f"{measured}: noise reaches {worst / real if real else float('inf'):.0%} of the real mIoU "
+            f"(limit {cfg['max_ratio']:.0%}): the model scores without reading the image"
+        )
     return GateResult("noise_input", worst, threshold, passed, message, rule="value < threshold", details=details)
 
 
 @hookimpl
 def segcheck_register_gates(registry):
-    registry.add("noise_input", noise_input, section="noise_input", needs=("labels",),
-                 description="noise instead of images must not score against the real labels")
+    registry.add(
+        "noise_input",
+        noise_input,
+        section="noise_input",
+        needs=("labels",),
+        description="noise instead of images must not score against the real labels",
+    )

@@ -57,19 +57,28 @@ def positional_prior(target: Target, cfg: dict) -> GateResult:
     real = target.predictions.miou
     threshold = prior_miou + cfg["margin"]
     passed = bool(real >= threshold)
-    measured = (f"real mIoU {real:.3f} vs positional prior {prior_miou:.3f} "
-                f"(majority training class per pixel, {used} train masks)")
+    measured = (
+        f"real mIoU {real:.3f} vs positional prior {prior_miou:.3f} "
+        f"(majority training class per pixel, {used} train masks)"
+    )
     if passed:
         message = f"{measured}: {real - prior_miou:+.3f} >= margin {cfg['margin']:.2f}"
     else:
-        message = (f"{measured}: {real:.3f} < {threshold:.3f} (prior + margin {cfg['margin']:.2f}): the model does not "
-                   "clearly beat knowing where classes usually are; it has learnt the layout, not the appearance "
-                   "(train with flips/rolls/crops, check that inputs reach the model)")
+        message = (
+            f"{measured}: {real:.3f} < {threshold:.3f} (prior + margin {cfg['margin']:.2f}): the model does not "
+            "clearly beat knowing where classes usually are; it has learnt the layout, not the appearance "
+            "(train with flips/rolls/crops, check that inputs reach the model)"
+        )
     details = {"real_miou": real, "prior_miou": prior_miou, "margin": cfg["margin"], "train_samples": used}
     return GateResult("positional_prior", real, threshold, passed, message, rule="value >= threshold", details=details)
 
 
 @hookimpl
 def segcheck_register_gates(registry):
-    registry.add("positional_prior", positional_prior, section="positional_prior", needs=("labels", "train_split"),
-                 description="real mIoU must beat the training labels' per-position majority class")
+    registry.add(
+        "positional_prior",
+        positional_prior,
+        section="positional_prior",
+        needs=("labels", "train_split"),
+        description="real mIoU must beat the training labels' per-position majority class",
+    )

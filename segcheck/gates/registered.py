@@ -56,15 +56,19 @@ class GateRegistry(Registry):
             values = (values,) if isinstance(values, str) else tuple(values)
             unknown = sorted(set(values) - set(known))
             if unknown:
-                raise SegcheckError(f"gate {name!r} from plugin {self._plugin} has unknown {key} {unknown}; "
-                                    f"known: {', '.join(known)}")
+                raise SegcheckError(
+                    f"gate {name!r} from plugin {self._plugin} has unknown {key} {unknown}; known: {', '.join(known)}"
+                )
             meta[key] = values
         super().add(name, obj, **meta)
 
     def gates(self, suite: str | None = None) -> list[Gate]:
         """Every registered gate (of ``suite``), in registration order within each plugin."""
-        return [Gate(e.name, e.obj, plugin=e.plugin, **e.meta) for e in self._entries.values()
-                if suite is None or e.meta.get("suite", "gates") == suite]
+        return [
+            Gate(e.name, e.obj, plugin=e.plugin, **e.meta)
+            for e in self._entries.values()
+            if suite is None or e.meta.get("suite", "gates") == suite
+        ]
 
 
 def unmet_need(gate: Gate, target, config: dict) -> str | None:
@@ -83,8 +87,10 @@ def unmet_need(gate: Gate, target, config: dict) -> str | None:
         if need == "held_out_split":
             split, default = cfg.get("split"), _default(gate.section, "split")
             if split == default and not data.has_split(split):
-                return (f"dataset has no {split!r} split to compare with; set {gate.section}.split to another "
-                        "split to run this gate")
+                return (
+                    f"dataset has no {split!r} split to compare with; set {gate.section}.split to another "
+                    "split to run this gate"
+                )
     return None
 
 
@@ -97,10 +103,14 @@ def _default(section: str | None, key: str):
 def run(gate: Gate, target, config: dict) -> GateResult:
     """``gate`` on ``target`` with its settings from ``config`` (a SegcheckError propagates)."""
     if gate.section and gate.section not in config:
-        raise SegcheckError(f"gate {gate.name!r} from plugin {gate.plugin} reads settings section {gate.section!r}, "
-                            "which nothing defines; register it with defaults={...}")
+        raise SegcheckError(
+            f"gate {gate.name!r} from plugin {gate.plugin} reads settings section {gate.section!r}, "
+            "which nothing defines; register it with defaults={...}"
+        )
     result = gate.function(target, config[gate.section] if gate.section else {})
     if not isinstance(result, GateResult):
-        raise SegcheckError(f"gate {gate.name!r} from plugin {gate.plugin} returned {type(result).__name__}, "
-                            "expected a segcheck.gates.GateResult")
+        raise SegcheckError(
+            f"gate {gate.name!r} from plugin {gate.plugin} returned {type(result).__name__}, "
+            "expected a segcheck.gates.GateResult"
+        )
     return result

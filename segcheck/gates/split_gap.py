@@ -28,17 +28,23 @@ def generalization(target: Target, cfg: dict) -> GateResult:
     data = target.data
     eval_split, other = data.split, cfg["split"]
     if not data.has_split(other):
-        raise SegcheckError(f"the data has no {other!r} split (splits: {', '.join(data.spec.splits)}); "
-                            "set generalization.split")
+        raise SegcheckError(
+            f"the data has no {other!r} split (splits: {', '.join(data.spec.splits)}); set generalization.split"
+        )
     if other == eval_split:
         raise SegcheckError(f"generalization.split {other!r} is the eval split itself; choose another split")
     images_other, masks_other = data.sample(other, data.size, data.seed)
-    if images_other.shape == data.images.shape and np.array_equal(images_other, data.images) and np.array_equal(
-            masks_other, data.masks):
+    if (
+        images_other.shape == data.images.shape
+        and np.array_equal(images_other, data.images)
+        and np.array_equal(masks_other, data.masks)
+    ):
         error = NoHeldOutSplit if other == DEFAULTS["generalization"]["split"] else SegcheckError
-        raise error(f"split {other!r} holds the same images as the eval split {eval_split!r} (a folder "
-                    f"dataset without split folders serves one image set as every split); put held-out "
-                    f"images in DIR/{other}/images and DIR/{other}/masks to measure generalization")
+        raise error(
+            f"split {other!r} holds the same images as the eval split {eval_split!r} (a folder "
+            f"dataset without split folders serves one image set as every split); put held-out "
+            f"images in DIR/{other}/images and DIR/{other}/masks to measure generalization"
+        )
     first = target.predictions.miou
     pred_other, _ = target.model.predict_pixels(images_other, data.batch_size)
     second = data.score(pred_other, masks_other)
@@ -49,15 +55,28 @@ def generalization(target: Target, cfg: dict) -> GateResult:
         message = f"{measured} <= {cfg['max_gap']:.2f}"
     else:
         better = eval_split if first > second else other
-        message = (f"{measured} > {cfg['max_gap']:.2f}: the model is much better on {better}; it was tuned or trained "
-                   f"on that split (leakage, checkpoint selection on it), or the splits differ in distribution")
-    details = {"eval_split": eval_split, "other_split": other, "eval_miou": first, "other_miou": second,
-               "images": len(masks_other)}
-    return GateResult("generalization", gap, cfg["max_gap"], passed, message, rule="value <= threshold",
-                      details=details)
+        message = (
+            f"{measured} > {cfg['max_gap']:.2f}: the model is much better on {better}; it was tuned or trained "
+            f"on that split (leakage, checkpoint selection on it), or the splits differ in distribution"
+        )
+    details = {
+        "eval_split": eval_split,
+        "other_split": other,
+        "eval_miou": first,
+        "other_miou": second,
+        "images": len(masks_other),
+    }
+    return GateResult(
+        "generalization", gap, cfg["max_gap"], passed, message, rule="value <= threshold", details=details
+    )
 
 
 @hookimpl
 def segcheck_register_gates(registry):
-    registry.add("generalization", generalization, section="generalization", needs=("labels", "held_out_split"),
-                 description="the eval split's mIoU must hold on another split")
+    registry.add(
+        "generalization",
+        generalization,
+        section="generalization",
+        needs=("labels", "held_out_split"),
+        description="the eval split's mIoU must hold on another split",
+    )

@@ -42,24 +42,46 @@ def perturbation_stability(target: Target, cfg: dict, corruption: str) -> GateRe
     relative = float(np.mean(list(mious.values())) / clean) if clean > 0 else float("nan")
     passed = bool(value >= cfg["min_agreement"] and drop <= cfg["max_miou_drop"])
     parameter = perturb.SEVERITIES[corruption][gated - 1]
-    measured = (f"{corruption} ({parameter}, severity {gated}): agreement with clean prediction {value:.3f} "
-                f"(min {cfg['min_agreement']:.2f}), mIoU {clean:.3f} -> {mious[gated]:.3f}, drop {drop:.3f} "
-                f"(max {cfg['max_miou_drop']:.2f}); relative robustness over severities 1-{len(levels)} {relative:.2f}")
+    measured = (
+        f"{corruption} ({parameter}, severity {gated}): agreement with clean prediction {value:.3f} "
+        f"(min {cfg['min_agreement']:.2f}), mIoU {clean:.3f} -> {mious[gated]:.3f}, drop {drop:.3f} "
+        f"(max {cfg['max_miou_drop']:.2f}); relative robustness over severities 1-{len(levels)} {relative:.2f}"
+    )
     if passed:
         message = measured
     else:
-        message = (f"{measured}: a mild {corruption.replace('_', ' ')} changes the prediction, so the model relies on "
-                   "fragile low-level cues; train with photometric/noise augmentation or a consistency loss")
-    details = {"corruption": corruption, "severity": gated, "parameter": parameter, "clean_miou": clean,
-               "agreement": agreement, "miou": mious, "miou_drop": drop, "relative_robustness": relative}
-    return GateResult(f"perturbation_stability[{corruption}]", value, cfg["min_agreement"], passed, message,
-                      rule=f"value >= threshold, drop <= {cfg['max_miou_drop']}", details=details)
+        message = (
+            f"{measured}: a mild {corruption.replace('_', ' ')} changes the prediction, so the model relies on "
+            "fragile low-level cues; train with photometric/noise augmentation or a consistency loss"
+        )
+    details = {
+        "corruption": corruption,
+        "severity": gated,
+        "parameter": parameter,
+        "clean_miou": clean,
+        "agreement": agreement,
+        "miou": mious,
+        "miou_drop": drop,
+        "relative_robustness": relative,
+    }
+    return GateResult(
+        f"perturbation_stability[{corruption}]",
+        value,
+        cfg["min_agreement"],
+        passed,
+        message,
+        rule=f"value >= threshold, drop <= {cfg['max_miou_drop']}",
+        details=details,
+    )
 
 
 @hookimpl
 def segcheck_register_gates(registry):
     for corruption in CORRUPTIONS:
-        registry.add(f"perturbation_stability[{corruption}]",
-                     functools.partial(perturbation_stability, corruption=corruption),
-                     section="perturbation_stability", needs=("labels",),
-                     description=f"a mild {corruption.replace('_', ' ')} must not change the prediction")
+        registry.add(
+            f"perturbation_stability[{corruption}]",
+            functools.partial(perturbation_stability, corruption=corruption),
+            section="perturbation_stability",
+            needs=("labels",),
+            description=f"a mild {corruption.replace('_', ' ')} must not change the prediction",
+        )

@@ -46,7 +46,7 @@ def overfit_tiny(target: Target, cfg: dict) -> GateResult:
 
     def batch(step: int):
         start = (step - 1) % per_epoch * bs
-        return x[start:start + bs], y[start:start + bs]
+        return x[start : start + bs], y[start : start + bs]
 
     def reached(step: int) -> bool:
         if step % per_epoch:
@@ -54,8 +54,15 @@ def overfit_tiny(target: Target, cfg: dict) -> GateResult:
         history.append(target.data.score(model.predict(x)[0], masks))
         return history[-1] >= cfg["min_miou"]
 
-    steps = fit(model, batch, cfg["epochs"] * per_epoch, cfg["lr"], spec, stop=reached,
-                class_weights=_balanced_weights(masks, spec).to(model.device))
+    steps = fit(
+        model,
+        batch,
+        cfg["epochs"] * per_epoch,
+        cfg["lr"],
+        spec,
+        stop=reached,
+        class_weights=_balanced_weights(masks, spec).to(model.device),
+    )
     epochs = len(history)
     value = max(history)
     passed = value >= cfg["min_miou"]
@@ -63,10 +70,19 @@ def overfit_tiny(target: Target, cfg: dict) -> GateResult:
     if passed:
         message += f" >= {cfg['min_miou']:.2f}: the training loop can learn"
     else:
-        message += (f" < {cfg['min_miou']:.2f} (budget {cfg['epochs']} epochs): the model/loss/optimizer cannot even "
-                    "memorize ten samples; check the loss target format, the learning rate and that the head is trained")
-    return GateResult("overfit_tiny", value, cfg["min_miou"], passed, message, rule="value >= threshold",
-                      details={"epochs": epochs, "steps": steps, "history": history})
+        message += (
+            f" < {cfg['min_miou']:.2f} (budget {cfg['epochs']} epochs): the model/loss/optimizer cannot even "
+            "memorize ten samples; check the loss target format, the learning rate and that the head is trained"
+        )
+    return GateResult(
+        "overfit_tiny",
+        value,
+        cfg["min_miou"],
+        passed,
+        message,
+        rule="value >= threshold",
+        details={"epochs": epochs, "steps": steps, "history": history},
+    )
 
 
 def input_baseline(target: Target, cfg: dict) -> GateResult:
@@ -92,18 +108,41 @@ def input_baseline(target: Target, cfg: dict) -> GateResult:
     real = target.predictions.miou
     threshold = baseline + cfg["margin"]
     passed = real >= threshold
-    message = f"real mIoU {real:.3f} vs input-independent baseline {baseline:.3f} (+{cfg['margin']:.2f} = {threshold:.3f})"
+    message = (
+        f"real mIoU {real:.3f} vs input-independent baseline {baseline:.3f} (+{cfg['margin']:.2f} = {threshold:.3f})"
+    )
     if not passed:
-        message += (": a model that never sees the image does about as well; the labels' layout explains the score, "
-                    "train with positional jitter and check the model reads its input")
-    return GateResult("input_baseline", real, threshold, passed, message, rule="value >= threshold",
-                      details={"baseline_miou": baseline, "real_miou": real, "steps": cfg["steps"]})
+        message += (
+            ": a model that never sees the image does about as well; the labels' layout explains the score, "
+            "train with positional jitter and check the model reads its input"
+        )
+    return GateResult(
+        "input_baseline",
+        real,
+        threshold,
+        passed,
+        message,
+        rule="value >= threshold",
+        details={"baseline_miou": baseline, "real_miou": real, "steps": cfg["steps"]},
+    )
 
 
 @hookimpl
 def segcheck_register_gates(registry):
     needs = ("labels", "train_split", "fresh_model")
-    registry.add("overfit_tiny", overfit_tiny, section="overfit_tiny", needs=needs, markers=("train",),
-                 description="a fresh model must memorize ten training samples")
-    registry.add("input_baseline", input_baseline, section="input_baseline", needs=needs, markers=("train",),
-                 description="real mIoU must beat the same architecture trained on noise inputs")
+    registry.add(
+        "overfit_tiny",
+        overfit_tiny,
+        section="overfit_tiny",
+        needs=needs,
+        markers=("train",),
+        description="a fresh model must memorize ten training samples",
+    )
+    registry.add(
+        "input_baseline",
+        input_baseline,
+        section="input_baseline",
+        needs=needs,
+        markers=("train",),
+        description="real mIoU must beat the same architecture trained on noise inputs",
+    )

@@ -170,8 +170,9 @@ def _host_part(target: np.ndarray, pred: np.ndarray, num_classes: int, ignore_in
     return wide + _table_matrix(pairs.table(), num_classes, ignore_index) if pairs is not None else wide
 
 
-def host_counts(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int | None,
-                threads: int = 1) -> np.ndarray:
+def host_counts(
+    pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int | None, threads: int = 1
+) -> np.ndarray:
     """(C, C) int64 counts of flat numpy label arrays; ``threads`` contiguous parts in parallel."""
     if threads <= 1 or target.size < 2 * THREAD_PART:
         return _host_part(target, pred, num_classes, ignore_index)

@@ -114,7 +114,7 @@ class ScoreHistogram:
         self.k, self.origin, self.lo, self.hi = k, origin, lo, hi
 
     # --- host arrays ---------------------------------------------------------------------
-    def update(self, scores, positive) -> "ScoreHistogram":
+    def update(self, scores, positive) -> ScoreHistogram:
         """Count flat ``scores`` (float) with flat boolean ``positive`` of the same length.
 
         All or nothing: a batch that raises (NaN scores) leaves the histogram unchanged.
@@ -136,8 +136,10 @@ class ScoreHistogram:
             x, y = scores[start : start + CHUNK], positive[start : start + CHUNK]
             lo, hi = float(x.min()), float(x.max())
             if math.isnan(lo) or math.isnan(hi):
-                raise SegcheckError(f"scores contain {int(np.isnan(x).sum())} NaN values in one chunk; "
-                                    "NaN has no rank: fix the model output or mask those pixels out")
+                raise SegcheckError(
+                    f"scores contain {int(np.isnan(x).sum())} NaN values in one chunk; "
+                    "NaN has no rank: fix the model output or mask those pixels out"
+                )
             if math.isinf(lo) or math.isinf(hi):
                 x, y = self._count_infinite(x, y)
                 if x.size == 0:
@@ -172,8 +174,12 @@ class ScoreHistogram:
         buffer, starting at position ``at``."""
         n = x.size
         if self._buffers is None:
-            self._buffers = (np.empty(CHUNK, np.float32), np.empty(CHUNK, np.float64), np.empty(BLOCK, np.int32),
-                             np.empty(CHUNK, np.int32))
+            self._buffers = (
+                np.empty(CHUNK, np.float32),
+                np.empty(CHUNK, np.float64),
+                np.empty(BLOCK, np.int32),
+                np.empty(CHUNK, np.int32),
+            )
         f32, f64, index, label = self._buffers
         # float32 arithmetic is exact when no product underflows (w <= 1) and bin numbers < 2**24
         narrow = x.dtype == np.float32 and -126 <= self.k <= 0 and abs(self.origin) + self.bins <= 1 << 24
@@ -195,8 +201,10 @@ class ScoreHistogram:
             x, y = scores[start : start + CHUNK * 64], positive[start : start + CHUNK * 64]
             lo, hi = (float(v) for v in torch.aminmax(x))
             if math.isnan(lo) or math.isnan(hi):
-                raise SegcheckError(f"scores contain {int(x.isnan().sum())} NaN values in one chunk; "
-                                    "NaN has no rank: fix the model output or mask those pixels out")
+                raise SegcheckError(
+                    f"scores contain {int(x.isnan().sum())} NaN values in one chunk; "
+                    "NaN has no rank: fix the model output or mask those pixels out"
+                )
             if math.isinf(lo) or math.isinf(hi):
                 x, y = self._count_infinite(x, y)
                 if x.numel() == 0:
@@ -211,7 +219,7 @@ class ScoreHistogram:
             self.counts.reshape(-1)[:] += torch.bincount(index, minlength=2 * self.bins).cpu().numpy()
 
     # --- results -------------------------------------------------------------------------
-    def merge(self, other: "ScoreHistogram") -> "ScoreHistogram":
+    def merge(self, other: ScoreHistogram) -> ScoreHistogram:
         """Add ``other``'s counts (same ``bins``) to this histogram, exactly; returns self."""
         if other.bins != self.bins:
             raise SegcheckError(f"cannot merge histograms with {self.bins} and {other.bins} bins")

@@ -40,8 +40,12 @@ def _harmonic_difference(a: np.ndarray, p: np.ndarray) -> np.ndarray:
     out[small] = digamma(y[small]) - digamma(x[small])
     xl, yl, pl = x[~small], y[~small], p[~small]
     # digamma(y) - digamma(x) by its asymptotic series; the next term is O(p / x**7)
-    out[~small] = (np.log1p(pl / xl) + pl / (2 * xl * yl) + pl * (xl + yl) / (12 * xl**2 * yl**2)
-                   - (yl**4 - xl**4) / (120 * xl**4 * yl**4))
+    out[~small] = (
+        np.log1p(pl / xl)
+        + pl / (2 * xl * yl)
+        + pl * (xl + yl) / (12 * xl**2 * yl**2)
+        - (yl**4 - xl**4) / (120 * xl**4 * yl**4)
+    )
     return out
 
 
@@ -59,8 +63,16 @@ def ranking_metrics(neg: np.ndarray, pos: np.ndarray, tpr_level: float = 0.95, b
     used = (pos + neg) > 0
     pos, neg = pos[used], neg[used]
     n_pos, n_neg = int(pos.sum()), int(neg.sum())
-    out = {"positives": n_pos, "negatives": n_neg, "auroc": float("nan"), "aupr": float("nan"),
-           "fpr": float("nan"), "auroc_error": 0.0, "aupr_error": 0.0, "fpr_error": 0.0}
+    out = {
+        "positives": n_pos,
+        "negatives": n_neg,
+        "auroc": float("nan"),
+        "aupr": float("nan"),
+        "fpr": float("nan"),
+        "auroc_error": 0.0,
+        "aupr_error": 0.0,
+        "fpr_error": 0.0,
+    }
     if n_pos == 0:
         return out
     tp = np.cumsum(pos)

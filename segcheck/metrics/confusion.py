@@ -22,8 +22,7 @@ def _check_threads(threads) -> None:
     _arrays.check_whole(threads, "threads", 1)
 
 
-def confusion_matrix(pred, target, num_classes: int, ignore_index: int | None = 255, *,
-                     threads: int = 1) -> np.ndarray:
+def confusion_matrix(pred, target, num_classes: int, ignore_index: int | None = 255, *, threads: int = 1) -> np.ndarray:
     """Confusion matrix (num_classes, num_classes) int64 of one batch; rows = target.
 
     :param pred: predicted class ids, same shape as ``target``.
@@ -75,11 +74,11 @@ class ConfusionMatrix:
         self.threads = threads
         self.matrix = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
 
-    def update(self, pred, target) -> "ConfusionMatrix":
+    def update(self, pred, target) -> ConfusionMatrix:
         """Add one batch; returns self so that calls chain."""
         self.matrix += confusion_matrix(pred, target, self.num_classes, self.ignore_index, threads=self.threads)
         return self
 
-    def reset(self) -> "ConfusionMatrix":
+    def reset(self) -> ConfusionMatrix:
         self.matrix[...] = 0
         return self

@@ -76,8 +76,10 @@ class _Exact:
     def update(self, scores: np.ndarray, positive: np.ndarray) -> None:
         nan = np.isnan(scores)
         if nan.any():
-            raise SegcheckError(f"scores contain {int(nan.sum())} NaN values; NaN has no rank: "
-                                "fix the model output or mask those pixels out")
+            raise SegcheckError(
+                f"scores contain {int(nan.sum())} NaN values; NaN has no rank: "
+                "fix the model output or mask those pixels out"
+            )
         self.scores.append(np.array(scores, dtype=np.float64))
         self.labels.append(np.array(positive, dtype=bool))
         self.size += scores.size
@@ -142,15 +144,22 @@ class OODMetrics:
     :param tpr_level: the TPR at which ``fpr`` is read (0.95 for FPR95).
     """
 
-    def __init__(self, *, average: str = "pooled", exact: bool | None = None, bins: int = DEFAULT_BINS,
-                 exact_limit: int = DEFAULT_EXACT_LIMIT, tpr_level: float = 0.95):
+    def __init__(
+        self,
+        *,
+        average: str = "pooled",
+        exact: bool | None = None,
+        bins: int = DEFAULT_BINS,
+        exact_limit: int = DEFAULT_EXACT_LIMIT,
+        tpr_level: float = 0.95,
+    ):
         _check_options(average, bins, exact_limit, tpr_level)
         self.average, self.exact, self.bins = average, exact, int(bins)
         self.exact_limit, self.tpr_level = int(exact_limit), float(tpr_level)
         self.pooled = _Accumulator(exact, self.bins, self.exact_limit) if average == "pooled" else None
         self.per_image: list[dict] = []
 
-    def update(self, scores, is_ood, valid=None) -> "OODMetrics":
+    def update(self, scores, is_ood, valid=None) -> OODMetrics:
         """Add a batch: ``scores`` (float, higher = more OOD), ``is_ood`` (bool or 0/1) and an
         optional ``valid`` mask (pixels to count, e.g. ``mask != ignore_index``), same shape."""
         x = _arrays.scores(scores)
@@ -175,15 +184,38 @@ class OODMetrics:
     def compute(self) -> OODResult:
         if self.average == "pooled":
             r = self.pooled.result(self.tpr_level)
-            return OODResult(r["auroc"], r["aupr"], r["fpr"], self.tpr_level, r["auroc_error"], r["aupr_error"],
-                             r["fpr_error"], r["positives"], r["negatives"], r["exact"])
+            return OODResult(
+                r["auroc"],
+                r["aupr"],
+                r["fpr"],
+                self.tpr_level,
+                r["auroc_error"],
+                r["aupr_error"],
+                r["fpr_error"],
+                r["positives"],
+                r["negatives"],
+                r["exact"],
+            )
         used = [r for r in self.per_image if r["positives"] and r["negatives"]]
-        mean = {k: float(np.mean([r[k] for r in used])) if used else math.nan
-                for k in ("auroc", "aupr", "fpr", "auroc_error", "aupr_error", "fpr_error")}
-        return OODResult(mean["auroc"], mean["aupr"], mean["fpr"], self.tpr_level, mean["auroc_error"],
-                         mean["aupr_error"], mean["fpr_error"], sum(r["positives"] for r in used),
-                         sum(r["negatives"] for r in used), all(r["exact"] for r in used), "per_image",
-                         len(used), len(self.per_image) - len(used))
+        mean = {
+            k: float(np.mean([r[k] for r in used])) if used else math.nan
+            for k in ("auroc", "aupr", "fpr", "auroc_error", "aupr_error", "fpr_error")
+        }
+        return OODResult(
+            mean["auroc"],
+            mean["aupr"],
+            mean["fpr"],
+            self.tpr_level,
+            mean["auroc_error"],
+            mean["aupr_error"],
+            mean["fpr_error"],
+            sum(r["positives"] for r in used),
+            sum(r["negatives"] for r in used),
+            all(r["exact"] for r in used),
+            "per_image",
+            len(used),
+            len(self.per_image) - len(used),
+        )
 
 
 def _flat(x, y, keep):
@@ -194,9 +226,17 @@ def _flat(x, y, keep):
     return x, y
 
 
-def ood_metrics(scores, is_ood, valid=None, *, average: str = "pooled", exact: bool | None = None,
-                bins: int = DEFAULT_BINS, exact_limit: int = DEFAULT_EXACT_LIMIT,
-                tpr_level: float = 0.95) -> OODResult:
+def ood_metrics(
+    scores,
+    is_ood,
+    valid=None,
+    *,
+    average: str = "pooled",
+    exact: bool | None = None,
+    bins: int = DEFAULT_BINS,
+    exact_limit: int = DEFAULT_EXACT_LIMIT,
+    tpr_level: float = 0.95,
+) -> OODResult:
     """One-shot :class:`OODMetrics` over ``scores``/``is_ood`` (see the module conventions)."""
     metrics = OODMetrics(average=average, exact=exact, bins=bins, exact_limit=exact_limit, tpr_level=tpr_level)
     return metrics.update(scores, is_ood, valid).compute()

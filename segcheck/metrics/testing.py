@@ -48,9 +48,11 @@ class SegCase:
     ignore_index: int | None
 
     def __repr__(self) -> str:
-        return (f"SegCase(num_classes={self.num_classes}, ignore_index={self.ignore_index}, "
-                f"dtype={self.target.dtype}, shape={self.target.shape},\n"
-                f"  target=\n{_grid(self.target)},\n  pred=\n{_grid(self.pred)})")
+        return (
+            f"SegCase(num_classes={self.num_classes}, ignore_index={self.ignore_index}, "
+            f"dtype={self.target.dtype}, shape={self.target.shape},\n"
+            f"  target=\n{_grid(self.target)},\n  pred=\n{_grid(self.pred)})"
+        )
 
     def _repr_pretty_(self, printer, cycle) -> None:  # hypothesis prints counterexamples with this
         printer.text(repr(self))
@@ -66,8 +68,13 @@ class SegCase:
 
 
 @st.composite
-def seg_cases(draw, max_classes: int = 6, max_images: int = 3, max_side: int = 6,
-              ignore_values: tuple[int | None, ...] = (255, 100, -1, None)) -> SegCase:
+def seg_cases(
+    draw,
+    max_classes: int = 6,
+    max_images: int = 3,
+    max_side: int = 6,
+    ignore_values: tuple[int | None, ...] = (255, 100, -1, None),
+) -> SegCase:
     """Random class maps: some classes absent, some pixels ignored, varied dtypes and shapes.
 
     ``ignore_index`` is drawn from ``ignore_values`` (each must lie outside 0..max_classes-1).
@@ -76,8 +83,9 @@ def seg_cases(draw, max_classes: int = 6, max_images: int = 3, max_side: int = 6
     ignore_index = draw(st.sampled_from(ignore_values), label="ignore_index")
     dtypes = [d for d in LABEL_DTYPES if ignore_index is None or np.iinfo(d).min <= ignore_index <= np.iinfo(d).max]
     dtype = draw(st.sampled_from(dtypes), label="dtype")
-    shape = draw(st.tuples(st.integers(1, max_images), st.integers(1, max_side), st.integers(1, max_side)),
-                 label="shape")  # empty inputs have their own tests
+    shape = draw(
+        st.tuples(st.integers(1, max_images), st.integers(1, max_side), st.integers(1, max_side)), label="shape"
+    )  # empty inputs have their own tests
     classes = st.sets(st.integers(0, num_classes - 1), min_size=1)
     in_target = sorted(draw(classes, label="classes in target"))
     in_pred = sorted(draw(classes, label="classes in prediction"))
@@ -93,9 +101,15 @@ def label_case(case: SegCase) -> None:
     counted = case.counted
     event(f"num_classes={case.num_classes}")
     event(f"ignore_index={case.ignore_index}")
-    event("empty input" if case.target.size == 0 else
-          "all pixels ignored" if not counted.any() else
-          "some pixels ignored" if not counted.all() else "no pixel ignored")
+    event(
+        "empty input"
+        if case.target.size == 0
+        else "all pixels ignored"
+        if not counted.any()
+        else "some pixels ignored"
+        if not counted.all()
+        else "no pixel ignored"
+    )
     event(f"absent classes: {min(len(case.absent_classes()), 3)}{'+' if len(case.absent_classes()) >= 3 else ''}")
     if counted.any():
         correct = case.pred[counted] == case.target[counted]
@@ -110,8 +124,10 @@ class ScoreCase:
     is_ood: np.ndarray
 
     def __repr__(self) -> str:
-        return (f"ScoreCase(shape={self.scores.shape},\n  scores=\n{_grid(self.scores)},\n"
-                f"  is_ood=\n{_grid(self.is_ood.astype(int))})")
+        return (
+            f"ScoreCase(shape={self.scores.shape},\n  scores=\n{_grid(self.scores)},\n"
+            f"  is_ood=\n{_grid(self.is_ood.astype(int))})"
+        )
 
     def _repr_pretty_(self, printer, cycle) -> None:
         printer.text(repr(self))
@@ -151,8 +167,10 @@ def _hint(observed: np.ndarray, expected: np.ndarray, case: SegCase | None) -> s
     nan_scored = np.isnan(expected) & np.isfinite(observed)
     if case is not None and not case.counted.all():
         if nan_scored.any():
-            return ("a class with no counted pixel must be NaN: are predictions on ignored pixels "
-                    "(target == ignore_index) counted, or are absent classes scored as 0?")
+            return (
+                "a class with no counted pixel must be NaN: are predictions on ignored pixels "
+                "(target == ignore_index) counted, or are absent classes scored as 0?"
+            )
         return "this input has ignored pixels (target == ignore_index): are they counted?"
     if (nan_scored & (observed == 0)).any():
         return "a class absent from both prediction and target must be NaN (left out of mIoU), not 0"
@@ -170,8 +188,9 @@ def assert_per_class_equal(observed, expected, case: SegCase | None = None, what
     except (TypeError, ValueError) as exc:
         raise AssertionError(f"{what}: result {observed!r} is not a numeric array ({exc})") from None
     if observed.shape != expected.shape:
-        raise AssertionError(f"{what}: result has shape {observed.shape}, expected {expected.shape} "
-                             "(one value per class)")
+        raise AssertionError(
+            f"{what}: result has shape {observed.shape}, expected {expected.shape} (one value per class)"
+        )
     both_nan = np.isnan(observed) & np.isnan(expected)
     close = np.isclose(observed, expected, rtol=1e-9, atol=1e-12)
     if (both_nan | close).all():
@@ -189,5 +208,7 @@ def assert_close(observed: float, expected: float, tolerance: float, what: str) 
     if np.isnan(expected) and np.isnan(observed):
         return
     if not abs(observed - expected) <= tolerance:
-        raise AssertionError(f"{what}: observed {observed!r}, expected {expected!r} "
-                             f"(difference {abs(observed - expected):.3g} > allowed {tolerance:.3g})")
+        raise AssertionError(
+            f"{what}: observed {observed!r}, expected {expected!r} "
+            f"(difference {abs(observed - expected):.3g} > allowed {tolerance:.3g})"
+        )

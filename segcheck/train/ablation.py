@@ -43,8 +43,21 @@ def judge(checkpoint: Path, report: Path, marks: str) -> dict:
     """Run the gate suite on ``checkpoint``; return its JSON report."""
     if not SUITE.is_dir():
         raise SegcheckError(f"the gate suite is not at {SUITE}; run the ablation from a segcheck checkout")
-    cmd = [sys.executable, "-m", "pytest", str(SUITE), "-q", "-p", "no:cacheprovider", "--checkpoint", str(checkpoint),
-           "--segcheck-report", str(report), "-m", marks]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(SUITE),
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--checkpoint",
+        str(checkpoint),
+        "--segcheck-report",
+        str(report),
+        "-m",
+        marks,
+    ]
     subprocess.run(cmd, check=False, capture_output=True)
     if not report.is_file():
         raise SegcheckError(f"the gate suite wrote no report for {checkpoint}; run {' '.join(cmd)} to see why")
@@ -52,8 +65,15 @@ def judge(checkpoint: Path, report: Path, marks: str) -> dict:
 
 
 #: the gates an ingredient can plausibly change get a column each; the rest share one
-COLUMNS = ("noise_input", "positional_prior", "derangement_gap", "shift_equivariance", "perturbation_stability",
-           "prediction_collapse", "generalization")
+COLUMNS = (
+    "noise_input",
+    "positional_prior",
+    "derangement_gap",
+    "shift_equivariance",
+    "perturbation_stability",
+    "prediction_collapse",
+    "generalization",
+)
 
 
 def column(name: str) -> str:
@@ -85,13 +105,21 @@ def table(rows: dict[str, dict]) -> str:
             by_column.setdefault(column(g["gate"]), []).append(g)
         noise = by_column["noise_input"][0]
         cells = [_cell(by_column.get(c, [])) for c in columns]
-        lines.append(f"| {variant} | {noise['details']['real_miou']:.3f} | {noise['value']:.3f} | "
-                     + " | ".join(cells) + " |")
+        lines.append(
+            f"| {variant} | {noise['details']['real_miou']:.3f} | {noise['value']:.3f} | " + " | ".join(cells) + " |"
+        )
     return "\n".join(lines)
 
 
-def run(out_dir: Path, *, epochs: int | None = None, device: str = "auto", seed: int = 0,
-        marks: str = "not train and not gpu", variants: dict[str, dict] = VARIANTS) -> str:
+def run(
+    out_dir: Path,
+    *,
+    epochs: int | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    marks: str = "not train and not gpu",
+    variants: dict[str, dict] = VARIANTS,
+) -> str:
     """Train and judge every variant into ``out_dir``; write and return ``ablation.md``."""
     out_dir = Path(out_dir)
     rows = {}
@@ -99,8 +127,16 @@ def run(out_dir: Path, *, epochs: int | None = None, device: str = "auto", seed:
         path = out_dir / f"variant{i}.safetensors"
         overrides = dict(ingredients, **({"epochs": epochs} if epochs else {}))
         if not path.is_file():  # re-running the command continues where it stopped, epoch by epoch
-            train("unet", "synthetic-streets", "naive", out=path, device=device, seed=seed,
-                  resume=path.with_suffix(".resume.pt").is_file(), **overrides)
+            train(
+                "unet",
+                "synthetic-streets",
+                "naive",
+                out=path,
+                device=device,
+                seed=seed,
+                resume=path.with_suffix(".resume.pt").is_file(),
+                **overrides,
+            )
         rows[variant] = judge(path, path.with_suffix(".json"), marks)
     text = table(rows)
     (out_dir / "ablation.md").write_text(text + "\n")

@@ -32,8 +32,9 @@ def rolls(x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.T
     return x, y
 
 
-def scale_crops(x: torch.Tensor, y: torch.Tensor, g: torch.Generator, ignore_index: int,
-                scales: tuple[float, float] = (0.5, 2.0)) -> tuple[torch.Tensor, torch.Tensor]:
+def scale_crops(
+    x: torch.Tensor, y: torch.Tensor, g: torch.Generator, ignore_index: int, scales: tuple[float, float] = (0.5, 2.0)
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rescale each sample by a factor in ``scales``, then crop or pad back to the input size.
 
     Padding is 0 in normalized space for images and ``ignore_index`` for masks.
@@ -43,14 +44,14 @@ def scale_crops(x: torch.Tensor, y: torch.Tensor, g: torch.Generator, ignore_ind
     for i in range(len(x)):
         s = float(torch.empty(1).uniform_(*scales, generator=g))
         sh, sw = max(1, round(h * s)), max(1, round(w * s))
-        xi = F.interpolate(x[i:i + 1], size=(sh, sw), mode="bilinear", align_corners=False)[0]
-        yi = F.interpolate(y[i:i + 1, None].float(), size=(sh, sw), mode="nearest")[0, 0].long()
+        xi = F.interpolate(x[i : i + 1], size=(sh, sw), mode="bilinear", align_corners=False)[0]
+        yi = F.interpolate(y[i : i + 1, None].float(), size=(sh, sw), mode="nearest")[0, 0].long()
         top = int(torch.randint(0, max(1, sh - h + 1), (1,), generator=g))
         left = int(torch.randint(0, max(1, sw - w + 1), (1,), generator=g))
-        xi, yi = xi[:, top:top + h, left:left + w], yi[top:top + h, left:left + w]
+        xi, yi = xi[:, top : top + h, left : left + w], yi[top : top + h, left : left + w]
         out_x[i].zero_()
-        out_x[i, :, :xi.shape[1], :xi.shape[2]] = xi
-        out_y[i, :yi.shape[0], :yi.shape[1]] = yi
+        out_x[i, :, : xi.shape[1], : xi.shape[2]] = xi
+        out_y[i, : yi.shape[0], : yi.shape[1]] = yi
     return out_x, out_y
 
 

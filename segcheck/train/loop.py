@@ -6,8 +6,8 @@ import contextlib
 import functools
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,8 @@ from segcheck.loss import pixel_loss
 from segcheck.model import SegModel, first_normalization, output_tensor
 from segcheck.target import build_module, resolve_device
 from segcheck.train import augment
-from segcheck.train.recipes import Recipe, get as get_recipe
+from segcheck.train.recipes import Recipe
+from segcheck.train.recipes import get as get_recipe
 
 NOISE_SIGMA = 0.05  # pixel scale 0-1, for the consistency loss
 AUX_WEIGHT = 0.5  # torchvision's auxiliary-loss weight
@@ -60,20 +61,29 @@ def _split(output, n: int) -> list:
     return list(output_tensor(output).chunk(n))
 
 
-def criterion(outputs: list, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, spec: DatasetSpec,
-              binary: bool = False, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+def criterion(
+    outputs: list,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    recipe: Recipe,
+    spec: DatasetSpec,
+    binary: bool = False,
+    class_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The recipe's loss for one batch: ``pixel_loss`` (+ AUX_WEIGHT x aux) + consistency +
     reconstruction + OE."""
     clean, extra = outputs[0], list(outputs[1:])
     logits = _at_size(output_tensor(clean), y.shape[-2:]).float()
     loss = pixel_loss(logits, y, spec, binary, class_weights)
     if isinstance(clean, dict) and clean.get("aux") is not None:
-        loss = loss + AUX_WEIGHT * pixel_loss(_at_size(clean["aux"], y.shape[-2:]).float(), y, spec, binary,
-                                              class_weights)
+        loss = loss + AUX_WEIGHT * pixel_loss(
+            _at_size(clean["aux"], y.shape[-2:]).float(), y, spec, binary, class_weights
+        )
     if recipe.recon:
         if not isinstance(clean, dict) or "recon" not in clean:
-            raise SegcheckError("recipe uses recon but the model returned no 'recon' output; "
-                                "its builder must accept recon_head=True")
+            raise SegcheckError(
+                "recipe uses recon but the model returned no 'recon' output; its builder must accept recon_head=True"
+            )
         loss = loss + recipe.recon * F.mse_loss(_at_size(clean["recon"], x.shape[-2:]).float(), x)
     if recipe.consistency:
         noisy = _at_size(output_tensor(extra.pop(0)), y.shape[-2:]).float()
@@ -119,9 +129,15 @@ def train_one_epoch(model, segmodel, loader, optimizer, scheduler, recipe, spec,
     return total / max(seen, 1)
 
 
-def fit(segmodel: SegModel, batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]], steps: int, lr: float,
-        spec: DatasetSpec, stop: Callable[[int], bool] | None = None,
-        class_weights: torch.Tensor | None = None) -> int:
+def fit(
+    segmodel: SegModel,
+    batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+    steps: int,
+    lr: float,
+    spec: DatasetSpec,
+    stop: Callable[[int], bool] | None = None,
+    class_weights: torch.Tensor | None = None,
+) -> int:
     """Train ``segmodel.module`` with the naive recipe's loss on ``batch(step)`` -> (normalized x, y).
 
     ``class_weights`` weight the loss per class. Runs at most ``steps`` Adam steps; after each,
@@ -177,9 +193,20 @@ def _distributed() -> tuple[int, int]:
     return dist.get_rank(), world
 
 
-def train(model: str, dataset: str, recipe: str | Recipe = "naive", *, out: Path, device: str = "auto",
-          seed: int = 0, data_root: Path | None = None, plugin_specs=(), progress: bool = True,
-          resume: bool = False, **overrides) -> TrainResult:
+def train(
+    model: str,
+    dataset: str,
+    recipe: str | Recipe = "naive",
+    *,
+    out: Path,
+    device: str = "auto",
+    seed: int = 0,
+    data_root: Path | None = None,
+    plugin_specs=(),
+    progress: bool = True,
+    resume: bool = False,
+    **overrides,
+) -> TrainResult:
     """Train registered ``model`` on registered ``dataset`` and save safetensors + YAML sidecar.
 
     ``overrides`` change recipe settings (e.g. ``epochs=3``). Deterministic for a seed on CPU:
@@ -207,9 +234,17 @@ def train(model: str, dataset: str, recipe: str | Recipe = "naive", *, out: Path
         model_kwargs["aux_loss"] = True
     torch.manual_seed(seed)
     module = build_module(entry, spec.num_classes, **model_kwargs)
-    norm = first_normalization((spec.mean, spec.std, "dataset"), (entry.meta.get("mean"), entry.meta.get("std"), "model"))
-    segmodel = SegModel(module, mean=norm.mean, std=norm.std, binary=bool(entry.meta.get("binary")),
-                        divisible_by=entry.meta.get("divisible_by", 1), device=dev)
+    norm = first_normalization(
+        (spec.mean, spec.std, "dataset"), (entry.meta.get("mean"), entry.meta.get("std"), "model")
+    )
+    segmodel = SegModel(
+        module,
+        mean=norm.mean,
+        std=norm.std,
+        binary=bool(entry.meta.get("binary")),
+        divisible_by=entry.meta.get("divisible_by", 1),
+        device=dev,
+    )
     if dev.type == "cuda":
         module.to(memory_format=torch.channels_last)
     net = module
@@ -219,16 +254,21 @@ def train(model: str, dataset: str, recipe: str | Recipe = "naive", *, out: Path
     sampler = torch.utils.data.DistributedSampler(train_set, seed=seed, drop_last=True) if world > 1 else None
     steps_per_epoch = len(train_set) // world // recipe.batch_size
     optimizer = torch.optim.AdamW(module.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr,
-                                                    total_steps=recipe.epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch
+    )
     state_path = out.with_suffix(".resume.pt")
     first_epoch = _restore(state_path, module, optimizer, scheduler, recipe) if resume else 0
     start = time.perf_counter()
     per_epoch = steps_per_epoch * recipe.batch_size  # images one rank sees per epoch
     done = (recipe.epochs - first_epoch) * per_epoch * world
-    with tqdm(total=recipe.epochs * per_epoch, initial=first_epoch * per_epoch, unit="img",
-              disable=not progress or rank != 0,
-              desc=f"train {model} ({recipe.name})") as bar:
+    with tqdm(
+        total=recipe.epochs * per_epoch,
+        initial=first_epoch * per_epoch,
+        unit="img",
+        disable=not progress or rank != 0,
+        desc=f"train {model} ({recipe.name})",
+    ) as bar:
         for epoch in range(first_epoch, recipe.epochs):
             epoch_seed = seed * 100_003 + epoch  # each epoch reseeded: resuming replays it exactly
             torch.manual_seed(epoch_seed)
@@ -236,21 +276,42 @@ def train(model: str, dataset: str, recipe: str | Recipe = "naive", *, out: Path
             if sampler is not None:
                 sampler.set_epoch(epoch)
             loader = torch.utils.data.DataLoader(
-                train_set, batch_size=recipe.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
+                train_set,
+                batch_size=recipe.batch_size,
+                shuffle=sampler is None,
+                sampler=sampler,
+                drop_last=True,
                 generator=torch.Generator().manual_seed(epoch_seed),
-                num_workers=4 if dev.type == "cuda" else 0, pin_memory=dev.type == "cuda")
+                num_workers=4 if dev.type == "cuda" else 0,
+                pin_memory=dev.type == "cuda",
+            )
             train_one_epoch(net, segmodel, loader, optimizer, scheduler, recipe, spec, g, dev, bar)
             if rank == 0:
-                torch.save({"epoch": epoch + 1, "model": module.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "recipe": recipe.to_dict()}, state_path)
+                torch.save(
+                    {
+                        "epoch": epoch + 1,
+                        "model": module.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "recipe": recipe.to_dict(),
+                    },
+                    state_path,
+                )
     seconds = time.perf_counter() - start
     val_miou = evaluate(segmodel, EvalData.from_dataset(splits, **_eval_sample(session.config)))
     if rank == 0:
         sidecar = {
-            "model": model, "dataset": dataset, "data_identity": train_set.dataset.identity,
-            "classes": list(spec.classes), "mean": segmodel.mean.flatten().tolist(),
-            "std": segmodel.std.flatten().tolist(), "model_kwargs": model_kwargs,
-            "recipe": recipe.to_dict(), "seed": seed, "val_miou": round(val_miou, 4), "segcheck": __version__,
+            "model": model,
+            "dataset": dataset,
+            "data_identity": train_set.dataset.identity,
+            "classes": list(spec.classes),
+            "mean": segmodel.mean.flatten().tolist(),
+            "std": segmodel.std.flatten().tolist(),
+            "model_kwargs": model_kwargs,
+            "recipe": recipe.to_dict(),
+            "seed": seed,
+            "val_miou": round(val_miou, 4),
+            "segcheck": __version__,
         }
         checkpoint.save(module, out, sidecar)
         state_path.unlink(missing_ok=True)
@@ -263,8 +324,10 @@ def _restore(path: Path, module, optimizer, scheduler, recipe: Recipe) -> int:
         raise SegcheckError(f"nothing to resume: {path} does not exist (it is written after each epoch)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state["recipe"] != recipe.to_dict():
-        raise SegcheckError(f"{path} was written by recipe {state['recipe']}, not {recipe.to_dict()}; "
-                            "resume with the same recipe and flags, or start afresh")
+        raise SegcheckError(
+            f"{path} was written by recipe {state['recipe']}, not {recipe.to_dict()}; "
+            "resume with the same recipe and flags, or start afresh"
+        )
     module.load_state_dict(state["model"], strict=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

@@ -14,11 +14,11 @@ class Recipe:
     ``flips``: random horizontal and vertical flips; ``rolls``: random circular shifts
     (vertical and horizontal); ``scale_crops``: multi-scale crops 0.5-2.0; all applied
     jointly to image and mask. ``photometric``: half the images get one random change of
-    brightness, contrast, blur, JPEG quality or pixel noise (``augment.photometric``). ``consistency``: weight of KL(clean || noisy) with pixel noise
-    sigma 0.05; ``recon``: weight of a reconstruction head's MSE (model must accept
-    ``recon_head=True``); ``outlier_exposure``: weight of a uniform-prediction loss on
-    noise inputs. The torchvision auxiliary loss (weight 0.5) is used whenever the model
-    returns ``"aux"``.
+    brightness, contrast, blur, JPEG quality or pixel noise (``augment.photometric``).
+    ``consistency``: weight of KL(clean || noisy) with pixel noise sigma 0.05; ``recon``:
+    weight of a reconstruction head's MSE (model must accept ``recon_head=True``);
+    ``outlier_exposure``: weight of a uniform-prediction loss on noise inputs. The
+    torchvision auxiliary loss (weight 0.5) is used whenever the model returns ``"aux"``.
     """
 
     name: str
@@ -37,7 +37,7 @@ class Recipe:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def with_(self, **changes) -> "Recipe":
+    def with_(self, **changes) -> Recipe:
         unknown = set(changes) - set(asdict(self))
         if unknown:
             raise SegcheckError(f"unknown recipe settings {sorted(unknown)}; known: {sorted(asdict(self))}")

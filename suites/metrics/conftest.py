@@ -25,8 +25,14 @@ from segcheck.pytest_plugin import STATE
 PHASES = tuple(p for p in Phase if p is not Phase.explain)
 settings.register_profile("dev", max_examples=40, deadline=None, phases=PHASES)
 settings.register_profile(
-    "ci", max_examples=150, deadline=None, derandomize=True, database=None, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow], phases=PHASES,
+    "ci",
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+    phases=PHASES,
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
@@ -54,15 +60,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc):
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    lines = [f"hypothesis profile: {settings.get_current_profile_name()}",
-             f"segcheck uint8 pair counter: {_counting.pair_counter_name()}; property-tested here: "
-             + ", ".join(c.__name__ for c in _counting.AVAILABLE_PAIRS)]
+    lines = [
+        f"hypothesis profile: {settings.get_current_profile_name()}",
+        f"segcheck uint8 pair counter: {_counting.pair_counter_name()}; property-tested here: "
+        + ", ".join(c.__name__ for c in _counting.AVAILABLE_PAIRS),
+    ]
     for kind in USER_KINDS:
         entries = user_metrics(config, kind)
         names = ", ".join(f"{e.name} (from {e.plugin})" for e in entries) or "none registered"
         lines.append(f"segcheck metrics under test, kind {kind}: {names}")
     untested = [e for e in registered_metrics(config) if e.meta.get("kind") not in USER_KINDS]
     if untested:
-        lines.append("segcheck metrics NOT tested (unknown kind; known: " + ", ".join(USER_KINDS) + "): "
-                     + ", ".join(f"{e.name} (kind {e.meta.get('kind')!r}, from {e.plugin})" for e in untested))
+        lines.append(
+            "segcheck metrics NOT tested (unknown kind; known: "
+            + ", ".join(USER_KINDS)
+            + "): "
+            + ", ".join(f"{e.name} (kind {e.meta.get('kind')!r}, from {e.plugin})" for e in untested)
+        )
     return lines

@@ -28,8 +28,10 @@ def ref_matrix(case):
 def assert_matrix_equal(observed, expected, case):
     __tracebackhide__ = True
     if observed.dtype != np.int64 or observed.shape != expected.shape or not (observed == expected).all():
-        raise AssertionError(f"confusion matrix differs from the reference (rows = target):\n"
-                             f"observed ({observed.dtype})\n{observed}\nexpected\n{expected}")
+        raise AssertionError(
+            f"confusion matrix differs from the reference (rows = target):\n"
+            f"observed ({observed.dtype})\n{observed}\nexpected\n{expected}"
+        )
 
 
 @each_pair_counter
@@ -47,8 +49,12 @@ def test_matrix_equals_reference(pairs, case, as_tensor):
 def test_device_kernel_equals_reference(case):
     """The torch kernel that counts CUDA tensors on their device, run here on CPU tensors."""
     label_case(case)
-    counts = _counting.device_counts(torch.from_numpy(case.pred).reshape(-1), torch.from_numpy(case.target).reshape(-1),
-                                     case.num_classes, case.ignore_index)
+    counts = _counting.device_counts(
+        torch.from_numpy(case.pred).reshape(-1),
+        torch.from_numpy(case.target).reshape(-1),
+        case.num_classes,
+        case.ignore_index,
+    )
     assert_matrix_equal(counts, ref_matrix(case), case)
 
 
@@ -75,17 +81,23 @@ def test_iou_family_equals_formulas(case):
     m = ref_matrix(case).astype(np.float64)
     tp, fp, fn = np.diag(m), m.sum(0) - np.diag(m), m.sum(1) - np.diag(m)
     with np.errstate(invalid="ignore", divide="ignore"):
-        want = {"iou": tp / (tp + fp + fn), "dice": 2 * tp / (2 * tp + fp + fn), "recall": tp / (tp + fn),
-                "precision": tp / (tp + fp)}
+        want = {
+            "iou": tp / (tp + fp + fn),
+            "dice": 2 * tp / (2 * tp + fp + fn),
+            "recall": tp / (tp + fn),
+            "precision": tp / (tp + fp),
+        }
     matrix = M.confusion_matrix(case.pred, case.target, case.num_classes, case.ignore_index)
     for name, values in want.items():
         assert_per_class_equal(getattr(M, name)(matrix), values, case, what=name)
-    assert_close(M.miou(matrix), reference.miou(case.pred, case.target, case.num_classes, case.ignore_index),
-                 1e-12, "miou")
+    assert_close(
+        M.miou(matrix), reference.miou(case.pred, case.target, case.num_classes, case.ignore_index), 1e-12, "miou"
+    )
     accuracy = np.trace(m) / m.sum() if m.sum() else np.nan
     assert_close(M.pixel_accuracy(matrix), accuracy, 1e-12, "pixel_accuracy")
-    assert_per_class_equal(M.per_class_iou(case.pred, case.target, case.num_classes, case.ignore_index),
-                           want["iou"], case)
+    assert_per_class_equal(
+        M.per_class_iou(case.pred, case.target, case.num_classes, case.ignore_index), want["iou"], case
+    )
 
 
 @given(case=cases)
@@ -95,7 +107,7 @@ def test_miou_leaves_absent_classes_out(case):
     label_case(wider)
     narrow = M.miou(M.confusion_matrix(case.pred, case.target, case.num_classes, case.ignore_index))
     wide_m = M.confusion_matrix(wider.pred, wider.target, wider.num_classes, wider.ignore_index)
-    assert np.isnan(M.iou(wide_m)[case.num_classes:]).all()
+    assert np.isnan(M.iou(wide_m)[case.num_classes :]).all()
     assert_close(M.miou(wide_m), narrow, 1e-12, "mIoU with two extra absent classes")
 
 
@@ -117,8 +129,10 @@ def test_out_of_range_raises_naming_the_value(pairs, case, data):
     if case.target.size == 0:
         case = replace(case, pred=np.zeros((1, 1), case.pred.dtype), target=np.zeros((1, 1), case.target.dtype))
     limit = np.iinfo(case.target.dtype).max
-    bad = data.draw(st.integers(case.num_classes, min(case.num_classes + 40, limit)).filter(
-        lambda v: v != case.ignore_index), label="out-of-range label")
+    bad = data.draw(
+        st.integers(case.num_classes, min(case.num_classes + 40, limit)).filter(lambda v: v != case.ignore_index),
+        label="out-of-range label",
+    )
     where = data.draw(st.sampled_from(["target", "prediction"]), label="where")
     pred, tgt = case.pred.copy(), case.target.copy()
     (tgt if where == "target" else pred).reshape(-1)[0] = bad
@@ -136,10 +150,16 @@ def test_predictions_on_ignored_pixels_never_matter(pairs, case, data):
     ignore = case.ignore_index if case.ignore_index is not None else 255
     tgt = case.target.astype(np.int64)
     ignored = data.draw(hnp.arrays(np.bool_, tgt.shape), label="pixels to ignore") | (tgt == ignore)
-    junk = data.draw(st.one_of(hnp.arrays(np.uint8, tgt.shape),  # fits the uint8 pair counters
-                               hnp.arrays(np.int64, tgt.shape, elements=st.integers(-5, 300))), label="junk predictions")
-    noisy = replace(case, ignore_index=ignore, target=np.where(ignored, ignore, tgt),
-                    pred=np.where(ignored, junk, case.pred))
+    junk = data.draw(
+        st.one_of(
+            hnp.arrays(np.uint8, tgt.shape),  # fits the uint8 pair counters
+            hnp.arrays(np.int64, tgt.shape, elements=st.integers(-5, 300)),
+        ),
+        label="junk predictions",
+    )
+    noisy = replace(
+        case, ignore_index=ignore, target=np.where(ignored, ignore, tgt), pred=np.where(ignored, junk, case.pred)
+    )
     label_case(noisy)
     clean = replace(noisy, pred=np.where(ignored, 0, case.pred))
     with overridden(_counting, PAIRS=pairs):
@@ -160,5 +180,9 @@ def test_binary_iou_and_dice_at_threshold(case, data):
     ref = reference.per_class_iou((scores > threshold).astype(np.uint8), tgt, 2, None)[1]
     assert_close(M.binary_iou(scores, tgt, threshold), ref, 1e-12, "binary IoU")
     iou = ref
-    assert_close(M.binary_dice(scores, tgt, threshold), 2 * iou / (1 + iou) if not np.isnan(iou) else iou, 1e-12,
-                 "binary Dice (= 2 IoU / (1 + IoU))")
+    assert_close(
+        M.binary_dice(scores, tgt, threshold),
+        2 * iou / (1 + iou) if not np.isnan(iou) else iou,
+        1e-12,
+        "binary Dice (= 2 IoU / (1 + IoU))",
+    )

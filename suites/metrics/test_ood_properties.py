@@ -17,7 +17,7 @@ from hypothesis.extra import numpy as hnp
 from segcheck.metrics import OODMetrics, _histogram, ood_metrics, reference
 from segcheck.metrics._histogram import ScoreHistogram
 from segcheck.metrics._ranking import ranking_metrics
-from segcheck.metrics.testing import assert_close, label_scores, score_cases, score_values, overridden
+from segcheck.metrics.testing import assert_close, label_scores, overridden, score_cases, score_values
 
 METRICS = ("auroc", "aupr", "fpr")
 levels = st.sampled_from([0.95, 0.5, 0.8, 1.0, 0.01])
@@ -106,8 +106,9 @@ def test_histogram_is_exact_on_binned_scores(case, bins, level):
         assert_close(got[name], want[name], 1e-12, f"histogram {name} vs scikit-learn on binned scores")
 
 
-@given(case=score_cases(infinite=True), bins=small_bins, chunk=st.integers(1, 9), blocks=st.integers(1, 3),
-       data=st.data())
+@given(
+    case=score_cases(infinite=True), bins=small_bins, chunk=st.integers(1, 9), blocks=st.integers(1, 3), data=st.data()
+)
 def test_histogram_does_not_depend_on_batching(case, bins, chunk, blocks, data):
     """Any split, in any order, or two halves merged, binned in any chunk size and counted
     in any block size (the bins may grow in the middle of a block): the same bins, counts

@@ -55,16 +55,25 @@ def test_absent_classes_are_nan(user_metric, case, extra):
 def test_ignored_pixels_never_matter(user_metric, case, data):
     """Marking pixels as ignored removes them entirely, whatever was predicted there."""
     ignored = data.draw(hnp.arrays(np.bool_, case.target.shape), label="pixels to ignore")
-    junk = data.draw(hnp.arrays(case.pred.dtype, case.pred.shape, elements=st.integers(0, case.num_classes - 1)),
-                     label="predictions on ignored pixels")
-    noisy = replace(case, target=np.where(ignored, case.ignore_index, case.target).astype(case.target.dtype),
-                    pred=np.where(ignored, junk, case.pred).astype(case.pred.dtype))
+    junk = data.draw(
+        hnp.arrays(case.pred.dtype, case.pred.shape, elements=st.integers(0, case.num_classes - 1)),
+        label="predictions on ignored pixels",
+    )
+    noisy = replace(
+        case,
+        target=np.where(ignored, case.ignore_index, case.target).astype(case.target.dtype),
+        pred=np.where(ignored, junk, case.pred).astype(case.pred.dtype),
+    )
     label_case(noisy)
     event(f"ignored pixels added: {int(ignored.sum() > 0)}")
     keep = noisy.counted
     clean = replace(case, pred=case.pred[keep], target=case.target[keep])  # the counted pixels only
-    assert_per_class_equal(run(user_metric, noisy), expected(clean), noisy,
-                           what="per-class IoU with ignored pixels (should equal IoU without them)")
+    assert_per_class_equal(
+        run(user_metric, noisy),
+        expected(clean),
+        noisy,
+        what="per-class IoU with ignored pixels (should equal IoU without them)",
+    )
 
 
 @given(case=cases, data=st.data())
@@ -74,8 +83,10 @@ def test_out_of_range_labels_raise(user_metric, case, data):
         case = replace(case, pred=np.zeros((1, 1), case.pred.dtype), target=np.zeros((1, 1), case.target.dtype))
     where = data.draw(st.sampled_from(["target", "prediction"]), label="where")
     limit = np.iinfo(case.target.dtype).max
-    bad = data.draw(st.integers(case.num_classes, min(case.num_classes + 5, limit)).filter(
-        lambda v: v != case.ignore_index), label="out-of-range label")
+    bad = data.draw(
+        st.integers(case.num_classes, min(case.num_classes + 5, limit)).filter(lambda v: v != case.ignore_index),
+        label="out-of-range label",
+    )
     flat = data.draw(st.integers(0, case.target.size - 1), label="pixel")
     pred, tgt = case.pred.copy(), case.target.copy()
     if where == "target":
@@ -88,7 +99,7 @@ def test_out_of_range_labels_raise(user_metric, case, data):
     label_case(broken)
     event(f"out-of-range label in the {where}")
     note(f"label {bad} at flat index {flat} of the {where}")
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 -- any exception type is the contract (hookspecs)
         observed = run(user_metric, broken)
         note(f"returned instead of raising: {observed!r}")
 
@@ -96,14 +107,21 @@ def test_out_of_range_labels_raise(user_metric, case, data):
 @given(case=cases, data=st.data())
 def test_permuting_class_ids_permutes_iou(user_metric, case, data):
     perm = np.array(data.draw(st.permutations(range(case.num_classes)), label="class permutation"))
-    lut = lambda a: np.where(a == case.ignore_index, a, perm[np.clip(a, 0, case.num_classes - 1)]).astype(a.dtype)
+
+    def lut(a):
+        return np.where(a == case.ignore_index, a, perm[np.clip(a, 0, case.num_classes - 1)]).astype(a.dtype)
+
     permuted = replace(case, pred=lut(case.pred), target=lut(case.target))
     label_case(permuted)
     base = np.asarray(run(user_metric, case), np.float64).reshape(-1)
     moved = np.full(case.num_classes, np.nan)
     moved[perm] = base
-    assert_per_class_equal(run(user_metric, permuted), moved, permuted,
-                           what="per-class IoU after renaming classes (should move with the class ids)")
+    assert_per_class_equal(
+        run(user_metric, permuted),
+        moved,
+        permuted,
+        what="per-class IoU after renaming classes (should move with the class ids)",
+    )
 
 
 @given(case=cases, disjoint=st.booleans())
@@ -124,8 +142,11 @@ def test_all_correct_and_fully_disjoint(user_metric, case, disjoint):
     assert (observed[present] == (0.0 if disjoint else 1.0)).all()
 
 
-@given(num_classes=st.integers(1, 6), ignore_index=st.sampled_from(USER_IGNORE),
-       shape=st.sampled_from([(0,), (1, 0, 5), (2, 3, 3)]))
+@given(
+    num_classes=st.integers(1, 6),
+    ignore_index=st.sampled_from(USER_IGNORE),
+    shape=st.sampled_from([(0,), (1, 0, 5), (2, 3, 3)]),
+)
 def test_nothing_counted_gives_all_nan(user_metric, num_classes, ignore_index, shape):
     """Empty input, or every pixel ignored: no class is present, so every IoU is NaN."""
     tgt = np.full(shape, ignore_index, np.int64)
