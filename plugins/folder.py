@@ -221,9 +221,7 @@ class FolderDataset:
     def _check_labels(self, mask: np.ndarray, path: Path) -> None:
         spec = self.spec
         values = np.unique(mask)
-        allowed = ((values >= 0) & (values < spec.num_classes)) | (values == spec.ignore_index)
-        if spec.anomaly_index is not None:
-            allowed |= values == spec.anomaly_index
+        allowed = np.isin(values, sorted(spec.label_values))
         if allowed.all():
             return
         bad = values[~allowed].tolist()

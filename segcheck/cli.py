@@ -18,12 +18,20 @@ def _plugins(args):
 
 
 def cmd_list(args) -> int:
+    from segcheck.gates.registered import first_line
+
     loaded = _plugins(args)
-    for title, registry in (("models", loaded.models), ("datasets", loaded.datasets), ("metrics", loaded.metrics)):
+    registries = (
+        ("models", loaded.models),
+        ("datasets", loaded.datasets),
+        ("gates", loaded.gates),
+        ("metrics", loaded.metrics),
+    )
+    for title, registry in registries:
         print(f"{title}:")
         width = max((len(e.name) for e in registry), default=0)
         for entry in registry:
-            description = entry.meta.get("description", "")
+            description = entry.meta.get("description") or first_line(entry.obj)
             print(f"  {entry.name.ljust(width)}  [{entry.plugin}]  {description}".rstrip())
     return 0
 
@@ -76,7 +84,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="PATH_OR_MODULE",
         help="a .py file or module implementing segcheck hooks (repeatable)",
     )
-    lst = sub.add_parser("list", parents=[common], help="registered models, datasets and metrics")
+    lst = sub.add_parser("list", parents=[common], help="registered models, datasets, gates and metrics")
     lst.set_defaults(run=cmd_list)
     tr = sub.add_parser("train", parents=[common], help="train a registered model on a registered dataset")
     tr.add_argument("--model", default="unet")

@@ -21,12 +21,13 @@ def pixel_loss(
 
     Multi-class: cross-entropy over ``spec.num_classes`` channels. Binary (one sigmoid
     channel): binary cross-entropy against mask values 0/1. Pixels labelled
-    ``spec.ignore_index`` or ``spec.anomaly_index`` are not counted; with none counted the
+    ``spec.ignore_index`` or ``spec.anomaly_index`` are not counted (``spec.counted``; any other
+    value outside the classes is an error of the loss, not dropped); with none counted the
     loss is 0 (still attached to the graph). ``weight`` (one per class) makes it the
     weighted mean, as ``F.cross_entropy(weight=...)`` defines it.
     """
     masks = masks.to(logits.device).long()
-    counted = (masks >= 0) & (masks < spec.num_classes)
+    counted = spec.counted(masks)
     pixel_weight = counted.to(logits.dtype)
     if weight is not None:
         pixel_weight = pixel_weight * weight.to(logits.device)[masks.clamp(0, spec.num_classes - 1)]

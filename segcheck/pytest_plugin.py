@@ -9,9 +9,9 @@ unloadable checkpoint of a single target is then a usage error before any test).
 from __future__ import annotations
 
 import pytest
-import yaml
 
 from segcheck import SegcheckError
+from segcheck.pytest_options import add_options
 from segcheck.pytest_state import TARGET_OPTIONS, SegcheckState
 from segcheck.report import GateRecord
 
@@ -20,105 +20,8 @@ GATE_ID = pytest.StashKey[dict]()  # {"gate": name, "target": id} of a gate test
 RECORD = pytest.StashKey[GateRecord]()
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise pytest.UsageError(f"--eval-size expects a positive integer, got {text!r}")
-    return value
-
-
-def _three_numbers(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        values = []
-    if len(values) != 3:
-        raise pytest.UsageError(f"--mean/--std expect three comma-separated numbers (0-1 scale), got {text!r}")
-    return values
-
-
-def _model_arg(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise pytest.UsageError(f"--model-arg expects KEY=VALUE, got {text!r}")
-    return key, yaml.safe_load(value)
-
-
 def pytest_addoption(parser):
-    group = parser.getgroup("segcheck", "segcheck: validity gates for segmentation models")
-    add = group.addoption
-    add(
-        "--model",
-        dest="segcheck_model",
-        metavar="NAME",
-        help="registered model to test (default: unet; `segcheck list` shows all)",
-    )
-    add(
-        "--checkpoint",
-        dest="segcheck_checkpoint",
-        metavar="PATH",
-        help="weights (.safetensors, .pt, .pth); default: the model's bundled checkpoint; 'none' for random init",
-    )
-    add(
-        "--model-arg",
-        dest="segcheck_model_arg",
-        action="append",
-        type=_model_arg,
-        metavar="KEY=VALUE",
-        help="keyword argument of the model's builder (repeatable; VALUE read as YAML)",
-    )
-    add("--dataset", dest="segcheck_dataset", metavar="NAME", help="registered dataset (default: synthetic-streets)")
-    add("--data-root", dest="segcheck_data_root", metavar="DIR", help="dataset folder, for file datasets")
-    add(
-        "--models-manifest",
-        dest="segcheck_manifest",
-        metavar="FILE.yaml",
-        help="several targets: a YAML list of rows (model, checkpoint, dataset, data_root, model_args, tags, name)",
-    )
-    add(
-        "--device",
-        dest="segcheck_device",
-        choices=("auto", "cpu", "cuda"),
-        help="where the model runs (default: auto = cuda if available)",
-    )
-    add(
-        "--mean",
-        dest="segcheck_mean",
-        type=_three_numbers,
-        metavar="R,G,B",
-        help="input normalization mean (0-1 scale); wins over the checkpoint's, the dataset's and the model's",
-    )
-    add("--std", dest="segcheck_std", type=_three_numbers, metavar="R,G,B", help="input normalization std (0-1 scale)")
-    add(
-        "--plugin",
-        dest="segcheck_plugin",
-        action="append",
-        default=[],
-        metavar="PATH_OR_MODULE",
-        help="a .py file or module implementing segcheck hooks (repeatable)",
-    )
-    add(
-        "--segcheck-config",
-        dest="segcheck_config",
-        metavar="FILE.yaml",
-        help="thresholds and settings (default: segcheck.yaml in the rootdir, if present)",
-    )
-    add(
-        "--eval-size",
-        dest="segcheck_eval_size",
-        type=_positive_int,
-        metavar="N",
-        help="images in the eval sample (default: 32)",
-    )
-    add(
-        "--segcheck-report",
-        dest="segcheck_report",
-        metavar="PATH.json",
-        help="where to write the JSON report (default: segcheck-report.json when gates ran)",
-    )
+    add_options(parser)
 
 
 def _state(config: pytest.Config) -> SegcheckState:

@@ -70,41 +70,14 @@ def test_a_dataset_declared_normalization_is_used_and_stated(pytester):
     root = pytester.path / "streets"
     write_split_folder(root, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
     torch.save(build("lraspp_mobilenet_v3_large", 8).state_dict(), pytester.path / "lraspp.pt")
-    result, report = run_gates(
-        pytester,
-        "--model",
-        "lraspp_mobilenet_v3_large",
-        "--checkpoint",
-        "lraspp.pt",
-        "--dataset",
-        "folder",
-        "--data-root",
-        str(root),
-        "-k",
-        "input_normalization",
-    )
+    args = f"--model lraspp_mobilenet_v3_large --checkpoint lraspp.pt --dataset folder --data-root {root}".split()
+    result, report = run_gates(pytester, *args, "-k", "input_normalization")
     result.stdout.fnmatch_lines(
         ["segcheck normalization: mean (0.5, 0.5, 0.5), std (0.25, 0.25, 0.25) from dataset 'folder'"]
     )
     described = report["targets"]["lraspp_mobilenet_v3_large"]["normalization"]
     assert described == {"mean": [0.5] * 3, "std": [0.25] * 3, "source": "dataset 'folder'"}
-    result, report = run_gates(
-        pytester,
-        "--model",
-        "lraspp_mobilenet_v3_large",
-        "--checkpoint",
-        "lraspp.pt",
-        "--dataset",
-        "folder",
-        "--data-root",
-        str(root),
-        "-k",
-        "input_normalization",
-        "--mean",
-        "0.4,0.4,0.4",
-        "--std",
-        "0.2,0.2,0.2",
-    )
+    result, _ = run_gates(pytester, *args, "-k", "input_normalization", "--mean", "0.4,0.4,0.4", "--std", "0.2,0.2,0.2")
     result.stdout.fnmatch_lines(["segcheck normalization: mean (0.4, 0.4, 0.4), std (0.2, 0.2, 0.2) from explicit*"])
 
 

@@ -83,3 +83,18 @@ def test_resume_without_state_is_an_error(tmp_path, tiny):
 def test_unknown_recipe_setting_is_an_error(tmp_path, tiny):
     with pytest.raises(SegcheckError, match="unknown recipe settings"):
         train(recipe="naive", out=tmp_path / "x.safetensors", warmup=3, **tiny)
+
+
+def test_segcheck_configure_runs_once_before_training(tmp_path, tiny):
+    plugin = tmp_path / "conf.py"
+    plugin.write_text(
+        "def segcheck_configure(config):\n"
+        f"    open({str(tmp_path / 'calls')!r}, 'a').write('x')\n"
+        "    config['eval']['size'] = 4\n"
+    )
+    tiny["plugin_specs"].append(str(plugin))
+    train(recipe="naive", out=tmp_path / "m.safetensors", epochs=1, **tiny)
+    assert (tmp_path / "calls").read_text() == "x"
+    plugin.write_text("def segcheck_configure(config):\n    config['eval']['size'] = 'four'\n")
+    with pytest.raises(SegcheckError, match="a segcheck_configure hook: eval.size must be a whole number"):
+        train(recipe="naive", out=tmp_path / "n.safetensors", epochs=1, **tiny)

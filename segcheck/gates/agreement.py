@@ -138,12 +138,7 @@ def cpu_cuda_agreement(target: Target, cfg: dict, device: str = "cuda") -> GateR
 @hookimpl
 def segcheck_register_gates(registry):
     for audit in (batch_independence, deterministic_eval):
-        registry.add(audit.__name__, audit, section=audit.__name__, description=audit.__doc__.splitlines()[0])
+        registry.add(audit.__name__, audit, section=audit.__name__)
     registry.add(
-        "cpu_cuda_agreement",
-        cpu_cuda_agreement,
-        section="cpu_cuda_agreement",
-        needs=("cuda",),
-        markers=("gpu",),
-        description=cpu_cuda_agreement.__doc__.splitlines()[0],
+        "cpu_cuda_agreement", cpu_cuda_agreement, section="cpu_cuda_agreement", needs=("cuda",), markers=("gpu",)
     )

@@ -167,15 +167,5 @@ def input_normalization(target: Target, cfg: dict) -> GateResult:
 @hookimpl
 def segcheck_register_gates(registry):
     for audit in (head_matches_classes, output_size, finite_outputs, label_integrity):
-        registry.add(
-            audit.__name__,
-            audit,
-            needs=("labels",) if audit is label_integrity else (),
-            description=audit.__doc__.splitlines()[0],
-        )
-    registry.add(
-        "input_normalization",
-        input_normalization,
-        section="input_normalization",
-        description=input_normalization.__doc__.splitlines()[0],
-    )
+        registry.add(audit.__name__, audit, needs=("labels",) if audit is label_integrity else ())
+    registry.add("input_normalization", input_normalization, section="input_normalization")

@@ -52,6 +52,7 @@ def prediction_collapse(target: Target, cfg: dict) -> GateResult:
     ``cfg["max_dominance_excess"]``, and (binary models) positives are predicted wherever
     the masks hold positives.
     """
+    # measuring and explaining in one place: the message names every number the verdict used
     masks, spec, model = target.data.masks, target.data.spec, target.model
     pred = target.predictions.labels
     counted = spec.counted(masks)
@@ -151,10 +152,4 @@ def _binary_checks(
 
 @hookimpl
 def segcheck_register_gates(registry):
-    registry.add(
-        "prediction_collapse",
-        prediction_collapse,
-        section="prediction_collapse",
-        needs=("labels",),
-        description="the predicted class histogram must resemble the ground truth's",
-    )
+    registry.add("prediction_collapse", prediction_collapse, section="prediction_collapse", needs=("labels",))

@@ -163,10 +163,4 @@ def input_gradient(target: Target, cfg: dict) -> GateResult:
 @hookimpl
 def segcheck_register_gates(registry):
     for gate in (derangement_gap, shift_equivariance, input_gradient):
-        registry.add(
-            gate.__name__,
-            gate,
-            section="content_sensitivity",
-            needs=("labels",),
-            description=gate.__doc__.splitlines()[0],
-        )
+        registry.add(gate.__name__, gate, section="content_sensitivity", needs=("labels",))

@@ -132,10 +132,4 @@ def gradient_coverage(target: Target, cfg: dict) -> GateResult:
 @hookimpl
 def segcheck_register_gates(registry):
     for audit in (loss_at_init, gradient_coverage):
-        registry.add(
-            audit.__name__,
-            audit,
-            section=audit.__name__,
-            needs=("labels", "fresh_model"),
-            description=audit.__doc__.splitlines()[0],
-        )
+        registry.add(audit.__name__, audit, section=audit.__name__, needs=("labels", "fresh_model"))

@@ -85,10 +85,4 @@ def noise_input(target: Target, cfg: dict) -> GateResult:
 
 @hookimpl
 def segcheck_register_gates(registry):
-    registry.add(
-        "noise_input",
-        noise_input,
-        section="noise_input",
-        needs=("labels",),
-        description="noise instead of images must not score against the real labels",
-    )
+    registry.add("noise_input", noise_input, section="noise_input", needs=("labels",))

@@ -30,7 +30,7 @@ class Gate:
     """A registered gate: ``function(target, cfg) -> GateResult``, reading settings section
     ``section`` (``cfg`` is ``{}`` without one; ``defaults`` define a section of its own),
     needing ``needs``, marked ``markers``, run by the suite ``suite`` (``gates``, ``anomaly``,
-    ``prompted``), from ``plugin``."""
+    ``prompted``), from ``plugin``; ``description`` defaults to the docstring's first line."""
 
     name: str
     function: Callable[..., GateResult]
@@ -65,10 +65,15 @@ class GateRegistry(Registry):
     def gates(self, suite: str | None = None) -> list[Gate]:
         """Every registered gate (of ``suite``), in registration order within each plugin."""
         return [
-            Gate(e.name, e.obj, plugin=e.plugin, **e.meta)
+            Gate(e.name, e.obj, plugin=e.plugin, **{"description": first_line(e.obj), **e.meta})
             for e in self._entries.values()
             if suite is None or e.meta.get("suite", "gates") == suite
         ]
+
+
+def first_line(function) -> str:
+    """A gate's default description: the first line of its docstring."""
+    return ((getattr(function, "__doc__", None) or "").strip().splitlines() or [""])[0]
 
 
 def unmet_need(gate: Gate, target, config: dict) -> str | None:

@@ -73,10 +73,4 @@ def generalization(target: Target, cfg: dict) -> GateResult:
 
 @hookimpl
 def segcheck_register_gates(registry):
-    registry.add(
-        "generalization",
-        generalization,
-        section="generalization",
-        needs=("labels", "held_out_split"),
-        description="the eval split's mIoU must hold on another split",
-    )
+    registry.add("generalization", generalization, section="generalization", needs=("labels", "held_out_split"))

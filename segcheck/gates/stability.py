@@ -22,6 +22,7 @@ def perturbation_stability(target: Target, cfg: dict, corruption: str) -> GateRe
     clean mIoU - corrupted mIoU <= ``cfg["max_miou_drop"]``. ``details["relative_robustness"]``
     is the mean corrupted mIoU over all severities divided by the clean mIoU.
     """
+    # measuring and explaining in one place: the message names every number the verdict used
     if corruption not in perturb.CORRUPTIONS:
         raise SegcheckError(f"unknown corruption {corruption!r}; known: {', '.join(perturb.CORRUPTIONS)}")
     data, model = target.data, target.model

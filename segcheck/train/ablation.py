@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from segcheck import SegcheckError
-from segcheck.train.loop import train
 from segcheck.train.recipes import RECIPES
+from segcheck.train.trainer import train
 
 
 def _beyond_naive(recipe: str) -> dict:

@@ -1,0 +1,99 @@
+"""The segcheck group of pytest options: one table row per option, validated on parsing."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise pytest.UsageError(f"--eval-size expects a positive integer, got {text!r}")
+    return value
+
+
+def _three_numbers(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 3:
+        raise pytest.UsageError(f"--mean/--std expect three comma-separated numbers (0-1 scale), got {text!r}")
+    return values
+
+
+def _model_arg(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise pytest.UsageError(f"--model-arg expects KEY=VALUE, got {text!r}")
+    return key, yaml.safe_load(value)
+
+
+REPEATED = {"action": "append"}
+#: flag -> (dest, metavar, help, extra addoption arguments)
+OPTIONS = {
+    "--model": ("segcheck_model", "NAME", "registered model to test (default: unet; `segcheck list` shows all)", {}),
+    "--checkpoint": (
+        "segcheck_checkpoint",
+        "PATH",
+        "weights (.safetensors, .pt, .pth); default: the model's bundled checkpoint; 'none' for random init",
+        {},
+    ),
+    "--model-arg": (
+        "segcheck_model_arg",
+        "KEY=VALUE",
+        "keyword argument of the model's builder (repeatable; VALUE read as YAML)",
+        {**REPEATED, "type": _model_arg},
+    ),
+    "--dataset": ("segcheck_dataset", "NAME", "registered dataset (default: synthetic-streets)", {}),
+    "--data-root": ("segcheck_data_root", "DIR", "dataset folder, for file datasets", {}),
+    "--models-manifest": (
+        "segcheck_manifest",
+        "FILE.yaml",
+        "several targets: 'targets:', a list of rows (model, checkpoint, dataset, data_root, model_args, tags, "
+        "name), over optional 'defaults:'",
+        {},
+    ),
+    "--device": (
+        "segcheck_device",
+        None,
+        "where the model runs (default: auto = cuda if available)",
+        {"choices": ("auto", "cpu", "cuda")},
+    ),
+    "--mean": (
+        "segcheck_mean",
+        "R,G,B",
+        "input normalization mean (0-1 scale); wins over the checkpoint's, the dataset's and the model's",
+        {"type": _three_numbers},
+    ),
+    "--std": ("segcheck_std", "R,G,B", "input normalization std (0-1 scale)", {"type": _three_numbers}),
+    "--plugin": (
+        "segcheck_plugin",
+        "PATH_OR_MODULE",
+        "a .py file or module implementing segcheck hooks (repeatable)",
+        {**REPEATED, "default": []},
+    ),
+    "--segcheck-config": (
+        "segcheck_config",
+        "FILE.yaml",
+        "thresholds and settings (default: segcheck.yaml in the rootdir, if present)",
+        {},
+    ),
+    "--eval-size": ("segcheck_eval_size", "N", "images in the eval sample (default: 32)", {"type": _positive_int}),
+    "--segcheck-report": (
+        "segcheck_report",
+        "PATH.json",
+        "where to write the JSON report (default: segcheck-report.json when gates ran)",
+        {},
+    ),
+}
+
+
+def add_options(parser) -> None:
+    group = parser.getgroup("segcheck", "segcheck: validity gates for segmentation models")
+    for flag, (dest, metavar, help, extra) in OPTIONS.items():
+        group.addoption(flag, dest=dest, help=help, **({"metavar": metavar} if metavar else {}), **extra)

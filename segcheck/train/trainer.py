@@ -1,0 +1,239 @@
+"""``segcheck train``: any registered model on any registered dataset, saved as safetensors
+with a YAML sidecar; deterministic per seed, resumable per epoch, DDP under torchrun."""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from segcheck import SegcheckError, __version__, checkpoint
+from segcheck.data import EvalData
+from segcheck.model import SegModel, first_normalization
+from segcheck.target import build_module, resolve_device
+from segcheck.train import loop
+from segcheck.train.recipes import Recipe
+from segcheck.train.recipes import get as get_recipe
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    path: Path
+    val_miou: float
+    seconds: float
+    images_per_second: float
+
+
+def _splits(plugins, dataset: str, data_root: Path | None):
+    """``split -> SegDataset`` of registered ``dataset`` (a file dataset needs ``data_root``)."""
+    entry = plugins.datasets.get(dataset)
+    if entry.meta.get("needs_root") and data_root is None:
+        raise SegcheckError(f"dataset {dataset!r} reads files: pass --data-root DIR")
+    return functools.partial(entry.obj, data_root)
+
+
+def _eval_sample(config: dict) -> dict:
+    ev = config["eval"]
+    return {"split": ev["split"], "size": ev["size"], "seed": ev["seed"], "batch_size": ev["batch_size"]}
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) under ``torchrun`` (process group initialized), else (0, 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
+def train(
+    model: str,
+    dataset: str,
+    recipe: str | Recipe = "naive",
+    *,
+    out: Path,
+    device: str = "auto",
+    seed: int = 0,
+    data_root: Path | None = None,
+    plugin_specs=(),
+    progress: bool = True,
+    resume: bool = False,
+    **overrides,
+) -> TrainResult:
+    """Train registered ``model`` on registered ``dataset`` and save safetensors + YAML sidecar.
+
+    ``overrides`` change recipe settings (e.g. ``epochs=3``). Deterministic for a seed on CPU:
+    every epoch reseeds its shuffling, augmentation and noise from ``(seed, epoch)``, so a run
+    resumed (``resume=True``) from ``out``'s ``.resume.pt`` state ends with the same weights.
+    Under ``torchrun`` it trains with DistributedDataParallel; rank 0 writes the files.
+    """
+    # one flat loop read top to bottom, as torchvision's references/segmentation train.py
+    recipe = (get_recipe(recipe) if isinstance(recipe, str) else recipe).with_(**overrides)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rank, world = _distributed()
+    from segcheck.session import open_session  # the session loads the gates, which use the loop
+
+    session = open_session(plugin_specs)
+    entry, splits = session.plugins.models.get(model), _splits(session.plugins, dataset, data_root)
+    train_set = _Pairs(splits("train"))
+    dev = _device(device, world)
+    torch.manual_seed(seed)
+    segmodel, model_kwargs = _fresh(entry, train_set.dataset.spec, recipe, dev)
+    module = segmodel.module
+    net = module
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None)
+    sampler = torch.utils.data.DistributedSampler(train_set, seed=seed, drop_last=True) if world > 1 else None
+    steps_per_epoch = len(train_set) // world // recipe.batch_size
+    optimizer = torch.optim.AdamW(module.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch
+    )
+    state_path = out.with_suffix(".resume.pt")
+    first_epoch = _restore(state_path, module, optimizer, scheduler, recipe) if resume else 0
+    start = time.perf_counter()
+    per_epoch = steps_per_epoch * recipe.batch_size  # images one rank sees per epoch
+    bar = tqdm(
+        total=recipe.epochs * per_epoch,
+        initial=first_epoch * per_epoch,
+        unit="img",
+        disable=not progress or rank != 0,
+        desc=f"train {model} ({recipe.name})",
+    )
+    with bar:
+        for epoch in range(first_epoch, recipe.epochs):
+            epoch_seed = seed * 100_003 + epoch  # each epoch reseeded: resuming replays it exactly
+            torch.manual_seed(epoch_seed)
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            loader = _loader(train_set, recipe.batch_size, sampler, epoch_seed, dev)
+            g = torch.Generator().manual_seed(epoch_seed)
+            loop.train_one_epoch(
+                net, segmodel, loader, optimizer, scheduler, recipe, train_set.dataset.spec, g, dev, bar
+            )
+            if rank == 0:
+                _save_state(state_path, epoch + 1, module, optimizer, scheduler, recipe)
+    seconds = time.perf_counter() - start
+    val_miou = loop.evaluate(segmodel, EvalData.from_dataset(splits, **_eval_sample(session.config)))
+    if rank == 0:
+        sidecar = _sidecar(model, dataset, train_set.dataset, segmodel, model_kwargs, recipe, seed, val_miou)
+        checkpoint.save(module, out, sidecar)
+        state_path.unlink(missing_ok=True)
+    done = (recipe.epochs - first_epoch) * per_epoch * world
+    return TrainResult(out, val_miou, seconds, done / seconds if seconds else float("nan"))
+
+
+def _save_state(path: Path, epoch: int, module, optimizer, scheduler, recipe: Recipe) -> None:
+    """What ``resume=True`` continues from: weights, optimizer, scheduler after ``epoch`` epochs."""
+    state = {
+        "epoch": epoch,
+        "model": module.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "recipe": recipe.to_dict(),
+    }
+    torch.save(state, path)
+
+
+def _sidecar(
+    model: str, dataset: str, data, segmodel, model_kwargs: dict, recipe: Recipe, seed: int, val_miou: float
+) -> dict:
+    """The checkpoint's YAML sidecar: what it is, what it was trained on and with, how it scored."""
+    return {
+        "model": model,
+        "dataset": dataset,
+        "data_identity": data.identity,
+        "classes": list(data.spec.classes),
+        "mean": segmodel.mean.flatten().tolist(),
+        "std": segmodel.std.flatten().tolist(),
+        "model_kwargs": model_kwargs,
+        "recipe": recipe.to_dict(),
+        "seed": seed,
+        "val_miou": round(val_miou, 4),
+        "segcheck": __version__,
+    }
+
+
+def _device(name: str, world: int) -> torch.device:
+    """The device to train on: under torchrun with CUDA, this rank's GPU."""
+    dev = torch.device(resolve_device(name))
+    if dev.type == "cuda" and world > 1:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(dev)
+    return dev
+
+
+def _fresh(entry, spec, recipe: Recipe, dev: torch.device) -> tuple[SegModel, dict]:
+    """A new module of ``entry`` with the heads the recipe trains (reconstruction, auxiliary),
+    normalized with the dataset's declared mean/std, else the model's, else ImageNet's."""
+    model_kwargs = {}
+    if recipe.recon:
+        model_kwargs["recon_head"] = True
+    if entry.meta.get("aux_prefix"):
+        model_kwargs["aux_loss"] = True
+    module = build_module(entry, spec.num_classes, **model_kwargs)
+    norm = first_normalization((spec.mean, spec.std, "dataset"), (entry.meta.get("mean"), entry.meta.get("std"), "m"))
+    segmodel = SegModel(
+        module,
+        mean=norm.mean,
+        std=norm.std,
+        binary=bool(entry.meta.get("binary")),
+        divisible_by=entry.meta.get("divisible_by", 1),
+        device=dev,
+    )
+    if dev.type == "cuda":
+        module.to(memory_format=torch.channels_last)
+    return segmodel, model_kwargs
+
+
+def _loader(train_set, batch_size: int, sampler, epoch_seed: int, dev: torch.device):
+    return torch.utils.data.DataLoader(
+        train_set,
+        batch_size=batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(epoch_seed),
+        num_workers=4 if dev.type == "cuda" else 0,
+        pin_memory=dev.type == "cuda",
+    )
+
+
+def _restore(path: Path, module, optimizer, scheduler, recipe: Recipe) -> int:
+    """Load a ``.resume.pt`` state (weights_only); return the epoch to continue from."""
+    if not path.is_file():
+        raise SegcheckError(f"nothing to resume: {path} does not exist (it is written after each epoch)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state["recipe"] != recipe.to_dict():
+        raise SegcheckError(
+            f"{path} was written by recipe {state['recipe']}, not {recipe.to_dict()}; "
+            "resume with the same recipe and flags, or start afresh"
+        )
+    module.load_state_dict(state["model"], strict=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return int(state["epoch"])
+
+
+class _Pairs(torch.utils.data.Dataset):
+    """A SegDataset as tensors (uint8 image (H, W, 3), int64 mask) for the DataLoader."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        image, mask = self.dataset[i]
+        return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.asarray(mask, dtype=np.int64))
