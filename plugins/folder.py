@@ -174,6 +174,12 @@ class FolderDataset:
                     f"{what} folder {folder} is missing; put the {what} there (one mask PNG per image, same file stem)"
                 )
         images = _files_by_stem(images_dir, IMAGE_SUFFIXES, "image")
+        lossy = sorted(_files_by_stem(masks_dir, tuple(set(IMAGE_SUFFIXES) - set(MASK_SUFFIXES)), "mask"))
+        if lossy:
+            raise SegcheckError(
+                f"masks [{_stems(lossy)}] in {masks_dir} are not PNG (JPEG/BMP/TIFF); label masks must be lossless "
+                "PNGs whose pixel values are class ids (JPEG changes label values): convert or remove them"
+            )
         masks = _files_by_stem(masks_dir, MASK_SUFFIXES, "mask")
         if not images:
             raise SegcheckError(

@@ -41,20 +41,58 @@ def read_state_dict(path: Path, *, mmap: bool = False) -> dict[str, torch.Tensor
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
             raise _unreadable_safetensors(path, exc) from exc
+    _check_torch_file(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
-        if "weights only" not in str(exc).lower():
-            raise SegcheckError(f"checkpoint {path} is corrupt or not a PyTorch file ({exc})") from exc
+        if "weights only" not in str(exc).lower() or not _needs_globals(exc):
+            raise SegcheckError(f"checkpoint {path} is corrupt or not a PyTorch file ({_first(exc)})") from exc
         raise SegcheckError(
             f"checkpoint {path} needs code execution to load (it pickles objects, not just tensors); "
-            "segcheck never runs pickled code: save model.state_dict() with torch.save or safetensors instead"
+            "segcheck runs no pickled code unless told to: save model.state_dict() with torch.save or "
+            "safetensors, or pass --trust-checkpoint if you trust this file"
         ) from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise SegcheckError(
             f"checkpoint {path} is corrupt or not a PyTorch file ({exc.__class__.__name__}: {exc})"
         ) from exc
     return _unwrap(state, path)
+
+
+PICKLE_PROTOCOL = 0x80  # the first byte of a pickle of protocol 2 or later (torch.save's legacy format)
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format is a zip archive
+
+
+def _check_torch_file(path: Path) -> None:
+    """Raise, naming what the file looks like, when ``path`` is neither a zip nor a pickle
+    (ONNX, TorchScript-less random bytes, a text file, a safetensors file named .pt)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(ZIP_MAGIC) or head[:1] == bytes([PICKLE_PROTOCOL]):
+        return
+    if _looks_like_safetensors(path):
+        raise SegcheckError(f"checkpoint {path} is a safetensors file with another suffix; rename it to .safetensors")
+    raise SegcheckError(
+        f"checkpoint {path} is not a PyTorch checkpoint (torch.save writes a zip archive or a pickle; its first "
+        f"bytes are {head!r}); give a .safetensors file or a state dict saved with torch.save"
+    )
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """Whether ``path`` starts with a safetensors header (little-endian length, then a JSON object)."""
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        return 1 < size < path.stat().st_size and f.read(1) == b"{"
+
+
+def _needs_globals(exc: Exception) -> bool:
+    """Whether a weights-only unpickling failed on a class or function the file would import."""
+    text = str(exc)
+    return any(word in text for word in ("Unsupported global", "GLOBAL", "Unsupported class", "global"))
+
+
+def _first(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def state_dict_keys(path: Path) -> list[str]:
@@ -82,8 +120,6 @@ def _unwrap(state, path: Path) -> dict[str, torch.Tensor]:
         state = inner
     if not isinstance(state, dict):
         raise SegcheckError(f"checkpoint {path} holds a {type(state).__name__}, expected a state dict of tensors")
-    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel/DDP
-        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 
@@ -116,15 +152,55 @@ def _listed(items: list[str], most: int = 6) -> str:
     return ", ".join(items[:most]) + more
 
 
+WRAPPER_PREFIXES = ("module.", "model.", "net.")  # DataParallel/DDP, Lightning, common training wrappers
+
+
+def wrapper_prefix(keys, expected) -> str | None:
+    """The wrapper prefix (``module.``, ``model.``, ...) whose removal makes ``keys`` exactly the
+    ``expected`` names, or None (no prefix is stripped unless every key then matches)."""
+    keys, expected = list(keys), set(expected)
+    if set(keys) == expected:
+        return None
+    for prefix in WRAPPER_PREFIXES:
+        if keys and all(k.startswith(prefix) for k in keys) and {k[len(prefix) :] for k in keys} == expected:
+            return prefix
+    return None
+
+
 def load_into(model: torch.nn.Module, path: Path) -> torch.nn.Module:
-    """Load the checkpoint at ``path`` into ``model`` strictly; raise naming every mismatch."""
+    """Load the checkpoint at ``path`` into ``model`` strictly; raise naming every mismatch.
+    A wrapper prefix is stripped only when that makes every key match (``wrapper_prefix``)."""
     state = read_state_dict(path)
+    prefix = wrapper_prefix(state, model.state_dict())
+    if prefix:
+        state = {k[len(prefix) :]: v for k, v in state.items()}
     problem = state_mismatch(model, state)
     if problem:
+        common = next((p for p in WRAPPER_PREFIXES if state and all(k.startswith(p) for k in state)), None)
+        hint = f" (every key starts with {common!r}, but without it the keys still do not match)" if common else ""
         raise SegcheckError(
-            f"checkpoint {path} does not fit the model ({problem}); check --model and the number of classes "
-            "(the dataset's classes must be the ones the checkpoint was trained on)"
+            f"checkpoint {path} does not fit the model ({problem}){hint}; check --model, --model-arg and the "
+            "number of classes (the dataset's classes must be the ones the checkpoint was trained on)"
         )
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def load_trusted(model: torch.nn.Module, path: Path) -> torch.nn.Module:
+    """Unpickle ``path`` with code execution (only on the user's explicit trust): a whole pickled
+    model replaces ``model``; a state dict (also wrapped) is loaded into it strictly."""
+    import warnings
+
+    warnings.warn(f"--trust-checkpoint: {path} is unpickled with code execution", stacklevel=2)
+    obj = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(obj, torch.nn.Module):
+        return obj
+    state = _unwrap(obj, path)
+    prefix = wrapper_prefix(state, model.state_dict())
+    state = {k[len(prefix) :]: v for k, v in state.items()} if prefix else state
+    problem = state_mismatch(model, state)
+    if problem:
+        raise SegcheckError(f"checkpoint {path} does not fit the model ({problem})")
     model.load_state_dict(state, strict=True)
     return model
 
@@ -156,7 +232,12 @@ def read_sidecar(path: Path) -> dict | None:
     side = sidecar_path(path)
     if not side.is_file():
         return None
-    data = yaml.safe_load(side.read_text())
+    try:
+        data = yaml.safe_load(side.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SegcheckError(
+            f"checkpoint sidecar {side} is not valid YAML ({' '.join(str(exc).split())}); fix or delete it"
+        ) from None
     if not isinstance(data, dict):
         raise SegcheckError(f"checkpoint sidecar {side} is not a YAML mapping; delete or fix it")
     return data

@@ -17,6 +17,21 @@ def _plugins(args):
     return plugins.load(args.plugin)
 
 
+def _positive(kind):
+    """An argparse type: a number of ``kind`` > 0."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+
+    return parse
+
+
 def cmd_list(args) -> int:
     from segcheck.gates.registered import first_line
 
@@ -91,9 +106,9 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--dataset", default="synthetic-streets")
     tr.add_argument("--data-root", type=Path)
     tr.add_argument("--recipe", default="robust", help="naive or robust (default: robust)")
-    tr.add_argument("--epochs", type=int, help="override the recipe's epochs")
-    tr.add_argument("--batch-size", type=int, help="override the recipe's batch size")
-    tr.add_argument("--lr", type=float, help="override the recipe's learning rate")
+    tr.add_argument("--epochs", type=_positive(int), help="override the recipe's epochs")
+    tr.add_argument("--batch-size", type=_positive(int), help="override the recipe's batch size")
+    tr.add_argument("--lr", type=_positive(float), help="override the recipe's learning rate")
     for flag in ("flips", "rolls", "scale-crops", "photometric"):
         tr.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, help=f"ingredient: random {flag}")
     tr.add_argument("--consistency", type=float, metavar="W", help="ingredient: KL(clean || noisy) weight (0.1)")
@@ -109,7 +124,7 @@ def parser() -> argparse.ArgumentParser:
     tr.set_defaults(run=cmd_train)
     ab = sub.add_parser("ablate", help="train one unet per recipe ingredient and tabulate the gates' verdicts")
     ab.add_argument("--out", type=Path, required=True, help="folder for checkpoints, reports and ablation.md")
-    ab.add_argument("--epochs", type=int, help="override every variant's epochs")
+    ab.add_argument("--epochs", type=_positive(int), help="override every variant's epochs")
     ab.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ab.add_argument("--seed", type=int, default=0)
     ab.set_defaults(run=cmd_ablate)

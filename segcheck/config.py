@@ -10,7 +10,7 @@ import yaml
 from segcheck import SegcheckError
 
 DEFAULTS: dict[str, dict] = {
-    "target": {"model": "unet", "dataset": "synthetic-streets", "device": "auto"},
+    "target": {"model": "unet", "dataset": "synthetic-streets", "device": "auto", "init_seed": 0},
     "eval": {"split": "val", "size": 32, "seed": 0, "batch_size": 8, "mean": [], "std": []},
     "noise_input": {"max_miou": 0.10, "max_ratio": 0.7, "seed": 0},
     "overfit_tiny": {"min_miou": 0.90, "samples": 10, "epochs": 50, "batch_size": 2, "lr": 0.003, "seed": 0},
@@ -36,6 +36,56 @@ DEFAULTS: dict[str, dict] = {
 }
 
 
+# The range of every numeric setting ("[" / "]" closed, "(" / ")" open), by key name, or by
+# "section.key" where one section differs. A value outside is an error naming the range.
+RANGES: dict[str, str] = {
+    "seed": "[0, inf)",
+    "init_seed": "[0, inf)",
+    "size": "[1, inf)",
+    "batch_size": "[1, inf)",
+    "samples": "[1, inf)",
+    "train_samples": "[1, inf)",
+    "epochs": "[1, inf)",
+    "steps": "[1, inf)",
+    "images": "[1, inf)",
+    "grad_images": "[1, inf)",
+    "shift_px": "[1, inf)",
+    "severity": "[1, 3]",
+    "lr": "(0, inf)",
+    "max_miou": "(0, 1]",
+    "max_ratio": "(0, 1]",
+    "min_miou": "(0, 1]",
+    "margin": "[0, 1)",
+    "min_gap": "[0, 1)",
+    "min_agreement": "(0, 1]",
+    "max_miou_drop": "[0, 1)",
+    "min_grad_norm": "[0, inf)",
+    "min_class_fraction": "(0, 1]",
+    "max_dominance_excess": "[0, 1)",
+    "max_gap": "[0, 1)",
+    "tolerance": "(0, inf)",
+    "atol": "[0, inf)",
+    "rtol": "[0, inf)",
+    "max_abs_mean": "(0, inf)",
+    "min_std": "(0, inf)",
+    "max_std": "(0, inf)",
+}
+
+
+def _in_range(value: float, bounds: str) -> bool:
+    low, high = (float(v) for v in bounds[1:-1].split(","))
+    above = value > low if bounds[0] == "(" else value >= low
+    below = value < high if bounds[-1] == ")" else value <= high
+    return above and below
+
+
+def check_range(section: str, key: str, value, where: str) -> None:
+    """Raise naming ``where``, the value and the range when a numeric setting is out of its range."""
+    bounds = RANGES.get(f"{section}.{key}", RANGES.get(key))
+    if bounds is not None and _is_number(value) and not _in_range(float(value), bounds):
+        raise SegcheckError(f"{where} is {value!r}, outside its range {bounds}")
+
+
 def load(path: Path | None = None, overrides: dict | None = None, defaults: dict | None = None) -> dict:
     """``defaults`` (DEFAULTS unless given), updated by the YAML file at ``path`` (safe-loaded),
     then by ``overrides``.
@@ -47,7 +97,10 @@ def load(path: Path | None = None, overrides: dict | None = None, defaults: dict
         path = Path(path)
         if not path.is_file():
             raise SegcheckError(f"config file {path} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise SegcheckError(f"config file {path} is not valid YAML ({' '.join(str(exc).split())})") from None
         if not isinstance(data, dict):
             raise SegcheckError(f"config file {path} must be a YAML mapping of sections, got {type(data).__name__}")
         merge(config, data, str(path))
@@ -66,6 +119,7 @@ def merge(config: dict, update: dict, source: str) -> None:
             if key not in config[section]:
                 raise SegcheckError(f"{source}: unknown setting {section}.{key}; known: {', '.join(config[section])}")
             config[section][key] = _checked(value, config[section][key], f"{source}: {section}.{key}")
+            check_range(section, key, config[section][key], f"{source}: {section}.{key}")
 
 
 def with_sections(sections: dict[str, dict]) -> dict:

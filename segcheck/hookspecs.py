@@ -56,9 +56,15 @@ def segcheck_register_metrics(registry):
     and target is NaN (not 0, not 1), and any other label outside ``0..C-1`` raises an
     exception (of any type) instead of being dropped.
 
+    A metric may declare its domain and conventions, and is tested on everything else:
+    ``min_classes=N`` (it is never called with fewer classes, as torchmetrics refuses C = 1)
+    and ``absent="zero"`` (an absent class scores 0, as torchmetrics does, instead of NaN).
+    The suite's header prints what each metric declared.
+
     ``pytest suites/metrics --plugin FILE`` property-tests every registered function of
-    this kind against segcheck's reference (``segcheck.metrics.reference``). A name
-    registered twice is an error; segcheck registers its own as ``"segcheck"``.
+    this kind against segcheck's reference (``segcheck.metrics.reference``). An unknown
+    ``kind`` or declaration value, or a name registered twice, is an error; segcheck
+    registers its own as ``"segcheck"``.
     """
 
 

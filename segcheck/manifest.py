@@ -9,7 +9,18 @@ import yaml
 from segcheck import SegcheckError
 from segcheck.target import TargetSpec, bundled_checkpoint
 
-ROW_KEYS = ("name", "model", "checkpoint", "dataset", "data_root", "device", "model_args", "tags")
+ROW_KEYS = (
+    "name",
+    "model",
+    "checkpoint",
+    "dataset",
+    "data_root",
+    "device",
+    "model_args",
+    "tags",
+    "trust_checkpoint",
+    "init_seed",
+)
 
 
 def target_spec(plugins, row: dict, base: Path | None = None) -> TargetSpec:
@@ -24,6 +35,10 @@ def target_spec(plugins, row: dict, base: Path | None = None) -> TargetSpec:
     dataset = plugins.datasets.get(row["dataset"])
     if dataset.meta.get("needs_root") and row.get("data_root") is None:
         raise SegcheckError(f"dataset {row['dataset']!r} reads files: pass --data-root DIR")
+    if row.get("data_root") is not None and not Path(row["data_root"]).is_dir() and base is None:
+        raise SegcheckError(
+            f"--data-root {row['data_root']} does not exist or is not a folder; pass the dataset's folder"
+        )
     where = lambda p: None if p is None else (Path(p) if base is None or Path(p).is_absolute() else base / p)  # noqa: E731
     checkpoint = row.get("checkpoint")
     checkpoint = bundled_checkpoint(
@@ -43,6 +58,8 @@ def target_spec(plugins, row: dict, base: Path | None = None) -> TargetSpec:
         std=row.get("std"),
         tags=tuple(sorted((str(k), str(v)) for k, v in (row.get("tags") or {}).items())),
         name=row.get("name"),
+        trust_checkpoint=bool(row.get("trust_checkpoint", False)),
+        init_seed=int(row.get("init_seed", 0)),
     )
 
 

@@ -42,7 +42,9 @@ BUILTIN_PLUGINS = (
 # The metadata each registry recognises (documented in segcheck.hookspecs).
 MODEL_META = ("num_classes", "mean", "std", "binary", "divisible_by", "aux_prefix", "checkpoints", "description")
 DATASET_META = ("needs_root", "description")
-METRIC_META = ("kind", "description")
+METRIC_META = ("kind", "description", "min_classes", "absent")
+#: what a registered metric may declare (documented in segcheck.hookspecs)
+METRIC_CHOICES = {"kind": ("per_class_iou",), "absent": ("nan", "zero"), "min_classes": tuple(range(1, 65))}
 
 
 @dataclass
@@ -100,8 +102,27 @@ def _fill(manager: pluggy.PluginManager, hook_name: str, registry: Registry, *, 
     impls = getattr(manager.hook, hook_name).get_hookimpls()
     for impl in reversed(impls) if lifo else impls:
         with registry.provided_by(impl.plugin_name):
-            impl.function(**{arg: registry for arg in impl.argnames})
+            call_hook(impl, hook_name, registry=registry)
     return registry
+
+
+def call_hook(impl, hook_name: str, **kwargs):
+    """Call one hook implementation; an exception it raises becomes one line naming the plugin."""
+    try:
+        return impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
+    except SegcheckError:
+        raise
+    except Exception as exc:
+        raise SegcheckError(
+            f"plugin {impl.plugin_name}: its {hook_name} raised {type(exc).__name__}: {exc}; fix the plugin "
+            "or leave it out (--plugin)"
+        ) from exc
+
+
+def configure(manager: pluggy.PluginManager, config: dict) -> None:
+    """Call every ``segcheck_configure`` (in pluggy's order), each failure one line naming its plugin."""
+    for impl in reversed(manager.hook.segcheck_configure.get_hookimpls()):
+        call_hook(impl, "segcheck_configure", config=config)
 
 
 def load(plugin_specs: list[str] | tuple[str, ...] = (), *, entry_points: bool = True) -> Plugins:
@@ -125,7 +146,9 @@ def load(plugin_specs: list[str] | tuple[str, ...] = (), *, entry_points: bool =
         manager=manager,
         models=_fill(manager, "segcheck_register_models", Registry("model", MODEL_META)),
         datasets=_fill(manager, "segcheck_register_datasets", Registry("dataset", DATASET_META)),
-        metrics=_fill(manager, "segcheck_register_metrics", Registry("metric", METRIC_META)),
+        metrics=_fill(
+            manager, "segcheck_register_metrics", Registry("metric", METRIC_META, METRIC_CHOICES, required=("kind",))
+        ),
         gates=_fill(manager, "segcheck_register_gates", GateRegistry(), lifo=False),
     )
 

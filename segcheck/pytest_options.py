@@ -43,6 +43,12 @@ OPTIONS = {
         "weights (.safetensors, .pt, .pth); default: the model's bundled checkpoint; 'none' for random init",
         {},
     ),
+    "--trust-checkpoint": (
+        "segcheck_trust_checkpoint",
+        None,
+        "let a pickled checkpoint run its code (a whole pickled model you trust); never needed for state dicts",
+        {"action": "store_true", "default": False},
+    ),
     "--model-arg": (
         "segcheck_model_arg",
         "KEY=VALUE",

@@ -70,6 +70,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
             f"segcheck: {parts}" if len(state.targets) == 1 else f"segcheck: {target_id}: {parts}",
             f"segcheck normalization: mean {tuple(n['mean'])}, std {tuple(n['std'])} from {n['source']}",
         ]
+        if spec.trust_checkpoint:
+            lines.append(
+                f"segcheck WARNING: --trust-checkpoint: {spec.checkpoint} may run code when unpickled; "
+                "use it only for files you trust"
+            )
     from segcheck.config import thresholds
 
     return lines + [f"segcheck thresholds: {', '.join(f'{k}={v}' for k, v in thresholds(state.config).items())}"]

@@ -14,6 +14,7 @@ from segcheck.report import GateRecord, summary_table, write_json
 
 # options that name what is under test: given explicitly, the target is resolved at start-up
 TARGET_OPTIONS = (
+    "segcheck_trust_checkpoint",
     "segcheck_model",
     "segcheck_dataset",
     "segcheck_checkpoint",
@@ -91,7 +92,10 @@ class SegcheckState:
             "mean": mean,
             "std": std,
             "model_args": dict(opt("segcheck_model_arg") or []),
+            "init_seed": t["init_seed"],
         }
+        if opt("segcheck_trust_checkpoint"):
+            row["trust_checkpoint"] = True
         for key, option in (("checkpoint", "segcheck_checkpoint"), ("data_root", "segcheck_data_root")):
             if opt(option) is not None:
                 row[key] = opt(option)

@@ -24,9 +24,17 @@ class Registry:
     """Names of one kind (``"model"``, ``"dataset"``, ``"metric"``); a duplicate name is an error,
     and so is metadata outside ``meta_keys`` (a misspelled key would otherwise do nothing)."""
 
-    def __init__(self, kind: str, meta_keys: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        kind: str,
+        meta_keys: tuple[str, ...] = (),
+        choices: dict[str, tuple] | None = None,
+        required: tuple[str, ...] = (),
+    ):
         self.kind = kind
         self.meta_keys = meta_keys
+        self.choices = choices or {}  # meta key -> the values it may take
+        self.required = required
         self._entries: dict[str, Entry] = {}
         self._plugin = "?"
 
@@ -42,6 +50,18 @@ class Registry:
                 f"{self.kind} {name!r} from plugin {self._plugin} has unknown metadata {', '.join(unknown)}; "
                 f"known: {', '.join(self.meta_keys)}"
             )
+        missing = [key for key in self.required if key not in meta]
+        if missing:
+            raise SegcheckError(
+                f"{self.kind} {name!r} from plugin {self._plugin} needs {', '.join(missing)}"
+                + "".join(f" (one of {', '.join(map(repr, self.choices[k]))})" for k in missing if k in self.choices)
+            )
+        for key, allowed in self.choices.items():
+            if key in meta and meta[key] not in allowed:
+                raise SegcheckError(
+                    f"{self.kind} {name!r} from plugin {self._plugin} has {key}={meta[key]!r}; "
+                    f"known: {', '.join(map(repr, allowed))}"
+                )
         if name in self._entries:
             other = self._entries[name].plugin
             raise SegcheckError(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segcheck import config as segconfig
-from segcheck.plugins import Plugins, load
+from segcheck.plugins import Plugins, configure, load
 
 
 @dataclass(frozen=True)
@@ -26,5 +26,5 @@ def open_session(plugin_specs=(), config_path: Path | None = None, overrides: di
         {g.section: g.defaults for g in plugins.gates.gates() if g.section and g.defaults}
     )
     config = segconfig.load(config_path, overrides, defaults)
-    plugins.manager.hook.segcheck_configure(config=config)
+    configure(plugins.manager, config)
     return Session(plugins, segconfig.validated(config, defaults, "a segcheck_configure hook"))

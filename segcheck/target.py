@@ -28,6 +28,8 @@ class TargetSpec:
     looked up before, by :func:`bundled_checkpoint`). ``model_args`` reach the model's
     builder as keyword arguments; ``mean``/``std`` are an explicit normalization (it wins
     over every other source); ``tags`` are free-form labels (strategy, architecture, ...).
+    ``trust_checkpoint`` lets a pickled checkpoint run its code (a whole pickled model).
+    ``init_seed`` seeds the module's initialization (what a random-init target is).
     """
 
     model: str
@@ -40,6 +42,8 @@ class TargetSpec:
     std: tuple[float, float, float] | None = None
     tags: tuple[tuple[str, str], ...] = ()
     name: str | None = None
+    trust_checkpoint: bool = False
+    init_seed: int = 0
 
     @property
     def id(self) -> str:
@@ -132,18 +136,22 @@ def load_model(plugins: Plugins, spec: TargetSpec, data: EvalData) -> ModelUnder
     _check_sidecar_classes(sidecar, path, spec, data)
     architecture = dict((sidecar or {}).get("model_kwargs") or {}) | dict(spec.model_args)
     builder = functools.partial(build_module, entry, data.spec.num_classes, **architecture)
-    module = builder(**_loading_kwargs(entry, path, sidecar))
-    if path is not None:
-        loaded = plugins.manager.hook.segcheck_load_checkpoint(model=module, path=path)
-        if loaded is None:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.init_seed)  # a random-init target is the same model every run
+        module = _guarded(f"model {spec.model!r}: its builder", builder, **_loading_kwargs(entry, path, sidecar))
+    if path is not None and spec.trust_checkpoint and path.suffix != ".safetensors":
+        module = _guarded(f"unpickling trusted checkpoint {path}", ckpt.load_trusted, model=module, path=path)
+    elif path is not None:
+        load = plugins.manager.hook.segcheck_load_checkpoint
+        module = _guarded(f"loading checkpoint {path}", load, model=module, path=path)
+        if module is None:
             raise SegcheckError(f"no plugin could load checkpoint {path}")
-        module = loaded
     explicit = (spec.mean, spec.std, "explicit setting (--mean/--std or eval.mean/std)")
     declared = (data.spec.mean, data.spec.std, f"dataset {spec.dataset!r}")
     meta = (entry.meta.get("mean"), entry.meta.get("std"), f"model {spec.model!r} metadata")
     provenance = {
         "model": f"{spec.model} (from {entry.plugin})",
-        "checkpoint": str(path) if path is not None else "none (random init)",
+        "checkpoint": _checkpoint_note(spec, path, module),
         "data_root": str(spec.data_root) if spec.data_root else None,
     }
     if spec.model_args:
@@ -159,6 +167,28 @@ def load_model(plugins: Plugins, spec: TargetSpec, data: EvalData) -> ModelUnder
         divisible_by=entry.meta.get("divisible_by", 1),
         device=resolve_device(spec.device),
     )
+
+
+def _checkpoint_note(spec: TargetSpec, path: Path | None, module: torch.nn.Module) -> str:
+    """The checkpoint as the report names it, saying when a wrapper prefix was stripped."""
+    if path is None:
+        return f"none (random init, target.init_seed {spec.init_seed})"
+    if spec.trust_checkpoint and path.suffix != ".safetensors":
+        return f"{path} (TRUSTED: unpickled with code execution, --trust-checkpoint)"
+    if path.suffix not in ckpt.SUFFIXES:
+        return str(path)
+    prefix = ckpt.wrapper_prefix(ckpt.state_dict_keys(path), module.state_dict())
+    return f"{path} (key prefix {prefix!r} stripped: without it every key matches)" if prefix else str(path)
+
+
+def _guarded(what: str, function, **kwargs):
+    """``function(**kwargs)``; an exception other than a SegcheckError becomes one line saying ``what`` failed."""
+    try:
+        return function(**kwargs)
+    except SegcheckError:
+        raise
+    except Exception as exc:
+        raise SegcheckError(f"{what} raised {type(exc).__name__}: {exc}") from exc
 
 
 def resolve(plugins: Plugins, spec: TargetSpec, config: dict) -> Target:
@@ -189,7 +219,8 @@ def _loading_kwargs(entry: Entry, path: Path | None, sidecar: dict | None) -> di
     prefix = entry.meta.get("aux_prefix")
     if path is None or not prefix or (sidecar and "model_kwargs" in sidecar) or path.suffix not in ckpt.SUFFIXES:
         return {}
-    return {"aux_loss": any(k.startswith(prefix) for k in ckpt.state_dict_keys(path))}
+    keys = ckpt.state_dict_keys(path)
+    return {"aux_loss": any(k.startswith(prefix) or k.split(".", 1)[-1].startswith(prefix) for k in keys)}
 
 
 def sidecar_normalization(sidecar: dict | None, path) -> tuple[object, object, str]:

@@ -40,3 +40,27 @@ def test_each_buggy_metric_is_caught_with_a_readable_counterexample(pytester, mo
     assert re.search(r"SegCase\(num_classes=\d+, ignore_index=-?\d+, dtype=\w+, shape=\(", output)
     assert re.search(r"class \d+: observed 0 +expected nan +<-- differs", output)
     assert "must be NaN" in output and "DID NOT RAISE" in output
+
+
+def test_a_real_library_is_tested_within_its_declared_domain_and_conventions(pytester, monkeypatch):
+    """torchmetrics refuses C = 1 and scores absent classes 0: declared, those are not failures;
+    what remains is its one real difference from the contract (out-of-range labels not raised)."""
+    monkeypatch.setenv("HYPOTHESIS_PROFILE", "ci")
+    plugin = REPO / "tests" / "fixtures" / "torchmetrics_iou.py"
+    result = pytester.runpytest_subprocess(
+        str(USER_TESTS), "--plugin", str(plugin), "-p", "no:cacheprovider", "-rf", "-k", "torchmetrics"
+    )
+    output = result.stdout.str()
+    assert failed_ids(output) == {"test_out_of_range_labels_raise[torchmetrics]"}, output[-3000:]
+    assert "torchmetrics (from " in output and "declares min_classes=2; declares absent='zero'" in output
+    assert "returned instead of raising" in output
+
+
+def test_a_misspelled_metric_kind_is_an_error_not_an_untested_metric(pytester):
+    plugin = pytester.makepyfile(
+        typo="def segcheck_register_metrics(registry):\n"
+        "    registry.add('mine', lambda *a: None, kind='per_klass_iou')\n"
+    )
+    result = pytester.runpytest_subprocess(str(USER_TESTS), "--plugin", str(plugin), "-p", "no:cacheprovider")
+    assert result.ret == 4
+    result.stderr.fnmatch_lines(["*metric 'mine' from plugin * has kind='per_klass_iou'; known: 'per_class_iou'*"])

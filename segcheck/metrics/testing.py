@@ -180,10 +180,16 @@ def _hint(observed: np.ndarray, expected: np.ndarray, case: SegCase | None) -> s
 
 
 def assert_per_class_equal(observed, expected, case: SegCase | None = None, what: str = "per-class IoU") -> None:
-    """Equal per class, NaN matching NaN; the message lists each class observed vs expected."""
+    """Equal per class, NaN matching NaN; the message lists each class observed vs expected.
+
+    "Equal" is within rounding of the result's own precision: 4 ulp of a float32 result
+    (a metric computed in float32 is not wrong for it), 1e-9 relative otherwise.
+    """
     __tracebackhide__ = True
     expected = np.asarray(expected, np.float64)
     try:
+        raw = np.asarray(observed)
+        rtol = max(1e-9, 4 * float(np.finfo(raw.dtype).eps)) if raw.dtype.kind == "f" else 1e-9
         observed = np.asarray(observed, np.float64).reshape(-1)
     except (TypeError, ValueError) as exc:
         raise AssertionError(f"{what}: result {observed!r} is not a numeric array ({exc})") from None
@@ -192,13 +198,13 @@ def assert_per_class_equal(observed, expected, case: SegCase | None = None, what
             f"{what}: result has shape {observed.shape}, expected {expected.shape} (one value per class)"
         )
     both_nan = np.isnan(observed) & np.isnan(expected)
-    close = np.isclose(observed, expected, rtol=1e-9, atol=1e-12)
+    close = np.isclose(observed, expected, rtol=rtol, atol=1e-12)
     if (both_nan | close).all():
         return
     lines = [f"{what} differs from the reference ({_hint(observed, expected, case)}):"]
     for c, (o, e) in enumerate(zip(observed, expected)):
         mark = "" if both_nan[c] or close[c] else "   <-- differs"
-        lines.append(f"  class {c}: observed {o:.6g}  expected {e:.6g}{mark}")
+        lines.append(f"  class {c}: observed {o:.10g}  expected {e:.10g}{mark}")
     raise AssertionError("\n".join(lines))
 
 

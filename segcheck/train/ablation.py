@@ -14,7 +14,7 @@ from pathlib import Path
 
 from segcheck import SegcheckError
 from segcheck.train.recipes import RECIPES
-from segcheck.train.trainer import train
+from segcheck.train.trainer import train, writable
 
 
 def _beyond_naive(recipe: str) -> dict:
@@ -121,7 +121,7 @@ def run(
     variants: dict[str, dict] = VARIANTS,
 ) -> str:
     """Train and judge every variant into ``out_dir``; write and return ``ablation.md``."""
-    out_dir = Path(out_dir)
+    out_dir = writable(Path(out_dir) / "ablation.md").parent
     rows = {}
     for i, (variant, ingredients) in enumerate(variants.items()):
         path = out_dir / f"variant{i}.safetensors"

@@ -78,8 +78,7 @@ def train(
     """
     # one flat loop read top to bottom, as torchvision's references/segmentation train.py
     recipe = (get_recipe(recipe) if isinstance(recipe, str) else recipe).with_(**overrides)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = writable(Path(out))
     rank, world = _distributed()
     from segcheck.session import open_session  # the session loads the gates, which use the loop
 
@@ -131,6 +130,22 @@ def train(
         state_path.unlink(missing_ok=True)
     done = (recipe.epochs - first_epoch) * per_epoch * world
     return TrainResult(out, val_miou, seconds, done / seconds if seconds else float("nan"))
+
+
+def writable(out: Path) -> Path:
+    """``out``, once its folder exists and takes files (checked before any training starts)."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe = out.parent / f".{out.name}.segcheck-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise SegcheckError(
+            f"--out {out}: cannot write there ({exc.strerror or exc}); choose a folder you can write to"
+        ) from None
+    if out.is_dir():
+        raise SegcheckError(f"--out {out} is a folder; give a file path such as {out / 'model.safetensors'}")
+    return out
 
 
 def _save_state(path: Path, epoch: int, module, optimizer, scheduler, recipe: Recipe) -> None:

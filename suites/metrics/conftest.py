@@ -67,14 +67,12 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
     for kind in USER_KINDS:
         entries = user_metrics(config, kind)
-        names = ", ".join(f"{e.name} (from {e.plugin})" for e in entries) or "none registered"
+        names = ", ".join(f"{e.name} (from {e.plugin}{_declared(e)})" for e in entries) or "none registered"
         lines.append(f"segcheck metrics under test, kind {kind}: {names}")
-    untested = [e for e in registered_metrics(config) if e.meta.get("kind") not in USER_KINDS]
-    if untested:
-        lines.append(
-            "segcheck metrics NOT tested (unknown kind; known: "
-            + ", ".join(USER_KINDS)
-            + "): "
-            + ", ".join(f"{e.name} (kind {e.meta.get('kind')!r}, from {e.plugin})" for e in untested)
-        )
     return lines
+
+
+def _declared(entry) -> str:
+    """What a metric declared about its domain and conventions, for the header."""
+    declared = {k: entry.meta[k] for k in ("min_classes", "absent") if k in entry.meta}
+    return "".join(f"; declares {k}={v!r}" for k, v in declared.items())

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from hypothesis import event, given, note, target
+from hypothesis import assume, event, given, note, target
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -26,17 +26,22 @@ cases = seg_cases(ignore_values=USER_IGNORE)
 
 
 def run(user_metric, case: SegCase):
+    """The user's metric on ``case``; a case outside its declared domain (``min_classes``) is not drawn."""
+    assume(case.num_classes >= user_metric.meta.get("min_classes", 1))
     return user_metric.obj(case.pred.copy(), case.target.copy(), case.num_classes, case.ignore_index)
 
 
-def expected(case: SegCase) -> np.ndarray:
-    return reference.per_class_iou(case.pred, case.target, case.num_classes, case.ignore_index)
+def expected(case: SegCase, user_metric=None) -> np.ndarray:
+    """The reference per-class IoU, absent classes NaN, or 0 where the metric declares ``absent="zero"``."""
+    iou = reference.per_class_iou(case.pred, case.target, case.num_classes, case.ignore_index)
+    zero = user_metric is not None and user_metric.meta.get("absent", "nan") == "zero"
+    return np.nan_to_num(iou, nan=0.0) if zero else iou
 
 
 @given(case=cases)
 def test_agrees_with_reference(user_metric, case):
     label_case(case)
-    assert_per_class_equal(run(user_metric, case), expected(case), case)
+    assert_per_class_equal(run(user_metric, case), expected(case, user_metric), case)
 
 
 @given(case=cases, extra=st.integers(1, 3))
@@ -45,10 +50,14 @@ def test_absent_classes_are_nan(user_metric, case, extra):
     case = replace(case, num_classes=case.num_classes + extra)
     label_case(case)
     target(float(len(case.absent_classes())), label="absent classes")
-    observed = np.asarray(run(user_metric, case), np.float64).reshape(-1)
+    result = run(user_metric, case)
+    observed = np.asarray(result, np.float64).reshape(-1)
     absent = case.absent_classes()
-    assert_per_class_equal(observed, expected(case), case)
-    assert np.isnan(observed[absent]).all(), f"absent classes {absent} must be NaN, got {observed[absent]}"
+    assert_per_class_equal(result, expected(case, user_metric), case)
+    if user_metric.meta.get("absent", "nan") == "zero":  # the metric's declared convention
+        assert (observed[absent] == 0).all(), f"absent classes {absent} declared 0, got {observed[absent]}"
+    else:
+        assert np.isnan(observed[absent]).all(), f"absent classes {absent} must be NaN, got {observed[absent]}"
 
 
 @given(case=cases, data=st.data())
@@ -70,7 +79,7 @@ def test_ignored_pixels_never_matter(user_metric, case, data):
     clean = replace(case, pred=case.pred[keep], target=case.target[keep])  # the counted pixels only
     assert_per_class_equal(
         run(user_metric, noisy),
-        expected(clean),
+        expected(clean, user_metric),
         noisy,
         what="per-class IoU with ignored pixels (should equal IoU without them)",
     )
@@ -136,8 +145,9 @@ def test_all_correct_and_fully_disjoint(user_metric, case, disjoint):
         pred = np.where(counted, case.target, 0)
     case = replace(case, pred=pred.astype(case.pred.dtype))
     label_case(case)
-    observed = np.asarray(run(user_metric, case), np.float64).reshape(-1)
-    assert_per_class_equal(observed, expected(case), case)
+    result = run(user_metric, case)
+    observed = np.asarray(result, np.float64).reshape(-1)
+    assert_per_class_equal(result, expected(case, user_metric), case)
     present = ~np.isnan(expected(case))
     assert (observed[present] == (0.0 if disjoint else 1.0)).all()
 
@@ -148,8 +158,9 @@ def test_all_correct_and_fully_disjoint(user_metric, case, disjoint):
     shape=st.sampled_from([(0,), (1, 0, 5), (2, 3, 3)]),
 )
 def test_nothing_counted_gives_all_nan(user_metric, num_classes, ignore_index, shape):
-    """Empty input, or every pixel ignored: no class is present, so every IoU is NaN."""
+    """Empty input, or every pixel ignored: no class is present, so every IoU is NaN (or the
+    declared ``absent`` value)."""
     tgt = np.full(shape, ignore_index, np.int64)
     case = SegCase(np.zeros(shape, np.int64), tgt, num_classes, ignore_index)
     label_case(case)
-    assert_per_class_equal(run(user_metric, case), np.full(num_classes, np.nan), case)
+    assert_per_class_equal(run(user_metric, case), expected(case, user_metric), case)
