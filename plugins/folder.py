@@ -86,15 +86,15 @@ def load_config(root: Path) -> dict[str, Any]:
             raise bad(key, "a non-negative integer")
     config["ignore_index"] = raw.get("ignore_index", 255)
     config["anomaly_index"] = raw.get("anomaly_index")
-    if ("mean" in raw) != ("std" in raw):
-        raise SegcheckError(
-            f"{path}: declare both mean and std (the normalization the weights were trained with), or neither"
-        )
     for key in ("mean", "std"):
         value = raw.get(key)
         if value is not None and not (isinstance(value, list) and len(value) == 3 and all(map(_is_number, value))):
             raise bad(key, "a list of 3 numbers in 0-1 pixel scale")
         config[key] = None if value is None else tuple(float(v) for v in value)
+    if ("mean" in raw) != ("std" in raw):
+        raise SegcheckError(
+            f"{path}: declare both mean and std (the normalization the weights were trained with), or neither"
+        )
     binary = raw.get("binary_255", False)
     if not isinstance(binary, bool):
         raise bad("binary_255", "true or false")

@@ -133,15 +133,16 @@ class EvalData:
     """The eval sample a target is judged on, and the way to its dataset's other splits.
 
     ``images`` (N, H, W, 3) uint8 and ``masks`` (N, H, W) int64 of split ``split``, described
-    by ``spec``. ``splits`` gives a split's dataset by name (a factory or a mapping; any
-    sequence of ``(image, mask)`` pairs will do): gates that need training masks or a held-out
-    split read them through :meth:`sample`; without it only the eval sample exists.
+    by ``spec`` (``masks`` None: an unlabelled sample). ``splits`` gives a split's dataset by
+    name (a factory or a mapping; any sequence of ``(image, mask)`` pairs will do): gates that
+    need training masks or a held-out split read them through :meth:`sample`; without it only
+    the eval sample exists.
     ``batch_size`` is how many images one forward pass takes; ``size`` and ``seed`` are how
     the sample was drawn (other splits are sampled the same way).
     """
 
     images: np.ndarray
-    masks: np.ndarray
+    masks: np.ndarray | None
     spec: DatasetSpec
     split: str = "val"
     batch_size: int = 8
@@ -152,12 +153,14 @@ class EvalData:
 
     def __post_init__(self):
         self.images = np.asarray(self.images)
-        self.masks = np.asarray(self.masks).astype(np.int64, copy=False)
+        self.size = len(self.images) if self.size is None else self.size
         if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
             raise SegcheckError(f"eval images must be uint8 (N, H, W, 3), got {self.images.dtype} {self.images.shape}")
+        if self.masks is None:  # an unlabelled split: gates that need labels skip it
+            return
+        self.masks = np.asarray(self.masks).astype(np.int64, copy=False)
         if self.masks.shape != self.images.shape[:3]:
             raise SegcheckError(f"eval masks {self.masks.shape} do not match the images {self.images.shape[:3]}")
-        self.size = len(self.images) if self.size is None else self.size
 
     def has_split(self, split: str) -> bool:
         """Whether :meth:`sample` can read ``split``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from segcheck import SegcheckError
 from segcheck.data import DatasetSpec
 
 NOT_COUNTED = -100  # cross-entropy's default ignore_index; anomaly and ignore pixels are mapped to it
@@ -28,6 +29,13 @@ def pixel_loss(
     """
     masks = masks.to(logits.device).long()
     counted = spec.counted(masks)
+    wrong = counted & ((masks < 0) | (masks >= spec.num_classes))
+    if bool(wrong.any()):  # checked here: CE on CUDA would be a device-side assert, BCE would clamp it
+        values = sorted(set(masks[wrong].unique().tolist()))[:10]
+        raise SegcheckError(
+            f"masks hold labels {values} outside 0..{spec.num_classes - 1}, ignore_index "
+            f"{spec.ignore_index} and anomaly_index {spec.anomaly_index}; fix the labels or the classes"
+        )
     pixel_weight = counted.to(logits.dtype)
     if weight is not None:
         pixel_weight = pixel_weight * weight.to(logits.device)[masks.clamp(0, spec.num_classes - 1)]

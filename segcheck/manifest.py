@@ -7,64 +7,59 @@ from pathlib import Path
 import yaml
 
 from segcheck import SegcheckError
+from segcheck import config as segconfig
 from segcheck.target import TargetSpec, bundled_checkpoint
 
-ROW_KEYS = (
-    "name",
-    "model",
-    "checkpoint",
-    "dataset",
-    "data_root",
-    "device",
-    "model_args",
-    "tags",
-    "trust_checkpoint",
-    "init_seed",
-)
+ROW_KEYS = ("name", "model", "checkpoint", "dataset", "data_root", "device", "model_args", "tags", "mean", "std",
+            "trust_checkpoint", "init_seed")  # fmt: skip
+
+
+def _frozen(value):
+    """``value`` made hashable: lists become tuples, mappings sorted tuples of pairs."""
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _frozen(v)) for k, v in value.items()))
+    return value
 
 
 def target_spec(plugins, row: dict, base: Path | None = None) -> TargetSpec:
     """A ``TargetSpec`` from a row of plain values (``checkpoint`` absent: the bundled one;
-    ``"none"``: random init); relative paths are relative to ``base``."""
-    unknown = sorted(set(row) - set(ROW_KEYS) - {"mean", "std"})
+    ``"none"``: random init); relative paths in the row are relative to ``base`` (a manifest's
+    folder) or to the working directory. Names and folders are checked before anything loads."""
+    who = f"target {row.get('name') or row.get('model')!r}"
+    unknown = sorted(set(row) - set(ROW_KEYS))
     if unknown:
-        raise SegcheckError(
-            f"target {row.get('name') or row.get('model')!r} has unknown keys {unknown}; known: {', '.join(ROW_KEYS)}"
-        )
-    plugins.models.get(row["model"])
-    dataset = plugins.datasets.get(row["dataset"])
-    if dataset.meta.get("needs_root") and row.get("data_root") is None:
-        raise SegcheckError(f"dataset {row['dataset']!r} reads files: pass --data-root DIR")
-    if row.get("data_root") is not None and not Path(row["data_root"]).is_dir() and base is None:
-        raise SegcheckError(
-            f"--data-root {row['data_root']} does not exist or is not a folder; pass the dataset's folder"
-        )
-    where = lambda p: None if p is None else (Path(p) if base is None or Path(p).is_absolute() else base / p)  # noqa: E731
-    checkpoint = row.get("checkpoint")
-    checkpoint = bundled_checkpoint(
-        plugins, row["model"], row["dataset"], checkpoint if checkpoint in (None, "none") else where(checkpoint)
-    )
+        raise SegcheckError(f"{who} has unknown keys {unknown}; known: {', '.join(ROW_KEYS)}")
     for key in ("model_args", "tags"):
         if not isinstance(row.get(key) or {}, dict):
-            raise SegcheckError(f"target {row.get('name') or row['model']!r}: {key} must be a mapping")
-    return TargetSpec(
-        model=row["model"],
-        dataset=row["dataset"],
-        checkpoint=checkpoint,
-        data_root=where(row.get("data_root")),
-        device=row.get("device", "auto"),
-        model_args=tuple(sorted((row.get("model_args") or {}).items())),
-        mean=row.get("mean"),
-        std=row.get("std"),
-        tags=tuple(sorted((str(k), str(v)) for k, v in (row.get("tags") or {}).items())),
-        name=row.get("name"),
-        trust_checkpoint=bool(row.get("trust_checkpoint", False)),
-        init_seed=int(row.get("init_seed", 0)),
+            raise SegcheckError(f"{who}: {key} must be a mapping")
+    plugins.models.get(row["model"])
+    dataset = plugins.datasets.get(row["dataset"])
+    where = lambda p: None if p is None else Path(p) if base is None or Path(p).is_absolute() else base / p  # noqa: E731
+    data_root = where(row.get("data_root"))
+    if dataset.meta.get("needs_root") and data_root is None:
+        raise SegcheckError(f"dataset {row['dataset']!r} reads files: pass --data-root DIR")
+    if data_root is not None and not data_root.is_dir():
+        raise SegcheckError(
+            f"{who}: data root {data_root} does not exist or is not a folder; pass the dataset's folder"
+        )
+    given = row.get("checkpoint")
+    checkpoint = bundled_checkpoint(
+        plugins, row["model"], row["dataset"], given if given in (None, "none") else where(given)
     )
+    mean, std = segconfig.explicit_normalization({"eval": {"mean": row.get("mean") or [], "std": row.get("std") or []}})
+    return TargetSpec(
+        model=row["model"], dataset=row["dataset"], checkpoint=checkpoint, data_root=data_root,
+        device=row.get("device", "auto"), model_args=_frozen(row.get("model_args") or {}), mean=mean, std=std,
+        tags=tuple(sorted((str(k), str(v)) for k, v in (row.get("tags") or {}).items())), name=row.get("name"),
+        trust_checkpoint=bool(row.get("trust_checkpoint", False)), init_seed=int(row.get("init_seed", 0)),
+    )  # fmt: skip
 
 
 def read_manifest(path: Path, plugins, base_row: dict) -> list[TargetSpec]:
-    """The targets of a manifest: ``targets:`` (a list of rows) over ``defaults:`` over ``base_row``."""
+    """The targets of a manifest: ``targets:`` (a list of rows) over ``defaults:`` over
+    ``base_row`` (the command line's settings; its paths are taken as absolute first)."""
     path = Path(path)
     if not path.is_file():
         raise SegcheckError(f"models manifest {path} does not exist")
@@ -73,13 +68,16 @@ def read_manifest(path: Path, plugins, base_row: dict) -> list[TargetSpec]:
     except yaml.YAMLError as exc:
         raise SegcheckError(f"models manifest {path} is not valid YAML ({' '.join(str(exc).split())})") from None
     rows = data.get("targets") if isinstance(data, dict) else None
+    defaults = data.get("defaults") or {} if isinstance(data, dict) else None
     if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
         raise SegcheckError(
-            f"models manifest {path} needs 'targets:', a list of mappings (model, checkpoint, "
-            "dataset, data_root, model_args, tags, name)"
+            f"models manifest {path} needs 'targets:', a list of mappings ({', '.join(ROW_KEYS)}), "
+            "and optionally 'defaults:', one such mapping"
         )
-    defaults = dict(base_row, **(data.get("defaults") or {}))
-    return unique([target_spec(plugins, dict(defaults, **row), path.parent) for row in rows])
+    if not isinstance(defaults, dict):
+        raise SegcheckError(f"models manifest {path}: 'defaults:' must be a mapping of target keys")
+    base = {k: str(Path(v).resolve()) if k == "data_root" and v else v for k, v in base_row.items()}
+    return unique([target_spec(plugins, {**base, **defaults, **row}, path.parent) for row in rows])
 
 
 def unique(specs: list[TargetSpec]) -> list[TargetSpec]:

@@ -130,6 +130,21 @@ def first_normalization(*candidates: tuple[object, object, str]) -> Normalizatio
     return IMAGENET
 
 
+def _reinitialized(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` with every layer's parameters reset (``reset_parameters``); an error when a
+    layer with parameters cannot be reset (its trained weights would pass for fresh ones)."""
+    for layer in module.modules():
+        own = list(layer.parameters(recurse=False))
+        if hasattr(layer, "reset_parameters"):
+            layer.reset_parameters()
+        elif own:
+            raise SegcheckError(
+                f"the builder returned the module under test, and its {type(layer).__name__} layer "
+                "cannot be re-initialized; give ModelUnderTest a builder that builds a new module"
+            )
+    return module
+
+
 @dataclass(frozen=True)
 class Predictions:
     """One forward pass over an eval set: class maps, whether every logit was finite, the mIoU."""
@@ -181,8 +196,10 @@ class ModelUnderTest(SegModel):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             module = self.builder(**kwargs)
-        if module is self.module:
-            module = copy.deepcopy(module)
+        if module is self.module:  # a builder that hands back the module under test: copy it, untrained
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                module = _reinitialized(copy.deepcopy(module))
         n = self.fresh_normalization
         return SegModel(
             module,
@@ -195,9 +212,18 @@ class ModelUnderTest(SegModel):
         )
 
     def predictions(self, data) -> Predictions:
-        """The forward pass over ``data``'s eval images (an ``EvalData``), computed once and shared."""
-        cached = self._passes.get(id(data))
+        """The forward pass over ``data``'s eval images (an ``EvalData``), computed once and shared
+        (again only if the weights changed in place since)."""
+        key = (id(data), self._weights_version())
+        cached = self._passes.get(key)
         if cached is None or cached[0] is not data:
             labels, finite = self.predict_pixels(data.images, data.batch_size)
-            cached = self._passes[id(data)] = (data, Predictions(labels, finite, data.score(labels)))
+            miou = data.score(labels) if data.masks is not None else float("nan")
+            current = {k: v for k, v in self._passes.items() if k[1] == key[1]}  # passes of older weights go
+            cached = self._passes = {**current, key: (data, Predictions(labels, finite, miou))}
+            cached = cached[key]
         return cached[1]
+
+    def _weights_version(self) -> int:
+        """Changes whenever a parameter or buffer is changed in place (an optimizer step, load_state_dict)."""
+        return sum(t._version for t in self.module.state_dict(keep_vars=True).values())

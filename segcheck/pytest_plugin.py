@@ -38,13 +38,20 @@ def pytest_configure(config: pytest.Config):
     try:
         if config.getoption("segcheck_plugin"):
             _ = state.session  # load the named plugins now: a broken one is a usage error
-        if any(config.getoption(o) for o in TARGET_OPTIONS) or _gate_suite_requested(config):
-            if len(state.targets) == 1:  # one target: anything wrong with it is a usage error now
-                state.resolve(next(iter(state.targets)))
     except SegcheckError as exc:
         raise pytest.UsageError(str(exc)) from None
-    if getattr(config.option, "dist", "no") == "load":
-        config.option.dist = "loadgroup"  # keep each target's gates on one worker (shared predictions)
+    if any(config.getoption(o) for o in TARGET_OPTIONS) or _gate_suite_requested(config):
+        _resolve_single_target(state)
+
+
+def _resolve_single_target(state: SegcheckState) -> None:
+    """Resolve a run's only target now (if not done yet): anything wrong with it is a usage error
+    before any test. With several targets, each one's first gate reports its own problem."""
+    try:
+        if len(state.targets) == 1:
+            state.resolve(next(iter(state.targets)))
+    except SegcheckError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _gate_suite_requested(config: pytest.Config) -> bool:
@@ -56,8 +63,12 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     state = _state(config)
     if "session" not in vars(state):
         return ["segcheck: targets are resolved when a gate runs"]
+    try:
+        targets = state.targets
+    except SegcheckError as exc:  # a gate needing them fails with this line; the header only says it
+        return [f"segcheck: no target: {exc}"]
     lines = []
-    for target_id, spec in state.targets.items():
+    for target_id, spec in targets.items():
         described = state.described.get(target_id)
         if described is None:
             lines.append(
@@ -67,7 +78,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         parts = ", ".join(f"{k} {v}" for k, v in described.items() if v and k != "normalization")
         n = described["normalization"]
         lines += [
-            f"segcheck: {parts}" if len(state.targets) == 1 else f"segcheck: {target_id}: {parts}",
+            f"segcheck: {parts}" if len(targets) == 1 else f"segcheck: {target_id}: {parts}",
             f"segcheck normalization: mean {tuple(n['mean'])}, std {tuple(n['std'])} from {n['source']}",
         ]
         if spec.trust_checkpoint:
@@ -93,7 +104,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc):
     params = []
     for target_id in targets:
         for gate in sorted(gates, key=lambda g: bool({"train", "gpu"} & set(g.markers))):
-            marks = [getattr(pytest.mark, m) for m in gate.markers] + [pytest.mark.xdist_group(f"segcheck-{target_id}")]
+            marks = [getattr(pytest.mark, m) for m in gate.markers]
             ident = gate.name if len(targets) == 1 else f"{target_id}:{gate.name}"
             params.append(pytest.param((target_id, gate.name), marks=marks, id=ident))
     metafunc.parametrize("segcheck_gate", params, indirect=True)
@@ -110,6 +121,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             for item in gpu_items:
                 item.add_marker(pytest.mark.skip(reason="needs CUDA; none available on this machine"))
     state = _state(config)
+    if any(i.get_closest_marker("gate") for i in items) and not state.failed:
+        _resolve_single_target(state)
     for item in items:
         marker = item.get_closest_marker("gate")
         if marker is None:
@@ -119,8 +132,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             target_id, name = params["segcheck_gate"]
         else:
             target_id, name = state.default_target_id(), _gate_name(item, marker)
-            item.add_marker(pytest.mark.xdist_group(f"segcheck-{target_id}"))
         item.stash[GATE_ID] = {"gate": name, "target": target_id}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``-n N`` (xdist's ``load``): each target's gates on one worker (``segcheck.xdist_scheduling``)."""
+    if config.getoption("dist") != "load":
+        return None  # the user chose a distribution mode; keep it
+    from segcheck.xdist_scheduling import TargetScheduling
+
+    state = _state(config)
+    try:
+        targets = list(state.targets) if "session" in vars(state) else []
+    except SegcheckError:
+        targets = []
+    return TargetScheduling(config, log, targets)
 
 
 def _gate_name(item: pytest.Item, marker: pytest.Mark) -> str:
@@ -139,13 +166,26 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     ident = item.stash.get(GATE_ID, None)
     if ident is not None:
         report.segcheck_gate = ident
+        described = _state(item.config).described.get(ident["target"])
+        if described is not None:
+            report.segcheck_described = {ident["target"]: described}
         record = item.stash.get(RECORD, None)
         if record is not None and report.when == "call":
-            report.segcheck_record = record.to_dict()
-            described = _state(item.config).described.get(record.target)
-            if described is not None:
-                report.segcheck_described = {record.target: described}
+            report.segcheck_record = _agreeing(record, report).to_dict()
     return report
+
+
+def _agreeing(record: GateRecord, report: pytest.TestReport) -> GateRecord:
+    """The record, its outcome made to agree with the test's (a recorded pass followed by a
+    failing assert, an expected failure, a strict XPASS)."""
+    from segcheck.pytest_state import _reason
+
+    if hasattr(report, "wasxfail"):
+        record.outcome = "xfailed" if report.skipped else "failed"
+        record.message = f"{_reason(report)}; {record.message}"
+    elif report.failed and record.outcome == "passed":
+        record.outcome, record.message = "failed", f"the test failed after its gate passed: {_reason(report)}"
+    return record
 
 
 @pytest.hookimpl(wrapper=True)

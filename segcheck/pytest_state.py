@@ -100,9 +100,11 @@ class SegcheckState:
             if opt(option) is not None:
                 row[key] = opt(option)
         if opt("segcheck_manifest"):
-            specs = read_manifest(
-                Path(opt("segcheck_manifest")), self.plugins, {k: v for k, v in row.items() if k not in ("checkpoint",)}
-            )
+            if "checkpoint" in row:
+                raise SegcheckError(
+                    "--checkpoint names one target's weights; with --models-manifest give each row its checkpoint"
+                )
+            specs = read_manifest(Path(opt("segcheck_manifest")), self.plugins, row)
         else:
             specs = unique([target_spec(self.plugins, row)])
         return {s.id: s for s in specs}
@@ -134,11 +136,11 @@ class SegcheckState:
         pytest.fail(f"target {target_id!r} could not be set up: {self.failed[target_id]}", pytrace=False)
 
     def default_target_id(self) -> str:
-        return (
-            next(iter(self.targets))
-            if "session" in vars(self)
-            else self.pytest_config.getoption("segcheck_model") or segconfig.DEFAULTS["target"]["model"]
-        )
+        """The id of hand-written gate tests' target: the first target (the only one, usually)."""
+        try:
+            return next(iter(self.targets))
+        except SegcheckError:  # reported by whatever needs the target; the id still names it
+            return self.pytest_config.getoption("segcheck_model") or segconfig.DEFAULTS["target"]["model"]
 
     # --- pytest hooks of this run ------------------------------------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport):

@@ -177,7 +177,10 @@ def _checkpoint_note(spec: TargetSpec, path: Path | None, module: torch.nn.Modul
         return f"{path} (TRUSTED: unpickled with code execution, --trust-checkpoint)"
     if path.suffix not in ckpt.SUFFIXES:
         return str(path)
-    prefix = ckpt.wrapper_prefix(ckpt.state_dict_keys(path), module.state_dict())
+    try:
+        prefix = ckpt.wrapper_prefix(ckpt.state_dict_keys(path), module.state_dict())
+    except SegcheckError:  # a format only the plugin that loaded it reads
+        return str(path)
     return f"{path} (key prefix {prefix!r} stripped: without it every key matches)" if prefix else str(path)
 
 

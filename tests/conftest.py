@@ -49,15 +49,21 @@ def make_target(loaded_plugins):
     """``make_target(module=None, **kw)``: a Target on 16 synthetic-streets val images.
 
     With ``module``, the model under test is that nn.Module (registered as ``adhoc`` with
-    ``meta``); otherwise the bundled unet with its checkpoint. ``mean``/``std`` are an
-    explicit normalization.
+    ``meta``; ``fresh()`` builds what fresh copies are, by default the module re-initialized);
+    otherwise the bundled unet with its checkpoint. ``mean``/``std`` are an explicit
+    normalization.
     """
 
-    def make(module: torch.nn.Module | None = None, eval_size: int = 16, mean=None, std=None, **meta) -> Target:
+    def make(module=None, eval_size: int = 16, mean=None, std=None, fresh=None, **meta) -> Target:
         config = segconfig.load(overrides={"eval": {"size": eval_size}})
         if module is None:
             return build_target(loaded_plugins, config, "unet", "synthetic-streets", mean=mean, std=std)
-        plugins = with_model("adhoc", lambda num_classes: module, **meta)
+        built = []  # the first build is the model under test; later ones are fresh copies
+        plugins = with_model(
+            "adhoc",
+            lambda num_classes: built.append(1) or (module if len(built) == 1 or fresh is None else fresh()),
+            **meta,
+        )
         return build_target(plugins, config, "adhoc", "synthetic-streets", checkpoint="none", mean=mean, std=std)
 
     return make

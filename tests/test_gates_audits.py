@@ -1,6 +1,8 @@
 """The configured audits (loss at init, gradient coverage, batch independence, deterministic eval,
 input normalization, CPU vs CUDA): each defect fails with its numbers and cause; honest models pass."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -37,7 +39,7 @@ def aux_target(return_aux: bool):
 
 
 def test_head_initialized_too_large_fails_loss_at_init(make_target):
-    result = gates.loss_at_init(make_target(HotHead(), eval_size=4), CFG["loss_at_init"])
+    result = gates.loss_at_init(make_target(HotHead(), eval_size=4, fresh=HotHead), CFG["loss_at_init"])
     assert not result.passed
     loss = result.details["loss"]
     assert loss > 10
@@ -46,8 +48,8 @@ def test_head_initialized_too_large_fails_loss_at_init(make_target):
 
 
 def test_model_that_already_knows_the_labels_fails_loss_at_init(make_target):
-    module = LookupModel()
-    target = make_target(module, eval_size=4)
+    module = LookupModel()  # a "builder" that hands out a model already trained on these labels
+    target = make_target(module, eval_size=4, fresh=lambda: copy.deepcopy(module))
     module.memorize(target.model.normalize(target.data.images), target.data.masks)
     result = gates.loss_at_init(target, CFG["loss_at_init"])
     assert not result.passed and result.details["loss"] < 0.1

@@ -193,3 +193,35 @@ def test_several_targets_run_in_one_session_and_a_broken_one_is_one_error(pytest
     )
     assert report["targets"]["robust"]["tags"] == {"recipe": "robust"}
     assert "error" in report["targets"]["broken"]
+
+
+PID_GATES = """
+import os
+
+from segcheck.gates import GateResult
+
+
+def pid(target, cfg):
+    return GateResult("pid", float(os.getpid()), 0.0, True, "the worker's process id", rule="value > threshold")
+
+
+def segcheck_register_gates(registry):
+    for i in range(4):
+        registry.add(f"pid_{i}", pid)
+"""
+
+
+def test_under_xdist_each_target_runs_on_one_worker(pytester):
+    plugin = pytester.makepyfile(pid_gates=PID_GATES)
+    naive = str(REPO / "plugins/checkpoints/unet_synthetic-streets_naive.safetensors")
+    targets = [{"name": n, "checkpoint": naive} for n in ("a", "b", "c")]
+    pytester.makefile(".yaml", fleet=yaml.safe_dump({"targets": targets}))
+    result, report = run_gates(
+        pytester, "--models-manifest", "fleet.yaml", "--plugin", str(plugin), "-n", "2", "--eval-size", "2", "-k", "pid"
+    )
+    assert result.ret == 0, result.stdout.str()
+    pids = {}
+    for g in report["gates"]:
+        pids.setdefault(g["target"], set()).add(g["value"])
+    assert set(pids) == {"a", "b", "c"} and all(len(p) == 1 for p in pids.values()), pids
+    assert len(set().union(*pids.values())) == 2  # both workers were used

@@ -84,7 +84,7 @@ def label_integrity(target: Target, cfg: dict | None = None) -> GateResult:
     allowed = spec.label_values
     values = set(np.unique(masks).tolist())
     bad = sorted(values - allowed)
-    labelled = (masks != spec.ignore_index).reshape(len(masks), -1).sum(1)
+    labelled = spec.counted(masks).reshape(len(masks), -1).sum(1)
     empty = int((labelled == 0).sum())
     size_ok = images.shape[:3] == masks.shape
     passed = not bad and not empty and size_ok

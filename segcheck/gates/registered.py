@@ -90,7 +90,7 @@ def unmet_need(gate: Gate, target, config: dict) -> str | None:
         if need == "cuda" and not torch.cuda.is_available():
             return "needs CUDA; none available on this machine"
         if need == "held_out_split":
-            split, default = cfg.get("split"), _default(gate.section, "split")
+            split, default = cfg.get("split"), (gate.defaults or _defaults(gate.section)).get("split")
             if split == default and not data.has_split(split):
                 return (
                     f"dataset has no {split!r} split to compare with; set {gate.section}.split to another "
@@ -99,10 +99,10 @@ def unmet_need(gate: Gate, target, config: dict) -> str | None:
     return None
 
 
-def _default(section: str | None, key: str):
+def _defaults(section: str | None) -> dict:
     from segcheck.config import DEFAULTS
 
-    return DEFAULTS.get(section or "", {}).get(key)
+    return DEFAULTS.get(section or "", {})
 
 
 def run(gate: Gate, target, config: dict) -> GateResult:

@@ -197,7 +197,9 @@ def _fresh(entry, spec, recipe: Recipe, dev: torch.device) -> tuple[SegModel, di
     if entry.meta.get("aux_prefix"):
         model_kwargs["aux_loss"] = True
     module = build_module(entry, spec.num_classes, **model_kwargs)
-    norm = first_normalization((spec.mean, spec.std, "dataset"), (entry.meta.get("mean"), entry.meta.get("std"), "m"))
+    norm = first_normalization(
+        (spec.mean, spec.std, "dataset"), (entry.meta.get("mean"), entry.meta.get("std"), "model")
+    )
     segmodel = SegModel(
         module,
         mean=norm.mean,
