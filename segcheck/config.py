@@ -121,7 +121,7 @@ def merge(config: dict, update: dict, source: str) -> None:
             if key not in config[section]:
                 raise SegcheckError(f"{source}: unknown setting {section}.{key}; known: {', '.join(config[section])}")
             config[section][key] = _checked(value, config[section][key], f"{source}: {section}.{key}")
-            check_range(section, key, config[section][key], f"{source}: {section}.{key}")
+            check_range(section, key, value, f"{source}: {section}.{key}")
 
 
 def with_sections(sections: dict[str, dict]) -> dict:

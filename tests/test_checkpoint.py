@@ -88,7 +88,9 @@ def test_whole_pickled_model_is_refused(tmp_path):
 def test_corrupt_files_are_clear_errors(tmp_path, name, payload):
     path = tmp_path / name
     path.write_bytes(payload)
-    with pytest.raises(SegcheckError, match="corrupt|not a readable safetensors"):
+    with pytest.raises(
+        SegcheckError, match="is not a PyTorch checkpoint \\(torch.save writes|not a readable safetensors"
+    ):
         checkpoint.read_state_dict(path)
 
 
