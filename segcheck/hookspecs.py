@@ -99,10 +99,13 @@ def segcheck_register_gates(registry):
     ``target.model`` is the ``ModelUnderTest``, ``target.data`` the ``EvalData``. Recognised
     ``meta``: ``section`` (the settings section passed as ``cfg``; ``{}`` without one; a
     section segcheck does not know takes its defaults from ``defaults``), ``needs`` (any of
-    ``labels``, ``train_split``, ``held_out_split``, ``fresh_model``, ``cuda``: a target that
-    does not meet one is a SKIP with the reason), ``markers`` (``train``, ``gpu``, ``fleet``:
-    pytest markers of the gate's test), ``suite`` (``gates`` by default), ``description``.
+    ``labels``, ``train_split``, ``held_out_split``, ``fresh_model``, ``cuda``,
+    ``varied_prediction``: a target that does not meet one is a SKIP with the reason;
+    ``finite_logits``: the gate judges the model's predictions, an ERROR when they are
+    NaN/inf), ``markers`` (``train``, ``gpu``, ``fleet``: pytest markers of the gate's
+    test), ``suite`` (``gates`` by default), ``description``.
     The suites parametrize over this registry: a gate added here runs, and shows in the
     table and the JSON report, exactly like a built-in. A gate raising
-    ``segcheck.gates.NotApplicable`` is a SKIP with its message.
+    ``segcheck.gates.NotApplicable`` is a SKIP with its message; a result that passes with a
+    non-finite value or threshold is an ERROR.
     """

@@ -200,3 +200,56 @@ def test_train_and_ablate_check_their_arguments_before_training(tmp_path, argv, 
     result = subprocess.run([sys.executable, "-m", "segcheck.cli", *argv], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 2, result.stderr
     assert message.format(tmp=tmp_path) in result.stderr and "Traceback" not in result.stderr
+
+
+# --- gates that could not judge do not pass ---------------------------------------------------------
+
+WEIGHT_INDEPENDENT = {"head_matches_classes", "output_size", "label_integrity", "input_normalization"}
+FRESH_MODEL = {"loss_at_init", "gradient_coverage"}  # judge a fresh copy of the architecture, not these weights
+
+
+def test_nan_weights_pass_no_gate_that_reads_the_predictions(pytester):
+    model = build_unet(8)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    torch.save(model.state_dict(), pytester.path / "nan.pt")
+    result, report = run_gates(pytester, "--checkpoint", "nan.pt", "-m", "not train", "--eval-size", "4")
+    passed = {g["gate"] for g in report["gates"] if g["outcome"] == "passed"}
+    assert passed <= WEIGHT_INDEPENDENT | FRESH_MODEL, passed
+    outcomes = {g["gate"]: (g["outcome"], g["message"]) for g in report["gates"]}
+    assert outcomes["finite_outputs"][0] == "failed"
+    for name in ("shift_equivariance", "perturbation_stability[jpeg]", "generalization", "batch_independence"):
+        assert outcomes[name] == ("error", f"{name} cannot judge this model: its logits on the eval images are not "
+                                           "finite (NaN/inf; see finite_outputs)")  # fmt: skip
+    assert "<= nan" not in result.stdout.str()
+
+
+ONE_CLASS = """
+import torch
+
+def segcheck_register_models(registry):
+    registry.add("one-class", lambda num_classes: OneClass(num_classes))
+
+class OneClass(torch.nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, num_classes, 1)
+        with torch.no_grad():
+            self.conv.weight.mul_(1e-3)
+            self.conv.bias.copy_(torch.arange(num_classes, 0, -1).float())  # class 0 wins everywhere
+
+    def forward(self, x):
+        return self.conv(x)
+"""
+
+
+def test_agreement_gates_say_when_the_clean_prediction_is_one_class(pytester):
+    plugin = pytester.makepyfile(one_class=ONE_CLASS)
+    args = ("--plugin", str(plugin), "--model", "one-class", "--checkpoint", "none", "--eval-size", "4")
+    result, report = run_gates(pytester, *args, "-k", "shift or perturbation or collapse")
+    outcomes = {g["gate"]: (g["outcome"], g["message"]) for g in report["gates"]}
+    for name in ("shift_equivariance", *(f"perturbation_stability[{c}]" for c in ("jpeg", "brightness"))):
+        assert outcomes[name][0] == "skipped"
+        assert "the clean prediction is one class everywhere ('road')" in outcomes[name][1]
+    assert outcomes["prediction_collapse"][0] == "failed"

@@ -138,7 +138,6 @@ def cpu_cuda_agreement(target: Target, cfg: dict, device: str = "cuda") -> GateR
 @hookimpl
 def segcheck_register_gates(registry):
     for audit in (batch_independence, deterministic_eval):
-        registry.add(audit.__name__, audit, section=audit.__name__)
-    registry.add(
-        "cpu_cuda_agreement", cpu_cuda_agreement, section="cpu_cuda_agreement", needs=("cuda",), markers=("gpu",)
-    )
+        registry.add(audit.__name__, audit, section=audit.__name__, needs=("finite_logits",))
+    needs = ("cuda", "finite_logits")
+    registry.add("cpu_cuda_agreement", cpu_cuda_agreement, section="cpu_cuda_agreement", needs=needs, markers=("gpu",))

@@ -152,4 +152,6 @@ def _binary_checks(
 
 @hookimpl
 def segcheck_register_gates(registry):
-    registry.add("prediction_collapse", prediction_collapse, section="prediction_collapse", needs=("labels",))
+    registry.add(
+        "prediction_collapse", prediction_collapse, section="prediction_collapse", needs=("labels", "finite_logits")
+    )

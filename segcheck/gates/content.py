@@ -163,4 +163,5 @@ def input_gradient(target: Target, cfg: dict) -> GateResult:
 @hookimpl
 def segcheck_register_gates(registry):
     for gate in (derangement_gap, shift_equivariance, input_gradient):
-        registry.add(gate.__name__, gate, section="content_sensitivity", needs=("labels",))
+        varied = ("varied_prediction",) if gate is shift_equivariance else ()  # an agreement of predictions
+        registry.add(gate.__name__, gate, section="content_sensitivity", needs=("labels", "finite_logits", *varied))

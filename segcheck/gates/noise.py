@@ -85,4 +85,4 @@ def noise_input(target: Target, cfg: dict) -> GateResult:
 
 @hookimpl
 def segcheck_register_gates(registry):
-    registry.add("noise_input", noise_input, section="noise_input", needs=("labels",))
+    registry.add("noise_input", noise_input, section="noise_input", needs=("labels", "finite_logits"))

@@ -75,4 +75,9 @@ def positional_prior(target: Target, cfg: dict) -> GateResult:
 
 @hookimpl
 def segcheck_register_gates(registry):
-    registry.add("positional_prior", positional_prior, section="positional_prior", needs=("labels", "train_split"))
+    registry.add(
+        "positional_prior",
+        positional_prior,
+        section="positional_prior",
+        needs=("labels", "train_split", "finite_logits"),
+    )

@@ -3,18 +3,21 @@ whether a target meets a gate's needs (a SKIP with the reason) before running it
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from segcheck import SegcheckError
 from segcheck.gates.result import GateResult
 from segcheck.registry import Registry
 
-#: what a gate may need of its target; an unmet need is a SKIP with its reason
-NEEDS = ("labels", "train_split", "held_out_split", "fresh_model", "cuda")
+#: what a gate may need of its target: an unmet need is a SKIP with its reason, except
+#: ``finite_logits`` (the gate judges the model's predictions): unmet, the gate is an ERROR
+NEEDS = ("labels", "train_split", "held_out_split", "fresh_model", "cuda", "finite_logits", "varied_prediction")
 #: cost markers: pytest markers the gate's test carries (``-m "not train"``)
 MARKERS = ("train", "gpu", "fleet")
 GATE_META = ("section", "defaults", "needs", "markers", "suite", "description")
@@ -89,6 +92,14 @@ def unmet_need(gate: Gate, target, config: dict) -> str | None:
             return f"{gate.name} trains a fresh copy of the architecture; this model has no builder"
         if need == "cuda" and not torch.cuda.is_available():
             return "needs CUDA; none available on this machine"
+        if need == "varied_prediction" and target.predictions.finite:
+            classes = np.unique(target.predictions.labels)
+            if len(classes) < 2:
+                name = data.spec.classes[classes[0]] if len(classes) and classes[0] < data.spec.num_classes else "?"
+                return (
+                    f"{gate.name} compares predictions, but the clean prediction is one class everywhere "
+                    f"({name!r}): any agreement would be trivially 1 (see prediction_collapse)"
+                )
         if need == "held_out_split":
             split, default = cfg.get("split"), (gate.defaults or _defaults(gate.section)).get("split")
             if split == default and not data.has_split(split):
@@ -112,10 +123,24 @@ def run(gate: Gate, target, config: dict) -> GateResult:
             f"gate {gate.name!r} from plugin {gate.plugin} reads settings section {gate.section!r}, "
             "which nothing defines; register it with defaults={...}"
         )
+    if "finite_logits" in gate.needs and not target.predictions.finite:
+        raise SegcheckError(
+            f"{gate.name} cannot judge this model: its logits on the eval images are not finite "
+            "(NaN/inf; see finite_outputs)"
+        )
     result = gate.function(target, config[gate.section] if gate.section else {})
     if not isinstance(result, GateResult):
         raise SegcheckError(
             f"gate {gate.name!r} from plugin {gate.plugin} returned {type(result).__name__}, "
             "expected a segcheck.gates.GateResult"
         )
+    if result.passed and not all(_finite(v) for v in (result.value, result.threshold)):
+        raise SegcheckError(
+            f"{gate.name} measured {result.value} against {result.threshold}: a non-finite number "
+            "cannot pass; the model or the data gave NaN/inf"
+        )
     return result
+
+
+def _finite(value) -> bool:
+    return isinstance(value, bool) or not isinstance(value, int | float) or math.isfinite(value)

@@ -73,4 +73,6 @@ def generalization(target: Target, cfg: dict) -> GateResult:
 
 @hookimpl
 def segcheck_register_gates(registry):
-    registry.add("generalization", generalization, section="generalization", needs=("labels", "held_out_split"))
+    registry.add(
+        "generalization", generalization, section="generalization", needs=("labels", "held_out_split", "finite_logits")
+    )

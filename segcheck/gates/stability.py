@@ -83,6 +83,6 @@ def segcheck_register_gates(registry):
             f"perturbation_stability[{corruption}]",
             functools.partial(perturbation_stability, corruption=corruption),
             section="perturbation_stability",
-            needs=("labels",),
+            needs=("labels", "finite_logits", "varied_prediction"),
             description=f"a mild {corruption.replace('_', ' ')} must not change the prediction",
         )

@@ -131,4 +131,5 @@ def input_baseline(target: Target, cfg: dict) -> GateResult:
 def segcheck_register_gates(registry):
     needs = ("labels", "train_split", "fresh_model")
     registry.add("overfit_tiny", overfit_tiny, section="overfit_tiny", needs=needs, markers=("train",))
+    needs += ("finite_logits",)  # it compares with the model under test's predictions
     registry.add("input_baseline", input_baseline, section="input_baseline", needs=needs, markers=("train",))
