@@ -253,3 +253,46 @@ def test_agreement_gates_say_when_the_clean_prediction_is_one_class(pytester):
         assert outcomes[name][0] == "skipped"
         assert "the clean prediction is one class everywhere ('road')" in outcomes[name][1]
     assert outcomes["prediction_collapse"][0] == "failed"
+
+
+# --- labels: every mask of every split -------------------------------------------------------------
+
+
+def _split_folder(root, binary_255=False, bad_train_label=None):
+    for split in ("train", "val"):
+        rng = np.random.default_rng(len(split))
+        for i in range(6):
+            image = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            mask = np.zeros((16, 16), np.uint8)
+            mask[4:12, 4:12] = 255 if binary_255 is not None else 1
+            if bad_train_label is not None and split == "train" and i == 5:
+                mask[0, 0] = bad_train_label
+            for kind, array in (("images", image), ("masks", mask)):
+                (root / split / kind).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(array).save(root / split / kind / f"{i}.png")
+    (root / "dataset.yaml").write_text(yaml.safe_dump({"classes": ["wall", "crack"], **(
+        {"binary_255": True} if binary_255 else {})}))  # fmt: skip
+
+
+@pytest.mark.parametrize("binary_255", [False, True])
+def test_0_255_masks_without_binary_255_fail_label_integrity_naming_the_pattern(pytester, binary_255):
+    _split_folder(pytester.path / "d", binary_255=binary_255)
+    args = ("--dataset", "folder", "--data-root", "d", "--checkpoint", "none", "-k", "label_integrity")
+    result, report = run_gates(pytester, *args)
+    record = report["gates"][0]
+    if binary_255:
+        assert record["outcome"] == "passed", record["message"]
+    else:
+        assert record["outcome"] == "failed"
+        assert "classes ['crack'] occur in no mask" in record["message"]
+        assert "declare binary_255: true" in record["message"]
+
+
+def test_label_integrity_reads_every_mask_not_only_the_eval_sample(pytester):
+    _split_folder(pytester.path / "d", binary_255=None, bad_train_label=7)
+    args = ("--dataset", "folder", "--data-root", "d", "--checkpoint", "none", "--eval-size", "2")
+    result, report = run_gates(pytester, *args, "-k", "label_integrity")
+    record = report["gates"][0]
+    assert record["outcome"] == "failed" and "1 masks rejected by the dataset" in record["message"]
+    assert "d/train/masks/5.png has label values [7] outside 0..1" in record["message"]
+    assert record["message"].startswith("12 masks read (train, val)")

@@ -7,7 +7,9 @@ import pytest
 
 from segcheck import config as segconfig
 from segcheck import gates
+from segcheck.data import EvalData
 from segcheck.gates.noise import NOISE_KINDS, noise_pixels
+from segcheck.target import Target
 from tests.conftest import REPO, build_target
 from tests.models import ConstantModel, PositionalModel
 
@@ -104,11 +106,11 @@ def test_label_integrity_catches_out_of_range_and_empty_masks(make_target):
     masks = masks.copy()
     masks[0, :2, :2] = 12
     masks[1] = target.data.spec.ignore_index
-    target.data.images, target.data.masks = images, masks
+    target = Target(target.model, EvalData(images, masks, target.data.spec))  # the eval sample only
     result = gates.label_integrity(target)
     assert not result.passed
     assert re.search(r"labels \[12\] outside 0\.\.7", result.message)
-    assert "1 masks have no labelled pixel" in result.message
+    assert "1 masks have no counted pixel (val (eval sample)[1])" in result.message
 
 
 def test_label_integrity_passes_on_clean_data(make_target):

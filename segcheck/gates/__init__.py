@@ -9,12 +9,12 @@ from segcheck.gates.audits import (
     finite_outputs,
     head_matches_classes,
     input_normalization,
-    label_integrity,
     output_size,
 )
 from segcheck.gates.collapse import prediction_collapse
 from segcheck.gates.content import derangement_gap, input_gradient, shift_equivariance
 from segcheck.gates.fresh_audits import gradient_coverage, loss_at_init
+from segcheck.gates.labels import label_integrity
 from segcheck.gates.noise import noise_input
 from segcheck.gates.prior import positional_prior
 from segcheck.gates.registered import Gate, GateRegistry, NotApplicable, unmet_need

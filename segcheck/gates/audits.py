@@ -1,4 +1,4 @@
-"""Audits of the model and the data under test: head, output size, finite logits, labels, normalization."""
+"""Audits of the model and the data under test: head, output size, finite logits, normalization."""
 
 from __future__ import annotations
 
@@ -78,40 +78,6 @@ def finite_outputs(target: Target, cfg: dict | None = None) -> GateResult:
     return GateResult("finite_outputs", float(passed), 1.0, passed, message, rule="all finite")
 
 
-def label_integrity(target: Target, cfg: dict | None = None) -> GateResult:
-    """Eval masks hold only class ids, ignore_index or the anomaly id, and none is empty."""
-    images, masks, spec = target.data.images, target.data.masks, target.data.spec
-    allowed = spec.label_values
-    values = set(np.unique(masks).tolist())
-    bad = sorted(values - allowed)
-    labelled = spec.counted(masks).reshape(len(masks), -1).sum(1)
-    empty = int((labelled == 0).sum())
-    size_ok = images.shape[:3] == masks.shape
-    passed = not bad and not empty and size_ok
-    problems = []
-    if bad:
-        problems.append(
-            f"labels {bad[:10]} outside 0..{spec.num_classes - 1}/ignore {spec.ignore_index} "
-            "(0/255 binary masks? 1-indexed labels? labelIds instead of trainIds?)"
-        )
-    if empty:
-        problems.append(f"{empty} masks have no labelled pixel")
-    if not size_ok:
-        problems.append(f"image size {images.shape[1:3]} != mask size {masks.shape[1:]}")
-    message = f"{len(masks)} masks, label values {sorted(values)[:12]}" + (
-        ": " + "; ".join(problems) if problems else ": all within the dataset's classes"
-    )
-    return GateResult(
-        "label_integrity",
-        float(len(bad) + empty),
-        0.0,
-        passed,
-        message,
-        rule="problems == 0",
-        details={"values": sorted(values), "empty_masks": empty},
-    )
-
-
 def input_normalization(target: Target, cfg: dict) -> GateResult:
     """The normalized eval inputs have per-channel mean near 0 and standard deviation near 1.
 
@@ -166,6 +132,6 @@ def input_normalization(target: Target, cfg: dict) -> GateResult:
 
 @hookimpl
 def segcheck_register_gates(registry):
-    for audit in (head_matches_classes, output_size, finite_outputs, label_integrity):
-        registry.add(audit.__name__, audit, needs=("labels",) if audit is label_integrity else ())
+    for audit in (head_matches_classes, output_size, finite_outputs):
+        registry.add(audit.__name__, audit)
     registry.add("input_normalization", input_normalization, section="input_normalization")
