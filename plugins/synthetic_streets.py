@@ -16,7 +16,6 @@ identical to the image without anomalies.
 
 from __future__ import annotations
 
-import colorsys
 import operator
 import zlib
 from pathlib import Path
@@ -26,12 +25,22 @@ import numpy as np
 from segcheck import SegcheckError
 from segcheck.data import DatasetSpec
 from segcheck.hookspecs import hookimpl
+from segcheck_plugins.synthetic_scene import (
+    ANOMALY_INDEX,
+    CLASSES,
+    _draw_anomalies,
+    _draw_buildings,
+    _draw_ground,
+    _draw_objects,
+    _draw_sky,
+    _draw_vegetation,
+    _photometric_jitter,
+    _Scene,
+    _Street,
+)
 
 __all__ = ["ANOMALY_INDEX", "CLASSES", "MEAN", "SPLIT_LENGTHS", "STD", "SyntheticStreets", "segcheck_register_datasets"]
 
-CLASSES = ("road", "sidewalk", "building", "vegetation", "sky", "car", "person", "pole")
-ROAD, SIDEWALK, BUILDING, VEGETATION, SKY, CAR, PERSON, POLE = range(len(CLASSES))
-ANOMALY_INDEX = len(CLASSES)
 SPLIT_LENGTHS = {"train": 1024, "val": 128, "test": 128}
 
 # Per-channel mean/std (pixel scale 0-1) of the generated train images, measured once over
@@ -39,233 +48,6 @@ SPLIT_LENGTHS = {"train": 1024, "val": 128, "test": 128}
 # 3 decimals. Re-measure with ``SyntheticStreets.measure_mean_std()`` if the generator changes.
 MEAN = (0.400, 0.456, 0.398)
 STD = (0.202, 0.182, 0.270)
-
-_BUILDING_COLOURS = ((160, 75, 55), (185, 140, 95), (120, 85, 60), (190, 100, 70))
-_SKIN_COLOURS = ((232, 192, 160), (200, 150, 110), (150, 100, 70), (100, 68, 50))
-_ANOMALY_COLOURS = ((235, 40, 205), (40, 235, 235), (250, 140, 0), (145, 40, 225), (175, 255, 0), (255, 105, 180))
-
-
-def _hsv(rng: np.random.Generator, s: tuple[float, float], v: tuple[float, float]) -> np.ndarray:
-    """A random-hue RGB colour (0-255) with saturation and value drawn from the given ranges."""
-    return 255 * np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(*s), rng.uniform(*v)), dtype=np.float32)
-
-
-def _jitter(rng: np.random.Generator, colour, amount: float) -> np.ndarray:
-    return np.asarray(colour, dtype=np.float32) + rng.uniform(-amount, amount, size=3).astype(np.float32)
-
-
-class _Scene:
-    """One image under construction: a label map and a material map, composed at the end.
-
-    ``paint`` only records which material covers which pixels; ``render`` turns materials
-    into colours in one vectorized pass (material 0 is the sky gradient).
-    """
-
-    def __init__(self, rng: np.random.Generator, height: int, width: int):
-        self.rng = rng
-        self.h, self.w = height, width
-        self.scale = height / 64
-        self.yy = np.arange(height, dtype=np.float32)[:, None]
-        self.xx = np.arange(width, dtype=np.float32)[None, :]
-        self.label = np.full((height, width), SKY, dtype=np.int64)
-        self.material = np.zeros((height, width), dtype=np.intp)
-        self.materials: list[tuple[np.ndarray, float, float]] = [(np.zeros(3, np.float32), 0.0, 0.0)]
-        self.sky = np.zeros((height, 1, 3), dtype=np.float32)
-
-    def paint(self, mask: np.ndarray, label: int, colour, grain: float = 0.0, colour_noise: float = 0.0) -> None:
-        """Cover ``mask`` with ``label`` and a material: ``colour`` plus luminance ``grain`` and
-        per-channel ``colour_noise`` (standard deviations in 0-255 units)."""
-        if mask.shape != self.label.shape:
-            mask = np.broadcast_to(mask, self.label.shape)
-        np.putmask(self.material, mask, len(self.materials))
-        np.putmask(self.label, mask, label)
-        self.materials.append((np.asarray(colour, dtype=np.float32), grain, colour_noise))
-
-    def render(self) -> np.ndarray:
-        """The float RGB image (H, W, 3), 0-255 scale before clipping."""
-        colours, grain, colour_noise = (np.array(v, dtype=np.float32) for v in zip(*self.materials))
-        noise = (self.rng.random((self.h, self.w, 3), dtype=np.float32) - 0.5) * np.float32(12**0.5)
-        image = colours[self.material]
-        image += grain[self.material][..., None] * noise[..., :1] + colour_noise[self.material][..., None] * noise
-        np.copyto(image, self.sky, where=(self.material == 0)[..., None])
-        return image
-
-    def box(self, y0: float, y1: float, x0: float, x1: float) -> np.ndarray:
-        """Boolean mask of the half-open box rows [y0, y1), cols [x0, x1)."""
-        return (self.yy >= y0) & (self.yy < y1) & (self.xx >= x0) & (self.xx < x1)
-
-    def ellipse(self, cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
-        return ((self.yy - cy) / ry) ** 2 + ((self.xx - cx) / rx) ** 2 < 1.0
-
-
-class _Street:
-    """The ground geometry: horizon row and, per row, road centre, road and sidewalk half-widths."""
-
-    def __init__(self, scene: _Scene):
-        rng, h, w = scene.rng, scene.h, scene.w
-        self.height = h
-        self.horizon = int(round(h * rng.uniform(0.30, 0.50)))
-        rows = np.arange(h, dtype=np.float32)
-        self.depth = np.clip((rows - self.horizon + 0.5) / (h - self.horizon), 0.0, 1.0)  # 0 far .. 1 near
-        vanish, bottom = w * rng.uniform(0.35, 0.65), w * rng.uniform(0.30, 0.70)
-        self.centre = vanish + self.depth * (bottom - vanish)
-        self.half_road = w * (0.02 + self.depth * rng.uniform(0.28, 0.45))
-        self.half_walk = self.half_road + w * self.depth * rng.uniform(0.10, 0.35)
-
-    def row(self, depth: float) -> int:
-        """The image row at ``depth`` (0 horizon .. 1 bottom row)."""
-        return min(self.height - 1, self.horizon + int(depth * (self.height - self.horizon)))
-
-
-def _draw_sky(scene: _Scene, street: _Street) -> None:
-    rng = scene.rng
-    top = _jitter(rng, (70, 125, 215), 20)
-    low = _jitter(rng, (170, 205, 245), 15)
-    t = np.clip(scene.yy / max(street.horizon, 1), 0.0, 1.0)[..., None]
-    scene.sky = top + (low - top) * t
-
-
-def _draw_buildings(scene: _Scene, street: _Street) -> None:
-    rng, w, s, horizon = scene.rng, scene.w, scene.scale, street.horizon
-    x = -rng.uniform(0.0, 0.15) * w
-    while x < w:
-        width = rng.uniform(0.12, 0.30) * w
-        if rng.random() < 0.8:
-            top = horizon - rng.uniform(0.35, 1.0) * horizon
-            body = scene.box(top, horizon, x, x + width)
-            scene.paint(body, BUILDING, _jitter(rng, _BUILDING_COLOURS[rng.integers(len(_BUILDING_COLOURS))], 15), 5)
-            py, px = (max(3, round(rng.uniform(4, 7) * s)) for _ in range(2))
-            windows = body & ((scene.yy - top) % py >= 1) & ((scene.yy - top) % py < 1 + py // 2)
-            windows &= ((scene.xx - x) % px >= 1) & ((scene.xx - x) % px < 1 + px // 2) & (scene.xx < x + width - 1)
-            scene.paint(windows, BUILDING, _jitter(rng, (45, 55, 72), 10), 3)
-        x += width
-
-
-def _draw_vegetation(scene: _Scene, street: _Street) -> None:
-    rng, h = scene.rng, scene.h
-    for _ in range(rng.integers(0, 4)):
-        ry = rng.uniform(0.12, 0.25) * h
-        cy = street.horizon - ry * rng.uniform(0.3, 0.9)
-        tree = scene.ellipse(cy, rng.uniform(0, scene.w), ry, ry * rng.uniform(0.7, 1.3))
-        scene.paint(tree, VEGETATION, _jitter(rng, (50, 120, 45), 18), 22, 12)
-
-
-def _draw_ground(scene: _Scene, street: _Street) -> None:
-    rng, s = scene.rng, scene.scale
-    ground = scene.yy >= street.horizon
-    offset = np.abs(scene.xx - street.centre[:, None])
-    road = ground & (offset < street.half_road[:, None])
-    walk = ground & ~road & (offset < street.half_walk[:, None])
-    scene.paint(ground & ~road & ~walk, VEGETATION, _jitter(rng, (90, 135, 50), 18), 22, 12)
-
-    tile = max(3, round(rng.uniform(4, 6) * s))
-    colour = _jitter(rng, (180, 178, 172), 12)
-    scene.paint(walk, SIDEWALK, colour, 4)
-    grout = walk & ((scene.xx % tile < 1) | (scene.yy % tile < 1))
-    scene.paint(grout, SIDEWALK, colour - 40, 4)
-
-    gray = rng.uniform(65, 95)
-    scene.paint(road, ROAD, (gray, gray, gray + 3), 9)
-    if rng.random() < 0.7:
-        dash = max(2, round(3 * s))
-        mark = road & (offset < np.maximum(0.6, 0.05 * street.half_road)[:, None])
-        mark &= ((scene.yy - street.horizon) // dash) % 2 == 0
-        paint = (230, 230, 220) if rng.random() < 0.6 else (225, 190, 60)
-        scene.paint(mark, ROAD, _jitter(rng, paint, 10), 4)
-
-
-def _car(scene: _Scene, street: _Street, depth: float) -> None:
-    rng, bottom = scene.rng, street.row(depth) + 1
-    height = (0.12 + 0.25 * depth) * scene.h
-    width = height * rng.uniform(1.3, 2.0)
-    row = bottom - 1
-    x0 = street.centre[row] + rng.uniform(-0.7, 0.7) * street.half_road[row] - width / 2
-    top, waist, x1 = bottom - height, bottom - 0.6 * height, x0 + width
-    body = scene.box(waist, bottom, x0, x1)
-    cabin = scene.box(top, waist, x0 + 0.15 * width, x1 - 0.15 * width)
-    scene.paint(body | cabin, CAR, _hsv(rng, (0.75, 1.0), (0.65, 1.0)), 4)
-    glass = scene.box(top + 0.1 * height, waist, x0 + 0.2 * width, x1 - 0.2 * width)
-    scene.paint(glass, CAR, _jitter(rng, (35, 40, 52), 8), 3)
-    wheel_top = bottom - 0.2 * height
-    wheels = scene.box(wheel_top, bottom, x0 + 0.1 * width, x0 + 0.3 * width)
-    wheels |= scene.box(wheel_top, bottom, x1 - 0.3 * width, x1 - 0.1 * width)
-    scene.paint(wheels, CAR, (20, 20, 22), 3)
-
-
-def _sidewalk_x(scene: _Scene, street: _Street, row: int) -> float:
-    """A random column on the left or right sidewalk at ``row``."""
-    rng = scene.rng
-    inner, outer = street.half_road[row], street.half_walk[row]
-    side = 1 if rng.random() < 0.5 else -1
-    return street.centre[row] + side * (inner + rng.uniform(0.2, 0.8) * (outer - inner))
-
-
-def _person(scene: _Scene, street: _Street, depth: float) -> None:
-    rng, bottom = scene.rng, street.row(depth) + 1
-    height = (0.20 + 0.35 * depth) * scene.h
-    width = max(2.0, height / 4)
-    x0 = _sidewalk_x(scene, street, bottom - 1) - width / 2
-    x1, neck, hips = x0 + width, bottom - 0.82 * height, bottom - 0.4 * height
-    head = scene.box(bottom - height, neck, x0 + 0.2 * width, x1 - 0.2 * width)
-    scene.paint(head, PERSON, _jitter(rng, _SKIN_COLOURS[rng.integers(len(_SKIN_COLOURS))], 10), 3)
-    scene.paint(scene.box(neck, hips, x0, x1), PERSON, _hsv(rng, (0.4, 0.9), (0.3, 0.9)), 4)
-    legs = scene.box(hips, bottom, x0, x0 + 0.45 * width) | scene.box(hips, bottom, x1 - 0.45 * width, x1)
-    scene.paint(legs, PERSON, _hsv(rng, (0.2, 0.6), (0.15, 0.4)), 3)
-
-
-def _pole(scene: _Scene, street: _Street, depth: float) -> None:
-    rng, bottom = scene.rng, street.row(depth) + 1
-    height = (0.45 + 0.5 * depth) * scene.h
-    width = max(2, round(rng.uniform(1.5, 2.5) * scene.scale))
-    x0 = round(_sidewalk_x(scene, street, bottom - 1))
-    gray = rng.uniform(50, 72)
-    scene.paint(scene.box(bottom - height, bottom, x0, x0 + width), POLE, (gray, gray, gray + 4), 3)
-
-
-def _draw_objects(scene: _Scene, street: _Street) -> None:
-    """Cars on the road, people and poles on the sidewalks, drawn far to near."""
-    rng = scene.rng
-    kinds = [_car] * rng.integers(0, 4) + [_person] * rng.integers(0, 4) + [_pole] * rng.integers(0, 3)
-    depths = rng.uniform(0.2, 1.0, size=len(kinds))
-    for order in np.argsort(depths, kind="stable"):
-        kinds[order](scene, street, float(depths[order]))
-
-
-def _draw_anomalies(scene: _Scene, street: _Street, rng: np.random.Generator) -> None:
-    """1-3 out-of-distribution objects with striped, unusually coloured texture, label 8."""
-    h = scene.h
-    for _ in range(rng.integers(1, 4)):
-        depth = rng.uniform(0.3, 1.0)
-        bottom = street.row(depth) + 1
-        row = bottom - 1
-        cx = street.centre[row] + rng.uniform(-1, 1) * street.half_walk[row]
-        size = (0.12 + 0.2 * depth) * h
-        if rng.random() < 0.5:  # a four-legged animal seen from the side
-            length = size * rng.uniform(1.2, 1.8)
-            cy = bottom - 0.6 * size
-            shape = scene.ellipse(cy, cx, 0.25 * size, 0.5 * length)
-            head_x = cx + (0.5 if rng.random() < 0.5 else -0.5) * length
-            shape |= scene.ellipse(cy - 0.25 * size, head_x, 0.18 * size, 0.18 * size)
-            leg = max(1.0, 0.08 * length)
-            for frac in (-0.4, -0.25, 0.2, 0.35):
-                shape |= scene.box(cy, bottom, cx + frac * length, cx + frac * length + leg)
-        else:  # an irregular blob
-            angle = np.arctan2(scene.yy - (bottom - size / 2), scene.xx - cx)
-            radius = size / 2 * (1 + 0.3 * np.sin(rng.integers(3, 7) * angle + rng.uniform(0, 2 * np.pi)))
-            shape = np.hypot(scene.yy - (bottom - size / 2), scene.xx - cx) < radius
-        first, second = rng.choice(len(_ANOMALY_COLOURS), size=2, replace=False)
-        theta, period = rng.uniform(0, np.pi), max(2.0, rng.uniform(2, 4) * scene.scale)
-        stripes = ((scene.xx * np.cos(theta) + scene.yy * np.sin(theta)) // period) % 2 == 0
-        scene.paint(shape & stripes, ANOMALY_INDEX, _ANOMALY_COLOURS[first], 6)
-        scene.paint(shape & ~stripes, ANOMALY_INDEX, _ANOMALY_COLOURS[second], 6)
-
-
-def _photometric_jitter(scene: _Scene) -> np.ndarray:
-    """Per-image brightness, colour balance and offset; returns the uint8 image."""
-    rng = scene.rng
-    gain = rng.uniform(0.8, 1.2) * (1 + rng.uniform(-0.08, 0.08, size=3)).astype(np.float32)
-    image = scene.render() * gain + rng.uniform(-10, 10)
-    return np.clip(image, 0, 255).astype(np.uint8)
 
 
 class SyntheticStreets:
