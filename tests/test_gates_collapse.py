@@ -9,7 +9,8 @@ from segcheck import gates
 from segcheck import plugins as segplugins
 from segcheck.data import DatasetSpec
 from segcheck.gates.collapse import SWEEP, class_fractions, threshold_sweep
-from segcheck_plugins.synthetic_streets import ROAD, SyntheticStreets
+from segcheck_plugins.synthetic_scene import ROAD
+from segcheck_plugins.synthetic_streets import SyntheticStreets
 from tests.conftest import build_target
 from tests.models import ConstantModel, GrayRoadDetector
 

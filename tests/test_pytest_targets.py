@@ -225,3 +225,24 @@ def test_under_xdist_each_target_runs_on_one_worker(pytester):
         pids.setdefault(g["target"], set()).add(g["value"])
     assert set(pids) == {"a", "b", "c"} and all(len(p) == 1 for p in pids.values()), pids
     assert len(set().union(*pids.values())) == 2  # both workers were used
+
+
+AFTER_PASS = """
+import pytest
+from segcheck.gates import GateResult
+
+pytestmark = pytest.mark.gate
+
+def test_recorded_then_failed(gate):
+    gate(GateResult("recorded_then_failed", 1.0, 0.5, True, "fine", rule="value >= threshold"))
+    assert 1 == 2, "a later check of the same test"
+"""
+
+
+def test_a_record_agrees_with_its_test_that_failed_after_recording_a_pass(pytester):
+    pytester.makepyfile(test_after=AFTER_PASS)
+    report = pytester.path / "r.json"
+    result = pytester.runpytest("-p", "no:cacheprovider", "--segcheck-report", str(report))
+    result.assert_outcomes(failed=1)
+    (record,) = json.loads(report.read_text())["gates"]
+    assert record["outcome"] == "failed" and "the test failed after its gate passed" in record["message"]

@@ -170,3 +170,52 @@ def test_a_third_party_section_gets_its_defaults_and_yaml_overrides(tmp_path):
     assert open_session([str(plugin)]).config["mine"] == {"limit": 0.5}
     assert open_session([str(plugin)], tmp_path / "s.yaml").config["mine"] == {"limit": 0.75}
     assert gates.NotApplicable.__mro__[1] is SegcheckError
+
+
+def test_a_builder_handing_back_the_module_under_test_gives_fresh_weights():
+    net = torch.nn.Conv2d(3, 2, 1)
+    with torch.no_grad():
+        net.weight.fill_(5.0)  # "trained"
+    fresh = ModelUnderTest(net, builder=lambda: net).fresh(0)
+    assert not torch.equal(fresh.module.weight, net.weight) and float(net.weight.mean()) == 5.0
+
+
+def test_predictions_are_recomputed_after_the_weights_change_in_place():
+    net = torch.nn.Conv2d(3, 2, 1)
+    data = EvalData(np.full((2, 4, 4, 3), 200, np.uint8), np.zeros((2, 4, 4)), DatasetSpec(("a", "b")))
+    target = Target(ModelUnderTest(net), data)
+    with torch.no_grad():
+        net.bias.copy_(torch.tensor([10.0, -10.0]))
+    assert (target.predictions.labels == 0).all()
+    with torch.no_grad():
+        net.bias.copy_(torch.tensor([-10.0, 10.0]))
+    assert (target.predictions.labels == 1).all()
+
+
+@pytest.mark.parametrize(
+    "manifest, message",
+    [
+        ({"targets": [{"model": "unet", "mean": [123, 1, 1], "std": [1, 1, 1]}]}, "eval.mean [123, 1, 1]"),
+        ({"defaults": ["unet"], "targets": [{"model": "unet"}]}, "'defaults:' must be a mapping"),
+        ({"targets": [{"model": "unet", "colour": "red"}]}, "unknown keys ['colour']"),
+        ({"targets": [{"model": "unet"}, {"model": "unet"}]}, "several targets are called ['unet:unet_synthetic"),
+    ],
+)
+def test_manifest_rows_are_checked(tmp_path, loaded_plugins, manifest, message):
+    from segcheck.manifest import read_manifest
+
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    with pytest.raises(SegcheckError) as info:
+        read_manifest(path, loaded_plugins, {"dataset": "synthetic-streets"})
+    assert message in str(info.value)
+
+
+def test_manifest_model_args_are_hashable_and_relative_paths_are_the_manifests(tmp_path, loaded_plugins):
+    from segcheck.manifest import read_manifest
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "fleet.yaml").write_text(yaml.safe_dump({"targets": [
+        {"model": "unet", "checkpoint": "none", "model_args": {"widths": [8, 16]}, "data_root": "data"}]}))  # fmt: skip
+    (spec,) = read_manifest(tmp_path / "fleet.yaml", loaded_plugins, {"dataset": "synthetic-streets"})
+    assert hash(spec) and spec.model_args == (("widths", (8, 16)),) and spec.data_root == tmp_path / "data"
