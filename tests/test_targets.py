@@ -177,7 +177,7 @@ def test_a_builder_handing_back_the_module_under_test_gives_fresh_weights():
     with torch.no_grad():
         net.weight.fill_(5.0)  # "trained"
     fresh = ModelUnderTest(net, builder=lambda: net).fresh(0)
-    assert not torch.equal(fresh.module.weight, net.weight) and float(net.weight.mean()) == 5.0
+    assert not torch.equal(fresh.module.weight, net.weight) and float(net.weight.detach().mean()) == 5.0
 
 
 def test_predictions_are_recomputed_after_the_weights_change_in_place():
