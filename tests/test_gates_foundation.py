@@ -123,3 +123,14 @@ def test_shipped_naive_checkpoint_reproduces_the_shortcut(loaded_plugins):
     result = gates.noise_input(target, NOISE_CFG)
     assert result.details["real_miou"] > 0.9  # it segments real images well...
     assert not result.passed  # ...and still scores on noise
+
+
+def test_matched_noise_has_the_eval_datas_own_channel_statistics(make_target):
+    noise = noise_pixels("matched", (4, 64, 64, 3), (0.5,) * 3, (0.2,) * 3, np.random.default_rng(0),
+                         data_mean=(0.1, 0.5, 0.9), data_std=(0.05, 0.05, 0.05))  # fmt: skip
+    assert np.allclose(noise.reshape(-1, 3).mean(0) / 255, (0.1, 0.5, 0.9), atol=0.01)
+    target = make_target(eval_size=4)
+    result = gates.noise_input(target, NOISE_CFG)
+    pixels = target.data.images.reshape(-1, 3) / 255
+    assert np.allclose(result.details["data_mean"], pixels.mean(0)) and np.allclose(result.details["data_std"],
+                                                                                     pixels.std(0))  # fmt: skip

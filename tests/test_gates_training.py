@@ -1,6 +1,7 @@
 """overfit_tiny and input_baseline: the gates that train."""
 
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -60,3 +61,18 @@ def test_input_baseline_fails_for_a_model_that_only_knows_positions(make_target)
     assert not result.passed
     assert f"{result.details['real_miou']:.3f}" in result.message and "never sees the image" in result.message
     assert result.details["baseline_miou"] == pytest.approx(result.details["real_miou"], abs=0.15)
+
+
+def test_overfit_tiny_names_failing_classes_and_objects_below_the_output_stride(make_target):
+    coarse = lambda: torch.nn.Conv2d(3, 8, 8, stride=8)  # noqa: E731 -- logits at 1/8 resolution
+    target = make_target(coarse(), eval_size=8, fresh=coarse, divisible_by=8)
+    result = gates.overfit_tiny(target, dict(OVERFIT, epochs=2))
+    assert not result.passed
+    assert re.search(r"classes below 0\.90: .*pole 0\.\d{3} \(smallest object \d px across, below the output stride 8",
+                     result.message), result.message  # fmt: skip
+    assert set(result.details["per_class_iou"]) <= set(target.data.spec.classes)
+
+
+def test_overfit_tiny_stops_above_the_bar_so_a_pass_has_room(make_target):
+    result = gates.overfit_tiny(make_target(eval_size=8), OVERFIT)
+    assert result.value >= OVERFIT["stop_miou"] > OVERFIT["min_miou"]

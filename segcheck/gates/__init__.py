@@ -16,12 +16,13 @@ from segcheck.gates.content import derangement_gap, input_gradient, shift_equiva
 from segcheck.gates.fresh_audits import gradient_coverage, loss_at_init
 from segcheck.gates.labels import label_integrity
 from segcheck.gates.noise import noise_input
+from segcheck.gates.overfit import overfit_tiny
 from segcheck.gates.prior import positional_prior
 from segcheck.gates.registered import Gate, GateRegistry, NotApplicable, unmet_need
 from segcheck.gates.result import GateResult
 from segcheck.gates.split_gap import NoHeldOutSplit, generalization
 from segcheck.gates.stability import CORRUPTIONS, perturbation_stability
-from segcheck.gates.training import input_baseline, overfit_tiny
+from segcheck.gates.training import input_baseline
 
 __all__ = [
     "CORRUPTIONS",

@@ -12,12 +12,15 @@ from segcheck.target import Target
 NOISE_KINDS = ("gaussian", "uniform", "matched", "gray")
 
 
-def noise_pixels(kind: str, shape: tuple[int, ...], mean, std, rng: np.random.Generator) -> np.ndarray:
+def noise_pixels(
+    kind: str, shape: tuple[int, ...], mean, std, rng: np.random.Generator, data_mean=None, data_std=None
+) -> np.ndarray:
     """Noise images (N, H, W, 3) in pixel scale 0..255 (float32).
 
-    ``gaussian`` is N(0, 1) in the model's normalized space (mapped back to pixels);
-    ``uniform`` is U(0, 255) per pixel; ``matched`` has the data's per-channel mean and std;
-    ``gray`` is the constant mean colour.
+    ``gaussian`` is N(0, 1) in the model's normalized space (``mean``/``std``, mapped back to
+    pixels); ``uniform`` is U(0, 255) per pixel; ``matched`` has the eval data's own per-channel
+    mean and std (``data_mean``/``data_std``, 0-1 scale; the model's when not given); ``gray``
+    is the constant mean colour of the model's normalization.
     """
     mean, std = np.asarray(mean, np.float32) * 255, np.asarray(std, np.float32) * 255
     if kind == "gaussian":
@@ -25,7 +28,9 @@ def noise_pixels(kind: str, shape: tuple[int, ...], mean, std, rng: np.random.Ge
     if kind == "uniform":
         return rng.uniform(0, 255, size=shape).astype(np.float32)
     if kind == "matched":
-        return np.clip(rng.standard_normal(shape, dtype=np.float32) * std + mean, 0, 255)
+        m = mean if data_mean is None else np.asarray(data_mean, np.float32) * 255
+        s = std if data_std is None else np.asarray(data_std, np.float32) * 255
+        return np.clip(rng.standard_normal(shape, dtype=np.float32) * s + m, 0, 255)
     if kind == "gray":
         return np.broadcast_to(mean, shape).astype(np.float32)
     raise ValueError(f"unknown noise kind {kind!r}; known: {NOISE_KINDS}")
@@ -44,8 +49,11 @@ def noise_input(target: Target, cfg: dict) -> GateResult:
     real = target.predictions.miou
     rng = np.random.default_rng(cfg["seed"])
     per_kind = {}
+    pixels = images.reshape(-1, 3) / 255.0
+    stats = {"data_mean": pixels.mean(0), "data_std": pixels.std(0)}  # the eval data's own, per channel
     for kind in NOISE_KINDS:
-        noise = noise_pixels(kind, images.shape, model.mean.cpu().numpy().ravel(), model.std.cpu().numpy().ravel(), rng)
+        normalization = model.mean.cpu().numpy().ravel(), model.std.cpu().numpy().ravel()
+        noise = noise_pixels(kind, images.shape, *normalization, rng, **stats)
         per_kind[kind] = data.score(model.predict_pixels(noise, data.batch_size)[0])
     worst_kind = max(per_kind, key=per_kind.get)
     worst = per_kind[worst_kind]
@@ -58,6 +66,8 @@ def noise_input(target: Target, cfg: dict) -> GateResult:
         "worst_kind": worst_kind,
         "constant_class_floor": floor,
         "floor_class": floor_class,
+        "data_mean": stats["data_mean"].tolist(),
+        "data_std": stats["data_std"].tolist(),
     }
     measured = f"noise mIoU {worst:.3f} ({worst_kind}) vs real {real:.3f}"
     if passed:

@@ -1,5 +1,4 @@
-"""Gates that train: overfit_tiny (can the loop learn at all?) and input_baseline (what do the
-labels alone give?)."""
+"""input_baseline, a gate that trains: what do the labels alone give, without the image?"""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from segcheck.target import Target
 from segcheck.train.loop import fit
 
 
-def _fresh(target: Target, seed: int):
+def fresh(target: Target, seed: int):
     """A fresh model seeded by ``seed``, with the global RNG seeded too: training is reproducible."""
     torch.manual_seed(seed)
     return target.model.fresh(seed)
@@ -26,72 +25,13 @@ def _balanced_weights(masks: np.ndarray, spec) -> torch.Tensor:
     return torch.tensor(weights / weights.mean(), dtype=torch.float32)
 
 
-def overfit_tiny(target: Target, cfg: dict) -> GateResult:
-    """A fresh model from the builder, trained on ``cfg["samples"]`` fixed training images for
-    at most ``cfg["epochs"]`` epochs (mini-batches of ``cfg["batch_size"]``), must reach
-    mIoU >= ``cfg["min_miou"]`` on them; evaluated after every epoch, stopping when it does.
-
-    The cross-entropy is weighted by inverse square-root class frequency over the samples, so
-    that a thin, rare class (poles: <1% of pixels) gets learned within the budget: the gate
-    asks whether the model and loop can memorize every class, not how fast CE finds rare ones.
-    """
-    images, masks = target.data.sample("train", cfg["samples"], cfg["seed"])
-    spec = target.data.spec
-    model = _fresh(target, cfg["seed"])
-    x = model.normalize(images)
-    y = torch.from_numpy(masks).to(model.device)
-    bs = cfg["batch_size"]
-    per_epoch = -(-len(images) // bs)
-    history: list[float] = []
-
-    def batch(step: int):
-        start = (step - 1) % per_epoch * bs
-        return x[start : start + bs], y[start : start + bs]
-
-    def reached(step: int) -> bool:
-        if step % per_epoch:
-            return False
-        history.append(target.data.score(model.predict(x)[0], masks))
-        return history[-1] >= cfg["min_miou"]
-
-    steps = fit(
-        model,
-        batch,
-        cfg["epochs"] * per_epoch,
-        cfg["lr"],
-        spec,
-        stop=reached,
-        class_weights=_balanced_weights(masks, spec).to(model.device),
-    )
-    epochs = len(history)
-    value = max(history)
-    passed = value >= cfg["min_miou"]
-    message = f"mIoU {value:.3f} on {len(images)} training images after {epochs} epochs ({steps} steps)"
-    if passed:
-        message += f" >= {cfg['min_miou']:.2f}: the training loop can learn"
-    else:
-        message += (
-            f" < {cfg['min_miou']:.2f} (budget {cfg['epochs']} epochs): the model/loss/optimizer cannot even "
-            "memorize ten samples; check the loss target format, the learning rate and that the head is trained"
-        )
-    return GateResult(
-        "overfit_tiny",
-        value,
-        cfg["min_miou"],
-        passed,
-        message,
-        rule="value >= threshold",
-        details={"epochs": epochs, "steps": steps, "history": history},
-    )
-
-
 def input_baseline(target: Target, cfg: dict) -> GateResult:
     """Train the same architecture on noise inputs with the real training labels for
     ``cfg["steps"]`` steps; the real model's mIoU must beat this input-independent baseline
     (scored on fresh noise against the eval labels) by ``cfg["margin"]``."""
     spec = target.data.spec
     train_images, train_masks = target.data.sample("train", cfg["samples"], cfg["seed"])
-    model = _fresh(target, cfg["seed"])
+    model = fresh(target, cfg["seed"])
     rng = np.random.default_rng(cfg["seed"])
     gen = torch.Generator().manual_seed(cfg["seed"])
     shape = (cfg["batch_size"], 3, *train_images.shape[1:3])
@@ -130,6 +70,5 @@ def input_baseline(target: Target, cfg: dict) -> GateResult:
 @hookimpl
 def segcheck_register_gates(registry):
     needs = ("labels", "train_split", "fresh_model")
-    registry.add("overfit_tiny", overfit_tiny, section="overfit_tiny", needs=needs, markers=("train",))
     needs += ("finite_logits",)  # it compares with the model under test's predictions
     registry.add("input_baseline", input_baseline, section="input_baseline", needs=needs, markers=("train",))
