@@ -97,12 +97,17 @@ class SegModel:
         return np.concatenate(labels), finite
 
     def predict_pixels(self, pixels, batch_size: int = 8) -> tuple[np.ndarray, bool]:
-        """``predict`` for pixel-scale images (N, H, W, 3), normalizing batch by batch."""
+        """``predict`` for pixel-scale images (N, H, W, 3), normalizing batch by batch; a long
+        pass reports its progress (``segcheck.progress``)."""
+        from segcheck.progress import forward_pass
+
         labels, finite = [], True
-        for start in range(0, len(pixels), batch_size):
-            part, ok = self.predict(self.normalize(pixels[start : start + batch_size]), batch_size)
-            labels.append(part)
-            finite &= ok
+        with forward_pass(len(pixels)) as done:
+            for start in range(0, len(pixels), batch_size):
+                part, ok = self.predict(self.normalize(pixels[start : start + batch_size]), batch_size)
+                labels.append(part)
+                finite &= ok
+                done(len(part))
         return np.concatenate(labels), finite
 
 

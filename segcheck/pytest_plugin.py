@@ -190,14 +190,35 @@ def _agreeing(record: GateRecord, report: pytest.TestReport) -> GateRecord:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item):
-    """In a gate, a SegcheckError (bad checkpoint, unreadable data, ...) is one line, not a traceback."""
+    """In a gate, a SegcheckError (bad checkpoint, unreadable data, ...) is one line, not a
+    traceback; a long forward pass of a gate says so on the terminal as it ends."""
+    from segcheck import progress
+
+    progress.SINK = _progress_sink(item)
     try:
         return (yield)
     except SegcheckError as exc:
         if item.get_closest_marker("gate") is None or item.get_closest_marker("xfail") is not None:
             raise  # not a gate, or an expected failure that xfail(raises=...) must see as it is
         message = str(exc)
+    finally:
+        progress.SINK = None
     pytest.fail(message, pytrace=False)  # outside the except: no "during handling" chain
+
+
+def _progress_sink(item: pytest.Item):
+    """A line writer past output capture, naming the gate (None where no terminal is shown)."""
+    reporter = item.config.pluginmanager.getplugin("terminalreporter")
+    capture = item.config.pluginmanager.getplugin("capturemanager")
+    ident = item.stash.get(GATE_ID, None)
+    if reporter is None or capture is None or ident is None:
+        return None
+
+    def write(line: str) -> None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"segcheck: {ident['gate']} [{ident['target']}]: {line}")
+
+    return write
 
 
 def _record(item: pytest.Item, record: GateRecord) -> None:

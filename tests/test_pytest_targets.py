@@ -246,3 +246,11 @@ def test_a_record_agrees_with_its_test_that_failed_after_recording_a_pass(pytest
     result.assert_outcomes(failed=1)
     (record,) = json.loads(report.read_text())["gates"]
     assert record["outcome"] == "failed" and "the test failed after its gate passed" in record["message"]
+
+
+def test_a_long_forward_pass_says_so_on_the_terminal(pytester, monkeypatch):
+    from segcheck import progress
+
+    monkeypatch.setattr(progress, "AFTER_S", 0.0)  # every pass counts as long
+    result, _ = run_gates(pytester, "-k", "noise_input", "--eval-size", "4")
+    result.stdout.fnmatch_lines(["segcheck: noise_input [[]unet[]]: forward pass over 4 images took * s (* img/s)"])
