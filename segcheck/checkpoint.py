@@ -68,10 +68,10 @@ def _check_torch_file(path: Path) -> None:
     (ONNX, TorchScript-less random bytes, a text file, a safetensors file named .pt)."""
     with open(path, "rb") as f:
         head = f.read(8)
+    if _looks_like_safetensors(path):  # first: a header length can start with the pickle byte 0x80
+        raise SegcheckError(f"checkpoint {path} is a safetensors file with another suffix; rename it to .safetensors")
     if head.startswith(ZIP_MAGIC) or head[:1] == bytes([PICKLE_PROTOCOL]):
         return
-    if _looks_like_safetensors(path):
-        raise SegcheckError(f"checkpoint {path} is a safetensors file with another suffix; rename it to .safetensors")
     raise SegcheckError(
         f"checkpoint {path} is not a PyTorch checkpoint (torch.save writes a zip archive or a pickle; its first "
         f"bytes are {head!r}); give a .safetensors file or a state dict saved with torch.save"
@@ -92,7 +92,11 @@ def _needs_globals(exc: Exception) -> bool:
 
 
 def _first(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    """The cause in a torch.load error (after torch's advice to disable weights_only, which we never follow)."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    return (text.strip().splitlines() or [type(exc).__name__])[0]
 
 
 def state_dict_keys(path: Path) -> list[str]:

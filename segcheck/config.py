@@ -110,7 +110,7 @@ def load(path: Path | None = None, overrides: dict | None = None, defaults: dict
             raise SegcheckError(f"config file {path} does not exist")
         try:
             data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise SegcheckError(f"config file {path} is not valid YAML ({' '.join(str(exc).split())})") from None
         if not isinstance(data, dict):
             raise SegcheckError(f"config file {path} must be a YAML mapping of sections, got {type(data).__name__}")

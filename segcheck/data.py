@@ -164,7 +164,11 @@ class EvalData:
 
     def has_split(self, split: str) -> bool:
         """Whether :meth:`sample` can read ``split``."""
-        return split == self.split or (self.splits is not None and split in self.spec.splits)
+        if split == self.split:
+            return True
+        if isinstance(self.splits, Mapping):
+            return split in self.splits
+        return self.splits is not None and split in self.spec.splits
 
     def dataset(self, split: str) -> SegDataset:
         """The dataset of ``split``; an error naming the splits there are when it is not available."""

@@ -99,8 +99,9 @@ def segcheck_register_gates(registry):
     ``target.model`` is the ``ModelUnderTest``, ``target.data`` the ``EvalData``. Recognised
     ``meta``: ``section`` (the settings section passed as ``cfg``; ``{}`` without one; a
     section segcheck does not know takes its defaults from ``defaults``), ``needs`` (any of
-    ``labels``, ``train_split``, ``held_out_split``, ``fresh_model``, ``cuda``,
-    ``varied_prediction``: a target that does not meet one is a SKIP with the reason;
+    ``labels``, ``train_split``, ``held_out_split``, ``fresh_model``, ``cuda``: a target that
+    does not meet one is a SKIP with the reason; ``varied_prediction``: a pass on a clean
+    prediction of one class everywhere is a SKIP (agreement there proves nothing);
     ``finite_logits``: the gate judges the model's predictions, an ERROR when they are
     NaN/inf), ``markers`` (``train``, ``gpu``, ``fleet``: pytest markers of the gate's
     test), ``suite`` (``gates`` by default), ``description``.

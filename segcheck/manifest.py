@@ -23,6 +23,20 @@ def _frozen(value):
     return value
 
 
+def _flag(row: dict, key: str, who: str) -> bool:
+    value = row.get(key, False)
+    if not isinstance(value, bool):
+        raise SegcheckError(f"{who}: {key} must be true or false, got {value!r}")
+    return value
+
+
+def _seed(row: dict, who: str) -> int:
+    value = row.get("init_seed", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SegcheckError(f"{who}: init_seed must be a whole number >= 0, got {value!r}")
+    return value
+
+
 def target_spec(plugins, row: dict, base: Path | None = None) -> TargetSpec:
     """A ``TargetSpec`` from a row of plain values (``checkpoint`` absent: the bundled one;
     ``"none"``: random init); relative paths in the row are relative to ``base`` (a manifest's
@@ -53,7 +67,7 @@ def target_spec(plugins, row: dict, base: Path | None = None) -> TargetSpec:
         model=row["model"], dataset=row["dataset"], checkpoint=checkpoint, data_root=data_root,
         device=row.get("device", "auto"), model_args=_frozen(row.get("model_args") or {}), mean=mean, std=std,
         tags=tuple(sorted((str(k), str(v)) for k, v in (row.get("tags") or {}).items())), name=row.get("name"),
-        trust_checkpoint=bool(row.get("trust_checkpoint", False)), init_seed=int(row.get("init_seed", 0)),
+        trust_checkpoint=_flag(row, "trust_checkpoint", who), init_seed=_seed(row, who),
     )  # fmt: skip
 
 
@@ -65,7 +79,7 @@ def read_manifest(path: Path, plugins, base_row: dict) -> list[TargetSpec]:
         raise SegcheckError(f"models manifest {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise SegcheckError(f"models manifest {path} is not valid YAML ({' '.join(str(exc).split())})") from None
     rows = data.get("targets") if isinstance(data, dict) else None
     defaults = data.get("defaults") or {} if isinstance(data, dict) else None

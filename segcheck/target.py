@@ -113,9 +113,9 @@ def eval_data(plugins: Plugins, spec: TargetSpec, config: dict) -> EvalData:
     if entry.meta.get("needs_root") and spec.data_root is None:
         raise SegcheckError(f"dataset {spec.dataset!r} reads files: pass --data-root DIR")
     ev = config["eval"]
-    data = EvalData.from_dataset(
-        functools.partial(entry.obj, spec.data_root), ev["split"], ev["size"], ev["seed"], ev["batch_size"]
-    )
+    splits = functools.partial(entry.obj, spec.data_root)
+    sample = dict(split=ev["split"], size=ev["size"], seed=ev["seed"], batch_size=ev["batch_size"])
+    data = _guarded(f"dataset {spec.dataset!r}", EvalData.from_dataset, splits=splits, **sample)
     data.identity = f"{spec.dataset} (from {entry.plugin})"
     return data
 
@@ -138,7 +138,7 @@ def load_model(plugins: Plugins, spec: TargetSpec, data: EvalData) -> ModelUnder
     builder = functools.partial(build_module, entry, data.spec.num_classes, **architecture)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.init_seed)  # a random-init target is the same model every run
-        module = _guarded(f"model {spec.model!r}: its builder", builder, **_loading_kwargs(entry, path, sidecar))
+        module = _guarded(f"model {spec.model!r}: its builder", builder, **_loading_kwargs(entry, spec, sidecar))
     if path is not None and spec.trust_checkpoint and path.suffix != ".safetensors":
         module = _guarded(f"unpickling trusted checkpoint {path}", ckpt.load_trusted, model=module, path=path)
     elif path is not None:
@@ -217,12 +217,18 @@ def _check_sidecar_classes(sidecar: dict | None, path, spec: TargetSpec, data: E
         )
 
 
-def _loading_kwargs(entry: Entry, path: Path | None, sidecar: dict | None) -> dict:
-    """Builder kwargs only the checkpoint needs: an auxiliary head when its keys hold one."""
-    prefix = entry.meta.get("aux_prefix")
+def _loading_kwargs(entry: Entry, spec: TargetSpec, sidecar: dict | None) -> dict:
+    """Builder kwargs only the checkpoint needs: an auxiliary head when its keys hold one (a
+    trusted pickle, or a file only a plugin reads, is not looked into here: its loader decides)."""
+    prefix, path = entry.meta.get("aux_prefix"), spec.checkpoint
     if path is None or not prefix or (sidecar and "model_kwargs" in sidecar) or path.suffix not in ckpt.SUFFIXES:
         return {}
-    keys = ckpt.state_dict_keys(path)
+    if spec.trust_checkpoint:
+        return {}
+    try:
+        keys = ckpt.state_dict_keys(path)
+    except SegcheckError:
+        return {}
     return {"aux_loss": any(k.startswith(prefix) or k.split(".", 1)[-1].startswith(prefix) for k in keys)}
 
 

@@ -296,3 +296,33 @@ def test_label_integrity_reads_every_mask_not_only_the_eval_sample(pytester):
     assert record["outcome"] == "failed" and "1 masks rejected by the dataset" in record["message"]
     assert "d/train/masks/5.png has label values [7] outside 0..1" in record["message"]
     assert record["message"].startswith("12 masks read (train, val)")
+
+
+def test_a_trusted_whole_model_with_an_aux_head_loads(tmp_path):
+    from tests.conftest import with_model
+    from tests.models import AuxNet
+
+    plugins = with_model("auxnet", lambda num_classes, aux_loss=False: AuxNet(num_classes, aux_loss), aux_prefix="aux.")
+    torch.save(AuxNet(8, aux_loss=True), tmp_path / "whole.pt")
+    config = segconfig.load(overrides={"eval": {"size": 1}})
+    target = build_target(plugins, config, "auxnet", "synthetic-streets", checkpoint=tmp_path / "whole.pt",
+                          trust_checkpoint=True)  # fmt: skip
+    assert isinstance(target.model.module, AuxNet) and target.model.module.aux is not None
+
+
+def test_a_corrupt_pickle_names_its_cause_not_torchs_advice_to_disable_safety(tmp_path):
+    path = tmp_path / "m.pt"
+    path.write_bytes(bytes([0x80, 0x02, 0xAC, 0x00]) + bytes(32))
+    with pytest.raises(SegcheckError) as info:
+        checkpoint.read_state_dict(path)
+    assert "is corrupt or not a PyTorch file" in str(info.value) and "weights_only" not in str(info.value)
+
+
+@pytest.mark.parametrize("row, message", [({"trust_checkpoint": "false"}, "trust_checkpoint must be true or false"),
+                                          ({"init_seed": -1}, "init_seed must be a whole number >= 0")])  # fmt: skip
+def test_manifest_flags_are_typed(tmp_path, loaded_plugins, row, message):
+    from segcheck.manifest import read_manifest
+
+    (tmp_path / "fleet.yaml").write_text(yaml.safe_dump({"targets": [{"model": "unet", **row}]}))
+    with pytest.raises(SegcheckError, match=message):
+        read_manifest(tmp_path / "fleet.yaml", loaded_plugins, {"dataset": "synthetic-streets"})

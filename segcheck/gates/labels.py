@@ -18,7 +18,7 @@ def _mask_sources(data) -> list[tuple[str, object]]:
     if data.splits is None:
         return [(f"{data.split} (eval sample)", [(None, m) for m in data.masks])]
     sources, seen = [], set()
-    for split in data.spec.splits:
+    for split in (s for s in data.spec.splits if data.has_split(s)):
         dataset = data.dataset(split)
         files = tuple(map(str, getattr(dataset, "pairs", ()))) or id(dataset)
         if files not in seen:
@@ -37,6 +37,9 @@ def _scan(sources, spec) -> dict:
                 mask = np.asarray(dataset[i][1])
             except SegcheckError as exc:  # the dataset's own check (e.g. a folder mask's values): a finding
                 found["rejected"].append(str(exc))
+                continue
+            except Exception as exc:  # an unreadable sample of a third-party dataset: a finding too
+                found["rejected"].append(f"{split}[{i}]: {type(exc).__name__}: {exc}")
                 continue
             values = np.unique(mask)
             found["values"].update(values.tolist())

@@ -58,7 +58,7 @@ def overfit_tiny(target: Target, cfg: dict) -> GateResult:
         class_weights=_balanced_weights(masks, spec).to(model.device),
     )
     epochs = len(history)
-    value = max(history)
+    value = history[-1]  # the final weights: what the class report below describes too
     passed = value >= cfg["min_miou"]
     per_class, note = class_report(model, x, masks, spec, cfg["min_miou"])
     message = f"mIoU {value:.3f} on {len(images)} training images after {epochs} epochs ({steps} steps)"

@@ -16,7 +16,8 @@ from segcheck.gates.result import GateResult
 from segcheck.registry import Registry
 
 #: what a gate may need of its target: an unmet need is a SKIP with its reason, except
-#: ``finite_logits`` (the gate judges the model's predictions): unmet, the gate is an ERROR
+#: ``finite_logits`` (the gate judges the model's predictions): unmet, the gate is an ERROR;
+#: ``varied_prediction``: a pass on a clean prediction of one class everywhere is a SKIP
 NEEDS = ("labels", "train_split", "held_out_split", "fresh_model", "cuda", "finite_logits", "varied_prediction")
 #: cost markers: pytest markers the gate's test carries (``-m "not train"``)
 MARKERS = ("train", "gpu", "fleet")
@@ -92,14 +93,6 @@ def unmet_need(gate: Gate, target, config: dict) -> str | None:
             return f"{gate.name} trains a fresh copy of the architecture; this model has no builder"
         if need == "cuda" and not torch.cuda.is_available():
             return "needs CUDA; none available on this machine"
-        if need == "varied_prediction" and target.predictions.finite:
-            classes = np.unique(target.predictions.labels)
-            if len(classes) < 2:
-                name = data.spec.classes[classes[0]] if len(classes) and classes[0] < data.spec.num_classes else "?"
-                return (
-                    f"{gate.name} compares predictions, but the clean prediction is one class everywhere "
-                    f"({name!r}): any agreement would be trivially 1 (see prediction_collapse)"
-                )
         if need == "held_out_split":
             split, default = cfg.get("split"), (gate.defaults or _defaults(gate.section)).get("split")
             if split == default and not data.has_split(split):
@@ -134,6 +127,8 @@ def run(gate: Gate, target, config: dict) -> GateResult:
             f"gate {gate.name!r} from plugin {gate.plugin} returned {type(result).__name__}, "
             "expected a segcheck.gates.GateResult"
         )
+    if result.passed and "varied_prediction" in gate.needs:
+        _not_trivially(gate, target)
     if result.passed and not all(_finite(v) for v in (result.value, result.threshold)):
         raise SegcheckError(
             f"{gate.name} measured {result.value} against {result.threshold}: a non-finite number "
@@ -143,4 +138,20 @@ def run(gate: Gate, target, config: dict) -> GateResult:
 
 
 def _finite(value) -> bool:
-    return isinstance(value, bool) or not isinstance(value, int | float) or math.isfinite(value)
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return True  # not a number (e.g. a count as a string): nothing to say
+
+
+def _not_trivially(gate: Gate, target) -> None:
+    """A passing agreement gate whose clean prediction is one class everywhere proves nothing:
+    a SKIP saying so (a failing one stays a failure: its prediction did change)."""
+    classes = np.unique(target.predictions.labels)
+    if len(classes) < 2:
+        spec = target.data.spec
+        name = spec.classes[classes[0]] if len(classes) and 0 <= classes[0] < spec.num_classes else "?"
+        raise NotApplicable(
+            f"{gate.name} compares predictions, but the clean prediction is one class everywhere ({name!r}): "
+            "agreement there is trivially high (see prediction_collapse)"
+        )
