@@ -183,13 +183,14 @@ def assert_per_class_equal(observed, expected, case: SegCase | None = None, what
     """Equal per class, NaN matching NaN; the message lists each class observed vs expected.
 
     "Equal" is within rounding of the result's own precision: 4 ulp of a float32 result
-    (a metric computed in float32 is not wrong for it), 1e-9 relative otherwise.
+    (a metric computed in float32 is not wrong for it; float16 gets no more), 1e-9 otherwise.
     """
     __tracebackhide__ = True
     expected = np.asarray(expected, np.float64)
     try:
         raw = np.asarray(observed)
-        rtol = max(1e-9, 4 * float(np.finfo(raw.dtype).eps)) if raw.dtype.kind == "f" else 1e-9
+        eps = float(np.finfo(raw.dtype).eps) if raw.dtype.kind == "f" else 0.0
+        rtol = max(1e-9, 4 * min(eps, float(np.finfo(np.float32).eps)))  # never looser than float32's rounding
         observed = np.asarray(observed, np.float64).reshape(-1)
     except (TypeError, ValueError) as exc:
         raise AssertionError(f"{what}: result {observed!r} is not a numeric array ({exc})") from None
