@@ -236,12 +236,9 @@ def read_sidecar(path: Path) -> dict | None:
     side = sidecar_path(path)
     if not side.is_file():
         return None
-    try:
-        data = yaml.safe_load(side.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise SegcheckError(
-            f"checkpoint sidecar {side} is not valid YAML ({' '.join(str(exc).split())}); fix or delete it"
-        ) from None
+    from segcheck.config import read_yaml
+
+    data = read_yaml(side, "checkpoint sidecar", "; fix or delete it")
     if not isinstance(data, dict):
         raise SegcheckError(f"checkpoint sidecar {side} is not a YAML mapping; delete or fix it")
     return data

@@ -97,6 +97,14 @@ def check_range(section: str, key: str, value, where: str) -> None:
         raise SegcheckError(f"{where} is {value!r}, outside its range {bounds}")
 
 
+def read_yaml(path: Path, what: str, advice: str = ""):
+    """The safe-loaded YAML at ``path``; broken YAML (or a binary file) is one line naming ``what``."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SegcheckError(f"{what} {path} is not valid YAML ({' '.join(str(exc).split())}){advice}") from None
+
+
 def load(path: Path | None = None, overrides: dict | None = None, defaults: dict | None = None) -> dict:
     """``defaults`` (DEFAULTS unless given), updated by the YAML file at ``path`` (safe-loaded),
     then by ``overrides``.
@@ -108,10 +116,7 @@ def load(path: Path | None = None, overrides: dict | None = None, defaults: dict
         path = Path(path)
         if not path.is_file():
             raise SegcheckError(f"config file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise SegcheckError(f"config file {path} is not valid YAML ({' '.join(str(exc).split())})") from None
+        data = read_yaml(path, "config file") or {}
         if not isinstance(data, dict):
             raise SegcheckError(f"config file {path} must be a YAML mapping of sections, got {type(data).__name__}")
         merge(config, data, str(path))

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from segcheck import SegcheckError
 from segcheck import config as segconfig
 from segcheck.target import TargetSpec, bundled_checkpoint
@@ -77,10 +75,7 @@ def read_manifest(path: Path, plugins, base_row: dict) -> list[TargetSpec]:
     path = Path(path)
     if not path.is_file():
         raise SegcheckError(f"models manifest {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise SegcheckError(f"models manifest {path} is not valid YAML ({' '.join(str(exc).split())})") from None
+    data = segconfig.read_yaml(path, "models manifest") or {}
     rows = data.get("targets") if isinstance(data, dict) else None
     defaults = data.get("defaults") or {} if isinstance(data, dict) else None
     if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):

@@ -150,6 +150,17 @@ def _reinitialized(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
+def architecture_normalization(dataset_spec, meta: dict, dataset: str, model: str, explicit=None) -> Normalization:
+    """The normalization of a module without trained weights: ``explicit`` (mean, std) if
+    given, else the dataset's declared one, the model's metadata, ImageNet's."""
+    mean, std = explicit or (None, None)
+    return first_normalization(
+        (mean, std, "explicit setting (--mean/--std or eval.mean/std)"),
+        (dataset_spec.mean, dataset_spec.std, f"dataset {dataset!r}"),
+        (meta.get("mean"), meta.get("std"), f"model {model!r} metadata"),
+    )
+
+
 @dataclass(frozen=True)
 class Predictions:
     """One forward pass over an eval set: class maps, whether every logit was finite, the mIoU."""

@@ -48,25 +48,9 @@ class SegcheckState:
         path = opt("segcheck_config")
         if path is None and (self.pytest_config.rootpath / "segcheck.yaml").is_file():
             path = self.pytest_config.rootpath / "segcheck.yaml"
-        target = {
-            k: v
-            for k, v in (
-                ("model", opt("segcheck_model")),
-                ("dataset", opt("segcheck_dataset")),
-                ("device", opt("segcheck_device")),
-            )
-            if v is not None
-        }
-        evals = {
-            k: v
-            for k, v in (
-                ("size", opt("segcheck_eval_size")),
-                ("mean", opt("segcheck_mean")),
-                ("std", opt("segcheck_std")),
-            )
-            if v
-        }
-        self.config_path = path
+        given = lambda **options: {k: opt(o) for k, o in options.items() if opt(o)}  # noqa: E731
+        target = given(model="segcheck_model", dataset="segcheck_dataset", device="segcheck_device")
+        evals = given(size="segcheck_eval_size", mean="segcheck_mean", std="segcheck_std")
         return open_session(opt("segcheck_plugin"), path, {"target": target, "eval": evals})
 
     @property

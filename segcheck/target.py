@@ -13,7 +13,7 @@ import torch
 from segcheck import SegcheckError
 from segcheck import checkpoint as ckpt
 from segcheck.data import EvalData
-from segcheck.model import ModelUnderTest, Normalization, Predictions, first_normalization
+from segcheck.model import ModelUnderTest, Normalization, Predictions, architecture_normalization, first_normalization
 from segcheck.registry import Entry
 
 if TYPE_CHECKING:
@@ -147,8 +147,7 @@ def load_model(plugins: Plugins, spec: TargetSpec, data: EvalData) -> ModelUnder
         if module is None:
             raise SegcheckError(f"no plugin could load checkpoint {path}")
     explicit = (spec.mean, spec.std, "explicit setting (--mean/--std or eval.mean/std)")
-    declared = (data.spec.mean, data.spec.std, f"dataset {spec.dataset!r}")
-    meta = (entry.meta.get("mean"), entry.meta.get("std"), f"model {spec.model!r} metadata")
+    fresh = architecture_normalization(data.spec, entry.meta, spec.dataset, spec.model, (spec.mean, spec.std))
     provenance = {
         "model": f"{spec.model} (from {entry.plugin})",
         "checkpoint": _checkpoint_note(spec, path, module),
@@ -158,8 +157,10 @@ def load_model(plugins: Plugins, spec: TargetSpec, data: EvalData) -> ModelUnder
         provenance["model_args"] = dict(spec.model_args)
     return ModelUnderTest(
         module,
-        normalization=first_normalization(explicit, sidecar_normalization(sidecar, path), declared, meta),
-        fresh_normalization=first_normalization(explicit, declared, meta),
+        normalization=first_normalization(
+            explicit, sidecar_normalization(sidecar, path), (fresh.mean, fresh.std, fresh.source)
+        ),
+        fresh_normalization=fresh,
         builder=builder,
         meta=entry.meta,
         provenance=provenance,

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from segcheck import SegcheckError, __version__, checkpoint
 from segcheck.data import EvalData
-from segcheck.model import SegModel, first_normalization
+from segcheck.model import SegModel, architecture_normalization
 from segcheck.target import build_module, resolve_device
 from segcheck.train import loop
 from segcheck.train.recipes import Recipe
@@ -197,9 +197,7 @@ def _fresh(entry, spec, recipe: Recipe, dev: torch.device) -> tuple[SegModel, di
     if entry.meta.get("aux_prefix"):
         model_kwargs["aux_loss"] = True
     module = build_module(entry, spec.num_classes, **model_kwargs)
-    norm = first_normalization(
-        (spec.mean, spec.std, "dataset"), (entry.meta.get("mean"), entry.meta.get("std"), "model")
-    )
+    norm = architecture_normalization(spec, entry.meta, "training data", entry.name)
     segmodel = SegModel(
         module,
         mean=norm.mean,
