@@ -9,9 +9,10 @@ class also has its own colour family and texture, jittered per image, so a model
 read the image can beat the prior by a wide margin.
 
 Classes, in label order: road, sidewalk, building, vegetation, sky, car, person, pole.
-With ``anomalies=True``, 1-3 out-of-distribution objects (striped animals, blobs in unusual
-colours) are pasted on the ground and labelled ``ANOMALY_INDEX`` (8); everything else is
-identical to the image without anomalies.
+The ``anomaly`` split (128 images; ``anomalies=True`` gives any split the same) pastes 1-3
+out-of-distribution objects (striped animals, blobs in unusual colours) on the ground,
+labelled ``ANOMALY_INDEX`` (8); everything else is drawn like the other splits. No other split
+holds anomaly pixels, so a model trained on ``train`` has never seen them.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from segcheck_plugins.synthetic_scene import (
 
 __all__ = ["ANOMALY_INDEX", "CLASSES", "MEAN", "SPLIT_LENGTHS", "STD", "SyntheticStreets", "segcheck_register_datasets"]
 
-SPLIT_LENGTHS = {"train": 1024, "val": 128, "test": 128}
+SPLIT_LENGTHS = {"train": 1024, "val": 128, "test": 128, "anomaly": 128}
 
 # Per-channel mean/std (pixel scale 0-1) of the generated train images, measured once over
 # train indices 0..255 at seed=0, size 64x128, anomalies off (all pixels pooled), rounded to
@@ -53,13 +54,13 @@ STD = (0.202, 0.182, 0.270)
 class SyntheticStreets:
     """One split of ``synthetic-streets``; satisfies ``segcheck.data.SegDataset``.
 
-    :param split: ``"train"`` (1024 images), ``"val"`` (128) or ``"test"`` (128).
+    :param split: ``"train"`` (1024 images), ``"val"`` (128), ``"test"`` (128) or ``"anomaly"`` (128).
     :param seed: non-negative integer; image ``i`` of a split depends only on
         ``(seed, split, i)`` and the size.
     :param size: ``(height, width)``, at least 16 x 16.
     :param length: number of images in the split (default from ``SPLIT_LENGTHS``).
-    :param anomalies: paste out-of-distribution objects labelled ``ANOMALY_INDEX``; the spec
-        then has ``anomaly_index=8``.
+    :param anomalies: paste out-of-distribution objects labelled ``ANOMALY_INDEX`` (default:
+        only in the ``anomaly`` split). The spec's ``anomaly_index`` is 8 either way.
 
     ``dataset[i]`` returns ``(image uint8 (H, W, 3), mask int64 (H, W))``, generated on the fly.
     """
@@ -71,7 +72,7 @@ class SyntheticStreets:
         seed: int = 0,
         size: tuple[int, int] = (64, 128),
         length: int | None = None,
-        anomalies: bool = False,
+        anomalies: bool | None = None,
     ):
         if split not in SPLIT_LENGTHS:
             raise SegcheckError(
@@ -83,6 +84,7 @@ class SyntheticStreets:
         if height < 16 or width < 16:
             raise SegcheckError(f"synthetic-streets size must be at least 16x16 (HxW), got {height}x{width}")
         length = SPLIT_LENGTHS[split] if length is None else int(length)
+        anomalies = split == "anomaly" if anomalies is None else bool(anomalies)
         if length < 0:
             raise SegcheckError(f"synthetic-streets length must be >= 0, got {length}")
         self.split, self.seed, self.size, self.length, self.anomalies = (
@@ -98,10 +100,11 @@ class SyntheticStreets:
             mean=MEAN,
             std=STD,
             splits=tuple(SPLIT_LENGTHS),
-            anomaly_index=ANOMALY_INDEX if anomalies else None,
+            anomaly_index=ANOMALY_INDEX,
+            anomaly_splits=tuple(SPLIT_LENGTHS) if anomalies and split != "anomaly" else ("anomaly",),
         )
         self.identity = f"synthetic-streets:seed={self.seed}:size={height}x{width}" + (
-            ":anomalies" if anomalies else ""
+            ":anomalies" if anomalies and split != "anomaly" else ""
         )
         self._split_key = zlib.crc32(split.encode())
 

@@ -22,7 +22,11 @@ class DatasetSpec:
     0-1 (the image is divided by 255 first), or None when it declares none.
     ``ignore_index`` marks pixels that no metric counts. ``anomaly_index``, when set, is the
     label of out-of-distribution pixels (not one of ``classes``): closed-set metrics and
-    losses leave them out, OOD metrics take them as positives.
+    losses leave them out, OOD metrics take them as positives; ``anomaly_splits`` are the
+    splits whose masks may hold it (StreetHazards: ``test``), the others must not.
+    ``inlier_index``, when set, labels pixels known to be in-distribution without a class
+    (SMIYC's "usual" pixels): OOD metrics take them as negatives, closed-set metrics leave
+    them out, and a dataset with one has no class labels (:attr:`class_labels` is False).
     """
 
     classes: tuple[str, ...]
@@ -31,6 +35,8 @@ class DatasetSpec:
     std: tuple[float, float, float] | None = None
     splits: tuple[str, ...] = ("train", "val", "test")
     anomaly_index: int | None = None
+    anomaly_splits: tuple[str, ...] = ()
+    inlier_index: int | None = None
 
     def __post_init__(self):
         if len(self.classes) < 2:
@@ -51,18 +57,44 @@ class DatasetSpec:
                 f"anomaly_index {self.anomaly_index} collides with a class id (0..{len(self.classes) - 1}) or "
                 f"ignore_index {self.ignore_index}; choose another value"
             )
+        if self.anomaly_splits and (self.anomaly_index is None or set(self.anomaly_splits) - set(self.splits)):
+            raise SegcheckError(
+                f"anomaly_splits {list(self.anomaly_splits)} need an anomaly_index and must be among the splits "
+                f"{list(self.splits)}"
+            )
+        if self.inlier_index is not None and (
+            self.inlier_index < len(self.classes) or self.inlier_index in (self.ignore_index, self.anomaly_index)
+        ):
+            raise SegcheckError(
+                f"inlier_index {self.inlier_index} collides with a class id (0..{len(self.classes) - 1}), "
+                f"ignore_index or anomaly_index; choose another value"
+            )
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
     @property
+    def class_labels(self) -> bool:
+        """Whether the masks name classes (False: they mark only inliers, anomalies and void)."""
+        return self.inlier_index is None
+
+    @property
     def label_values(self) -> set[int]:
-        """Every value a mask may hold: the class ids, ``ignore_index`` and ``anomaly_index``."""
-        return set(range(self.num_classes)) | {self.ignore_index} | self._not_counted()
+        """Every value a mask may hold: the class ids (when the masks name classes),
+        ``ignore_index``, ``anomaly_index`` and ``inlier_index``."""
+        classes = set(range(self.num_classes)) if self.class_labels else set()
+        return classes | self._not_counted()
 
     def _not_counted(self) -> set[int]:
-        return {self.ignore_index} | ({self.anomaly_index} if self.anomaly_index is not None else set())
+        return {self.ignore_index} | {v for v in (self.anomaly_index, self.inlier_index) if v is not None}
+
+    def ood_pixels(self, masks):
+        """``(is_ood, valid)`` boolean arrays of ``masks`` (numpy or torch): anomaly pixels are the
+        positives, every other pixel but ``ignore_index`` a negative."""
+        if self.anomaly_index is None:
+            raise SegcheckError("this dataset declares no anomaly_index, so no pixel is out of distribution")
+        return masks == self.anomaly_index, masks != self.ignore_index
 
     def counted(self, masks):
         """Boolean array (numpy or torch, like ``masks``): the pixels closed-set metrics and losses count.
@@ -71,19 +103,25 @@ class DatasetSpec:
         (so that the metric or loss meets it and raises instead of hiding it).
         """
         keep = masks != self.ignore_index
-        if self.anomaly_index is not None:
-            keep = keep & (masks != self.anomaly_index)
+        for value in (self.anomaly_index, self.inlier_index):
+            if value is not None:
+                keep = keep & (masks != value)
         return keep
 
     def closed_set(self, masks):
-        """``masks`` with anomaly pixels turned into ``ignore_index`` (numpy or torch, a copy
-        only when there is an anomaly id): what closed-set metrics score against."""
-        if self.anomaly_index is None:
-            return masks
-        anomaly = masks == self.anomaly_index
-        if isinstance(masks, np.ndarray):
-            return np.where(anomaly, self.ignore_index, masks)
-        return masks.masked_fill(anomaly, self.ignore_index)
+        """``masks`` with anomaly and inlier pixels turned into ``ignore_index`` (numpy or torch,
+        a copy only when there are such ids): what closed-set metrics score against."""
+        out = masks
+        for value in (self.anomaly_index, self.inlier_index):
+            if value is None:
+                continue
+            hit = masks == value
+            out = (
+                np.where(hit, self.ignore_index, out)
+                if isinstance(masks, np.ndarray)
+                else out.masked_fill(hit, self.ignore_index)
+            )
+        return out
 
 
 class SegDataset(Protocol):

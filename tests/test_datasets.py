@@ -54,7 +54,7 @@ def test_synthetic_registered_through_hook():
             "pole",
         )
     )
-    assert data.spec.ignore_index == 255 and data.spec.anomaly_index is None
+    assert data.spec.ignore_index == 255 and data.spec.anomaly_index == 8 and data.spec.anomaly_splits == ("anomaly",)
     assert data.spec.splits == ("train", "val", "test")
     assert [len(SyntheticStreets(s)) for s in ("train", "val", "test")] == [1024, 128, 128]
 
@@ -136,6 +136,16 @@ def test_synthetic_anomalies_are_pasted_on_top():
         assert np.array_equal(mask[~ood], mask_a[~ood])
     factory = registry_of(synthetic_streets).get("synthetic-streets").obj
     assert factory(None, "test", anomalies=True).spec.anomaly_index == 8
+
+
+def test_synthetic_anomaly_split_is_the_only_one_with_anomalies():
+    anomaly = SyntheticStreets("anomaly", length=16)
+    assert anomaly.spec.anomaly_splits == ("anomaly",) and anomaly.spec.anomaly_index == 8
+    assert all((anomaly[i][1] == 8).any() for i in range(16))
+    for split in ("train", "val", "test"):
+        data = SyntheticStreets(split, length=16)
+        assert data.spec == anomaly.spec  # one description for every split
+        assert not any((data[i][1] == 8).any() for i in range(16))
 
 
 # --------------------------------------------------------------------------- folder

@@ -87,6 +87,11 @@ def unmet_need(gate: Gate, target, config: dict) -> str | None:
     for need in gate.needs:
         if need == "labels" and data.masks is None:
             return f"{gate.name} needs labelled eval masks; the eval split {data.split!r} has none"
+        if need == "labels" and not data.spec.class_labels:
+            return (
+                f"{gate.name} needs class labels; this dataset's masks mark only in-distribution, anomaly "
+                "and void pixels (an anomaly-only layout: run suites/anomaly)"
+            )
         if need == "train_split" and not data.has_split("train"):
             return f"{gate.name} needs a 'train' split; this data has only {data.split!r}"
         if need == "fresh_model" and model.builder is None:
