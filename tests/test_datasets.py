@@ -55,8 +55,8 @@ def test_synthetic_registered_through_hook():
         )
     )
     assert data.spec.ignore_index == 255 and data.spec.anomaly_index == 8 and data.spec.anomaly_splits == ("anomaly",)
-    assert data.spec.splits == ("train", "val", "test")
-    assert [len(SyntheticStreets(s)) for s in ("train", "val", "test")] == [1024, 128, 128]
+    assert data.spec.splits == ("train", "val", "test", "anomaly")
+    assert [len(SyntheticStreets(s)) for s in data.spec.splits] == [1024, 128, 128, 128]
 
 
 def test_synthetic_unknown_split_lists_known():
