@@ -40,6 +40,7 @@ def cmd_list(args) -> int:
         ("models", loaded.models),
         ("datasets", loaded.datasets),
         ("gates", loaded.gates),
+        ("scorers", loaded.scorers),
         ("metrics", loaded.metrics),
     )
     for title, registry in registries:
@@ -114,6 +115,9 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--consistency", type=float, metavar="W", help="ingredient: KL(clean || noisy) weight (0.1)")
     tr.add_argument("--recon", type=float, metavar="W", help="ingredient: reconstruction-head MSE weight (0.5)")
     tr.add_argument("--outlier-exposure", type=float, metavar="W", help="ingredient: uniform loss on noise inputs")
+    tr.add_argument(
+        "--outlier-paste", type=float, metavar="W", help="ingredient: uniform loss on random shapes pasted into images"
+    )
     tr.add_argument("--resume", action="store_true", help="continue from OUT's .resume.pt (written each epoch)")
     tr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     tr.add_argument("--seed", type=int, default=0)

@@ -41,6 +41,19 @@ DEFAULTS: dict[str, dict] = {
     "deterministic_eval": {"images": 4, "atol": 1e-5, "rtol": 1e-5},
     "input_normalization": {"max_abs_mean": 1.0, "min_std": 0.25, "max_std": 4.0},
     "cpu_cuda_agreement": {"images": 4, "min_agreement": 0.99},
+    "anomaly": {
+        "split": "",
+        "max_images": 0,
+        "batch_size": 8,
+        "temperature": 1.0,
+        "stats_images": 64,
+        "bins": 65536,
+        "exact_limit": 1048576,
+        "min_auroc": 0.85,
+        "max_fpr95": 0.50,
+        "min_component_size": 0,
+        "max_known_miou_drop": 0.10,
+    },
 }
 
 
@@ -78,6 +91,15 @@ RANGES: dict[str, str] = {
     "max_abs_mean": "(0, inf)",
     "min_std": "(0, inf)",
     "max_std": "(0, inf)",
+    "max_images": "[0, inf)",
+    "temperature": "(0, inf)",
+    "stats_images": "[1, inf)",
+    "bins": "[2, inf)",
+    "exact_limit": "[0, inf)",
+    "min_auroc": "[0, 1]",
+    "max_fpr95": "[0, 1]",
+    "min_component_size": "[0, inf)",
+    "max_known_miou_drop": "[0, 1]",
 }
 
 

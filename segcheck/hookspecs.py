@@ -90,10 +90,27 @@ def segcheck_configure(config):
 
 
 @hookspec
-def segcheck_register_gates(registry):
+def segcheck_register_scorers(registry):
+    """Register per-pixel anomaly scorers.
+
+    :param segcheck.scoring.ScorerRegistry registry: call ``registry.add(name, scorer, description=...)``.
+
+    ``scorer(logits, **context) -> torch.Tensor``: ``logits`` (B, C, H, W) at input size, the
+    result (B, H, W) floats, **higher = more anomalous** (negate a confidence). It may ask
+    for ``temperature``, ``class_stats`` (per-class max-logit mean/std on the training split),
+    ``inputs`` (the normalized batch) or ``module`` by naming them as keyword parameters
+    (``segcheck.scoring``). ``suites/anomaly`` gates every registered scorer
+    (``anomaly_detection[<name>]``); a name registered twice is an error.
+    """
+
+
+@hookspec
+def segcheck_register_gates(registry, scorers):
     """Register validity gates.
 
     :param segcheck.gates.GateRegistry registry: call ``registry.add(name, function, **meta)``.
+    :param segcheck.scoring.ScorerRegistry scorers: the registered anomaly scorers (filled
+        before this hook), for gates registered once per scorer.
 
     ``function(target: segcheck.target.Target, cfg: dict) -> segcheck.gates.GateResult``;
     ``target.model`` is the ``ModelUnderTest``, ``target.data`` the ``EvalData``. Recognised

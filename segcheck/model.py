@@ -197,7 +197,7 @@ class ModelUnderTest(SegModel):
         self.meta = dict(meta or {})
         self.provenance = dict(provenance or {})
         self.fresh_normalization = fresh_normalization or self.normalization
-        self._passes: dict[int, tuple[object, Predictions]] = {}
+        self._passes: dict[tuple, tuple[object, object]] = {}
 
     def fresh(self, seed: int, **kwargs) -> SegModel:
         """A new, untrained module from the builder (initialized under ``seed`` without touching
@@ -230,14 +230,23 @@ class ModelUnderTest(SegModel):
     def predictions(self, data) -> Predictions:
         """The forward pass over ``data``'s eval images (an ``EvalData``), computed once and shared
         (again only if the weights changed in place since)."""
-        key = (id(data), self._weights_version())
-        cached = self._passes.get(key)
-        if cached is None or cached[0] is not data:
+
+        def forward() -> Predictions:
             labels, finite = self.predict_pixels(data.images, data.batch_size)
             miou = data.score(labels) if data.masks is not None else float("nan")
-            current = {k: v for k, v in self._passes.items() if k[1] == key[1]}  # passes of older weights go
-            cached = self._passes = {**current, key: (data, Predictions(labels, finite, miou))}
-            cached = cached[key]
+            return Predictions(labels, finite, miou)
+
+        return self.memo("predictions", data, forward)
+
+    def memo(self, name: str, data, compute: Callable[[], object]) -> object:
+        """``compute()`` once per (``name``, ``data`` object, weights): work every gate of this
+        target shares, such as a forward pass; results of older weights are dropped."""
+        key = (name, id(data), self._weights_version())
+        cached = self._passes.get(key)
+        if cached is None or cached[0] is not data:
+            current = {k: v for k, v in self._passes.items() if k[2] == key[2]}  # results of older weights go
+            self._passes = {**current, key: (data, compute())}
+            cached = self._passes[key]
         return cached[1]
 
     def _weights_version(self) -> int:

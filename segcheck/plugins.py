@@ -20,6 +20,7 @@ import pluggy
 from segcheck import SegcheckError, hookspecs
 from segcheck.gates.registered import GateRegistry
 from segcheck.registry import Registry
+from segcheck.scoring import ScorerRegistry
 
 
 def _gate_modules() -> tuple[str, ...]:
@@ -33,6 +34,7 @@ def _gate_modules() -> tuple[str, ...]:
 BUILTIN_PLUGINS = (
     *_gate_modules(),
     "segcheck.checkpoint",
+    "segcheck.scoring",
     "segcheck_plugins.unet",
     "segcheck_plugins.torchvision_models",
     "segcheck_plugins.synthetic_streets",
@@ -56,6 +58,7 @@ class Plugins:
     datasets: Registry
     metrics: Registry
     gates: GateRegistry
+    scorers: ScorerRegistry
 
     def plugin_names(self) -> list[str]:
         return [name for name, plugin in self.manager.list_name_plugin() if plugin is not None]
@@ -96,13 +99,13 @@ class _Manager(pluggy.PluginManager):
         return opts
 
 
-def _fill(manager: pluggy.PluginManager, hook_name: str, registry: Registry, *, lifo: bool = True) -> Registry:
+def _fill(manager: pluggy.PluginManager, hook_name: str, registry: Registry, *, lifo: bool = True, **more) -> Registry:
     """Call each implementation of ``hook_name`` (in pluggy's order, or in registration order
-    when not ``lifo``: built-ins first), attributing entries to it."""
+    when not ``lifo``: built-ins first) with ``registry`` (and ``more``), attributing entries to it."""
     impls = getattr(manager.hook, hook_name).get_hookimpls()
     for impl in reversed(impls) if lifo else impls:
         with registry.provided_by(impl.plugin_name):
-            call_hook(impl, hook_name, registry=registry)
+            call_hook(impl, hook_name, registry=registry, **more)
     return registry
 
 
@@ -142,6 +145,7 @@ def load(plugin_specs: list[str] | tuple[str, ...] = (), *, entry_points: bool =
         manager.check_pending()
     except pluggy.PluginValidationError as exc:
         raise SegcheckError(f"{exc}; segcheck hooks are: {', '.join(_hook_names())}") from exc
+    scorers = _fill(manager, "segcheck_register_scorers", ScorerRegistry(), lifo=False)
     return Plugins(
         manager=manager,
         models=_fill(manager, "segcheck_register_models", Registry("model", MODEL_META)),
@@ -149,7 +153,8 @@ def load(plugin_specs: list[str] | tuple[str, ...] = (), *, entry_points: bool =
         metrics=_fill(
             manager, "segcheck_register_metrics", Registry("metric", METRIC_META, METRIC_CHOICES, required=("kind",))
         ),
-        gates=_fill(manager, "segcheck_register_gates", GateRegistry(), lifo=False),
+        gates=_fill(manager, "segcheck_register_gates", GateRegistry(), lifo=False, scorers=scorers),
+        scorers=scorers,
     )
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from segcheck import SegcheckError
 from segcheck import config as segconfig
-from segcheck.report import GateRecord, summary_table, write_json
+from segcheck.report import GateRecord, anomaly_lines, anomaly_tables, summary_table, write_json
 
 # options that name what is under test: given explicitly, the target is resolved at start-up
 TARGET_OPTIONS = (
@@ -165,6 +165,11 @@ class SegcheckState:
         terminalreporter.section("segcheck gates")
         for line in summary_table(self._sorted()):
             terminalreporter.write_line(line)
+        tables = anomaly_tables(self._sorted())
+        if tables:
+            terminalreporter.section("segcheck anomaly scorers")
+            for line in anomaly_lines(tables):
+                terminalreporter.write_line(line)
         terminalreporter.write_line(f"segcheck report: {self.report_path}")
 
     def _sorted(self) -> list[GateRecord]:

@@ -97,9 +97,7 @@ def summary_table(records: list[GateRecord]) -> list[str]:
         else (r.gate, r.target, _fmt(r.value), r.rule.replace("threshold", _fmt(r.threshold)), r.verdict)
         for r in records
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = _aligned(rows)
     lines += [f"{r.verdict} {r.gate}: {r.message}" for r in records if r.value is None]
     passed = sum(r.passed for r in records)
     tally = {outcome: sum(r.outcome == outcome for r in records) for outcome in ("error", "skipped", "xfailed")}
@@ -108,8 +106,63 @@ def summary_table(records: list[GateRecord]) -> list[str]:
     return lines
 
 
+SCORER_COLUMNS = ("scorer", "FPR95", "AUROC", "AUPR", "sIoU", "PPV", "mean F1")
+
+
+def anomaly_tables(records: list[GateRecord]) -> dict[str, dict]:
+    """Per target: one row per scorer (pooled FPR95, AUROC, AUPR; components' sIoU, PPV, mean
+    F1) from its ``anomaly_detection`` records, and the best scorer's threshold sensitivity
+    (lowest FPR95, then highest AUROC)."""
+    tables: dict[str, dict] = {}
+    for r in records:
+        d = r.details
+        if "scorer" not in d or "pooled" not in d:
+            continue
+        p, c = d["pooled"], d["components"]
+        row = {"scorer": d["scorer"], "FPR95": p["fpr"], "AUROC": p["auroc"], "AUPR": p["aupr"]}
+        row.update({"sIoU": c["mean_siou"], "PPV": c["mean_ppv"], "mean F1": c["mean_f1"], "verdict": r.verdict})
+        table = tables.setdefault(r.target, {"scorers": [], "sensitivity": {}})
+        table["scorers"].append(row)
+        best = min(table["scorers"], key=lambda x: (x["FPR95"], -x["AUROC"]))
+        if best is row:
+            table["sensitivity"] = {"scorer": d["scorer"], "best_f1": d["best_f1"], "points": d["sensitivity"]}
+    return tables
+
+
+def anomaly_lines(tables: dict[str, dict]) -> list[str]:
+    """The scorer table and the best scorer's threshold sensitivity, as terminal lines."""
+    lines = []
+    for target, table in tables.items():
+        rows = [(*SCORER_COLUMNS, "verdict")]
+        rows += [(r["scorer"], *(f"{r[k]:.3f}" for k in SCORER_COLUMNS[1:]), r["verdict"]) for r in table["scorers"]]
+        lines += [f"{target}:", *_aligned(rows)]
+        sens = table["sensitivity"]
+        if sens:
+            lines.append(
+                f"threshold sensitivity of {sens['scorer']} (best pixel F1 at {sens['best_f1']['threshold']:.4g}):"
+            )
+            points = [("threshold", "precision", "recall", "F1")]
+            points += [
+                tuple(
+                    f"{p[k]:.4g}" if k == "threshold" else f"{p[k]:.3f}"
+                    for k in ("threshold", "precision", "recall", "f1")
+                )
+                for p in sens["points"]
+            ]
+            lines += _aligned(points)
+    return lines
+
+
+def _aligned(rows: list[tuple]) -> list[str]:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
 def write_json(path: Path, targets: dict[str, dict], thresholds: dict, records: list[GateRecord]) -> Path:
-    """Write the machine-readable report: what was tested (per target id), the settings used, every gate."""
+    """Write the machine-readable report: what was tested (per target id), the settings used,
+    every gate, and the anomaly scorer tables when anomaly gates ran."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     report = {
@@ -118,5 +171,8 @@ def write_json(path: Path, targets: dict[str, dict], thresholds: dict, records: 
         "thresholds": thresholds,
         "gates": [r.to_dict() for r in records],
     }
+    tables = anomaly_tables(records)
+    if tables:
+        report["anomaly"] = tables
     path.write_text(json.dumps(report, indent=2, sort_keys=True, default=_jsonable) + "\n")
     return path

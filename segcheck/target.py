@@ -53,12 +53,14 @@ class TargetSpec:
 
 @dataclass(frozen=True, eq=False)
 class Target:
-    """A model under test and the eval data it is judged on: the argument of every gate."""
+    """A model under test and the eval data it is judged on: the argument of every gate.
+    ``scorers`` are the anomaly scorers its anomaly gates use (None: segcheck's built-ins)."""
 
     model: ModelUnderTest
     data: EvalData
     id: str = "target"
     spec: TargetSpec | None = field(default=None, repr=False)
+    scorers: dict | None = field(default=None, repr=False)
 
     @property
     def predictions(self) -> Predictions:
@@ -205,7 +207,7 @@ def resolve(plugins: Plugins, spec: TargetSpec, config: dict) -> Target:
         what = "is a folder" if Path(spec.checkpoint).is_dir() else "does not exist"
         raise SegcheckError(f"checkpoint {spec.checkpoint} {what}; pass --checkpoint PATH to a weights file")
     data = eval_data(plugins, spec, config)
-    return Target(load_model(plugins, spec, data), data, spec.id, spec)
+    return Target(load_model(plugins, spec, data), data, spec.id, spec, plugins.scorers.functions())
 
 
 def _check_sidecar_classes(sidecar: dict | None, path, spec: TargetSpec, data: EvalData) -> None:

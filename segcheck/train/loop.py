@@ -54,9 +54,10 @@ def criterion(
     spec: DatasetSpec,
     binary: bool = False,
     class_weights: torch.Tensor | None = None,
+    pasted: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The recipe's loss for one batch: ``pixel_loss`` (+ AUX_WEIGHT x aux) + consistency +
-    reconstruction + OE."""
+    reconstruction + OE + entropy maximization on the ``pasted`` outlier pixels (B, H, W)."""
     clean, extra = outputs[0], list(outputs[1:])
     logits = _at_size(output_tensor(clean), y.shape[-2:]).float()
     loss = pixel_loss(logits, y, spec, binary, class_weights)
@@ -77,6 +78,9 @@ def criterion(
     if recipe.outlier_exposure:
         noise_logits = output_tensor(extra.pop(0)).float()
         loss = loss + recipe.outlier_exposure * -(noise_logits.log_softmax(1).mean())
+    if recipe.outlier_paste and pasted is not None and pasted.any():
+        uniform = -logits.log_softmax(1).mean(1)  # cross-entropy to the uniform distribution, per pixel
+        loss = loss + recipe.outlier_paste * uniform[pasted].mean()
     return loss
 
 
@@ -99,10 +103,15 @@ def train_one_epoch(model, segmodel, loader, optimizer, scheduler, recipe, spec,
             x, y = augment.rolls(x, y, g)
         if recipe.scale_crops:
             x, y = augment.scale_crops(x, y, g, spec.ignore_index)
+        pasted = None
+        if recipe.outlier_paste:
+            x, pasted = augment.paste_outliers(x, g, segmodel.mean, segmodel.std)
+            y = y.masked_fill(pasted, spec.ignore_index)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with amp:
-            loss = criterion(forward(model, x, recipe, segmodel.std), x, y, recipe, spec, segmodel.binary)
+            outputs = forward(model, x, recipe, segmodel.std)
+            loss = criterion(outputs, x, y, recipe, spec, segmodel.binary, pasted=pasted)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -17,7 +17,10 @@ class Recipe:
     brightness, contrast, blur, JPEG quality or pixel noise (``augment.photometric``).
     ``consistency``: weight of KL(clean || noisy) with pixel noise sigma 0.05; ``recon``:
     weight of a reconstruction head's MSE (model must accept ``recon_head=True``);
-    ``outlier_exposure``: weight of a uniform-prediction loss on noise inputs. The
+    ``outlier_exposure``: weight of a uniform-prediction loss on noise inputs;
+    ``outlier_paste``: weight of a uniform-prediction loss on random shapes pasted into half the
+    images (entropy maximization, ``augment.paste_outliers``; their pixels are left out of
+    the cross-entropy), which teaches the model to be unsure on what it does not know. The
     torchvision auxiliary loss (weight 0.5) is used whenever the model returns ``"aux"``.
     """
 
@@ -33,6 +36,7 @@ class Recipe:
     consistency: float = 0.0
     recon: float = 0.0
     outlier_exposure: float = 0.0
+    outlier_paste: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)

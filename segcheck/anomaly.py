@@ -1,0 +1,218 @@
+"""The anomaly suite's shared work: one streaming pass over a target's anomaly split.
+
+Each batch gets one forward pass; every scorer's map of it feeds that scorer's pooled and
+per-image OOD metrics, and the predicted classes feed the known-class confusion matrix
+(anomaly pixels out). Component metrics need the best-F1 threshold, known only at the end:
+the score maps are kept for them while they fit in ``KEEP_BYTES``, else a second pass
+recomputes them. Memory beyond the model and one batch stays bounded (histograms of
+``bins`` bins once a scorer has seen ``exact_limit`` pixels; per-component numbers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from segcheck import SegcheckError
+from segcheck.data import eval_indices, stack
+from segcheck.gates.registered import NotApplicable
+from segcheck.metrics import ConfusionMatrix, OODMetrics, OODResult, miou
+from segcheck.metrics.components import ComponentMetrics, ComponentResult
+from segcheck.progress import forward_pass
+from segcheck.scoring import BUILTIN_SCORERS, ClassStats, score
+
+KEEP_BYTES = 256 << 20  # score maps kept for the component metrics instead of a second pass
+
+
+@dataclass(frozen=True)
+class ScorerResult:
+    """One scorer's figures on the anomaly split."""
+
+    pooled: OODResult
+    per_image: OODResult
+    best_f1: object  # OperatingPoint at the threshold of best pixel F1
+    sensitivity: tuple  # OperatingPoints around it
+    components: ComponentResult
+
+
+@dataclass(frozen=True)
+class AnomalyEvaluation:
+    """Every scorer's figures on ``split`` (``images`` images, ``pixels`` valid pixels of which
+    ``anomaly_pixels`` anomalous), and the known-class mIoU there with anomaly pixels out."""
+
+    split: str
+    images: int
+    pixels: int
+    anomaly_pixels: int
+    known_miou: float
+    scorers: dict[str, ScorerResult]
+    class_stats: ClassStats | None = field(default=None, repr=False)
+    passes: int = 1
+
+
+def anomaly_split(spec, cfg: dict) -> str:
+    """The split the anomaly gates read: ``cfg["split"]``, else the dataset's first anomaly split."""
+    if spec.anomaly_index is None:
+        raise NotApplicable("the dataset declares no anomaly_index: there are no anomaly pixels to detect")
+    split = cfg.get("split") or (spec.anomaly_splits[0] if spec.anomaly_splits else None)
+    if split is None:
+        raise NotApplicable(
+            "the dataset names no split with anomaly pixels (anomaly_splits); set anomaly.split to the one that has"
+        )
+    return split
+
+
+def evaluate(target, cfg: dict, scorers: dict[str, Callable] | None = None) -> AnomalyEvaluation:
+    """The anomaly evaluation of ``target`` with ``scorers`` (default: the target's, else the
+    built-ins), computed once per target and settings and shared by the anomaly gates."""
+    scorers = scorers or getattr(target, "scorers", None) or BUILTIN_SCORERS
+    key = f"anomaly:{sorted(cfg.items())}:{list(scorers)}"
+    return target.model.memo(key, target.data, lambda: _evaluate(target, cfg, scorers))
+
+
+class _Context(dict):
+    """Scorer context; ``class_stats`` is computed on first access (only SML-like scorers ask)."""
+
+    def __init__(self, stats: Callable[[], ClassStats], **values):
+        super().__init__(**values)
+        self._stats = stats
+
+    def __missing__(self, key):
+        if key != "class_stats":
+            raise KeyError(key)
+        self[key] = self._stats()
+        return self[key]
+
+
+def _evaluate(target, cfg: dict, scorers: dict[str, Callable]) -> AnomalyEvaluation:
+    data, model = target.data, target.model
+    spec = data.spec
+    split = anomaly_split(spec, cfg)
+    dataset = data.dataset(split)
+    indices = eval_indices(len(dataset), cfg["max_images"] or len(dataset), data.seed)
+    stats: list[ClassStats] = []
+
+    def class_stats() -> ClassStats:
+        if not stats:
+            stats.append(max_logit_stats(target, cfg["stats_images"]))
+        return stats[0]
+
+    options = dict(exact=None, bins=cfg["bins"], exact_limit=cfg["exact_limit"])
+    pooled = {n: OODMetrics(average="pooled", **options) for n in scorers}
+    per_image = {n: OODMetrics(average="per_image", **options) for n in scorers}
+    confusion = ConfusionMatrix(spec.num_classes, spec.ignore_index)
+    kept: dict[str, list[np.ndarray]] | None = {n: [] for n in scorers}
+    masks_kept: list[np.ndarray] = []
+    budget = KEEP_BYTES
+    for masks, logits, maps in _scored(model, dataset, indices, scorers, cfg, class_stats, split):
+        confusion.update(logits.argmax(1).cpu().numpy(), spec.closed_set(masks))
+        is_ood, valid = spec.ood_pixels(masks)
+        for name, m in maps.items():
+            pooled[name].update(m, is_ood, valid)
+            per_image[name].update(m, is_ood, valid)
+        budget -= sum(m.nbytes for m in maps.values())
+        if kept is not None and budget >= 0:
+            for name, m in maps.items():
+                kept[name].append(m)
+            masks_kept.append(masks)
+        else:
+            kept = None
+    results = {n: pooled[n].compute() for n in scorers}
+    if not results or not next(iter(results.values())).positives:
+        raise NotApplicable(f"the {split!r} split holds no anomaly pixels (label {spec.anomaly_index}) to detect")
+    best = {n: pooled[n].best_f1() for n in scorers}
+    components = {n: ComponentMetrics(best[n].threshold, **_component_options(cfg)) for n in scorers}
+    passes = 1
+    if kept is not None:
+        for i, masks in enumerate(masks_kept):
+            is_ood, valid = spec.ood_pixels(masks)
+            for name in scorers:
+                components[name].update(kept[name][i], is_ood, valid)
+    else:  # the maps did not fit: score the split again
+        passes = 2
+        for masks, _logits, maps in _scored(model, dataset, indices, scorers, cfg, class_stats, split):
+            is_ood, valid = spec.ood_pixels(masks)
+            for name, m in maps.items():
+                components[name].update(m, is_ood, valid)
+    first = results[next(iter(scorers))]
+    return AnomalyEvaluation(
+        split,
+        len(indices),
+        first.positives + first.negatives,
+        first.positives,
+        float(miou(confusion.matrix)),
+        {
+            n: ScorerResult(
+                results[n],
+                per_image[n].compute(),
+                best[n],
+                tuple(pooled[n].operating_points(cfg["sensitivity"], around=best[n])),
+                components[n].compute(),
+            )
+            for n in scorers
+        },
+        stats[0] if stats else None,
+        passes,
+    )
+
+
+def _component_options(cfg: dict) -> dict:
+    return {"min_gt_size": cfg["min_component_size"], "min_pred_size": cfg["min_component_size"]}
+
+
+def _scored(model, dataset, indices, scorers, cfg, class_stats, split) -> Iterator[tuple]:
+    """``(masks, logits, {scorer: scores (B, H, W) float32 numpy})`` per batch of ``indices``."""
+    batch = cfg["batch_size"]
+    with forward_pass(len(indices)) as done, torch.no_grad():
+        for start in range(0, len(indices), batch):
+            images, masks = stack(dataset, indices[start : start + batch])
+            x = model.normalize(images)
+            logits = model.logits(x).float()
+            if not bool(torch.isfinite(logits).all()):
+                raise SegcheckError(
+                    f"the model's logits on the {split!r} split are not finite (NaN/inf); no anomaly score can be "
+                    "ranked (see finite_outputs)"
+                )
+            context = _Context(class_stats, temperature=cfg["temperature"], inputs=x, module=model.module)
+            maps = {}
+            for name, scorer in scorers.items():
+                s = score(scorer, logits, context, name)
+                if not bool(torch.isfinite(s).all()):
+                    raise SegcheckError(f"scorer {name!r} gave NaN/inf scores on the {split!r} split; fix the scorer")
+                maps[name] = s.cpu().numpy()
+            done(len(images))
+            yield masks, logits, maps
+
+
+def max_logit_stats(target, images: int) -> ClassStats:
+    """Per-class mean and std of the max logit over the pixels predicted as that class, on a
+    seeded sample of ``images`` training images (standardized max logit's statistics)."""
+    data, model = target.data, target.model
+    if not data.has_split("train"):
+        raise NotApplicable("standardized max logit needs the training split's statistics; this data has no 'train'")
+    dataset = data.dataset("train")
+    c = data.spec.num_classes
+    total, squares, count = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), torch.zeros(c)
+    indices = eval_indices(len(dataset), images, data.seed)
+    with torch.no_grad():
+        for start in range(0, len(indices), data.batch_size):
+            pixels, _ = stack(dataset, indices[start : start + data.batch_size])
+            logits = model.logits(model.normalize(pixels)).float()
+            top, predicted = logits.amax(1).flatten().double().cpu(), logits.argmax(1).flatten().cpu()
+            if predicted.numel() and int(predicted.max()) >= c:
+                raise SegcheckError(f"the model predicts class {int(predicted.max())} with {c} known classes")
+            total += torch.bincount(predicted, top, c)
+            squares += torch.bincount(predicted, top * top, c)
+            count += torch.bincount(predicted, minlength=c)
+    seen = count > 0
+    overall_mean = total.sum() / count.sum()
+    overall_var = squares.sum() / count.sum() - overall_mean**2
+    mean = torch.where(seen, total / count.clamp_min(1), overall_mean)
+    var = torch.where(seen, squares / count.clamp_min(1) - mean**2, overall_var)
+    std = var.clamp_min(1e-12).sqrt()
+    return ClassStats(
+        mean.float(), std.float(), tuple(int(v) for v in count), tuple(int(i) for i in torch.flatnonzero(~seen))
+    )
