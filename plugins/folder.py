@@ -21,6 +21,11 @@ sizes and label values when a sample is read.
     std: [0.229, 0.224, 0.225]
     anomaly_index: 254                 # optional label of out-of-distribution pixels
     binary_255: true                   # masks stored as 0/255: 255 is read as class 1
+
+The other on-disk dataset plugins (streethazards, smiyc) share this module's readers:
+:func:`read_config`, :func:`check_classes`, :func:`read_normalization`, :func:`files_by_stem`,
+:func:`shown`, :func:`check_paired`, :func:`read_image`, :func:`read_mask`, :func:`read_pair` and
+:func:`map_labels`; each raises a one-line ``SegcheckError`` that names the file.
 """
 
 from __future__ import annotations
@@ -30,14 +35,30 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from PIL import Image
 
 from segcheck import SegcheckError
+from segcheck.config import read_yaml
 from segcheck.data import DatasetSpec
 from segcheck.hookspecs import hookimpl
 
-__all__ = ["IMAGE_SUFFIXES", "MASK_SUFFIXES", "FolderDataset", "load_config", "segcheck_register_datasets"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "MASK_SUFFIXES",
+    "FolderDataset",
+    "check_classes",
+    "check_paired",
+    "files_by_stem",
+    "load_config",
+    "map_labels",
+    "read_config",
+    "read_image",
+    "read_mask",
+    "read_normalization",
+    "read_pair",
+    "segcheck_register_datasets",
+    "shown",
+]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MASK_SUFFIXES = (".png",)
@@ -49,6 +70,54 @@ _EXAMPLE = "e.g. 'classes: [background, road, car]' (optional: ignore_index, mea
 _READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
+def read_config(path: Path, keys: tuple[str, ...], example: str) -> dict[str, Any]:
+    """The mapping in the YAML file ``path`` (safe-loaded with ``segcheck.config.read_yaml``;
+    an empty file is ``{}``).
+
+    Raises ``SegcheckError`` when it is not YAML, not a mapping or has keys outside ``keys``;
+    ``example`` (e.g. ``"e.g. 'classes: [a, b]'"``) ends those messages. The caller decides
+    whether a missing file is an error.
+    """
+    raw = read_yaml(path, "dataset config", f"; fix it, {example}")
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise SegcheckError(f"{path} must be a mapping of settings, {example}")
+    unknown = sorted(str(k) for k in raw if k not in keys)
+    if unknown:
+        raise SegcheckError(f"{path} has unknown keys {unknown}; allowed keys: {', '.join(keys)}")
+    return raw
+
+
+def _bad(path: Path, key: str, value: object, expected: str) -> SegcheckError:
+    return SegcheckError(f"{path}: {key} must be {expected}, got {value!r}")
+
+
+def check_classes(value: object, path: Path) -> tuple[str, ...]:
+    """``value`` (the ``classes`` of config file ``path``) as a tuple of distinct, non-empty names."""
+    if not isinstance(value, list) or not all(isinstance(c, str) and c for c in value):
+        raise _bad(path, "classes", value, "a list of class names (strings)")
+    if len(set(value)) != len(value):
+        raise _bad(path, "classes", value, "a list of distinct names")
+    return tuple(value)
+
+
+def read_normalization(raw: dict[str, Any], path: Path) -> dict[str, tuple[float, ...] | None]:
+    """``{"mean": ..., "std": ...}`` from config mapping ``raw`` of file ``path``: 3 numbers
+    each in 0-1 pixel scale, both or neither (None when not declared)."""
+    out: dict[str, tuple[float, ...] | None] = {}
+    for key in ("mean", "std"):
+        value = raw.get(key)
+        if value is not None and not (isinstance(value, list) and len(value) == 3 and all(map(_is_number, value))):
+            raise _bad(path, key, value, "a list of 3 numbers in 0-1 pixel scale")
+        out[key] = None if value is None else tuple(float(v) for v in value)
+    if ("mean" in raw) != ("std" in raw):
+        raise SegcheckError(
+            f"{path}: declare both mean and std (the normalization the weights were trained with), or neither"
+        )
+    return out
+
+
 def load_config(root: Path) -> dict[str, Any]:
     """Read and validate ``root/dataset.yaml``; return it with defaults filled in.
 
@@ -58,48 +127,23 @@ def load_config(root: Path) -> dict[str, Any]:
     path = root / CONFIG_NAME
     if not path.is_file():
         raise SegcheckError(f"{path} is missing; write it with the class names in label order, {_EXAMPLE}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        reason = " ".join(str(exc).split())
-        raise SegcheckError(f"{path} is not valid YAML ({reason}); fix it, {_EXAMPLE}") from None
-    if not isinstance(raw, dict):
-        raise SegcheckError(f"{path} must be a mapping with a 'classes' list, {_EXAMPLE}")
-    unknown = sorted(str(k) for k in raw if k not in CONFIG_KEYS)
-    if unknown:
-        raise SegcheckError(f"{path} has unknown keys {unknown}; allowed keys: {', '.join(CONFIG_KEYS)}")
-
-    def bad(key: str, expected: str) -> SegcheckError:
-        return SegcheckError(f"{path}: {key} must be {expected}, got {raw[key]!r}")
-
+    raw = read_config(path, CONFIG_KEYS, _EXAMPLE)
     classes = raw.get("classes")
     if classes is None:
         raise SegcheckError(f"{path} has no 'classes' list; add the class names in label order, {_EXAMPLE}")
-    if not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes):
-        raise bad("classes", "a list of class names (strings)")
-    if len(set(classes)) != len(classes):
-        raise bad("classes", "a list of distinct names")
-    config: dict[str, Any] = {"classes": tuple(classes)}
+    config: dict[str, Any] = {"classes": check_classes(classes, path)}
     for key in ("ignore_index", "anomaly_index"):
         value = raw.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise bad(key, "a non-negative integer")
+            raise _bad(path, key, value, "a non-negative integer")
     config["ignore_index"] = raw.get("ignore_index", 255)
     config["anomaly_index"] = raw.get("anomaly_index")
-    for key in ("mean", "std"):
-        value = raw.get(key)
-        if value is not None and not (isinstance(value, list) and len(value) == 3 and all(map(_is_number, value))):
-            raise bad(key, "a list of 3 numbers in 0-1 pixel scale")
-        config[key] = None if value is None else tuple(float(v) for v in value)
-    if ("mean" in raw) != ("std" in raw):
-        raise SegcheckError(
-            f"{path}: declare both mean and std (the normalization the weights were trained with), or neither"
-        )
+    config.update(read_normalization(raw, path))
     binary = raw.get("binary_255", False)
     if not isinstance(binary, bool):
-        raise bad("binary_255", "true or false")
+        raise _bad(path, "binary_255", binary, "true or false")
     if binary and len(classes) != 2:
-        raise bad("classes", "exactly 2 names when binary_255 is true")
+        raise _bad(path, "classes", classes, "exactly 2 names when binary_255 is true")
     config["binary_255"] = binary
     return config  # DatasetSpec checks how ignore_index and anomaly_index relate to the classes
 
@@ -115,8 +159,9 @@ def _split_dirs(root: Path) -> dict[str, Path]:
     return {s: found[s] for s in ordered}
 
 
-def _files_by_stem(folder: Path, suffixes: tuple[str, ...], what: str) -> dict[str, Path]:
-    """``{stem: path}`` of the visible files in ``folder`` with one of ``suffixes``."""
+def files_by_stem(folder: Path, suffixes: tuple[str, ...], what: str) -> dict[str, Path]:
+    """``{stem: path}`` of the visible files in ``folder`` whose suffix (any case) is one of
+    ``suffixes``; two such files with one stem are a ``SegcheckError`` naming both."""
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in suffixes:
@@ -130,9 +175,25 @@ def _files_by_stem(folder: Path, suffixes: tuple[str, ...], what: str) -> dict[s
     return files
 
 
-def _stems(stems: list[str]) -> str:
-    shown = ", ".join(stems[:5])
-    return shown + (f" (+{len(stems) - 5} more)" if len(stems) > 5 else "")
+def shown(names: list[str], limit: int = 5) -> str:
+    """The first ``limit`` of ``names``, comma-separated, and how many more there are."""
+    out = ", ".join(names[:limit])
+    return out + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def check_paired(images: dict[str, Path], masks: dict[str, Path], where: Path, advice: str) -> None:
+    """Raise one ``SegcheckError`` naming (up to 5 of) the keys of ``images`` without a mask
+    and of ``masks`` without an image, found in ``where``; ``advice`` ends the message."""
+    lonely_images = sorted(set(images) - set(masks))
+    lonely_masks = sorted(set(masks) - set(images))
+    if not (lonely_images or lonely_masks):
+        return
+    sides = []
+    if lonely_images:
+        sides.append(f"images without a mask: [{shown(lonely_images)}]")
+    if lonely_masks:
+        sides.append(f"masks without an image: [{shown(lonely_masks)}]")
+    raise SegcheckError(f"unpaired files in {where}: {'; '.join(sides)}; {advice}")
 
 
 class FolderDataset:
@@ -173,29 +234,19 @@ class FolderDataset:
                 raise SegcheckError(
                     f"{what} folder {folder} is missing; put the {what} there (one mask PNG per image, same file stem)"
                 )
-        images = _files_by_stem(images_dir, IMAGE_SUFFIXES, "image")
-        lossy = sorted(_files_by_stem(masks_dir, tuple(set(IMAGE_SUFFIXES) - set(MASK_SUFFIXES)), "mask"))
+        images = files_by_stem(images_dir, IMAGE_SUFFIXES, "image")
+        lossy = sorted(files_by_stem(masks_dir, tuple(set(IMAGE_SUFFIXES) - set(MASK_SUFFIXES)), "mask"))
         if lossy:
             raise SegcheckError(
-                f"masks [{_stems(lossy)}] in {masks_dir} are not PNG (JPEG/BMP/TIFF); label masks must be lossless "
+                f"masks [{shown(lossy)}] in {masks_dir} are not PNG (JPEG/BMP/TIFF); label masks must be lossless "
                 "PNGs whose pixel values are class ids (JPEG changes label values): convert or remove them"
             )
-        masks = _files_by_stem(masks_dir, MASK_SUFFIXES, "mask")
+        masks = files_by_stem(masks_dir, MASK_SUFFIXES, "mask")
         if not images:
             raise SegcheckError(
                 f"no images in {images_dir} (looked for {' '.join(IMAGE_SUFFIXES)}); add image files there"
             )
-        lonely_images = sorted(set(images) - set(masks))
-        lonely_masks = sorted(set(masks) - set(images))
-        if lonely_images or lonely_masks:
-            sides = []
-            if lonely_images:
-                sides.append(f"images without a mask: [{_stems(lonely_images)}]")
-            if lonely_masks:
-                sides.append(f"masks without an image: [{_stems(lonely_masks)}]")
-            raise SegcheckError(
-                f"unpaired files in {base}: {'; '.join(sides)}; each image needs a mask PNG with the same file stem"
-            )
+        check_paired(images, masks, base, "each image needs a mask PNG with the same file stem")
         self.pairs = [(images[stem], masks[stem]) for stem in sorted(images)]
 
     def __len__(self) -> int:
@@ -203,26 +254,11 @@ class FolderDataset:
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image_path, mask_path = self.pairs[operator.index(index)]
-        image = _read(image_path, "image", lambda im: np.asarray(im.convert("RGB"), dtype=np.uint8))
-        mask = _read(mask_path, "mask", lambda im: self._mask_array(im, mask_path))
-        if image.shape[:2] != mask.shape:
-            raise SegcheckError(
-                f"image {image_path} is {image.shape[0]}x{image.shape[1]} but its mask {mask_path} is "
-                f"{mask.shape[0]}x{mask.shape[1]} (HxW); make them the same size"
-            )
-        self._check_labels(mask, mask_path)
-        return image, mask
-
-    def _mask_array(self, im: Image.Image, path: Path) -> np.ndarray:
-        if im.mode not in _MASK_MODES:
-            raise SegcheckError(
-                f"mask {path} has mode {im.mode}, not a single-channel label image; save masks as mode L or P "
-                "PNGs whose pixel values are class ids"
-            )
-        mask = np.asarray(im).astype(np.int64)
+        image, mask = read_pair(image_path, mask_path)
         if self.binary_255:
             mask[mask == 255] = 1
-        return mask
+        self._check_labels(mask, mask_path)
+        return image, mask
 
     def _check_labels(self, mask: np.ndarray, path: Path) -> None:
         spec = self.spec
@@ -252,6 +288,62 @@ def _read(path: Path, what: str, convert) -> np.ndarray:
     except _READ_ERRORS as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise SegcheckError(f"cannot read {what} {path}: {reason}; replace or remove the file") from None
+
+
+def read_image(path: Path) -> np.ndarray:
+    """The image file ``path`` (any mode PIL reads) as RGB uint8 (H, W, 3); an unreadable file
+    is a one-line ``SegcheckError``."""
+    return _read(path, "image", lambda im: np.asarray(im.convert("RGB"), dtype=np.uint8))
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """The label image ``path`` as its pixel values, int64 (H, W), unchanged.
+
+    A file that is not single-channel (mode L, P, I, I;16 or 1; e.g. an RGB colour rendering
+    of the labels) or cannot be read is a one-line ``SegcheckError``.
+    """
+    return _read(path, "mask", lambda im: _mask_values(im, path))
+
+
+def _mask_values(im: Image.Image, path: Path) -> np.ndarray:
+    if im.mode not in _MASK_MODES:
+        raise SegcheckError(
+            f"mask {path} has mode {im.mode}, not a single-channel label image; save masks as mode L or P "
+            "PNGs whose pixel values are class ids"
+        )
+    return np.asarray(im).astype(np.int64)
+
+
+def read_pair(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`read_image` and :func:`read_mask` of one sample; different sizes are a
+    ``SegcheckError`` naming both files."""
+    image, mask = read_image(image_path), read_mask(mask_path)
+    if image.shape[:2] != mask.shape:
+        raise SegcheckError(
+            f"image {image_path} is {image.shape[0]}x{image.shape[1]} but its mask {mask_path} is "
+            f"{mask.shape[0]}x{mask.shape[1]} (HxW); make them the same size"
+        )
+    return image, mask
+
+
+def map_labels(mask: np.ndarray, table: np.ndarray, path: Path, expected: str) -> np.ndarray:
+    """``table[mask]``: the on-disk values of ``mask`` (read from ``path``) mapped through the
+    lookup ``table`` (int64, indexed by on-disk value; -1 marks a value that may not occur).
+
+    A value outside the table or marked -1 is one ``SegcheckError`` naming the file, (up to
+    10 of) the values and ``expected`` (what the values should be, e.g. ``"1..14"``).
+    """
+    values = np.unique(mask)
+    inside = (values >= 0) & (values < len(table))
+    inside[inside] = table[values[inside]] >= 0
+    if not inside.all():
+        bad = values[~inside].tolist()
+        listed = ", ".join(map(str, bad[:10])) + (f", ... ({len(bad)} values)" if len(bad) > 10 else "")
+        raise SegcheckError(
+            f"mask {path} has values [{listed}], expected {expected}; check that it is this dataset's label "
+            "file (not a colour rendering or an already converted copy) or replace it"
+        )
+    return table[mask]
 
 
 def _factory(root: Path | None, split: str) -> FolderDataset:

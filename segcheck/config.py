@@ -122,7 +122,7 @@ def check_range(section: str, key: str, value, where: str) -> None:
 def read_yaml(path: Path, what: str, advice: str = ""):
     """The safe-loaded YAML at ``path``; broken YAML (or a binary file) is one line naming ``what``."""
     try:
-        return yaml.safe_load(Path(path).read_text())
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise SegcheckError(f"{what} {path} is not valid YAML ({' '.join(str(exc).split())}){advice}") from None
 

@@ -39,6 +39,8 @@ BUILTIN_PLUGINS = (
     "segcheck_plugins.torchvision_models",
     "segcheck_plugins.synthetic_streets",
     "segcheck_plugins.folder",
+    "segcheck_plugins.streethazards",
+    "segcheck_plugins.smiyc",
     "segcheck_plugins.reference_metrics",
 )
 # The metadata each registry recognises (documented in segcheck.hookspecs).
