@@ -230,6 +230,30 @@ class ScoreHistogram:
         self.counts += rebin(other.counts, other.k, other.origin, self.k, self.origin)
         return self
 
+    def edges(self) -> np.ndarray:
+        """The lower edge of each level of :meth:`levels`: -inf, ``(origin + i) * 2**k``, +inf.
+
+        A score is on a level iff it is >= that level's edge and < the next one (exactly: the
+        edges are the multiples of the bin width that binning divides by).
+        """
+        if self.k is None:
+            bins = np.full(self.bins, np.nan)  # no finite score yet: the bins are empty
+        else:
+            with np.errstate(over="ignore"):
+                bins = np.ldexp((self.origin + np.arange(self.bins)).astype(np.float64), self.k)
+        return np.concatenate([[-math.inf], bins, [math.inf]])
+
+    def floor_edge(self, threshold: float) -> float:
+        """The largest threshold <= ``threshold`` at which the counts are exact: the lower edge
+        of the bin holding ``threshold``, or ``threshold`` itself outside the bins (or infinite)."""
+        if self.k is None or not math.isfinite(threshold):
+            return threshold
+        i = scaled_floor(threshold, self.k) - self.origin
+        if not 0 <= i < self.bins:
+            return threshold
+        with np.errstate(over="ignore"):  # only a bin reaching below -max(float64) overflows
+            return float(np.ldexp(float(self.origin + i), self.k))
+
     def levels(self) -> tuple[np.ndarray, np.ndarray]:
         """(neg, pos) counts per level, ascending: -inf, the bins, +inf."""
         neg = np.concatenate([self.infinite[0, :1], self.counts[0], self.infinite[0, 1:]])

@@ -21,6 +21,11 @@ the unbinned scores is guaranteed within ± that bound (see ``segcheck.metrics._
 histogram. ``average="pooled"`` ranks all pixels together; ``average="per_image"`` computes
 the metrics per image (leading axis of each batch) and averages them over the images that
 contain both classes.
+
+Pixel thresholds (pooled only): ``best_f1()``, ``operating_points(thresholds)``,
+``recall_points(recalls)`` and ``threshold_sensitivity()`` give precision/recall/F1 of the OOD
+class with predicted positive = ``score >= threshold`` (``segcheck.metrics.thresholds``); in
+histogram mode their thresholds are bin edges, where the counts are exact.
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from segcheck import SegcheckError
-from segcheck.metrics import _arrays
+from segcheck.metrics import _arrays, thresholds
 from segcheck.metrics._histogram import ScoreHistogram
 from segcheck.metrics._ranking import ranking_metrics
+from segcheck.metrics.thresholds import DEFAULT_RECALL_OFFSETS, OperatingPoint
 
 DEFAULT_BINS = 1 << 16
 DEFAULT_EXACT_LIMIT = 1 << 20
@@ -85,8 +91,12 @@ class _Exact:
         self.size += scores.size
 
     def levels(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.table()[1:]
+
+    def table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(distinct scores ascending, neg, pos counts per distinct score)."""
         if not self.size:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+            return np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64)
         x = np.concatenate(self.scores)
         y = np.concatenate(self.labels)
         order = np.argsort(x, kind="stable")
@@ -94,7 +104,7 @@ class _Exact:
         starts = np.flatnonzero(np.r_[True, x[1:] != x[:-1]])
         sizes = np.diff(np.r_[starts, x.size])
         pos = np.add.reduceat(y.astype(np.int64), starts)
-        return sizes - pos, pos
+        return x[starts], sizes - pos, pos
 
 
 class _Accumulator:
@@ -122,6 +132,12 @@ class _Accumulator:
         if self.store is not None:
             return {**ranking_metrics(*self.store.levels(), tpr_level), "exact": True}
         return {**ranking_metrics(*self.histogram.levels(), tpr_level, bounds=True), "exact": False}
+
+    def table(self) -> thresholds.Table:
+        if self.store is not None:
+            return thresholds.Table(*self.store.table(), exact=True)
+        h = self.histogram
+        return thresholds.Table(h.edges(), *h.levels(), exact=False, snap=h.floor_edge)
 
 
 def _check_options(average: str, bins: int, exact_limit: int, tpr_level: float) -> None:
@@ -216,6 +232,38 @@ class OODMetrics:
             len(used),
             len(self.per_image) - len(used),
         )
+
+    # --- pixel thresholds (pooled only; see segcheck.metrics.thresholds) ---------------------
+    def _table(self) -> thresholds.Table:
+        if self.average != "pooled":
+            raise SegcheckError(
+                "threshold helpers need the pooled counts, which average='per_image' does not keep; "
+                "use OODMetrics(average='pooled')"
+            )
+        return self.pooled.table()
+
+    def best_f1(self) -> OperatingPoint:
+        """The threshold maximizing pixel F1 of the OOD class (positive = ``score >= threshold``),
+        with precision, recall, F1 there. Exact mode: a score value, exactly the best. Histogram
+        mode: the best bin edge; the best over all thresholds is within ``f1_error`` above."""
+        return thresholds.best_f1(self._table())
+
+    def operating_points(self, at) -> tuple[OperatingPoint, ...]:
+        """Precision/recall/F1 at each threshold of ``at``. In histogram mode each threshold is
+        rounded down to the lower edge of its bin (the point's ``threshold``), where the counts
+        are exact."""
+        return thresholds.at_thresholds(self._table(), at)
+
+    def recall_points(self, recalls) -> tuple[OperatingPoint, ...]:
+        """For each recall r in (0, 1], the point at the highest threshold (score, or bin edge)
+        whose recall is >= r."""
+        return thresholds.at_recalls(self._table(), recalls)
+
+    def threshold_sensitivity(self, recall_offsets=DEFAULT_RECALL_OFFSETS) -> tuple[OperatingPoint, ...]:
+        """A threshold-sensitivity table: the best-F1 point and the points whose recall is
+        ``best.recall + d`` for each offset d (recall units, 0.05 = 5 points; offsets that leave
+        (0, 1] are dropped), highest threshold first."""
+        return thresholds.sensitivity(self._table(), recall_offsets)
 
 
 def _flat(x, y, keep):

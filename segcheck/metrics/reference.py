@@ -2,7 +2,8 @@
 
 Written independently of the fast paths (no shared code with ``segcheck.metrics``): an int64
 ``np.bincount`` confusion matrix and ``np.nanmean`` for the IoU family, scikit-learn for
-the ranking metrics, and a pairwise count for AUROC. Inputs are numpy arrays.
+the ranking metrics, a pairwise count for AUROC, and explicit mask set operations for the
+SMIYC component metrics. Inputs are numpy arrays.
 """
 
 from __future__ import annotations
@@ -70,3 +71,45 @@ def pairwise_auroc(scores, is_ood) -> float:
     if pos.size == 0 or neg.size == 0:
         return float("nan")
     return float(((pos > neg).sum() + 0.5 * (pos == neg).sum()) / (pos.size * neg.size))
+
+
+def components(scores, is_ood, valid, threshold: float, min_gt_size: int, min_pred_size: int) -> dict:
+    """SMIYC's per-component values of one image (H, W) as exact fractions, by set operations.
+
+    Predicted = ``score > threshold`` on valid pixels; 8-connected components; predicted ones
+    smaller than ``min_pred_size`` dropped; GT ones smaller than ``min_gt_size`` made void.
+    Returns ``siou`` (per GT component), ``ppv`` and ``siou_pred`` (per predicted component
+    with pixels left in the region of interest) as lists of ``Fraction``.
+    """
+    from fractions import Fraction
+
+    from scipy import ndimage
+
+    eight = np.ones((3, 3), bool)
+    valid = np.ones(np.shape(scores), bool) if valid is None else np.asarray(valid, bool)
+    gt_map, n_gt = ndimage.label(np.asarray(is_ood, bool) & valid, eight)
+    pred_map, n_pred = ndimage.label((np.asarray(scores, np.float64) > threshold) & valid, eight)
+    roi = valid.copy()
+    gts = []
+    for i in range(1, n_gt + 1):
+        if (gt_map == i).sum() < min_gt_size:
+            roi &= gt_map != i
+        else:
+            gts.append(gt_map == i)
+    preds = [pred_map == j for j in range(1, n_pred + 1) if (pred_map == j).sum() >= min_pred_size]
+    gts = [g & roi for g in gts]
+    preds = [p & roi for p in preds if (p & roi).any()]
+    none = np.zeros(roi.shape, bool)
+
+    def adjusted_iou(k, others, candidates):
+        """|k ∩ K| / |(k ∪ K) \\ A|, K = union of candidates meeting k, A = union of others."""
+        meets = [c for c in candidates if (c & k).any()]
+        union_k = np.logical_or.reduce(meets) if meets else none
+        rest = np.logical_or.reduce(others) if others else none
+        return Fraction(int((k & union_k).sum()), int(((k | union_k) & ~rest).sum()))
+
+    siou = [adjusted_iou(k, gts[:i] + gts[i + 1 :], preds) for i, k in enumerate(gts)]
+    siou_pred = [adjusted_iou(k, preds[:i] + preds[i + 1 :], gts) for i, k in enumerate(preds)]
+    all_gt = np.logical_or.reduce(gts) if gts else none
+    ppv = [Fraction(int((k & all_gt).sum()), int(k.sum())) for k in preds]
+    return {"siou": siou, "ppv": ppv, "siou_pred": siou_pred}
