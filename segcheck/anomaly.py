@@ -21,10 +21,11 @@ from segcheck.data import eval_indices, stack
 from segcheck.gates.registered import NotApplicable
 from segcheck.metrics import ConfusionMatrix, OODMetrics, OODResult, miou
 from segcheck.metrics.components import ComponentMetrics, ComponentResult
+from segcheck.metrics.thresholds import OperatingPoint
 from segcheck.progress import forward_pass
 from segcheck.scoring import BUILTIN_SCORERS, ClassStats, score
 
-KEEP_BYTES = 256 << 20  # score maps kept for the component metrics instead of a second pass
+KEEP_BYTES = 32 << 20  # score maps kept for the component metrics instead of a second pass
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,8 @@ class ScorerResult:
 
     pooled: OODResult
     per_image: OODResult
-    best_f1: object  # OperatingPoint at the threshold of best pixel F1
-    sensitivity: tuple  # OperatingPoints around it
+    best_f1: OperatingPoint  # at the threshold of best pixel F1 (positive = score >= threshold)
+    sensitivity: tuple[OperatingPoint, ...]  # it, and the thresholds of recall +-5/10/20 points
     components: ComponentResult
 
 
@@ -106,8 +107,9 @@ def _evaluate(target, cfg: dict, scorers: dict[str, Callable]) -> AnomalyEvaluat
     confusion = ConfusionMatrix(spec.num_classes, spec.ignore_index)
     kept: dict[str, list[np.ndarray]] | None = {n: [] for n in scorers}
     masks_kept: list[np.ndarray] = []
-    budget = KEEP_BYTES
+    budget, area = KEEP_BYTES, 0
     for masks, logits, maps in _scored(model, dataset, indices, scorers, cfg, class_stats, split):
+        area = area or masks.shape[-1] * masks.shape[-2]
         confusion.update(logits.argmax(1).cpu().numpy(), spec.closed_set(masks))
         is_ood, valid = spec.ood_pixels(masks)
         for name, m in maps.items():
@@ -124,7 +126,8 @@ def _evaluate(target, cfg: dict, scorers: dict[str, Callable]) -> AnomalyEvaluat
     if not results or not next(iter(results.values())).positives:
         raise NotApplicable(f"the {split!r} split holds no anomaly pixels (label {spec.anomaly_index}) to detect")
     best = {n: pooled[n].best_f1() for n in scorers}
-    components = {n: ComponentMetrics(best[n].threshold, **_component_options(cfg)) for n in scorers}
+    sizes = component_sizes(cfg, area)
+    components = {n: ComponentMetrics(best[n].threshold, inclusive=True, **sizes) for n in scorers}
     passes = 1
     if kept is not None:
         for i, masks in enumerate(masks_kept):
@@ -149,7 +152,7 @@ def _evaluate(target, cfg: dict, scorers: dict[str, Callable]) -> AnomalyEvaluat
                 results[n],
                 per_image[n].compute(),
                 best[n],
-                tuple(pooled[n].operating_points(cfg["sensitivity"], around=best[n])),
+                tuple(pooled[n].threshold_sensitivity()),
                 components[n].compute(),
             )
             for n in scorers
@@ -159,8 +162,12 @@ def _evaluate(target, cfg: dict, scorers: dict[str, Callable]) -> AnomalyEvaluat
     )
 
 
-def _component_options(cfg: dict) -> dict:
-    return {"min_gt_size": cfg["min_component_size"], "min_pred_size": cfg["min_component_size"]}
+def component_sizes(cfg: dict, area: int) -> dict[str, int]:
+    """The component size filters for images of ``area`` pixels: ``min_gt_size``/``min_pred_size``
+    apply at ``size_reference`` pixels (SMIYC's 100/500 at 2048x1024) and scale with the area
+    (``size_reference`` 0: as given)."""
+    scale = area / cfg["size_reference"] if cfg["size_reference"] else 1.0
+    return {k: round(cfg[k] * scale) for k in ("min_gt_size", "min_pred_size")}
 
 
 def _scored(model, dataset, indices, scorers, cfg, class_stats, split) -> Iterator[tuple]:
@@ -207,12 +214,12 @@ def max_logit_stats(target, images: int) -> ClassStats:
             total += torch.bincount(predicted, top, c)
             squares += torch.bincount(predicted, top * top, c)
             count += torch.bincount(predicted, minlength=c)
-    seen = count > 0
+    seen = count > 1
     overall_mean = total.sum() / count.sum()
     overall_var = squares.sum() / count.sum() - overall_mean**2
     mean = torch.where(seen, total / count.clamp_min(1), overall_mean)
     var = torch.where(seen, squares / count.clamp_min(1) - mean**2, overall_var)
     std = var.clamp_min(1e-12).sqrt()
     return ClassStats(
-        mean.float(), std.float(), tuple(int(v) for v in count), tuple(int(i) for i in torch.flatnonzero(~seen))
+        mean.float(), std.float(), tuple(int(v) for v in count), tuple(int(i) for i in torch.nonzero(~seen).flatten())
     )

@@ -51,7 +51,9 @@ DEFAULTS: dict[str, dict] = {
         "exact_limit": 1048576,
         "min_auroc": 0.85,
         "max_fpr95": 0.50,
-        "min_component_size": 0,
+        "min_gt_size": 100,
+        "min_pred_size": 500,
+        "size_reference": 2097152,
         "max_known_miou_drop": 0.10,
     },
 }
@@ -98,7 +100,9 @@ RANGES: dict[str, str] = {
     "exact_limit": "[0, inf)",
     "min_auroc": "[0, 1]",
     "max_fpr95": "[0, 1]",
-    "min_component_size": "[0, inf)",
+    "min_gt_size": "[0, inf)",
+    "min_pred_size": "[0, inf)",
+    "size_reference": "[0, inf)",
     "max_known_miou_drop": "[0, 1]",
 }
 

@@ -120,7 +120,7 @@ def anomaly_tables(records: list[GateRecord]) -> dict[str, dict]:
             continue
         p, c = d["pooled"], d["components"]
         row = {"scorer": d["scorer"], "FPR95": p["fpr"], "AUROC": p["auroc"], "AUPR": p["aupr"]}
-        row.update({"sIoU": c["mean_siou"], "PPV": c["mean_ppv"], "mean F1": c["mean_f1"], "verdict": r.verdict})
+        row.update({"sIoU": c["siou"], "PPV": c["ppv"], "mean F1": c["f1"], "verdict": r.verdict})
         table = tables.setdefault(r.target, {"scorers": [], "sensitivity": {}})
         table["scorers"].append(row)
         best = min(table["scorers"], key=lambda x: (x["FPR95"], -x["AUROC"]))
@@ -141,14 +141,10 @@ def anomaly_lines(tables: dict[str, dict]) -> list[str]:
             lines.append(
                 f"threshold sensitivity of {sens['scorer']} (best pixel F1 at {sens['best_f1']['threshold']:.4g}):"
             )
-            points = [("threshold", "precision", "recall", "F1")]
-            points += [
-                tuple(
-                    f"{p[k]:.4g}" if k == "threshold" else f"{p[k]:.3f}"
-                    for k in ("threshold", "precision", "recall", "f1")
-                )
-                for p in sens["points"]
-            ]
+            points = [("threshold", "chosen by", "precision", "recall", "F1")]
+            for p in sens["points"]:
+                rates = (f"{p[k]:.3f}" for k in ("precision", "recall", "f1"))
+                points.append((f"{p['threshold']:.4g}", p["selected_by"], *rates))
             lines += _aligned(points)
     return lines
 

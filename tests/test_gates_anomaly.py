@@ -19,6 +19,7 @@ from segcheck.scoring import BUILTIN_SCORERS, score
 from segcheck.target import Target
 from segcheck_plugins.synthetic_streets import SyntheticStreets
 from tests.models import ConstantModel
+from tests.test_anomaly_datasets import sh_mask, write_sh
 
 CFG = {**DEFAULTS["anomaly"], "max_images": 12, "stats_images": 16}
 
@@ -67,7 +68,8 @@ def test_pooled_and_per_image_figures_equal_scikit_learn_on_the_same_pixels(unet
         assert r.per_image.images == len(per)
         assert r.per_image.auroc == pytest.approx(np.mean([roc_auc_score(a, b) for a, b in per]), abs=1e-12)
         assert r.per_image.fpr == pytest.approx(np.mean([_fpr95(a, b) for a, b in per]), abs=1e-12)
-        expected = ComponentMetrics(r.best_f1.threshold).update(s, ood, valid).compute()
+        sizes = segan.component_sizes(CFG, s.shape[-1] * s.shape[-2])
+        expected = ComponentMetrics(r.best_f1.threshold, inclusive=True, **sizes).update(s, ood, valid).compute()
         assert r.components == expected
 
 
@@ -133,6 +135,25 @@ def test_data_without_anomalies_skips_with_the_reason():
 
 def test_non_finite_logits_are_an_error_not_a_verdict():
     spec = SyntheticStreets("val").spec
-    target = _arrays_target(ConstantModel(value=float("nan")), spec, {"val": _street("val"), "anomaly": _street("anomaly")})
+    target = _arrays_target(
+        ConstantModel(value=float("nan")), spec, {"val": _street("val"), "anomaly": _street("anomaly")}
+    )
     with pytest.raises(SegcheckError, match="logits on the 'anomaly' split are not finite"):
         segan.evaluate(target, CFG)
+
+
+@pytest.mark.parametrize("channels, passed", [(14, False), (13, True)])
+def test_a_14_channel_head_on_streethazards_13_known_classes_fails_the_head_audit(tmp_path, channels, passed):
+    from segcheck import config as segconfig
+    from tests.conftest import build_target, with_model
+
+    plugins = with_model("constant", lambda num_classes: ConstantModel(channels=channels))
+    config = segconfig.load()
+    for split in ("train", "val", "test"):
+        write_sh(tmp_path, split, "t1", "000", sh_mask())
+    target = build_target(plugins, config, "constant", "streethazards", checkpoint="none", data_root=tmp_path)
+    assert target.data.spec.num_classes == 13 and target.data.spec.anomaly_splits == ("test",)
+    result = anomaly_head(target, config["anomaly"])
+    assert result.passed is passed and result.value == channels
+    if not passed:
+        assert "head has 14 channels for 13 known classes: one channel too many" in result.message

@@ -89,7 +89,9 @@ def test_registry_rejects_a_scorer_asking_for_unknown_context():
 
 
 def test_a_scorer_returning_the_wrong_shape_is_one_line():
-    with pytest.raises(SegcheckError, match=r"scorer 'bad' returned \(1, 3, 2, 2\); expected a tensor of shape \(1, 2, 2\)"):
+    with pytest.raises(
+        SegcheckError, match=r"scorer 'bad' returned \(1, 3, 2, 2\); expected a tensor of shape \(1, 2, 2\)"
+    ):
         score(lambda logits: logits, torch.zeros(1, 3, 2, 2), {}, "bad")
 
 
