@@ -23,7 +23,7 @@ from segcheck.metrics import ConfusionMatrix, OODMetrics, OODResult, miou
 from segcheck.metrics.components import ComponentMetrics, ComponentResult
 from segcheck.metrics.thresholds import OperatingPoint
 from segcheck.progress import forward_pass
-from segcheck.scoring import BUILTIN_SCORERS, ClassStats, score
+from segcheck.scoring import BUILTIN_SCORERS, ClassStats, context_names, score
 
 KEEP_BYTES = 32 << 20  # score maps kept for the component metrics instead of a second pass
 
@@ -52,6 +52,7 @@ class AnomalyEvaluation:
     scorers: dict[str, ScorerResult]
     class_stats: ClassStats | None = field(default=None, repr=False)
     passes: int = 1
+    unavailable: dict[str, str] = field(default_factory=dict)  # scorer -> why it could not run here
 
 
 def anomaly_split(spec, cfg: dict) -> str:
@@ -92,6 +93,12 @@ def _evaluate(target, cfg: dict, scorers: dict[str, Callable]) -> AnomalyEvaluat
     data, model = target.data, target.model
     spec = data.spec
     split = anomaly_split(spec, cfg)
+    unavailable = {
+        name: f"scorer {name!r} needs the training split's max-logit statistics; this data has no 'train' split"
+        for name, scorer in scorers.items()
+        if "class_stats" in context_names(scorer, name) and not data.has_split("train")
+    }
+    scorers = {n: f for n, f in scorers.items() if n not in unavailable}
     dataset = data.dataset(split)
     indices = eval_indices(len(dataset), cfg["max_images"] or len(dataset), data.seed)
     stats: list[ClassStats] = []
@@ -123,7 +130,9 @@ def _evaluate(target, cfg: dict, scorers: dict[str, Callable]) -> AnomalyEvaluat
         else:
             kept = None
     results = {n: pooled[n].compute() for n in scorers}
-    if not results or not next(iter(results.values())).positives:
+    if not scorers:
+        raise NotApplicable(f"no scorer can run here: {'; '.join(unavailable.values())}")
+    if not next(iter(results.values())).positives:
         raise NotApplicable(f"the {split!r} split holds no anomaly pixels (label {spec.anomaly_index}) to detect")
     best = {n: pooled[n].best_f1() for n in scorers}
     sizes = component_sizes(cfg, area)
@@ -159,6 +168,7 @@ def _evaluate(target, cfg: dict, scorers: dict[str, Callable]) -> AnomalyEvaluat
         },
         stats[0] if stats else None,
         passes,
+        unavailable,
     )
 
 

@@ -369,3 +369,21 @@ def test_any_dataset_spec_rejects_an_anomaly_label_that_collides(anomaly, ignore
     with pytest.raises(SegcheckError, match=f"anomaly_index {anomaly} collides"):
         DatasetSpec(classes=("a", "b"), ignore_index=ignore, anomaly_index=anomaly)
     assert DatasetSpec(classes=("a", "b"), ignore_index=ignore, anomaly_index=7).anomaly_index == 7
+
+
+def test_anomaly_splits_and_inlier_index_are_checked():
+    with pytest.raises(SegcheckError, match="anomaly_splits.*need an anomaly_index"):
+        DatasetSpec(("a", "b"), anomaly_splits=("test",))
+    with pytest.raises(SegcheckError, match="must be among the splits"):
+        DatasetSpec(("a", "b"), anomaly_index=2, anomaly_splits=("weird",))
+    with pytest.raises(SegcheckError, match="inlier_index 1 collides"):
+        DatasetSpec(("a", "b"), inlier_index=1)
+    spec = DatasetSpec(("a", "b"), anomaly_index=2, inlier_index=3)
+    masks = np.array([0, 1, 2, 3, 255])
+    assert not spec.class_labels and spec.label_values == {2, 3, 255}
+    assert spec.counted(masks).tolist() == [True, True, False, False, False]
+    assert spec.closed_set(masks).tolist() == [0, 1, 255, 255, 255]
+    ood, valid = spec.ood_pixels(masks)
+    assert ood.tolist() == [False, False, True, False, False] and valid.tolist() == [True] * 4 + [False]
+    with pytest.raises(SegcheckError, match="declares no anomaly_index"):
+        DatasetSpec(("a", "b")).ood_pixels(masks)

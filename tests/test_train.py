@@ -40,9 +40,11 @@ def test_every_ingredient_trains_and_writes_checkpoint_with_sidecar(tmp_path, ti
         consistency=0.1,
         recon=0.5,
         outlier_exposure=0.1,
+        outlier_paste=0.1,
         **tiny,
     )
     sidecar = yaml.safe_load(out.with_suffix(".yaml").read_text())
+    assert sidecar["recipe"]["outlier_paste"] == 0.1
     assert sidecar["model"] == "unet" and sidecar["dataset"] == "tiny-streets"
     assert sidecar["model_kwargs"] == {"recon_head": True}
     assert sidecar["recipe"]["consistency"] == 0.1 and sidecar["seed"] == 0
@@ -98,3 +100,32 @@ def test_segcheck_configure_runs_once_before_training(tmp_path, tiny):
     plugin.write_text("def segcheck_configure(config):\n    config['eval']['size'] = 'four'\n")
     with pytest.raises(SegcheckError, match="a segcheck_configure hook: eval.size must be a whole number"):
         train(recipe="naive", out=tmp_path / "n.safetensors", epochs=1, **tiny)
+
+
+def test_pasted_outliers_leave_the_cross_entropy_and_get_the_uniform_loss():
+    from segcheck.data import DatasetSpec
+    from segcheck.train import augment
+    from segcheck.train.recipes import get
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(8, 3, 32, 48)
+    mean, std = torch.full((1, 3, 1, 1), 0.5), torch.full((1, 3, 1, 1), 0.25)
+    pasted_x, pasted = augment.paste_outliers(x, g, mean, std)
+    assert pasted.dtype == torch.bool and 0 < int(pasted.any((1, 2)).sum()) < 8  # about half the images
+    assert torch.equal(pasted_x[:, :, ~pasted.any(0)], x[:, :, ~pasted.any(0)])  # nothing else changed
+    assert (pasted_x.permute(0, 2, 3, 1)[pasted] * std.flatten() + mean.flatten()).clamp(0, 1).std() > 0.05
+    spec = DatasetSpec(("a", "b", "c"))
+    recipe = get("naive").with_(outlier_paste=1.0)
+    y = torch.zeros(8, 32, 48, dtype=torch.long).masked_fill(pasted, spec.ignore_index)
+    uniform = torch.zeros(8, 3, 32, 48)  # the uniform prediction: the paste term is at its minimum, ln 3
+    sure = torch.zeros(8, 3, 32, 48)
+    sure[:, 0] = 10.0  # sure of class 0 everywhere, pasted pixels included: right outside them, punished inside
+    ce = loop.criterion([sure], pasted_x, y, get("naive"), spec)
+    with_paste = loop.criterion([sure], pasted_x, y, recipe, spec, pasted=pasted)
+    expected = -sure.log_softmax(1).mean(1)[pasted].mean()
+    assert torch.isclose(with_paste - ce, expected) and expected > 3
+    assert torch.isclose(
+        loop.criterion([uniform], pasted_x, y, recipe, spec, pasted=pasted)
+        - loop.criterion([uniform], pasted_x, y, get("naive"), spec),
+        torch.log(torch.tensor(3.0)),
+    )

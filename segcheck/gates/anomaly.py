@@ -25,6 +25,8 @@ def anomaly_detection(target: Target, cfg: dict, scorer: str = "max_logit") -> G
     """``scorer`` separates anomaly pixels from the rest: pooled AUROC and FPR95 over every
     valid pixel of the anomaly split (per-image means and component metrics reported)."""
     ev = evaluate(target, cfg)
+    if scorer in ev.unavailable:
+        raise NotApplicable(ev.unavailable[scorer])
     if scorer not in ev.scorers:
         raise NotApplicable(f"scorer {scorer!r} is not among this run's scorers ({', '.join(ev.scorers)})")
     r = ev.scorers[scorer]
@@ -176,7 +178,9 @@ def segcheck_register_gates(registry, scorers):
             suite="anomaly",
             description=f"{name} separates anomaly pixels: pooled AUROC, FPR95 (AUPR, per image, components)",
         )
-    registry.add("anomaly_head", anomaly_head, section="anomaly", suite="anomaly", needs=("finite_logits",))
+    registry.add(
+        "anomaly_head", _needs_anomaly_split(anomaly_head), section="anomaly", suite="anomaly", needs=("finite_logits",)
+    )
     registry.add("anomaly_free_training", anomaly_free_training, section="anomaly", suite="anomaly")
     registry.add(
         "known_class_miou",
