@@ -99,6 +99,8 @@ def _evaluate(target, cfg: dict, scorers: dict[str, Callable]) -> AnomalyEvaluat
         if "class_stats" in context_names(scorer, name) and not data.has_split("train")
     }
     scorers = {n: f for n, f in scorers.items() if n not in unavailable}
+    if not scorers:
+        raise NotApplicable(f"no scorer can run here: {'; '.join(unavailable.values())}")
     dataset = data.dataset(split)
     indices = eval_indices(len(dataset), cfg["max_images"] or len(dataset), data.seed)
     stats: list[ClassStats] = []
@@ -128,10 +130,8 @@ def _evaluate(target, cfg: dict, scorers: dict[str, Callable]) -> AnomalyEvaluat
                 kept[name].append(m)
             masks_kept.append(masks)
         else:
-            kept = None
+            kept, masks_kept = None, []
     results = {n: pooled[n].compute() for n in scorers}
-    if not scorers:
-        raise NotApplicable(f"no scorer can run here: {'; '.join(unavailable.values())}")
     if not next(iter(results.values())).positives:
         raise NotApplicable(f"the {split!r} split holds no anomaly pixels (label {spec.anomaly_index}) to detect")
     best = {n: pooled[n].best_f1() for n in scorers}
