@@ -39,3 +39,26 @@ def test_metrics_benchmark_measures_every_row():
 def test_train_benchmark_compares_both_loops():
     done = run("train.py", "--size", "32x32", "--batch-size", "2", "--steps", "2", "--warmup", "1", "--device", "cpu")
     assert "plain fp32 loop" in done.stdout and "segcheck trainer" in done.stdout, done.stdout
+
+
+def test_anomaly_benchmark_prints_every_table():
+    done = run(
+        "anomaly.py",
+        *("--forward-images", "4", "--stats-images", "4", "--batch-size", "2"),
+        *("--images", "3", "--size", "40x64", "--pixels", "2e5"),
+    )
+    assert "not measured" not in done.stderr, done.stderr[-2000:]
+    out = done.stdout
+    for row in (
+        "## 1. Metric work vs forward passes",
+        "| anomaly evaluation (_evaluate) |",
+        "| forward passes (normalize + logits) |",
+        "## 2. Scale / bounded memory: 3 generated images of 40x64",
+        "| live heap (mallinfo2, 50 ms samples) |",
+        "| total (_evaluate) |",
+        "## 3. Peak memory vs scikit-learn: 200,000",
+        "| segcheck OODMetrics (AUROC+AUPR+FPR95) |",
+        "| sklearn roc_auc_score |",
+        "| AUROC |",
+    ):
+        assert row in out, f"{row} missing from:\n{out}"
