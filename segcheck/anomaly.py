@@ -115,7 +115,7 @@ def _evaluate(target, cfg: dict, scorers: dict[str, Callable]) -> AnomalyEvaluat
     per_image = {n: OODMetrics(average="per_image", **options) for n in scorers}
     confusion = ConfusionMatrix(spec.num_classes, spec.ignore_index)
     kept: dict[str, list[np.ndarray]] | None = {n: [] for n in scorers}
-    masks_kept: list[np.ndarray] = []
+    pixels_kept: list[tuple[np.ndarray, np.ndarray]] = []  # (is_ood, valid) of the kept maps
     budget, area = KEEP_BYTES, 0
     for masks, logits, maps in _scored(model, dataset, indices, scorers, cfg, class_stats, split):
         area = area or masks.shape[-1] * masks.shape[-2]
@@ -124,13 +124,14 @@ def _evaluate(target, cfg: dict, scorers: dict[str, Callable]) -> AnomalyEvaluat
         for name, m in maps.items():
             pooled[name].update(m, is_ood, valid)
             per_image[name].update(m, is_ood, valid)
-        budget -= sum(m.nbytes for m in maps.values())
+        budget -= sum(m.nbytes for m in maps.values()) + is_ood.nbytes + valid.nbytes
         if kept is not None and budget >= 0:
             for name, m in maps.items():
                 kept[name].append(m)
-            masks_kept.append(masks)
+            pixels_kept.append((is_ood, valid))
         else:
-            kept, masks_kept = None, []
+            kept, pixels_kept = None, []
+        del masks, logits, maps  # not alive while the next batch is computed
     results = {n: pooled[n].compute() for n in scorers}
     if not next(iter(results.values())).positives:
         raise NotApplicable(f"the {split!r} split holds no anomaly pixels (label {spec.anomaly_index}) to detect")
@@ -139,8 +140,7 @@ def _evaluate(target, cfg: dict, scorers: dict[str, Callable]) -> AnomalyEvaluat
     components = {n: ComponentMetrics(best[n].threshold, inclusive=True, **sizes) for n in scorers}
     passes = 1
     if kept is not None:
-        for i, masks in enumerate(masks_kept):
-            is_ood, valid = spec.ood_pixels(masks)
+        for i, (is_ood, valid) in enumerate(pixels_kept):
             for name in scorers:
                 components[name].update(kept[name][i], is_ood, valid)
     else:  # the maps did not fit: score the split again
@@ -149,6 +149,7 @@ def _evaluate(target, cfg: dict, scorers: dict[str, Callable]) -> AnomalyEvaluat
             is_ood, valid = spec.ood_pixels(masks)
             for name, m in maps.items():
                 components[name].update(m, is_ood, valid)
+            del masks, _logits, maps
     first = results[next(iter(scorers))]
     return AnomalyEvaluation(
         split,
@@ -201,7 +202,9 @@ def _scored(model, dataset, indices, scorers, cfg, class_stats, split) -> Iterat
                     raise SegcheckError(f"scorer {name!r} gave NaN/inf scores on the {split!r} split; fix the scorer")
                 maps[name] = s.cpu().numpy()
             done(len(images))
+            del images, x, context
             yield masks, logits, maps
+            del masks, logits, maps
 
 
 def max_logit_stats(target, images: int) -> ClassStats:

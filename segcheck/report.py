@@ -138,9 +138,8 @@ def anomaly_lines(tables: dict[str, dict]) -> list[str]:
         lines += [f"{target}:", *_aligned(rows)]
         sens = table["sensitivity"]
         if sens:
-            lines.append(
-                f"threshold sensitivity of {sens['scorer']} (best pixel F1 at {sens['best_f1']['threshold']:.4g}):"
-            )
+            best = sens["best_f1"]["threshold"]
+            lines.append(f"threshold sensitivity of {sens['scorer']} (best pixel F1 at score >= {best:.4g}):")
             points = [("threshold", "chosen by", "precision", "recall", "F1")]
             for p in sens["points"]:
                 rates = (f"{p[k]:.3f}" for k in ("precision", "recall", "f1"))

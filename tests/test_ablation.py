@@ -25,11 +25,11 @@ def _report(noise_passed, jpeg_passed):
 def test_table_has_one_row_per_variant_with_failures_named():
     text = ablation.table({"naive": _report(False, False), "robust": _report(True, True)})
     header, rule, naive, robust = text.splitlines()
-    assert header.startswith("| variant | real mIoU | noise mIoU | noise_input |")
+    assert header.startswith("| variant | real mIoU | noise mIoU | anomaly AUROC (msp) | noise_input |")
     assert header.count("|") == rule.count("|")
-    assert naive.startswith("| naive | 0.984 | 0.133 | **fail** |")
+    assert naive.startswith("| naive | 0.984 | 0.133 | - | **fail** |")
     assert "**fail**: jpeg" in naive and "pass (2/2)" in robust
-    assert robust.startswith("| robust | 0.984 | 0.050 | pass |")
+    assert robust.startswith("| robust | 0.984 | 0.050 | - | pass |")
     assert naive.count("|") == header.count("|") and " - |" in naive  # gates not run show "-"
 
 
@@ -37,7 +37,7 @@ def test_skipped_gates_are_not_failures():
     report = _report(True, True)
     report["gates"].append(_gate("generalization", False, None, outcome="skipped"))
     row = ablation.table({"robust": report}).splitlines()[2]
-    assert "**fail**" not in row and row.endswith("| - | pass |")  # generalization: "-", not run
+    assert "**fail**" not in row and row.endswith("| - | - | pass |")  # generalization: "-", not run
 
 
 def test_families_share_a_column_and_unknown_gates_go_to_other():

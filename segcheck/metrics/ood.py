@@ -78,6 +78,7 @@ class _Exact:
         self.scores: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
         self.size = 0
+        self._table: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # until the next update
 
     def update(self, scores: np.ndarray, positive: np.ndarray) -> None:
         nan = np.isnan(scores)
@@ -89,22 +90,26 @@ class _Exact:
         self.scores.append(np.array(scores, dtype=np.float64))
         self.labels.append(np.array(positive, dtype=bool))
         self.size += scores.size
+        self._table = None
 
     def levels(self) -> tuple[np.ndarray, np.ndarray]:
         return self.table()[1:]
 
     def table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(distinct scores ascending, neg, pos counts per distinct score)."""
+        """(distinct scores ascending, neg, pos counts per distinct score), kept until the next update."""
+        if self._table is not None:
+            return self._table
         if not self.size:
             return np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64)
         x = np.concatenate(self.scores)
         y = np.concatenate(self.labels)
-        order = np.argsort(x, kind="stable")
+        order = np.argsort(x)  # ties are summed below, so their order does not matter (no stable sort)
         x, y = x[order], y[order]
         starts = np.flatnonzero(np.r_[True, x[1:] != x[:-1]])
         sizes = np.diff(np.r_[starts, x.size])
         pos = np.add.reduceat(y.astype(np.int64), starts)
-        return x[starts], sizes - pos, pos
+        self._table = (x[starts], sizes - pos, pos)
+        return self._table
 
 
 class _Accumulator:

@@ -36,11 +36,13 @@ VARIANTS: dict[str, dict] = {
     # the shipped robust recipe, derived so that the row cannot drift from it
     "robust: + " + " + ".join(_beyond_naive("robust")): _beyond_naive("robust"),
 }
-SUITE = Path(__file__).resolve().parents[2] / "suites" / "gates"
+SUITES = Path(__file__).resolve().parents[2] / "suites"
+SUITE = SUITES / "gates"
+ANOMALY_SUITE = SUITES / "anomaly"
 
 
 def judge(checkpoint: Path, report: Path, marks: str) -> dict:
-    """Run the gate suite on ``checkpoint``; return its JSON report."""
+    """Run the gate and anomaly suites on ``checkpoint``; return their JSON report."""
     if not SUITE.is_dir():
         raise SegcheckError(f"the gate suite is not at {SUITE}; run the ablation from a segcheck checkout")
     cmd = [
@@ -48,6 +50,7 @@ def judge(checkpoint: Path, report: Path, marks: str) -> dict:
         "-m",
         "pytest",
         str(SUITE),
+        str(ANOMALY_SUITE),
         "-q",
         "-p",
         "no:cacheprovider",
@@ -73,6 +76,7 @@ COLUMNS = (
     "perturbation_stability",
     "prediction_collapse",
     "generalization",
+    "anomaly_detection",
 )
 
 
@@ -96,18 +100,21 @@ def _cell(gates: list[dict]) -> str:
 
 
 def table(rows: dict[str, dict]) -> str:
-    """Markdown: one row per variant: real mIoU, noise mIoU, then each gate column's verdict."""
+    """Markdown: one row per variant: real mIoU, noise mIoU, MSP's anomaly AUROC, then each gate
+    column's verdict."""
     columns = [*COLUMNS, "other gates"]
-    lines = ["| variant | real mIoU | noise mIoU | " + " | ".join(columns) + " |", "|---" * (len(columns) + 3) + "|"]
+    head = "| variant | real mIoU | noise mIoU | anomaly AUROC (msp) | "
+    lines = [head + " | ".join(columns) + " |", "|---" * (len(columns) + 4) + "|"]
     for variant, report in rows.items():
         by_column: dict[str, list[dict]] = {}
         for g in report["gates"]:
             by_column.setdefault(column(g["gate"]), []).append(g)
         noise = by_column["noise_input"][0]
         cells = [_cell(by_column.get(c, [])) for c in columns]
-        lines.append(
-            f"| {variant} | {noise['details']['real_miou']:.3f} | {noise['value']:.3f} | " + " | ".join(cells) + " |"
-        )
+        msp = [g for g in report["gates"] if g["gate"] == "anomaly_detection[msp]" and "pooled" in g["details"]]
+        auroc = f"{msp[0]['details']['pooled']['auroc']:.3f}" if msp else "-"
+        real = noise["details"]["real_miou"]
+        lines.append(f"| {variant} | {real:.3f} | {noise['value']:.3f} | {auroc} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

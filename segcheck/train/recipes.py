@@ -50,7 +50,7 @@ class Recipe:
 
 RECIPES = {
     "naive": Recipe("naive"),
-    "robust": Recipe("robust", flips=True, rolls=True, photometric=True),
+    "robust": Recipe("robust", flips=True, rolls=True, photometric=True, outlier_paste=0.03),
 }
 
 
