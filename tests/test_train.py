@@ -129,3 +129,18 @@ def test_pasted_outliers_leave_the_cross_entropy_and_get_the_uniform_loss():
         - loop.criterion([uniform], pasted_x, y, get("naive"), spec),
         torch.log(torch.tensor(3.0)),
     )
+
+
+def test_a_resume_state_from_before_a_setting_existed_resumes_at_its_default(tmp_path):
+    from segcheck.train.recipes import get
+    from segcheck.train.trainer import _restore
+
+    module = torch.nn.Conv2d(3, 2, 1)
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1)
+    older = {k: v for k, v in get("naive").to_dict().items() if k != "outlier_paste"}
+    state = {"recipe": older, "model": module.state_dict(), "optimizer": optimizer.state_dict()}
+    torch.save({**state, "scheduler": scheduler.state_dict(), "epoch": 3}, tmp_path / "s.resume.pt")
+    assert _restore(tmp_path / "s.resume.pt", module, optimizer, scheduler, get("naive")) == 3
+    with pytest.raises(SegcheckError, match="resume with the same recipe"):
+        _restore(tmp_path / "s.resume.pt", module, optimizer, scheduler, get("naive").with_(outlier_paste=0.1))

@@ -229,7 +229,8 @@ def _restore(path: Path, module, optimizer, scheduler, recipe: Recipe) -> int:
     if not path.is_file():
         raise SegcheckError(f"nothing to resume: {path} does not exist (it is written after each epoch)")
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if state["recipe"] != recipe.to_dict():
+    # a setting added since the state was written counts at its default (the run did not use it)
+    if {**Recipe("").to_dict(), **state["recipe"]} != recipe.to_dict():
         raise SegcheckError(
             f"{path} was written by recipe {state['recipe']}, not {recipe.to_dict()}; "
             "resume with the same recipe and flags, or start afresh"
