@@ -181,7 +181,7 @@ def test_a_configured_split_that_does_not_exist_fails_instead_of_skipping(pytest
     pytester.makefile(".yaml", segcheck="generalization:\n  split: holdout\n")
     result, _ = run_gates(pytester, "--segcheck-config", "segcheck.yaml", "--eval-size", "4", "-k", "generalization")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["*no 'holdout' split (splits: train, val, test); set generalization.split*"])
+    result.stdout.fnmatch_lines(["*no 'holdout' split (splits: train, val, test, anomaly); set generalization.split*"])
 
 
 SCENARIOS = """
