@@ -101,7 +101,10 @@ class SyntheticStreets:
             std=STD,
             splits=tuple(SPLIT_LENGTHS),
             anomaly_index=ANOMALY_INDEX,
-            anomaly_splits=tuple(SPLIT_LENGTHS) if anomalies and split != "anomaly" else ("anomaly",),
+            anomaly_splits=(
+                "anomaly",
+                *(s for s in SPLIT_LENGTHS if s != "anomaly" and anomalies and split != "anomaly"),
+            ),
         )
         self.identity = f"synthetic-streets:seed={self.seed}:size={height}x{width}" + (
             ":anomalies" if anomalies and split != "anomaly" else ""

@@ -52,19 +52,16 @@ class AnomalyEvaluation:
     scorers: dict[str, ScorerResult]
     class_stats: ClassStats | None = field(default=None, repr=False)
     passes: int = 1
-    unavailable: dict[str, str] = field(default_factory=dict)  # scorer -> why it could not run here
+    unavailable: dict[str, str] = field(default_factory=dict)  # scorer -> why it could not run here (SKIP)
+    failed: dict[str, str] = field(default_factory=dict)  # scorer -> the error it raised (ERROR)
 
 
-def anomaly_split(spec, cfg: dict) -> str:
-    """The split the anomaly gates read: ``cfg["split"]``, else the dataset's first anomaly split."""
+def anomaly_split(spec, cfg: dict, eval_split: str) -> str:
+    """The split the anomaly gates read: ``cfg["split"]``, else the dataset's first anomaly split,
+    else ``eval_split`` (e.g. a folder dataset that declares an anomaly_index but no such split)."""
     if spec.anomaly_index is None:
         raise NotApplicable("the dataset declares no anomaly_index: there are no anomaly pixels to detect")
-    split = cfg.get("split") or (spec.anomaly_splits[0] if spec.anomaly_splits else None)
-    if split is None:
-        raise NotApplicable(
-            "the dataset names no split with anomaly pixels (anomaly_splits); set anomaly.split to the one that has"
-        )
-    return split
+    return cfg.get("split") or (spec.anomaly_splits[0] if spec.anomaly_splits else None) or eval_split
 
 
 def evaluate(target, cfg: dict, scorers: dict[str, Callable] | None = None) -> AnomalyEvaluation:
@@ -72,7 +69,18 @@ def evaluate(target, cfg: dict, scorers: dict[str, Callable] | None = None) -> A
     built-ins), computed once per target and settings and shared by the anomaly gates."""
     scorers = scorers or getattr(target, "scorers", None) or BUILTIN_SCORERS
     key = f"anomaly:{sorted(cfg.items())}:{list(scorers)}"
-    return target.model.memo(key, target.data, lambda: _evaluate(target, cfg, scorers))
+    result = target.model.memo(key, target.data, lambda: _settled(_evaluate, target, cfg, scorers))
+    if isinstance(result, SegcheckError):
+        raise result  # a SKIP or an error is found once, not once per gate
+    return result
+
+
+def _settled(function, *args):
+    """``function(*args)``, or the SegcheckError (a NotApplicable too) it raised."""
+    try:
+        return function(*args)
+    except SegcheckError as exc:
+        return exc
 
 
 class _Context(dict):
@@ -92,7 +100,7 @@ class _Context(dict):
 def _evaluate(target, cfg: dict, scorers: dict[str, Callable]) -> AnomalyEvaluation:
     data, model = target.data, target.model
     spec = data.spec
-    split = anomaly_split(spec, cfg)
+    split = anomaly_split(spec, cfg, data.split)
     unavailable = {
         name: f"scorer {name!r} needs the training split's max-logit statistics; this data has no 'train' split"
         for name, scorer in scorers.items()
@@ -112,12 +120,17 @@ def _evaluate(target, cfg: dict, scorers: dict[str, Callable]) -> AnomalyEvaluat
 
     options = dict(exact=None, bins=cfg["bins"], exact_limit=cfg["exact_limit"])
     pooled = {n: OODMetrics(average="pooled", **options) for n in scorers}
-    per_image = {n: OODMetrics(average="per_image", **options) for n in scorers}
+    per_image = {
+        n: OODMetrics(average="per_image", **{**options, "exact_limit": cfg["per_image_exact_limit"]}) for n in scorers
+    }
     confusion = ConfusionMatrix(spec.num_classes, spec.ignore_index)
     kept: dict[str, list[np.ndarray]] | None = {n: [] for n in scorers}
     pixels_kept: list[tuple[np.ndarray, np.ndarray]] = []  # (is_ood, valid) of the kept maps
     budget, area = KEEP_BYTES, 0
-    for masks, logits, maps in _scored(model, dataset, indices, scorers, cfg, class_stats, split):
+    failed: dict[str, str] = {}  # scorer -> its one-line error; the other scorers go on
+    for masks, logits, maps in _scored(
+        model, dataset, indices, scorers, cfg, class_stats, split, failed, spec.num_classes
+    ):
         area = area or masks.shape[-1] * masks.shape[-2]
         confusion.update(logits.argmax(1).cpu().numpy(), spec.closed_set(masks))
         is_ood, valid = spec.ood_pixels(masks)
@@ -132,6 +145,9 @@ def _evaluate(target, cfg: dict, scorers: dict[str, Callable]) -> AnomalyEvaluat
         else:
             kept, pixels_kept = None, []
         del masks, logits, maps  # not alive while the next batch is computed
+    scorers = {n: f for n, f in scorers.items() if n not in failed}
+    if not scorers:
+        raise SegcheckError(f"every scorer failed on the {split!r} split: {'; '.join(failed.values())}")
     results = {n: pooled[n].compute() for n in scorers}
     if not next(iter(results.values())).positives:
         raise NotApplicable(f"the {split!r} split holds no anomaly pixels (label {spec.anomaly_index}) to detect")
@@ -145,7 +161,9 @@ def _evaluate(target, cfg: dict, scorers: dict[str, Callable]) -> AnomalyEvaluat
                 components[name].update(kept[name][i], is_ood, valid)
     else:  # the maps did not fit: score the split again
         passes = 2
-        for masks, _logits, maps in _scored(model, dataset, indices, scorers, cfg, class_stats, split):
+        for masks, _logits, maps in _scored(
+            model, dataset, indices, scorers, cfg, class_stats, split, failed, spec.num_classes
+        ):
             is_ood, valid = spec.ood_pixels(masks)
             for name, m in maps.items():
                 components[name].update(m, is_ood, valid)
@@ -170,6 +188,7 @@ def _evaluate(target, cfg: dict, scorers: dict[str, Callable]) -> AnomalyEvaluat
         stats[0] if stats else None,
         passes,
         unavailable,
+        failed,
     )
 
 
@@ -181,14 +200,20 @@ def component_sizes(cfg: dict, area: int) -> dict[str, int]:
     return {k: round(cfg[k] * scale) for k in ("min_gt_size", "min_pred_size")}
 
 
-def _scored(model, dataset, indices, scorers, cfg, class_stats, split) -> Iterator[tuple]:
-    """``(masks, logits, {scorer: scores (B, H, W) float32 numpy})`` per batch of ``indices``."""
+def _scored(model, dataset, indices, scorers, cfg, class_stats, split, failed: dict, classes: int) -> Iterator[tuple]:
+    """``(masks, logits, {scorer: scores (B, H, W) float32 numpy})`` per batch of ``indices``; a
+    scorer that fails is entered in ``failed`` with its one-line error and left out from then on."""
     batch = cfg["batch_size"]
     with forward_pass(len(indices)) as done, torch.no_grad():
         for start in range(0, len(indices), batch):
             images, masks = stack(dataset, indices[start : start + batch])
             x = model.normalize(images)
             logits = model.logits(x).float()
+            if logits.shape[1] != classes:
+                raise SegcheckError(
+                    f"the head has {logits.shape[1]} channels for {classes} known classes, so no "
+                    "anomaly score of the known classes can be read (see anomaly_head)"
+                )
             if not bool(torch.isfinite(logits).all()):
                 raise SegcheckError(
                     f"the model's logits on the {split!r} split are not finite (NaN/inf); no anomaly score can be "
@@ -197,9 +222,22 @@ def _scored(model, dataset, indices, scorers, cfg, class_stats, split) -> Iterat
             context = _Context(class_stats, temperature=cfg["temperature"], inputs=x, module=model.module)
             maps = {}
             for name, scorer in scorers.items():
-                s = score(scorer, logits, context, name)
-                if not bool(torch.isfinite(s).all()):
-                    raise SegcheckError(f"scorer {name!r} gave NaN/inf scores on the {split!r} split; fix the scorer")
+                if name in failed:
+                    continue
+                try:
+                    s = score(scorer, logits, context, name)
+                    if not bool(torch.isfinite(s).all()):
+                        raise SegcheckError(
+                            f"scorer {name!r} gave NaN/inf scores on the {split!r} split; fix the scorer"
+                        )
+                except NotApplicable:
+                    raise
+                except SegcheckError as exc:
+                    failed[name] = str(exc)
+                    continue
+                except Exception as exc:
+                    failed[name] = f"scorer {name!r} raised {type(exc).__name__}: {exc}"
+                    continue
                 maps[name] = s.cpu().numpy()
             done(len(images))
             del images, x, context
@@ -215,12 +253,17 @@ def max_logit_stats(target, images: int) -> ClassStats:
         raise NotApplicable("standardized max logit needs the training split's statistics; this data has no 'train'")
     dataset = data.dataset("train")
     c = data.spec.num_classes
-    total, squares, count = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), torch.zeros(c)
+    total, squares = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64)
+    count = torch.zeros(c, dtype=torch.int64)
     indices = eval_indices(len(dataset), images, data.seed)
     with torch.no_grad():
         for start in range(0, len(indices), data.batch_size):
             pixels, _ = stack(dataset, indices[start : start + data.batch_size])
             logits = model.logits(model.normalize(pixels)).float()
+            if not bool(torch.isfinite(logits).all()):
+                raise SegcheckError(
+                    "the model's logits on the 'train' split are not finite (NaN/inf): no SML statistics"
+                )
             top, predicted = logits.amax(1).flatten().double().cpu(), logits.argmax(1).flatten().cpu()
             if predicted.numel() and int(predicted.max()) >= c:
                 raise SegcheckError(f"the model predicts class {int(predicted.max())} with {c} known classes")

@@ -157,3 +157,57 @@ def test_a_14_channel_head_on_streethazards_13_known_classes_fails_the_head_audi
     assert result.passed is passed and result.value == channels
     if not passed:
         assert "head has 14 channels for 13 known classes: one channel too many" in result.message
+
+
+def _registered(name):
+    from segcheck.plugins import load
+
+    return next(g for g in load((), entry_points=False).gates.gates("anomaly") if g.name == name)
+
+
+def test_a_head_with_the_anomaly_as_a_class_fails_the_audit_and_the_other_gates_say_why():
+    from segcheck.gates.registered import run
+
+    spec = SyntheticStreets("val").spec
+    splits = {"val": _street("val"), "anomaly": _street("anomaly"), "train": _street("train")}
+    target = _arrays_target(ConstantModel(channels=9, value=1.0), spec, splits)
+    config = {"anomaly": CFG}
+    result = run(_registered("anomaly_head"), target, config)  # a FAIL, not an error about class 8
+    assert not result.passed and "one channel too many" in result.message
+    with pytest.raises(SegcheckError, match="head has 9 channels for 8 known classes.*see anomaly_head"):
+        run(_registered("anomaly_detection[msp]"), target, config)
+
+
+def test_a_failing_scorer_errors_alone_and_the_others_are_judged(unet_target):
+    def broken(logits):
+        return logits[:, 99]
+
+    scorers = {"msp": BUILTIN_SCORERS["msp"], "broken": broken}
+    ev = segan.evaluate(unet_target, CFG, scorers)
+    assert set(ev.scorers) == {"msp"} and "scorer 'broken' raised IndexError" in ev.failed["broken"]
+    target = Target(unet_target.model, unet_target.data, scorers=scorers)
+    with pytest.raises(SegcheckError, match="scorer 'broken' raised IndexError"):
+        anomaly_detection(target, CFG, "broken")
+    assert anomaly_detection(target, CFG, "msp").value == ev.scorers["msp"].pooled.auroc
+
+
+def test_a_skip_is_found_once_not_once_per_gate(monkeypatch):
+    spec = SyntheticStreets("val").spec
+    images, masks = _street("anomaly")
+    clean = np.where(masks == spec.anomaly_index, 0, masks)  # an anomaly split without anomalies
+    target = _arrays_target(ConstantModel(), spec, {"val": _street("val"), "anomaly": (images, clean)})
+    calls = []
+    real = segan._evaluate
+    monkeypatch.setattr(segan, "_evaluate", lambda *a: calls.append(1) or real(*a))
+    for _ in range(3):
+        with pytest.raises(NotApplicable, match="holds no anomaly pixels"):
+            segan.evaluate(target, CFG)
+    assert calls == [1]
+
+
+def test_a_folder_dataset_with_an_anomaly_index_is_judged_on_its_eval_split():
+    spec = DatasetSpec(SyntheticStreets("val").spec.classes, anomaly_index=8)  # no anomaly_splits declared
+    images, masks = _street("anomaly")
+    target = _arrays_target(ConstantModel(value=1.0), spec, {"val": (images, masks)})
+    assert segan.anomaly_split(spec, CFG, "val") == "val"
+    assert segan.evaluate(target, {**CFG, "stats_images": 4}, {"msp": BUILTIN_SCORERS["msp"]}).split == "val"

@@ -9,7 +9,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from segcheck import SegcheckError
 from segcheck.anomaly import anomaly_split, evaluate
+from segcheck.gates.audits import probe
 from segcheck.gates.registered import NotApplicable
 from segcheck.gates.result import GateResult
 from segcheck.hookspecs import hookimpl
@@ -27,6 +29,8 @@ def anomaly_detection(target: Target, cfg: dict, scorer: str = "max_logit") -> G
     ev = evaluate(target, cfg)
     if scorer in ev.unavailable:
         raise NotApplicable(ev.unavailable[scorer])
+    if scorer in ev.failed:
+        raise SegcheckError(ev.failed[scorer])
     if scorer not in ev.scorers:
         raise NotApplicable(f"scorer {scorer!r} is not among this run's scorers ({', '.join(ev.scorers)})")
     r = ev.scorers[scorer]
@@ -42,19 +46,22 @@ def anomaly_detection(target: Target, cfg: dict, scorer: str = "max_logit") -> G
     else:
         message = (
             f"{measured}: {scorer} does not separate anomaly pixels from known ones; the model is as sure on "
-            "objects it never saw (train with outlier exposure, e.g. segcheck train --outlier-paste 0.5)"
+            "objects it never saw (train with outlier exposure, e.g. segcheck train --outlier-paste 0.03)"
         )
     details = {
         "scorer": scorer,
         "split": ev.split,
         "pooled": pooled.as_dict(),
         "per_image": per_image.as_dict(),
-        "best_f1": _plain(r.best_f1),
-        "sensitivity": [_plain(p) for p in r.sensitivity],
+        "best_f1": r.best_f1.as_dict(),
+        "sensitivity": [p.as_dict() for p in r.sensitivity],
         "components": comp.as_dict(),
         "fpr95_convention": FPR95_CONVENTION,
         "passes": ev.passes,
     }
+    if scorer == "sml" and ev.class_stats is not None and ev.class_stats.fallback:
+        spec = target.data.spec
+        details["sml_fallback_classes"] = [spec.classes[c] for c in ev.class_stats.fallback]
     return GateResult(
         f"anomaly_detection[{scorer}]",
         pooled.auroc,
@@ -66,15 +73,11 @@ def anomaly_detection(target: Target, cfg: dict, scorer: str = "max_logit") -> G
     )
 
 
-def _plain(point) -> dict:
-    return point.as_dict() if hasattr(point, "as_dict") else dict(vars(point))
-
-
 def anomaly_head(target: Target, cfg: dict) -> GateResult:
     """The head has one channel per known class: the anomaly is not a class the model predicts."""
     spec, model = target.data.spec, target.model
     with torch.no_grad():
-        channels = model.logits(model.normalize(target.data.images[:1])).shape[1]
+        channels = model.logits(probe(target)).shape[1]
     known = spec.num_classes
     passed = channels == known
     message = f"head has {channels} channels for {known} known classes"
@@ -104,6 +107,8 @@ def anomaly_free_training(target: Target, cfg: dict) -> GateResult:
     if not data.has_split("train"):
         raise NotApplicable("this data has no 'train' split to audit")
     dataset = data.dataset("train")
+    if not len(dataset):
+        raise NotApplicable("the 'train' split is empty: nothing to audit")
     hits, pixels = [], 0
     for i in tqdm(range(len(dataset)), desc="anomaly_free_training: train masks", delay=2, leave=False, disable=None):
         count = int(np.count_nonzero(np.asarray(dataset[i][1]) == spec.anomaly_index))
@@ -160,7 +165,7 @@ def _needs_anomaly_split(function):
 
     @functools.wraps(function)
     def gate(target: Target, cfg: dict, **kwargs) -> GateResult:
-        split = anomaly_split(target.data.spec, cfg)
+        split = anomaly_split(target.data.spec, cfg, target.data.split)
         if not target.data.has_split(split):
             raise NotApplicable(f"the anomaly split {split!r} cannot be read here; set anomaly.split")
         return function(target, cfg, **kwargs)
@@ -178,9 +183,7 @@ def segcheck_register_gates(registry, scorers):
             suite="anomaly",
             description=f"{name} separates anomaly pixels: pooled AUROC, FPR95 (AUPR, per image, components)",
         )
-    registry.add(
-        "anomaly_head", _needs_anomaly_split(anomaly_head), section="anomaly", suite="anomaly", needs=("finite_logits",)
-    )
+    registry.add("anomaly_head", _needs_anomaly_split(anomaly_head), section="anomaly", suite="anomaly")
     registry.add("anomaly_free_training", anomaly_free_training, section="anomaly", suite="anomaly")
     registry.add(
         "known_class_miou",

@@ -10,7 +10,8 @@ from segcheck.hookspecs import hookimpl
 from segcheck.target import Target
 
 
-def _probe(target: Target) -> torch.Tensor:
+def probe(target: Target) -> torch.Tensor:
+    """The first eval image, normalized: the input of the audits that look at the head."""
     return target.model.normalize(target.data.images[:1])
 
 
@@ -18,7 +19,7 @@ def head_matches_classes(target: Target, cfg: dict | None = None) -> GateResult:
     """The model's output channels equal the dataset's classes (one channel for binary models)."""
     spec, model = target.data.spec, target.model
     with torch.no_grad():
-        channels = model.logits(_probe(target)).shape[1]
+        channels = model.logits(probe(target)).shape[1]
     expected = 1 if model.binary else spec.num_classes
     passed = channels == expected
     message = f"head has {channels} channels, dataset has {spec.num_classes} classes (expected {expected} channels)"
@@ -40,7 +41,7 @@ def head_matches_classes(target: Target, cfg: dict | None = None) -> GateResult:
 
 def output_size(target: Target, cfg: dict | None = None) -> GateResult:
     """Logits come out at input size, from a raw output that is the input or an integer downscale of it."""
-    x = _probe(target)
+    x = probe(target)
     with torch.no_grad():
         raw = target.model.raw(x).shape[-2:]
         final = target.model.logits(x).shape[-2:]

@@ -123,13 +123,13 @@ class _Accumulator:
     def update(self, scores, positive) -> None:
         if self.store is not None and _arrays.is_device_tensor(scores):
             scores, positive = scores.cpu().numpy(), positive.cpu().numpy()
+        if self.store is not None and self.exact is None and self.store.size + scores.size > self.exact_limit:
+            self.histogram = ScoreHistogram(self.bins)  # switch before this batch is copied: memory stays bounded
+            for x, y in zip(self.store.scores, self.store.labels):
+                self.histogram.update(x, y)
+            self.store = None
         if self.store is not None:
             self.store.update(scores, positive)
-            if self.exact is None and self.store.size > self.exact_limit:
-                self.histogram = ScoreHistogram(self.bins)
-                for x, y in zip(self.store.scores, self.store.labels):
-                    self.histogram.update(x, y)
-                self.store = None
         else:
             self.histogram.update(scores, positive)
 

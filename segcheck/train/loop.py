@@ -78,6 +78,8 @@ def criterion(
     if recipe.outlier_exposure:
         noise_logits = output_tensor(extra.pop(0)).float()
         loss = loss + recipe.outlier_exposure * -(noise_logits.log_softmax(1).mean())
+    if recipe.outlier_paste and binary:
+        raise SegcheckError("outlier_paste needs a softmax over classes; a binary (one-channel) model has none")
     if recipe.outlier_paste and pasted is not None and pasted.any():
         uniform = -logits.log_softmax(1).mean(1)  # cross-entropy to the uniform distribution, per pixel
         loss = loss + recipe.outlier_paste * uniform[pasted].mean()
