@@ -117,3 +117,17 @@ def same_place(*arrays) -> None:
     places = {str(a.device) if is_device_tensor(a) else "cpu" for a in arrays}
     if len(places) > 1:
         raise SegcheckError(f"inputs live on different devices {sorted(places)}; move them to one device first")
+
+
+def ood_inputs(values, is_ood, valid=None):
+    """``(values, is_ood, valid)`` checked: float scores, boolean flags of the same shape, all in
+    one place; ``valid`` stays None when not given."""
+    x = scores(values)
+    y = flags(is_ood, "is_ood")
+    same_shape(x, y, "scores", "is_ood")
+    keep = None
+    if valid is not None:
+        keep = flags(valid, "valid")
+        same_shape(x, keep, "scores", "valid")
+    same_place(*(a for a in (x, y, keep) if a is not None))
+    return x, y, keep

@@ -140,14 +140,7 @@ class ComponentMetrics:
         """Add one image (H, W) or a batch (N, H, W): float ``scores``, boolean (or 0/1)
         ``is_ood`` and an optional ``valid`` mask (False = void, e.g. ``label == 255``).
         numpy or torch; a tensor on an accelerator is copied to the host (labelling runs there)."""
-        x = _arrays.scores(scores)
-        y = _arrays.flags(is_ood, "is_ood")
-        _arrays.same_shape(x, y, "scores", "is_ood")
-        keep = None
-        if valid is not None:
-            keep = _arrays.flags(valid, "valid")
-            _arrays.same_shape(x, keep, "scores", "valid")
-        _arrays.same_place(*(a for a in (x, y, keep) if a is not None))
+        x, y, keep = _arrays.ood_inputs(scores, is_ood, valid)
         x, y = _host(x), _host(y)
         keep = np.ones(x.shape, bool) if keep is None else _host(keep)
         if x.ndim not in (2, 3):

@@ -183,14 +183,7 @@ class OODMetrics:
     def update(self, scores, is_ood, valid=None) -> OODMetrics:
         """Add a batch: ``scores`` (float, higher = more OOD), ``is_ood`` (bool or 0/1) and an
         optional ``valid`` mask (pixels to count, e.g. ``mask != ignore_index``), same shape."""
-        x = _arrays.scores(scores)
-        y = _arrays.flags(is_ood, "is_ood")
-        _arrays.same_shape(x, y, "scores", "is_ood")
-        keep = None
-        if valid is not None:
-            keep = _arrays.flags(valid, "valid")
-            _arrays.same_shape(x, keep, "scores", "valid")
-        _arrays.same_place(*(a for a in (x, y, keep) if a is not None))
+        x, y, keep = _arrays.ood_inputs(scores, is_ood, valid)
         if self.average == "pooled":
             self.pooled.update(*_flat(x, y, keep))
             return self
