@@ -229,7 +229,7 @@ def forward_only(target, cfg: dict) -> dict:
     from segcheck.data import eval_indices, stack
 
     data, model = target.data, target.model
-    dataset = data.dataset(anomaly_split(data.spec, cfg))
+    dataset = data.dataset(anomaly_split(data.spec, cfg, data.split))
     indices = eval_indices(len(dataset), cfg["max_images"] or len(dataset), data.seed)
     made = forward = forward_cpu = 0.0
     wall, cpu = time.perf_counter(), time.process_time()
