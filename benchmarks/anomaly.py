@@ -41,7 +41,6 @@ import math
 import os
 import platform
 import re
-import subprocess
 import sys
 import threading
 import time
@@ -51,6 +50,7 @@ from collections import defaultdict
 from importlib import metadata
 
 import numpy as np
+from _report import table, worker_result
 
 SECTIONS = ("forward", "scale", "sklearn")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -267,7 +267,7 @@ def forward_section(args) -> None:
         f"batch {cfg['batch_size']}, {len(ev['scorers'])} scorers, one run each\n"
     )
     base = alone["forward"]
-    _table(
+    table(
         ["run", "wall s", "cpu s", "time / forward passes"],
         [
             [
@@ -315,7 +315,7 @@ def _split_table(ev: dict, images: int, extrapolate: int | None = None) -> None:
     total = ["total (_evaluate)", f"{ev['wall']:.3f}", "100%", 1, f"{ev['wall'] / images * 1e3:.1f}"]
     if extrapolate:
         total.append(f"{sum(_extrapolated(k, v, images, extrapolate) for k, v in ev['split'].items()):,.0f}")
-    _table(header, rows + [total])
+    table(header, rows + [total])
 
 
 def _extrapolated(name: str, seconds: float, images: int, to: int) -> float:
@@ -492,7 +492,7 @@ def scale_section(args) -> None:
         "one run in a fresh process\n"
     )
     metric = _metric_seconds(m)
-    _table(
+    table(
         ["images", "passes", "wall s", "cpu s", "Mpixel/s (all)", "Mpixel/s (metric work)", "known mIoU"],
         [
             [
@@ -513,7 +513,7 @@ def scale_section(args) -> None:
             [label, f"{v['before']:,.0f}", f"{v['one_batch']:,.0f}", f"{v['peak']:,.0f}"]
             + [f"{v['peak'] - v['one_batch']:+,.0f}", f"{v['after']:,.0f}"]
         )
-    _table(
+    table(
         ["memory, MiB", "before warm-up", "peak, one-batch run", "peak, this run", "beyond one batch", "held after"],
         rows,
     )
@@ -547,7 +547,7 @@ def _memory_table(samples: list, images: int, passes: int, batch: int) -> None:
         for (p, b), v in sorted(batches.items())
         if b in shown
     ]
-    _table(["pass", "batch", "images", "live heap above base, max MiB", "min MiB", "samples"], rows)
+    table(["pass", "batch", "images", "live heap above base, max MiB", "min MiB", "samples"], rows)
     later = sorted((b, max(v), min(v)) for (p, b), v in batches.items() if p == 0 and b > 0)
     if len(later) >= 4:  # the first batch has no previous one alive beside it: left out
         x = [b * batch for b, _, _ in later]
@@ -658,10 +658,10 @@ def sklearn_section(args) -> None:
     rows += [[name, *_peak_cells(r, ours)] for name, r in results.items()]
     rows.append(["sklearn, the three together (sum of times, max of peaks)", *_peak_cells(sk_total, ours)])
     header = ["implementation", "wall s", "cpu s", "tracemalloc peak MiB", "VmHWM above inputs MiB", "time / segcheck"]
-    _table(header, rows)
+    table(header, rows)
     v = ours["value"]
     reference = {k: r["value"][k] for r in results.values() for k in r["value"]}
-    _table(
+    table(
         ["metric", "segcheck", "sklearn", "|difference|", "segcheck's stated bound"],
         [
             [label, f"{v[k]:.8f}", f"{reference[k]:.8f}", f"{abs(v[k] - reference[k]):.1e}", f"{v[k + '_error']:.1e}"]
@@ -690,26 +690,7 @@ def _peak_cells(m: dict, ours: dict) -> list:
 def measure(kind: str, args) -> dict | None:
     """Run worker ``kind`` in a fresh process with the same options; its JSON result."""
     env = {**os.environ, **{k: str(args.threads) for k in THREAD_VARIABLES}}
-    done = subprocess.run(
-        [sys.executable, __file__, *args.argv, "--worker", kind], env=env, capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        print(f"  ({kind}: not measured: {last})", file=sys.stderr)
-        return None
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _row(cells) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
-def _table(header, rows) -> None:
-    print(_row(header))
-    print(_row(["---"] * len(header)))
-    for r in rows:
-        print(_row(r))
-    print()
+    return worker_result([sys.executable, __file__, *args.argv, "--worker", kind], env, kind)
 
 
 def _size(text: str) -> tuple[int, int]:

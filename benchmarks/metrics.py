@@ -24,11 +24,11 @@ import json
 import os
 import platform
 import re
-import subprocess
 import sys
 import time
 
 import numpy as np
+from _report import table, worker_result
 
 C = 19
 STREAM_CHUNK = 1024 * 2048  # one Cityscapes-sized image per update
@@ -250,26 +250,7 @@ def worker(kind: str, name: str, n: int) -> dict:
 # --- parent side: run each measurement in a subprocess, print the tables -----------------------
 def measure(kind: str, name: str, n: int) -> dict | None:
     env = {**os.environ, **SINGLE_THREAD}
-    done = subprocess.run(
-        [sys.executable, __file__, "--worker", kind, name, str(n)], env=env, capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        print(f"  ({name}: not measured: {last})", file=sys.stderr)
-        return None
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _row(cells) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
-def _table(header, rows) -> None:
-    print(_row(header))
-    print(_row(["---"] * len(header)))
-    for r in rows:
-        print(_row(r))
-    print()
+    return worker_result([sys.executable, __file__, "--worker", kind, name, str(n)], env, name)
 
 
 def _timing_cells(m: dict, n: int) -> list:
@@ -286,7 +267,7 @@ def confusion_section(n: int) -> None:
     for name, m in ok.items():
         ratio = f"{m['wall'] / base['wall']:.1f}x" if base else "-"
         rows.append([name] + _timing_cells(m, n) + [ratio])
-    _table(["implementation", "wall s", "cpu s", "Mpixel/s (wall)", "peak extra MiB", "time / segcheck"], rows)
+    table(["implementation", "wall s", "cpu s", "Mpixel/s (wall)", "peak extra MiB", "time / segcheck"], rows)
     if matrices:
         reference = next(iter(matrices.values()))
         agree = all((m == reference).all() for m in matrices.values())
@@ -319,7 +300,7 @@ def regions_section(n: int) -> None:
         m = measure("regions", name, n)
         if m:
             rows.append([name] + _timing_cells(m, n))
-    _table(["implementation", "wall s", "cpu s", "Mpixel/s (wall)", "peak extra MiB"], rows)
+    table(["implementation", "wall s", "cpu s", "Mpixel/s (wall)", "peak extra MiB"], rows)
 
 
 def ood_section(n: int) -> float | None:
@@ -341,9 +322,7 @@ def ood_section(n: int) -> float | None:
                 if key in sk:
                     errors.append(f"{label} {abs(v[key] - sk[key]):.1e} (bound {v[key + '_error']:.1e})")
         rows.append([name] + _timing_cells(m, n) + ["; ".join(errors) or "reference"])
-    _table(
-        ["implementation", "wall s", "cpu s", "Mpixel/s (wall)", "peak extra MiB", "|difference| from sklearn"], rows
-    )
+    table(["implementation", "wall s", "cpu s", "Mpixel/s (wall)", "peak extra MiB", "|difference| from sklearn"], rows)
     hist = results.get("segcheck histogram (AUROC+AUPR+FPR95)")
     sk_time = sum(
         results[k]["wall"] for k in ("sklearn roc_auc_score", "sklearn average_precision_score") if results.get(k)
@@ -363,7 +342,7 @@ def stream_section(n: int, sklearn_bytes_per_pixel: float | None) -> None:
     if not m:
         return
     v = m["value"]
-    _table(
+    table(
         ["pixels", "segcheck wall s", "cpu s", "Mpixel/s (wall)", "peak extra MiB", "AUROC", "AUROC bound"],
         [[f"{m['pixels']:,}"] + _timing_cells(m, m["pixels"]) + [f"{v['auroc']:.6f}", f"{v['auroc_error']:.1e}"]],
     )
@@ -383,7 +362,7 @@ def gpu_section(n_labels: int, n_scores: int) -> None:
     m = measure("gpu", f"{n_labels},{n_scores}", 0)
     if m:
         print(f"## GPU ({torch.cuda.get_device_name(0)})\n")
-        _table(["metric", "Mpixel/s"], [[k, f"{v / 1e6:,.0f}"] for k, v in m.items()])
+        table(["metric", "Mpixel/s"], [[k, f"{v / 1e6:,.0f}"] for k, v in m.items()])
 
 
 def _count(text: str) -> int:

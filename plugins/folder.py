@@ -346,6 +346,23 @@ def map_labels(mask: np.ndarray, table: np.ndarray, path: Path, expected: str) -
     return table[mask]
 
 
+class MappedPairs:
+    """A split of image/mask file pairs (``pairs``) whose on-disk mask values go through the
+    lookup ``table`` (:func:`map_labels`, describing them as ``EXPECTED`` in errors)."""
+
+    pairs: tuple[tuple[Path, Path], ...] = ()
+    table: np.ndarray
+    EXPECTED = "the dataset's on-disk labels"
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        image_path, mask_path = self.pairs[operator.index(index)]
+        image, mask = read_pair(image_path, mask_path)
+        return image, map_labels(mask, self.table, mask_path, self.EXPECTED)
+
+
 def _factory(root: Path | None, split: str) -> FolderDataset:
     """Registry factory: the folder dataset at ``root`` (required)."""
     if root is None:

@@ -35,7 +35,6 @@ negatives.
 
 from __future__ import annotations
 
-import operator
 from pathlib import Path
 
 import numpy as np
@@ -45,13 +44,12 @@ from segcheck.data import DatasetSpec
 from segcheck.hookspecs import hookimpl
 from segcheck_plugins.folder import (
     MASK_SUFFIXES,
+    MappedPairs,
     check_classes,
     check_paired,
     files_by_stem,
-    map_labels,
     read_config,
     read_normalization,
-    read_pair,
 )
 
 __all__ = ["CITYSCAPES_CLASSES", "IMAGE_SUFFIXES", "SMIYC", "label_table", "segcheck_register_datasets"]
@@ -110,7 +108,7 @@ def read_options(root: Path) -> dict:
     }
 
 
-class SMIYC:
+class SMIYC(MappedPairs):
     """The labelled (``val``) frames of an SMIYC-style dataset; satisfies ``segcheck.data.SegDataset``.
 
     :param root: the folder holding ``images/`` and ``labels_masks/`` (see the module docstring).
@@ -122,6 +120,8 @@ class SMIYC:
     ``SegcheckError`` for an unreadable file, a size mismatch or an on-disk value other than
     0, 1 and 255.
     """
+
+    EXPECTED = _EXPECTED
 
     def __init__(self, root: Path | str, split: str = "val"):
         root = Path(root)
@@ -177,14 +177,6 @@ class SMIYC:
         )
         self.pairs = tuple((images[name], masks[name]) for name in sorted(masks))
         self.unlabelled = tuple(images[name] for name in sorted(set(images) - set(masks)))
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        image_path, mask_path = self.pairs[operator.index(index)]
-        image, mask = read_pair(image_path, mask_path)
-        return image, map_labels(mask, self.table, mask_path, _EXPECTED)
 
     def __repr__(self) -> str:
         return (

@@ -39,7 +39,6 @@ the anomaly audits to report it. StreetHazards declares no normalization (mean/s
 
 from __future__ import annotations
 
-import operator
 from pathlib import Path
 
 import numpy as np
@@ -50,11 +49,10 @@ from segcheck.hookspecs import hookimpl
 from segcheck_plugins.folder import (
     IMAGE_SUFFIXES,
     MASK_SUFFIXES,
+    MappedPairs,
     check_paired,
     files_by_stem,
-    map_labels,
     read_config,
-    read_pair,
 )
 
 __all__ = [
@@ -126,7 +124,7 @@ def _tree(folder: Path, suffixes: tuple[str, ...], what: str) -> dict[str, Path]
     return files
 
 
-class StreetHazards:
+class StreetHazards(MappedPairs):
     """One split of StreetHazards; satisfies ``segcheck.data.SegDataset``.
 
     :param root: the folder holding ``train/`` and ``test/`` (see the module docstring).
@@ -137,6 +135,8 @@ class StreetHazards:
     reads one pair and maps its labels through ``table``, raising ``SegcheckError`` for an
     unreadable file, a size mismatch or an on-disk value outside 1..14.
     """
+
+    EXPECTED = _EXPECTED
 
     def __init__(self, root: Path | str, split: str = "train"):
         root = Path(root)
@@ -178,14 +178,6 @@ class StreetHazards:
             f"each image under images/{sub}/ needs the annotation PNG at the same path under annotations/{sub}/",
         )
         self.pairs = tuple((images[key], masks[key]) for key in sorted(images))
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        image_path, mask_path = self.pairs[operator.index(index)]
-        image, mask = read_pair(image_path, mask_path)
-        return image, map_labels(mask, self.table, mask_path, _EXPECTED)
 
     def __repr__(self) -> str:
         return f"StreetHazards(root={str(self.root)!r}, split={self.split!r}, len={len(self)})"

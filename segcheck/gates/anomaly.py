@@ -3,15 +3,15 @@ and the known classes on the anomaly split. They share one evaluation (``segchec
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from segcheck import SegcheckError
 from segcheck.anomaly import anomaly_split, evaluate
-from segcheck.gates.audits import probe
+from segcheck.gates.audits import head_matches_classes
 from segcheck.gates.registered import NotApplicable
 from segcheck.gates.result import GateResult
 from segcheck.hookspecs import hookimpl
@@ -74,29 +74,19 @@ def anomaly_detection(target: Target, cfg: dict, scorer: str = "max_logit") -> G
 
 
 def anomaly_head(target: Target, cfg: dict) -> GateResult:
-    """The head has one channel per known class: the anomaly is not a class the model predicts."""
-    spec, model = target.data.spec, target.model
-    with torch.no_grad():
-        channels = model.logits(probe(target)).shape[1]
-    known = spec.num_classes
-    passed = channels == known
+    """The head has one channel per known class: the anomaly is not a class the model predicts
+    (``head_matches_classes``, with the anomaly's own explanation of one channel too many)."""
+    head = head_matches_classes(target)
+    channels, known = int(head.value), target.data.spec.num_classes
     message = f"head has {channels} channels for {known} known classes"
     if channels == known + 1:
         message += (
             f": one channel too many, as when a {known + 1}-class checkpoint is evaluated as {known} known classes "
             "plus the anomaly (or loaded with strict=False); anomaly scores must come from the known classes' logits"
         )
-    elif not passed:
+    elif not head.passed:
         message += ": the checkpoint was trained for another label set; evaluate on the classes it was trained on"
-    return GateResult(
-        "anomaly_head",
-        channels,
-        known,
-        passed,
-        message,
-        rule="value == threshold",
-        details={"classes": list(spec.classes)},
-    )
+    return dataclasses.replace(head, name="anomaly_head", message=message)
 
 
 def anomaly_free_training(target: Target, cfg: dict) -> GateResult:
