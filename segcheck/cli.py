@@ -49,6 +49,10 @@ def cmd_list(args) -> int:
         for entry in registry:
             description = entry.meta.get("description") or first_line(entry.obj)
             print(f"  {entry.name.ljust(width)}  [{entry.plugin}]  {description}".rstrip())
+    if loaded.absent:
+        print("absent (optional extras not installed):")
+        for name, note in loaded.absent.items():
+            print(f"  {name}  {note}")
     return 0
 
 

@@ -11,7 +11,7 @@ from segcheck import SegcheckError
 
 DEFAULTS: dict[str, dict] = {
     "target": {"model": "unet", "dataset": "synthetic-streets", "device": "auto", "init_seed": 0},
-    "eval": {"split": "val", "size": 32, "seed": 0, "batch_size": 8, "mean": [], "std": []},
+    "eval": {"split": "val", "size": 32, "seed": 0, "batch_size": 8, "mean": [], "std": [], "resize": ""},
     "noise_input": {"max_miou": 0.10, "max_ratio": 0.7, "seed": 0},
     "overfit_tiny": {
         "min_miou": 0.90,
@@ -164,6 +164,10 @@ def merge(config: dict, update: dict, source: str) -> None:
                 raise SegcheckError(f"{source}: unknown setting {section}.{key}; known: {', '.join(config[section])}")
             config[section][key] = _checked(value, config[section][key], f"{source}: {section}.{key}")
             check_range(section, key, value, f"{source}: {section}.{key}")
+            if (section, key) == ("eval", "resize"):
+                from segcheck.resize import parse
+
+                parse(value)
 
 
 def with_sections(sections: dict[str, dict]) -> dict:
@@ -183,6 +187,12 @@ def validated(config: dict, defaults: dict, source: str) -> dict:
         raise SegcheckError(f"{source}: the configuration must stay a mapping of sections")
     merge(checked, config, source)
     return checked
+
+
+def eval_sample(config: dict) -> dict:
+    """The keyword arguments of ``EvalData.from_dataset`` that ``config["eval"]`` sets."""
+    ev = config["eval"]
+    return {key: ev[key] for key in ("split", "size", "seed", "batch_size", "resize")}
 
 
 def explicit_normalization(config: dict) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:

@@ -9,6 +9,7 @@ from typing import Protocol
 import numpy as np
 
 from segcheck import SegcheckError
+from segcheck import resize as resizing
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -27,6 +28,8 @@ class DatasetSpec:
     ``inlier_index``, when set, labels pixels known to be in-distribution without a class
     (SMIYC's "usual" pixels): OOD metrics take them as negatives, closed-set metrics leave
     them out, and a dataset with one has no class labels (:attr:`class_labels` is False).
+    ``unlabelled_splits`` are splits without masks (Cityscapes' ``test``): their samples'
+    masks are None, and gates that need labels skip them with the reason.
     """
 
     classes: tuple[str, ...]
@@ -37,6 +40,7 @@ class DatasetSpec:
     anomaly_index: int | None = None
     anomaly_splits: tuple[str, ...] = ()
     inlier_index: int | None = None
+    unlabelled_splits: tuple[str, ...] = ()
 
     def __post_init__(self):
         if len(self.classes) < 2:
@@ -62,6 +66,10 @@ class DatasetSpec:
                 f"anomaly_splits {list(self.anomaly_splits)} need an anomaly_index and must be among the splits "
                 f"{list(self.splits)}"
             )
+        if set(self.unlabelled_splits) - set(self.splits):
+            raise SegcheckError(
+                f"unlabelled_splits {list(self.unlabelled_splits)} must be among the splits {list(self.splits)}"
+            )
         if self.inlier_index is not None and (
             self.inlier_index < len(self.classes) or self.inlier_index in (self.ignore_index, self.anomaly_index)
         ):
@@ -85,6 +93,10 @@ class DatasetSpec:
         ``ignore_index``, ``anomaly_index`` and ``inlier_index``."""
         classes = set(range(self.num_classes)) if self.class_labels else set()
         return classes | self._not_counted()
+
+    def labelled(self, split: str) -> bool:
+        """Whether ``split``'s samples have masks."""
+        return split not in self.unlabelled_splits
 
     def _not_counted(self) -> set[int]:
         return {self.ignore_index} | {v for v in (self.anomaly_index, self.inlier_index) if v is not None}
@@ -128,8 +140,9 @@ class SegDataset(Protocol):
     """A split of a dataset: ``len()`` samples, each ``(image, mask)``.
 
     ``image`` is uint8 (H, W, 3); ``mask`` is int64 (H, W) with values in
-    ``spec.label_values``. ``identity`` is a short string that names the data (e.g.
-    ``"synthetic-streets:seed=0"``).
+    ``spec.label_values``, or None in a split of ``spec.unlabelled_splits``. Images may
+    differ in size (``eval.resize`` then decides, :mod:`segcheck.resize`). ``identity`` is a
+    short string that names the data (e.g. ``"synthetic-streets:seed=0"``).
     """
 
     spec: DatasetSpec
@@ -151,15 +164,21 @@ def eval_indices(length: int, size: int, seed: int) -> list[int]:
     return sorted(rng.choice(length, size=size, replace=False).tolist())
 
 
-def stack(dataset: SegDataset, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, H, W, 3) uint8 and masks (N, H, W) int64 of ``indices``; sizes must agree."""
+def stack(dataset: SegDataset, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Images (N, H, W, 3) uint8 and masks (N, H, W) int64 of ``indices`` (masks None for an
+    unlabelled split); sizes must agree."""
     images, masks = zip(*(dataset[i] for i in indices))
-    shapes = {im.shape for im in images}
+    shapes = {im.shape[:2] for im in images}
     if len(shapes) != 1:
+        shown = ", ".join(f"{h}x{w}" for h, w in sorted(shapes)[:4]) + (", ..." if len(shapes) > 4 else "")
         raise SegcheckError(
-            f"eval images have different sizes {sorted(shapes)}; segcheck batches them, so resize the data "
-            "to one size (or register a dataset that does)"
+            f"the {len(images)} images read have {len(shapes)} different sizes ({shown}); segcheck batches "
+            "them, so set an eval.resize policy (segcheck.yaml or --eval-resize, e.g. 512x512 or short:512)"
         )
+    if all(m is None for m in masks):
+        return np.stack(images).astype(np.uint8, copy=False), None
+    if any(m is None for m in masks):
+        raise SegcheckError("some samples of this split have masks and others none; a split is labelled or not")
     return np.stack(images).astype(np.uint8, copy=False), np.stack(masks).astype(np.int64, copy=False)
 
 
@@ -176,7 +195,8 @@ class EvalData:
     need training masks or a held-out split read them through :meth:`sample`; without it only
     the eval sample exists.
     ``batch_size`` is how many images one forward pass takes; ``size`` and ``seed`` are how
-    the sample was drawn (other splits are sampled the same way).
+    the sample was drawn (other splits are sampled the same way); ``resize`` is the
+    ``eval.resize`` policy every split read through :meth:`dataset` goes through.
     """
 
     images: np.ndarray
@@ -188,8 +208,10 @@ class EvalData:
     identity: str = "arrays"
     size: int | None = None
     seed: int = 0
+    resize: str = ""
 
     def __post_init__(self):
+        resizing.parse(self.resize)
         self.images = np.asarray(self.images)
         self.size = len(self.images) if self.size is None else self.size
         if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
@@ -213,10 +235,12 @@ class EvalData:
         if not self.has_split(split) or self.splits is None:
             there = ", ".join(self.spec.splits) if self.splits is not None else f"only the eval sample ({self.split})"
             raise SegcheckError(f"no {split!r} split to read here (there is {there}); give EvalData its splits")
-        return self.splits[split] if isinstance(self.splits, Mapping) else self.splits(split)
+        dataset = self.splits[split] if isinstance(self.splits, Mapping) else self.splits(split)
+        return resizing.resized(dataset, self.resize)
 
-    def sample(self, split: str, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Images and masks of a seeded sample of ``size`` images of ``split`` (all if fewer)."""
+    def sample(self, split: str, size: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Images and masks (None: an unlabelled split) of a seeded sample of ``size`` images of
+        ``split`` (all if fewer)."""
         dataset = self.dataset(split)
         return stack(dataset, eval_indices(len(dataset), size, seed))
 
@@ -227,10 +251,12 @@ class EvalData:
         return score(pred, self.masks if masks is None else masks, self.spec)
 
     @classmethod
-    def from_dataset(cls, splits: Splits, split: str, size: int, seed: int, batch_size: int = 8) -> EvalData:
-        """The seeded eval sample of ``size`` images of ``split``, keeping ``splits`` for the others."""
-        dataset = splits[split] if isinstance(splits, Mapping) else splits(split)
+    def from_dataset(
+        cls, splits: Splits, split: str, size: int, seed: int, batch_size: int = 8, resize: str = ""
+    ) -> EvalData:
+        """The seeded eval sample of ``size`` images of ``split`` under the ``resize`` policy,
+        keeping ``splits`` for the others."""
+        dataset = resizing.resized(splits[split] if isinstance(splits, Mapping) else splits(split), resize)
         images, masks = stack(dataset, eval_indices(len(dataset), size, seed))
-        return cls(
-            images, masks, dataset.spec, split, batch_size, splits, getattr(dataset, "identity", "dataset"), size, seed
-        )
+        identity = getattr(dataset, "identity", "dataset")
+        return cls(images, masks, dataset.spec, split, batch_size, splits, identity, size, seed, resize)

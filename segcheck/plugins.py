@@ -11,7 +11,7 @@ import importlib
 import importlib.util
 import pkgutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
@@ -43,8 +43,26 @@ BUILTIN_PLUGINS = (
     "segcheck_plugins.smiyc",
     "segcheck_plugins.reference_metrics",
 )
+#: built-in plugins that need an optional extra: module -> (the package it needs, the extra,
+#: the prefix of the names it registers). Without the package the plugin is absent, with a note.
+OPTIONAL_PLUGINS = {
+    "segcheck_plugins.smp_models": ("segmentation_models_pytorch", "smp", "smp:"),
+    "segcheck_plugins.hf_models": ("transformers", "hf", "hf:"),
+}
 # The metadata each registry recognises (documented in segcheck.hookspecs).
-MODEL_META = ("num_classes", "mean", "std", "binary", "divisible_by", "aux_prefix", "checkpoints", "description")
+MODEL_META = (
+    "num_classes",
+    "mean",
+    "std",
+    "binary",
+    "divisible_by",
+    "aux_prefix",
+    "frozen",
+    "checkpoint_folder",
+    "checkpoints",
+    "args",
+    "description",
+)
 DATASET_META = ("needs_root", "description")
 METRIC_META = ("kind", "description", "min_classes", "absent")
 #: what a registered metric may declare (documented in segcheck.hookspecs)
@@ -61,6 +79,7 @@ class Plugins:
     metrics: Registry
     gates: GateRegistry
     scorers: ScorerRegistry
+    absent: dict[str, str] = field(default_factory=dict)  # optional built-in plugin -> why it is absent
 
     def plugin_names(self) -> list[str]:
         return [name for name, plugin in self.manager.list_name_plugin() if plugin is not None]
@@ -136,6 +155,12 @@ def load(plugin_specs: list[str] | tuple[str, ...] = (), *, entry_points: bool =
     manager.add_hookspecs(hookspecs)
     for name in BUILTIN_PLUGINS:
         manager.register(importlib.import_module(name), name=name)
+    absent = {}
+    for name, (package, extra, _) in OPTIONAL_PLUGINS.items():
+        try:
+            manager.register(importlib.import_module(name), name=name)
+        except ImportError as exc:  # the extra is not installed (or broken): the plugin is absent, with the reason
+            absent[name] = f"needs {package}: pip install 'segcheck[{extra}]' ({type(exc).__name__}: {exc})"
     if entry_points:
         manager.load_setuptools_entrypoints(hookspecs.PROJECT)
     for spec in plugin_specs:
@@ -148,15 +173,17 @@ def load(plugin_specs: list[str] | tuple[str, ...] = (), *, entry_points: bool =
     except pluggy.PluginValidationError as exc:
         raise SegcheckError(f"{exc}; segcheck hooks are: {', '.join(_hook_names())}") from exc
     scorers = _fill(manager, "segcheck_register_scorers", ScorerRegistry(), lifo=False)
+    hints = {OPTIONAL_PLUGINS[name][2]: f"plugin {name} is absent ({note})" for name, note in absent.items()}
     return Plugins(
         manager=manager,
-        models=_fill(manager, "segcheck_register_models", Registry("model", MODEL_META)),
+        models=_fill(manager, "segcheck_register_models", Registry("model", MODEL_META, hints=hints)),
         datasets=_fill(manager, "segcheck_register_datasets", Registry("dataset", DATASET_META)),
         metrics=_fill(
             manager, "segcheck_register_metrics", Registry("metric", METRIC_META, METRIC_CHOICES, required=("kind",))
         ),
         gates=_fill(manager, "segcheck_register_gates", GateRegistry(), lifo=False, scorers=scorers),
         scorers=scorers,
+        absent=absent,
     )
 
 

@@ -90,6 +90,12 @@ OPTIONS = {
         {},
     ),
     "--eval-size": ("segcheck_eval_size", "N", "images in the eval sample (default: 32)", {"type": _positive_int}),
+    "--eval-resize": (
+        "segcheck_eval_resize",
+        "POLICY",
+        "one image size for data whose sizes differ: HxW (e.g. 512x512) or short:S (short side S, centre SxS crop)",
+        {},
+    ),
     "--segcheck-report": (
         "segcheck_report",
         "PATH.json",

@@ -50,7 +50,9 @@ class SegcheckState:
             path = self.pytest_config.rootpath / "segcheck.yaml"
         given = lambda **options: {k: opt(o) for k, o in options.items() if opt(o)}  # noqa: E731
         target = given(model="segcheck_model", dataset="segcheck_dataset", device="segcheck_device")
-        evals = given(size="segcheck_eval_size", mean="segcheck_mean", std="segcheck_std")
+        evals = given(
+            size="segcheck_eval_size", mean="segcheck_mean", std="segcheck_std", resize="segcheck_eval_resize"
+        )
         return open_session(opt("segcheck_plugin"), path, {"target": target, "eval": evals})
 
     @property

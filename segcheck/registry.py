@@ -30,11 +30,13 @@ class Registry:
         meta_keys: tuple[str, ...] = (),
         choices: dict[str, tuple] | None = None,
         required: tuple[str, ...] = (),
+        hints: dict[str, str] | None = None,
     ):
         self.kind = kind
         self.meta_keys = meta_keys
         self.choices = choices or {}  # meta key -> the values it may take
         self.required = required
+        self.hints = hints or {}  # name prefix -> why names with it are missing (an absent optional plugin)
         self._entries: dict[str, Entry] = {}
         self._plugin = "?"
 
@@ -74,6 +76,9 @@ class Registry:
         try:
             return self._entries[name]
         except KeyError:
+            hint = next((why for prefix, why in self.hints.items() if name.startswith(prefix)), None)
+            if hint:
+                raise SegcheckError(f"unknown {self.kind} {name!r}: {hint}") from None
             known = ", ".join(sorted(self._entries)) or "(none)"
             raise SegcheckError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}") from None
 

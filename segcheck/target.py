@@ -12,6 +12,7 @@ import torch
 
 from segcheck import SegcheckError
 from segcheck import checkpoint as ckpt
+from segcheck.config import eval_sample
 from segcheck.data import EvalData
 from segcheck.model import ModelUnderTest, Normalization, Predictions, architecture_normalization, first_normalization
 from segcheck.registry import Entry
@@ -114,10 +115,8 @@ def eval_data(plugins: Plugins, spec: TargetSpec, config: dict) -> EvalData:
     entry = plugins.datasets.get(spec.dataset)
     if entry.meta.get("needs_root") and spec.data_root is None:
         raise SegcheckError(f"dataset {spec.dataset!r} reads files: pass --data-root DIR")
-    ev = config["eval"]
     splits = functools.partial(entry.obj, spec.data_root)
-    sample = dict(split=ev["split"], size=ev["size"], seed=ev["seed"], batch_size=ev["batch_size"])
-    data = _guarded(f"dataset {spec.dataset!r}", EvalData.from_dataset, splits=splits, **sample)
+    data = _guarded(f"dataset {spec.dataset!r}", EvalData.from_dataset, splits=splits, **eval_sample(config))
     data.identity = f"{spec.dataset} (from {entry.plugin})"
     return data
 

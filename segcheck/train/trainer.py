@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from segcheck import SegcheckError, __version__, checkpoint
+from segcheck.config import eval_sample
 from segcheck.data import EvalData
 from segcheck.model import SegModel, architecture_normalization
 from segcheck.target import build_module, resolve_device
@@ -36,11 +37,6 @@ def _splits(plugins, dataset: str, data_root: Path | None):
     if entry.meta.get("needs_root") and data_root is None:
         raise SegcheckError(f"dataset {dataset!r} reads files: pass --data-root DIR")
     return functools.partial(entry.obj, data_root)
-
-
-def _eval_sample(config: dict) -> dict:
-    ev = config["eval"]
-    return {"split": ev["split"], "size": ev["size"], "seed": ev["seed"], "batch_size": ev["batch_size"]}
 
 
 def _distributed() -> tuple[int, int]:
@@ -123,7 +119,7 @@ def train(
             if rank == 0:
                 _save_state(state_path, epoch + 1, module, optimizer, scheduler, recipe)
     seconds = time.perf_counter() - start
-    val_miou = loop.evaluate(segmodel, EvalData.from_dataset(splits, **_eval_sample(session.config)))
+    val_miou = loop.evaluate(segmodel, EvalData.from_dataset(splits, **eval_sample(session.config)))
     if rank == 0:
         sidecar = _sidecar(model, dataset, train_set.dataset, segmodel, model_kwargs, recipe, seed, val_miou)
         checkpoint.save(module, out, sidecar)

@@ -1,0 +1,96 @@
+"""``eval.resize``: one image size for datasets whose images differ in size (ADE20K, VOC).
+
+Policies (a string):
+
+- ``""`` (default): images are used at their own size; an eval sample of mixed sizes is an
+  error that names this setting;
+- ``"HxW"`` (e.g. ``"512x512"``): every image resized to H x W (bilinear, antialiased),
+  every mask with nearest neighbour (label values are kept, none is invented);
+- ``"short:S"`` (e.g. ``"short:512"``): the short side resized to S with the aspect ratio
+  kept (image bilinear, mask nearest), then the centre S x S crop.
+
+Every split a target reads (eval, train, held-out, anomaly) goes through the same policy.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from PIL import Image
+
+from segcheck import SegcheckError
+
+_FIXED = re.compile(r"^(\d+)x(\d+)$")
+_SHORT = re.compile(r"^short:(\d+)$")
+
+
+def parse(policy: str) -> tuple[str, tuple[int, ...]]:
+    """``("none", ())``, ``("fixed", (h, w))`` or ``("short", (s,))``; anything else is one line."""
+    text = str(policy or "").strip()
+    if not text:
+        return "none", ()
+    if match := _FIXED.match(text):
+        h, w = int(match[1]), int(match[2])
+        if h > 0 and w > 0:
+            return "fixed", (h, w)
+    if (match := _SHORT.match(text)) and int(match[1]) > 0:
+        return "short", (int(match[1]),)
+    raise SegcheckError(
+        f"eval.resize {policy!r} is not a resize policy; use '' (own sizes), 'HxW' (e.g. '512x512') "
+        "or 'short:S' (short side S, then the centre SxS crop, e.g. 'short:512')"
+    )
+
+
+def output_size(policy: str, height: int, width: int) -> tuple[int, int, tuple[int, int] | None]:
+    """(resized height, resized width, crop offset (top, left) or None) of an image under ``policy``."""
+    kind, args = parse(policy)
+    if kind == "none":
+        return height, width, None
+    if kind == "fixed":
+        return args[0], args[1], None
+    side = args[0]
+    scale = side / min(height, width)
+    h, w = max(side, round(height * scale)), max(side, round(width * scale))
+    return h, w, ((h - side) // 2, (w - side) // 2)
+
+
+def apply(policy: str, image: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """``image`` (H, W, 3) uint8 and ``mask`` (H, W) or None under ``policy``."""
+    h, w, crop = output_size(policy, *image.shape[:2])
+    if (h, w) != image.shape[:2]:
+        image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+        if mask is not None:
+            labels = Image.fromarray(np.asarray(mask, dtype=np.int32), mode="I")
+            mask = np.asarray(labels.resize((w, h), Image.NEAREST), dtype=np.int64)
+    if crop is not None:
+        side = parse(policy)[1][0]
+        top, left = crop
+        image = image[top : top + side, left : left + side]
+        mask = None if mask is None else mask[top : top + side, left : left + side]
+    return np.ascontiguousarray(image), None if mask is None else np.ascontiguousarray(mask)
+
+
+class Resized:
+    """A dataset split whose samples come out under ``policy``; everything else is the split's."""
+
+    def __init__(self, dataset, policy: str):
+        parse(policy)
+        self.dataset, self.policy = dataset, policy
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, mask = self.dataset[index]
+        return apply(self.policy, np.asarray(image), mask)
+
+    def __getattr__(self, name: str):
+        if name in ("dataset", "policy"):  # not set yet (e.g. while unpickling)
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+def resized(dataset, policy: str):
+    """``dataset`` itself when ``policy`` is empty, else its :class:`Resized` view."""
+    return dataset if parse(policy)[0] == "none" else Resized(dataset, policy)
