@@ -23,9 +23,15 @@ def segcheck_register_models(registry):
     Recognised ``meta``: ``num_classes`` (the head size the builder is called with; default:
     the dataset's classes), ``mean``/``std`` (input normalization, pixel scale 0-1),
     ``binary`` (one sigmoid channel for two classes), ``divisible_by`` (input size
-    constraint), ``aux_prefix`` (state-dict prefix of an auxiliary head; the builder then
-    accepts ``aux_loss: bool``), ``checkpoints`` (``{dataset_name: path}`` of bundled
-    weights), ``description``. Any other key, or a name registered twice, is an error.
+    constraint: inputs are padded to multiples of it wherever the module is called),
+    ``aux_prefix`` (state-dict prefix of an auxiliary head; the builder then accepts
+    ``aux_loss: bool``), ``frozen`` (parameter-name prefixes meant to get no gradient, e.g. a
+    frozen backbone or encoder stages a shallow depth leaves unused; gradient_coverage
+    allows them), ``checkpoints`` (``{dataset_name: path}`` of bundled weights), ``args``
+    (``{kwarg: what it does}``: the ``--model-arg K=V`` the builder takes, shown by
+    ``segcheck list``), ``description``. ``divisible_by`` and ``frozen`` may be functions of
+    the built module (``f(module=...)``), for constraints that depend on the model args.
+    Any other key, or a name registered twice, is an error.
     """
 
 

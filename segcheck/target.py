@@ -156,6 +156,7 @@ def load_model(plugins: Plugins, spec: TargetSpec, data: EvalData) -> ModelUnder
     }
     if spec.model_args:
         provenance["model_args"] = dict(spec.model_args)
+    meta = module_meta(entry.meta, module)
     return ModelUnderTest(
         module,
         normalization=first_normalization(
@@ -163,12 +164,34 @@ def load_model(plugins: Plugins, spec: TargetSpec, data: EvalData) -> ModelUnder
         ),
         fresh_normalization=fresh,
         builder=builder,
-        meta=entry.meta,
+        meta=meta,
         provenance=provenance,
-        binary=bool(entry.meta.get("binary")),
-        divisible_by=entry.meta.get("divisible_by", 1),
+        binary=bool(meta.get("binary")),
+        divisible_by=meta.get("divisible_by", 1),
         device=resolve_device(spec.device),
     )
+
+
+#: model metadata that may be a function of the built module (it depends on the model args)
+MODULE_META = ("divisible_by", "frozen")
+
+
+def module_meta(meta: dict, module: torch.nn.Module) -> dict:
+    """``meta`` with its :data:`MODULE_META` callables applied to ``module`` (e.g. an
+    encoder's output stride as ``divisible_by``), checked: a whole number >= 1, a tuple of
+    parameter-name prefixes."""
+    resolved = dict(meta)
+    for key in MODULE_META:
+        if callable(resolved.get(key)):
+            resolved[key] = _guarded(f"model metadata {key}", resolved[key], module=module)
+    d = resolved.get("divisible_by", 1)
+    if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+        raise SegcheckError(f"model metadata divisible_by is {d!r}; expected a whole number >= 1")
+    frozen = resolved.get("frozen", ())
+    if isinstance(frozen, str) or not all(isinstance(p, str) for p in frozen):
+        raise SegcheckError(f"model metadata frozen is {frozen!r}; expected a tuple of parameter-name prefixes")
+    resolved["frozen"] = tuple(frozen)
+    return resolved
 
 
 def _checkpoint_note(spec: TargetSpec, path: Path | None, module: torch.nn.Module) -> str:
