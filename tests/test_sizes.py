@@ -9,9 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from segcheck import SegcheckError
+from segcheck import SegcheckError, gates
 from segcheck import config as segconfig
-from segcheck import gates
 from segcheck.data import DatasetSpec, EvalData
 from segcheck.model import SegModel
 from segcheck.train import loop, train
