@@ -83,28 +83,17 @@ def build(
             raise SegcheckError(f"{where}: --model-arg {key} is not accepted: {why}")
     if kwargs.get("in_channels", 3) != 3:
         raise SegcheckError(f"{where}: in_channels is {kwargs['in_channels']!r}; segcheck feeds RGB images: use 3")
-    kwargs = {key: _thawed(value) for key, value in kwargs.items()}
     if encoder_name is not None:
         kwargs["encoder_name"] = encoder_name
     if encoder_depth is not None:
         kwargs["encoder_depth"] = encoder_depth
     if aux_params is not None:
-        kwargs["aux_params"] = _aux_params(_thawed(aux_params), where)
+        kwargs["aux_params"] = _aux_params(aux_params, where)
     if arch == "DPT":
         kwargs.setdefault("dynamic_img_size", True)
     import segmentation_models_pytorch as smp
 
     return getattr(smp, arch)(encoder_weights=None, classes=num_classes, **kwargs)
-
-
-def _thawed(value):
-    """``value`` with the mappings ``segcheck.manifest`` froze (tuples of ``(str, value)``
-    pairs) made dicts again, and other tuples kept."""
-    if isinstance(value, tuple | list):
-        items = [_thawed(v) for v in value]
-        pairs = items and all(isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) for v in items)
-        return dict(items) if pairs and isinstance(value, tuple) else type(value)(items)
-    return value
 
 
 def _aux_params(value, where: str) -> dict:

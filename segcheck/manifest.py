@@ -6,19 +6,10 @@ from pathlib import Path
 
 from segcheck import SegcheckError
 from segcheck import config as segconfig
-from segcheck.target import TargetSpec, bundled_checkpoint
+from segcheck.target import TargetSpec, bundled_checkpoint, hashable
 
 ROW_KEYS = ("name", "model", "checkpoint", "dataset", "data_root", "device", "model_args", "tags", "mean", "std",
             "trust_checkpoint", "init_seed")  # fmt: skip
-
-
-def _frozen(value):
-    """``value`` made hashable: lists become tuples, mappings sorted tuples of pairs."""
-    if isinstance(value, list | tuple):
-        return tuple(_frozen(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((str(k), _frozen(v)) for k, v in value.items()))
-    return value
 
 
 def _flag(row: dict, key: str, who: str) -> bool:
@@ -63,7 +54,7 @@ def target_spec(plugins, row: dict, base: Path | None = None) -> TargetSpec:
     mean, std = segconfig.explicit_normalization({"eval": {"mean": row.get("mean") or [], "std": row.get("std") or []}})
     return TargetSpec(
         model=row["model"], dataset=row["dataset"], checkpoint=checkpoint, data_root=data_root,
-        device=row.get("device", "auto"), model_args=_frozen(row.get("model_args") or {}), mean=mean, std=std,
+        device=row.get("device", "auto"), model_args=hashable(row.get("model_args") or {}), mean=mean, std=std,
         tags=tuple(sorted((str(k), str(v)) for k, v in (row.get("tags") or {}).items())), name=row.get("name"),
         trust_checkpoint=_flag(row, "trust_checkpoint", who), init_seed=_seed(row, who),
     )  # fmt: skip

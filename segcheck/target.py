@@ -28,6 +28,28 @@ if TYPE_CHECKING:
     from segcheck.plugins import Plugins
 
 
+class FrozenMapping(tuple):
+    """A mapping made hashable: its sorted (key, value) pairs; :func:`thawed` turns it back."""
+
+
+def hashable(value):
+    """``value`` made hashable: lists become tuples, mappings :class:`FrozenMapping`."""
+    if isinstance(value, list | tuple):
+        return tuple(hashable(v) for v in value)
+    if isinstance(value, dict):
+        return FrozenMapping(sorted((str(k), hashable(v)) for k, v in value.items()))
+    return value
+
+
+def thawed(value):
+    """The plain YAML value again (lists and dicts) of a :func:`hashable` one, for builders."""
+    if isinstance(value, FrozenMapping):
+        return {k: thawed(v) for k, v in value}
+    if isinstance(value, tuple):
+        return [thawed(v) for v in value]
+    return value
+
+
 @dataclass(frozen=True)
 class TargetSpec:
     """A model, its checkpoint and a dataset, by name and path: hashable, nothing loaded.
@@ -142,7 +164,7 @@ def load_model(plugins: Plugins, spec: TargetSpec, data: EvalData) -> ModelUnder
     path = spec.checkpoint
     sidecar = ckpt.read_sidecar(path) if path is not None else None
     _check_sidecar_classes(sidecar, path, spec, data)
-    architecture = dict((sidecar or {}).get("model_kwargs") or {}) | dict(spec.model_args)
+    architecture = dict((sidecar or {}).get("model_kwargs") or {}) | {k: thawed(v) for k, v in spec.model_args}
     builder = functools.partial(build_module, entry, data.spec.num_classes, **architecture)
     with seeded(spec.init_seed):  # a random-init target is the same model every run
         module = guarded(f"model {spec.model!r}: its builder", builder, **_loading_kwargs(entry, spec, sidecar))

@@ -15,10 +15,12 @@ pytest.importorskip("segmentation_models_pytorch")
 from segcheck import SegcheckError, cli  # noqa: E402
 from segcheck import plugins as segplugins  # noqa: E402
 from segcheck.data import IMAGENET_MEAN, IMAGENET_STD, DatasetSpec  # noqa: E402
-from segcheck.manifest import _frozen  # noqa: E402
 from segcheck.model import SegModel  # noqa: E402
 from segcheck.pytest_options import _model_arg  # noqa: E402
-from segcheck.target import module_meta  # noqa: E402
+from segcheck.target import (  # noqa: E402
+    module_meta,  # noqa: E402
+    thawed,
+)
 from segcheck.train.loop import criterion  # noqa: E402
 from segcheck.train.recipes import get as get_recipe  # noqa: E402
 from segcheck_plugins import smp_models  # noqa: E402
@@ -144,8 +146,9 @@ def test_encoder_weights_are_refused():
 
 def test_aux_params_from_the_command_line_give_mask_logits_and_a_frozen_label_head():
     key, value = _model_arg("aux_params={classes: 4, dropout: 0.1}")
-    (pair,) = _frozen({key: value})  # as a target's model_args hold it: a mapping frozen into pairs
-    module = smp_models.build("PSPNet", 3, encoder_name="resnet18", **dict([pair]))
+    ((name, held),) = hashable({key: value})  # as a target's model_args hold it, hashable
+    assert thawed(held) == {"classes": 4, "dropout": 0.1}  # and as load_model gives it to the builder
+    module = smp_models.build("PSPNet", 3, encoder_name="resnet18", **{name: thawed(held)})
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         mask, label = module.eval()(x)
