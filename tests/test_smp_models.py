@@ -17,11 +17,7 @@ from segcheck import plugins as segplugins  # noqa: E402
 from segcheck.data import IMAGENET_MEAN, IMAGENET_STD, DatasetSpec  # noqa: E402
 from segcheck.model import SegModel  # noqa: E402
 from segcheck.pytest_options import _model_arg  # noqa: E402
-from segcheck.target import hashable, thawed  # noqa: E402
-from segcheck.target import (  # noqa: E402
-    module_meta,  # noqa: E402
-    thawed,
-)
+from segcheck.target import hashable, module_meta, thawed  # noqa: E402
 from segcheck.train.loop import criterion  # noqa: E402
 from segcheck.train.recipes import get as get_recipe  # noqa: E402
 from segcheck_plugins import smp_models  # noqa: E402
