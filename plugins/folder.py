@@ -22,10 +22,11 @@ sizes and label values when a sample is read.
     anomaly_index: 254                 # optional label of out-of-distribution pixels
     binary_255: true                   # masks stored as 0/255: 255 is read as class 1
 
-The other on-disk dataset plugins (streethazards, smiyc) share this module's readers:
+The other on-disk dataset plugins (streethazards, smiyc, cityscapes, ade20k, voc) share this module's readers:
 :func:`read_config`, :func:`check_classes`, :func:`read_normalization`, :func:`files_by_stem`,
-:func:`shown`, :func:`check_paired`, :func:`read_image`, :func:`read_mask`, :func:`read_pair` and
-:func:`map_labels`; each raises a one-line ``SegcheckError`` that names the file.
+:func:`files_by_path`, :func:`shown`, :func:`check_paired`, :func:`read_image`, :func:`read_mask`,
+:func:`read_pair`, :func:`map_labels` and :class:`MappedPairs`; each raises a one-line
+``SegcheckError`` that names the file.
 """
 
 from __future__ import annotations
@@ -46,8 +47,10 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "MASK_SUFFIXES",
     "FolderDataset",
+    "MappedPairs",
     "check_classes",
     "check_paired",
+    "files_by_path",
     "files_by_stem",
     "load_config",
     "map_labels",
@@ -66,6 +69,7 @@ DEFAULT_SPLITS = ("train", "val", "test")
 CONFIG_NAME = "dataset.yaml"
 CONFIG_KEYS = ("classes", "ignore_index", "mean", "std", "anomaly_index", "binary_255")
 _MASK_MODES = ("L", "P", "I", "I;16", "1")
+_MASK_ADVICE = "save masks as mode L or P PNGs whose pixel values are class ids"
 _EXAMPLE = "e.g. 'classes: [background, road, car]' (optional: ignore_index, mean, std, anomaly_index, binary_255)"
 _READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
@@ -172,6 +176,18 @@ def files_by_stem(folder: Path, suffixes: tuple[str, ...], what: str) -> dict[st
                 "keep one of them"
             )
         files[path.stem] = path
+    return files
+
+
+def files_by_path(folder: Path, suffixes: tuple[str, ...], what: str) -> dict[str, Path]:
+    """``{"<sub/folders>/<stem>": path}`` of the files under ``folder`` (any depth; a file directly
+    in ``folder`` is keyed by its stem) whose suffix is one of ``suffixes`` (:func:`files_by_stem`
+    in each folder)."""
+    files: dict[str, Path] = {}
+    for sub in [folder, *sorted(d for d in folder.rglob("*") if d.is_dir())]:
+        rel = sub.relative_to(folder).as_posix()
+        for stem, path in files_by_stem(sub, suffixes, what).items():
+            files[f"{rel}/{stem}" if rel != "." else stem] = path
     return files
 
 
@@ -296,28 +312,27 @@ def read_image(path: Path) -> np.ndarray:
     return _read(path, "image", lambda im: np.asarray(im.convert("RGB"), dtype=np.uint8))
 
 
-def read_mask(path: Path) -> np.ndarray:
-    """The label image ``path`` as its pixel values, int64 (H, W), unchanged.
+def read_mask(path: Path, advice: str = _MASK_ADVICE) -> np.ndarray:
+    """The label image ``path`` as its pixel values, int64 (H, W), unchanged (a palette image:
+    its palette indices).
 
     A file that is not single-channel (mode L, P, I, I;16 or 1; e.g. an RGB colour rendering
-    of the labels) or cannot be read is a one-line ``SegcheckError``.
+    of the labels) or cannot be read is a one-line ``SegcheckError``; ``advice`` (what the
+    masks should be) ends the message for a wrong mode.
     """
-    return _read(path, "mask", lambda im: _mask_values(im, path))
+    return _read(path, "mask", lambda im: _mask_values(im, path, advice))
 
 
-def _mask_values(im: Image.Image, path: Path) -> np.ndarray:
+def _mask_values(im: Image.Image, path: Path, advice: str) -> np.ndarray:
     if im.mode not in _MASK_MODES:
-        raise SegcheckError(
-            f"mask {path} has mode {im.mode}, not a single-channel label image; save masks as mode L or P "
-            "PNGs whose pixel values are class ids"
-        )
+        raise SegcheckError(f"mask {path} has mode {im.mode}, not a single-channel label image; {advice}")
     return np.asarray(im).astype(np.int64)
 
 
-def read_pair(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`read_image` and :func:`read_mask` of one sample; different sizes are a
-    ``SegcheckError`` naming both files."""
-    image, mask = read_image(image_path), read_mask(mask_path)
+def read_pair(image_path: Path, mask_path: Path, advice: str = _MASK_ADVICE) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`read_image` and :func:`read_mask` (``advice`` for a wrong mode) of one sample;
+    different sizes are a ``SegcheckError`` naming both files."""
+    image, mask = read_image(image_path), read_mask(mask_path, advice)
     if image.shape[:2] != mask.shape:
         raise SegcheckError(
             f"image {image_path} is {image.shape[0]}x{image.shape[1]} but its mask {mask_path} is "
@@ -348,19 +363,32 @@ def map_labels(mask: np.ndarray, table: np.ndarray, path: Path, expected: str) -
 
 class MappedPairs:
     """A split of image/mask file pairs (``pairs``) whose on-disk mask values go through the
-    lookup ``table`` (:func:`map_labels`, describing them as ``EXPECTED`` in errors)."""
+    lookup ``table`` (:func:`map_labels`, describing them as ``EXPECTED`` in errors).
 
-    pairs: tuple[tuple[Path, Path], ...] = ()
+    A pair whose mask is None (an unlabelled split) reads as ``(image, None)``; a subclass
+    whose masks differ in encoding overrides :meth:`labels_of`; ``MASK_ADVICE`` ends the
+    error for a mask that is not single-channel.
+    """
+
+    pairs: tuple[tuple[Path, Path | None], ...] = ()
     table: np.ndarray
     EXPECTED = "the dataset's on-disk labels"
+    MASK_ADVICE = _MASK_ADVICE
 
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         image_path, mask_path = self.pairs[operator.index(index)]
-        image, mask = read_pair(image_path, mask_path)
-        return image, map_labels(mask, self.table, mask_path, self.EXPECTED)
+        if mask_path is None:
+            return read_image(image_path), None
+        image, mask = read_pair(image_path, mask_path, self.MASK_ADVICE)
+        table, expected = self.labels_of(mask_path)
+        return image, map_labels(mask, table, mask_path, expected)
+
+    def labels_of(self, mask_path: Path) -> tuple[np.ndarray, str]:
+        """The lookup table of mask file ``mask_path`` and how its values are described in errors."""
+        return self.table, self.EXPECTED
 
 
 def _factory(root: Path | None, split: str) -> FolderDataset:

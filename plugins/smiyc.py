@@ -42,6 +42,7 @@ import numpy as np
 from segcheck import SegcheckError
 from segcheck.data import DatasetSpec
 from segcheck.hookspecs import hookimpl
+from segcheck_plugins.cityscapes import CLASSES as CITYSCAPES_CLASSES  # the 19 trainId classes
 from segcheck_plugins.folder import (
     MASK_SUFFIXES,
     MappedPairs,
@@ -54,28 +55,6 @@ from segcheck_plugins.folder import (
 
 __all__ = ["CITYSCAPES_CLASSES", "IMAGE_SUFFIXES", "SMIYC", "label_table", "segcheck_register_datasets"]
 
-#: the 19 Cityscapes trainId classes, in trainId order
-CITYSCAPES_CLASSES = (
-    "road",
-    "sidewalk",
-    "building",
-    "wall",
-    "fence",
-    "pole",
-    "traffic light",
-    "traffic sign",
-    "vegetation",
-    "terrain",
-    "sky",
-    "person",
-    "rider",
-    "car",
-    "truck",
-    "bus",
-    "train",
-    "motorcycle",
-    "bicycle",
-)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 LABEL_SUFFIX = "_labels_semantic"
 ON_DISK_INLIER, ON_DISK_ANOMALY, ON_DISK_VOID = 0, 1, 255

@@ -51,7 +51,7 @@ from segcheck_plugins.folder import (
     MASK_SUFFIXES,
     MappedPairs,
     check_paired,
-    files_by_stem,
+    files_by_path,
     read_config,
 )
 
@@ -114,16 +114,6 @@ def read_options(root: Path) -> bool:
     return value
 
 
-def _tree(folder: Path, suffixes: tuple[str, ...], what: str) -> dict[str, Path]:
-    """``{"<town>/<stem>": path}`` of the files under ``folder`` (any depth) with one of ``suffixes``."""
-    files: dict[str, Path] = {}
-    for sub in [folder, *sorted(d for d in folder.rglob("*") if d.is_dir())]:
-        rel = sub.relative_to(folder).as_posix()
-        for stem, path in files_by_stem(sub, suffixes, what).items():
-            files[f"{rel}/{stem}" if rel != "." else stem] = path
-    return files
-
-
 class StreetHazards(MappedPairs):
     """One split of StreetHazards; satisfies ``segcheck.data.SegDataset``.
 
@@ -167,10 +157,10 @@ class StreetHazards(MappedPairs):
                     f"{what} folder {folder} is missing for split {split!r}; extract streethazards_{archive}.tar "
                     f"into {root} (expected {archive}/images/{sub}/<town>/*.png and {archive}/annotations/{sub}/)"
                 )
-        images = _tree(images_dir, IMAGE_SUFFIXES, "image")
+        images = files_by_path(images_dir, IMAGE_SUFFIXES, "image")
         if not images:
             raise SegcheckError(f"no images under {images_dir} (looked for {' '.join(IMAGE_SUFFIXES)}); add them there")
-        masks = _tree(masks_dir, MASK_SUFFIXES, "annotation")
+        masks = files_by_path(masks_dir, MASK_SUFFIXES, "annotation")
         check_paired(
             images,
             masks,

@@ -24,7 +24,8 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 
 
 class UNet(nn.Module):
-    """UNet with ``depth`` poolings; input sides must be divisible by ``2**depth``.
+    """UNet with ``depth`` poolings; any input size (sides that are not multiples of
+    ``2**depth`` are padded, replicating the border, and the outputs cropped back).
 
     ``forward`` returns logits (B, num_classes, H, W); with ``recon_head=True`` it returns
     ``{"out": logits, "recon": (B, 3, H, W)}`` for the trainer's reconstruction loss.
@@ -40,6 +41,10 @@ class UNet(nn.Module):
         self.recon = nn.Conv2d(widths[0], 3, 1) if recon_head else None
 
     def forward(self, x: torch.Tensor):
+        h, w = x.shape[-2:]
+        d = 2 ** (len(self.down) - 1)
+        if h % d or w % d:
+            x = nn.functional.pad(x, (0, -w % d, 0, -h % d), mode="replicate")
         skips = []
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else nn.functional.max_pool2d(x, 2))
@@ -47,10 +52,10 @@ class UNet(nn.Module):
         x = skips.pop()
         for up, merge in zip(reversed(self.up), reversed(self.merge)):
             x = merge(torch.cat([up(x), skips.pop()], dim=1))
-        logits = self.head(x)
+        logits = self.head(x)[..., :h, :w]
         if self.recon is None:
             return logits
-        return {"out": logits, "recon": self.recon(x)}
+        return {"out": logits, "recon": self.recon(x)[..., :h, :w]}
 
 
 def build_unet(num_classes: int, *, width: int = 16, depth: int = 3, recon_head: bool = False) -> UNet:
@@ -62,7 +67,7 @@ def segcheck_register_models(registry):
     registry.add(
         "unet",
         build_unet,
-        divisible_by=8,
         checkpoints={"synthetic-streets": CHECKPOINTS / "unet_synthetic-streets_robust.safetensors"},
-        description="small UNet (16-128 channels, 3 poolings), fast on CPU",
+        args={"width": "channels of the first block (default 16, doubled per level)", "depth": "poolings (default 3)"},
+        description="small UNet (16-128 channels, 3 poolings, any input size), fast on CPU",
     )

@@ -32,6 +32,15 @@ def _positive(kind):
     return parse
 
 
+def _model_arg(text: str):
+    from segcheck.config import model_arg
+
+    try:
+        return model_arg(text)
+    except SegcheckError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def cmd_list(args) -> int:
     from segcheck.gates.registered import first_line
 
@@ -49,6 +58,8 @@ def cmd_list(args) -> int:
         for entry in registry:
             description = entry.meta.get("description") or first_line(entry.obj)
             print(f"  {entry.name.ljust(width)}  [{entry.plugin}]  {description}".rstrip())
+            for arg, what in (entry.meta.get("args") or {}).items():
+                print(f"  {''.ljust(width)}    --model-arg {arg}=...: {what}")
     if loaded.absent:
         print("absent (optional extras not installed):")
         for name, note in loaded.absent.items():
@@ -75,6 +86,7 @@ def cmd_train(args) -> int:
         plugin_specs=args.plugin,
         progress=not args.quiet,
         resume=args.resume,
+        model_args=dict(args.model_arg),
         **overrides,
     )
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 writes and reports
@@ -108,6 +120,14 @@ def parser() -> argparse.ArgumentParser:
     lst.set_defaults(run=cmd_list)
     tr = sub.add_parser("train", parents=[common], help="train a registered model on a registered dataset")
     tr.add_argument("--model", default="unet")
+    tr.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        type=_model_arg,
+        metavar="K=V",
+        help="builder keyword argument, VALUE read as YAML (repeatable; `segcheck list` shows each model's)",
+    )
     tr.add_argument("--dataset", default="synthetic-streets")
     tr.add_argument("--data-root", type=Path)
     tr.add_argument("--recipe", default="robust", help="naive or robust (default: robust)")

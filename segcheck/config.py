@@ -36,7 +36,7 @@ DEFAULTS: dict[str, dict] = {
     "prediction_collapse": {"min_class_fraction": 0.5, "max_dominance_excess": 0.20},
     "generalization": {"split": "test", "max_gap": 0.05},
     "loss_at_init": {"tolerance": 0.5, "images": 4, "seed": 0},
-    "gradient_coverage": {"images": 2, "seed": 0},
+    "gradient_coverage": {"images": 2, "seed": 0, "allow": []},
     "batch_independence": {"images": 4, "atol": 1e-3, "rtol": 1e-3},
     "deterministic_eval": {"images": 4, "atol": 1e-5, "rtol": 1e-5},
     "input_normalization": {"max_abs_mean": 1.0, "min_std": 0.25, "max_std": 4.0},
@@ -107,6 +107,10 @@ RANGES: dict[str, str] = {
     "size_reference": "[0, inf)",
     "max_known_miou_drop": "[0, 1]",
 }
+
+
+#: settings that are lists of strings (every other list holds numbers)
+STRING_LISTS = ("gradient_coverage.allow",)
 
 
 def _in_range(value: float, bounds: str) -> bool:
@@ -189,6 +193,18 @@ def validated(config: dict, defaults: dict, source: str) -> dict:
     return checked
 
 
+def model_arg(text: str) -> tuple[str, object]:
+    """``"KEY=VALUE"`` (``--model-arg``) -> (key, VALUE safe-loaded as YAML: 3 -> int, a list
+    ``[64, 32]``, a mapping ``{classes: 3}``, else the string)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise SegcheckError(f"--model-arg expects KEY=VALUE with KEY a Python name, got {text!r}")
+    try:
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError:
+        return key, value
+
+
 def eval_sample(config: dict) -> dict:
     """The keyword arguments of ``EvalData.from_dataset`` that ``config["eval"]`` sets."""
     ev = config["eval"]
@@ -212,6 +228,10 @@ def explicit_normalization(config: dict) -> tuple[tuple[float, ...] | None, tupl
 
 def _checked(value, default, where: str):
     """``value`` as the type of its default (float, int, str or a list of numbers), or an error naming ``where``."""
+    if where.endswith(STRING_LISTS):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+            raise SegcheckError(f"{where} must be a list of non-empty strings, got {value!r}")
+        return list(value)
     if isinstance(default, list):
         if not isinstance(value, (list, tuple)) or not all(_is_number(v) for v in value):
             raise SegcheckError(f"{where} must be a list of numbers, got {value!r}")

@@ -183,6 +183,7 @@ def stack(dataset: SegDataset, indices: Sequence[int]) -> tuple[np.ndarray, np.n
 
 
 Splits = Callable[[str], SegDataset] | Mapping[str, SegDataset]
+EVAL_MASKS = object()  # EvalData.score's default: the eval sample's own masks
 
 
 @dataclass(eq=False)
@@ -244,11 +245,15 @@ class EvalData:
         dataset = self.dataset(split)
         return stack(dataset, eval_indices(len(dataset), size, seed))
 
-    def score(self, pred: np.ndarray, masks: np.ndarray | None = None) -> float:
-        """Dataset-level mIoU of class maps ``pred`` against ``masks`` (default: the eval masks)."""
+    def score(self, pred: np.ndarray, masks: np.ndarray | object = EVAL_MASKS) -> float:
+        """Dataset-level mIoU of class maps ``pred`` against ``masks`` (default: the eval masks);
+        masks None (an unlabelled sample) is an error, never a fallback to the eval masks."""
         from segcheck.evaluate import score
 
-        return score(pred, self.masks if masks is None else masks, self.spec)
+        masks = self.masks if masks is EVAL_MASKS else masks
+        if masks is None:
+            raise SegcheckError("these images have no masks to score against (an unlabelled split)")
+        return score(pred, masks, self.spec)
 
     @classmethod
     def from_dataset(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,12 +16,13 @@ from segcheck.data import IMAGENET_MEAN, IMAGENET_STD
 
 
 def output_tensor(output) -> torch.Tensor:
-    """The logits in a model's raw output: a tensor, a dict with ``"out"``, ``.logits``, or a
-    tuple whose first item is the mask."""
+    """The logits in a model's raw output: a tensor, a dict with ``"out"`` (or ``"logits"``: a
+    Hugging Face ``ModelOutput``, or a split of one), ``.logits``, or a tuple whose first item
+    is the mask."""
     if isinstance(output, torch.Tensor):
         return output
-    if isinstance(output, dict) and "out" in output:
-        return output["out"]
+    if isinstance(output, dict) and ("out" in output or "logits" in output):
+        return output["out"] if "out" in output else output["logits"]
     if hasattr(output, "logits"):
         return output.logits
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
@@ -64,18 +66,26 @@ class SegModel:
         x = x.to(self.device, torch.float32).permute(0, 3, 1, 2) / 255.0
         return (x - self.mean) / self.std
 
+    def pad(self, x: torch.Tensor, y: torch.Tensor | None = None, ignore_index: int = 255):
+        """``x`` (B, C, H, W) padded at the bottom and right to multiples of ``divisible_by``
+        (replicate), the size every call of the module gets; with masks ``y`` (B, H, W) also
+        ``y`` padded with ``ignore_index``, as a pair."""
+        d = self.divisible_by
+        pad_h, pad_w = -x.shape[-2] % d, -x.shape[-1] % d
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+            y = None if y is None else F.pad(y, (0, pad_w, 0, pad_h), value=ignore_index)
+        return x if y is None else (x, y)
+
     def raw(self, x: torch.Tensor) -> torch.Tensor:
-        """The module's own logits for normalized ``x``, before any resizing."""
-        return output_tensor(self.module(x))
+        """The module's own logits for normalized ``x`` padded by :meth:`pad`, before any resizing."""
+        return output_tensor(self.module(self.pad(x)))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, C, H, W) for normalized ``x`` (B, 3, H, W); gradients flow."""
         h, w = x.shape[-2:]
-        d = self.divisible_by
-        pad_h, pad_w = -h % d, -w % d
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        out = self.raw(x)
+        x = self.pad(x)
+        out = output_tensor(self.module(x))
         if out.shape[-2:] != x.shape[-2:]:
             out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return out[..., :h, :w]
@@ -109,6 +119,17 @@ class SegModel:
                 finite &= ok
                 done(len(part))
         return np.concatenate(labels), finite
+
+
+@contextmanager
+def seeded(seed: int, device: str | torch.device = "cpu"):
+    """Run the block under torch's RNG seeded with ``seed`` (also ``device``'s, when CUDA),
+    restoring the global RNG after: dropout and drop-path in train-mode passes, and
+    initializations, draw the same numbers whatever ran before."""
+    devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 @dataclass(frozen=True)
@@ -209,12 +230,10 @@ class ModelUnderTest(SegModel):
                 "this model has no builder, so no fresh copy can be trained; "
                 "give ModelUnderTest(builder=...) a function that builds the architecture"
             )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             module = self.builder(**kwargs)
         if module is self.module:  # a builder that hands back the module under test: copy it, untrained
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+            with seeded(seed):
                 module = _reinitialized(copy.deepcopy(module))
         n = self.fresh_normalization
         return SegModel(

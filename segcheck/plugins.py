@@ -41,6 +41,9 @@ BUILTIN_PLUGINS = (
     "segcheck_plugins.folder",
     "segcheck_plugins.streethazards",
     "segcheck_plugins.smiyc",
+    "segcheck_plugins.cityscapes",
+    "segcheck_plugins.ade20k",
+    "segcheck_plugins.voc",
     "segcheck_plugins.reference_metrics",
 )
 #: built-in plugins that need an optional extra: module -> (the package it needs, the extra,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import yaml
 
 
 def _positive_int(text: str) -> int:
@@ -27,10 +26,13 @@ def _three_numbers(text: str) -> list[float]:
 
 
 def _model_arg(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise pytest.UsageError(f"--model-arg expects KEY=VALUE, got {text!r}")
-    return key, yaml.safe_load(value)
+    from segcheck import SegcheckError
+    from segcheck.config import model_arg
+
+    try:
+        return model_arg(text)
+    except SegcheckError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 REPEATED = {"action": "append"}

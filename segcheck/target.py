@@ -14,7 +14,14 @@ from segcheck import SegcheckError
 from segcheck import checkpoint as ckpt
 from segcheck.config import eval_sample
 from segcheck.data import EvalData
-from segcheck.model import ModelUnderTest, Normalization, Predictions, architecture_normalization, first_normalization
+from segcheck.model import (
+    ModelUnderTest,
+    Normalization,
+    Predictions,
+    architecture_normalization,
+    first_normalization,
+    seeded,
+)
 from segcheck.registry import Entry
 
 if TYPE_CHECKING:
@@ -116,7 +123,7 @@ def eval_data(plugins: Plugins, spec: TargetSpec, config: dict) -> EvalData:
     if entry.meta.get("needs_root") and spec.data_root is None:
         raise SegcheckError(f"dataset {spec.dataset!r} reads files: pass --data-root DIR")
     splits = functools.partial(entry.obj, spec.data_root)
-    data = _guarded(f"dataset {spec.dataset!r}", EvalData.from_dataset, splits=splits, **eval_sample(config))
+    data = guarded(f"dataset {spec.dataset!r}", EvalData.from_dataset, splits=splits, **eval_sample(config))
     data.identity = f"{spec.dataset} (from {entry.plugin})"
     return data
 
@@ -143,14 +150,13 @@ def load_model(plugins: Plugins, spec: TargetSpec, data: EvalData) -> ModelUnder
     if folder:
         architecture.setdefault("config", Path(path))
     builder = functools.partial(build_module, entry, data.spec.num_classes, **architecture)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.init_seed)  # a random-init target is the same model every run
-        module = _guarded(f"model {spec.model!r}: its builder", builder, **_loading_kwargs(entry, spec, sidecar))
+    with seeded(spec.init_seed):  # a random-init target is the same model every run
+        module = guarded(f"model {spec.model!r}: its builder", builder, **_loading_kwargs(entry, spec, sidecar))
     if path is not None and spec.trust_checkpoint and path.suffix != ".safetensors" and not folder:
-        module = _guarded(f"unpickling trusted checkpoint {path}", ckpt.load_trusted, model=module, path=path)
+        module = guarded(f"unpickling trusted checkpoint {path}", ckpt.load_trusted, model=module, path=path)
     elif path is not None:
         load = plugins.manager.hook.segcheck_load_checkpoint
-        module = _guarded(f"loading checkpoint {path}", load, model=module, path=path)
+        module = guarded(f"loading checkpoint {path}", load, model=module, path=path)
         if module is None:
             raise SegcheckError(f"no plugin could load checkpoint {path}")
     explicit = (spec.mean, spec.std, "explicit setting (--mean/--std or eval.mean/std)")
@@ -189,7 +195,7 @@ def module_meta(meta: dict, module: torch.nn.Module) -> dict:
     resolved = dict(meta)
     for key in MODULE_META:
         if callable(resolved.get(key)):
-            resolved[key] = _guarded(f"model metadata {key}", resolved[key], module=module)
+            resolved[key] = guarded(f"model metadata {key}", resolved[key], module=module)
     d = resolved.get("divisible_by", 1)
     if isinstance(d, bool) or not isinstance(d, int) or d < 1:
         raise SegcheckError(f"model metadata divisible_by is {d!r}; expected a whole number >= 1")
@@ -227,7 +233,7 @@ def _checkpoint_note(spec: TargetSpec, path: Path | None, module: torch.nn.Modul
     return f"{path} (key prefix {prefix!r} stripped: without it every key matches)" if prefix else str(path)
 
 
-def _guarded(what: str, function, **kwargs):
+def guarded(what: str, function, **kwargs):
     """``function(**kwargs)``; an exception other than a SegcheckError becomes one line saying ``what`` failed."""
     try:
         return function(**kwargs)

@@ -96,6 +96,8 @@ def anomaly_free_training(target: Target, cfg: dict) -> GateResult:
         raise NotApplicable("the dataset declares no anomaly_index")
     if not data.has_split("train"):
         raise NotApplicable("this data has no 'train' split to audit")
+    if not spec.labelled("train"):
+        raise NotApplicable("the 'train' split is unlabelled: no masks to audit")
     dataset = data.dataset("train")
     if not len(dataset):
         raise NotApplicable("the 'train' split is empty: nothing to audit")
@@ -158,6 +160,8 @@ def _needs_anomaly_split(function):
         split = anomaly_split(target.data.spec, cfg, target.data.split)
         if not target.data.has_split(split):
             raise NotApplicable(f"the anomaly split {split!r} cannot be read here; set anomaly.split")
+        if not target.data.spec.labelled(split):
+            raise NotApplicable(f"the anomaly split {split!r} is unlabelled (no masks to score); set anomaly.split")
         return function(target, cfg, **kwargs)
 
     return gate

@@ -45,11 +45,12 @@ def output_size(target: Target, cfg: dict | None = None) -> GateResult:
     with torch.no_grad():
         raw = target.model.raw(x).shape[-2:]
         final = target.model.logits(x).shape[-2:]
-    size = tuple(x.shape[-2:])
-    stride = size[0] / raw[0] if raw[0] else float("inf")
-    consistent = raw[0] <= size[0] and raw[1] <= size[1] and abs(size[1] / raw[1] - stride) / stride < 0.1
+    size, fed = tuple(x.shape[-2:]), tuple(target.model.pad(x).shape[-2:])
+    stride = fed[0] / raw[0] if raw[0] else float("inf")
+    consistent = raw[0] <= fed[0] and raw[1] <= fed[1] and abs(fed[1] / raw[1] - stride) / stride < 0.1
     passed = tuple(final) == size and consistent
-    message = f"input {size}, raw output {tuple(raw)}, adapted logits {tuple(final)}"
+    padded = f" (padded to {fed}: divisible_by {target.model.divisible_by})" if fed != size else ""
+    message = f"input {size}{padded}, raw output {tuple(raw)}, adapted logits {tuple(final)}"
     if not passed:
         message += (
             ": the raw output is larger than the input or has another aspect ratio, so pixels cannot be "
@@ -62,7 +63,7 @@ def output_size(target: Target, cfg: dict | None = None) -> GateResult:
         passed,
         message,
         rule="raw is a uniform downscale",
-        details={"input": size, "raw": tuple(raw), "stride": stride},
+        details={"input": size, "module_input": fed, "raw": tuple(raw), "stride": stride},
     )
 
 

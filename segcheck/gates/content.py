@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from segcheck import SegcheckError, perturb
+from segcheck.gates.registered import NotApplicable
 from segcheck.gates.result import GateResult
 from segcheck.hookspecs import hookimpl
 from segcheck.loss import pixel_loss
@@ -125,7 +126,9 @@ def input_gradient(target: Target, cfg: dict) -> GateResult:
     The loss is the mean per-pixel CE (BCE for binary models) against the eval masks, with
     the model in eval mode; parameters' ``.grad`` are not touched. A loss that does not
     depend on the input through autograd (input ignored, detached, or processed outside
-    torch) has norm 0. Passes when the norm is > ``cfg["min_grad_norm"]``.
+    torch) has norm 0. Passes when the norm is > ``cfg["min_grad_norm"]``. A norm of 0 on a
+    model whose metadata declares ``frozen`` parameters (a backbone under ``no_grad`` by
+    design) is a SKIP that says so.
     """
     images, masks = target.data.images, target.data.masks
     model = target.model
@@ -143,6 +146,12 @@ def input_gradient(target: Target, cfg: dict) -> GateResult:
         message = f"{measured} > {cfg['min_grad_norm']:.0e}"
     elif not finite:
         message = f"{measured}: the gradient is not finite; check for NaN/inf in the model's forward pass"
+    elif model.meta.get("frozen"):
+        raise NotApplicable(
+            f"{measured}: the model declares frozen parameters ({', '.join(model.meta['frozen'])}), so its "
+            "backbone may run without gradient by design and no gradient reaches the pixels; noise_input, "
+            "derangement_gap and shift_equivariance judge whether it reads its input"
+        )
     else:
         message = (
             f"{measured} <= {cfg['min_grad_norm']:.0e}: the loss does not depend on the input pixels; the "

@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from segcheck.gates.result import GateResult
 from segcheck.hookspecs import hookimpl
+from segcheck.model import seeded
 from segcheck.target import Target
 from segcheck.train.loop import criterion
 from segcheck.train.recipes import get as get_recipe
@@ -19,20 +19,13 @@ def _batch(target: Target, count: int) -> tuple[np.ndarray, np.ndarray]:
     return target.data.images[:count], target.data.masks[:count]
 
 
-def _padded(model, x: torch.Tensor, y: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x`` padded (replicate) and ``y`` padded with ``ignore_index`` to multiples of ``divisible_by``."""
-    d = model.divisible_by
-    pad_h, pad_w = -x.shape[-2] % d, -x.shape[-1] % d
-    if not (pad_h or pad_w):
-        return x, y
-    return (F.pad(x, (0, pad_w, 0, pad_h), mode="replicate"), F.pad(y, (0, pad_w, 0, pad_h), value=ignore_index))
-
-
-def _training_loss(target: Target, model, images: np.ndarray, masks: np.ndarray):
-    """The naive recipe's training loss of ``model.module`` (whatever mode it is in) on one batch."""
+def _training_loss(target: Target, model, images: np.ndarray, masks: np.ndarray, seed: int):
+    """The naive recipe's training loss of ``model.module`` (whatever mode it is in) on one
+    batch, its random draws seeded with ``seed``."""
     spec = target.data.spec
-    x, y = _padded(model, model.normalize(images), torch.from_numpy(masks).to(model.device), spec.ignore_index)
-    return criterion([model.module(x)], x, y, get_recipe("naive"), spec, model.binary)
+    x, y = model.pad(model.normalize(images), torch.from_numpy(masks).to(model.device), spec.ignore_index)
+    with seeded(seed, model.device):  # dropout / drop-path: the same draw whichever gates ran before
+        return criterion([model.module(x)], x, y, get_recipe("naive"), spec, model.binary)
 
 
 def loss_at_init(target: Target, cfg: dict) -> GateResult:
@@ -52,7 +45,7 @@ def loss_at_init(target: Target, cfg: dict) -> GateResult:
     module.train()
     images, masks = _batch(target, cfg["images"])
     with torch.no_grad():
-        loss = float(_training_loss(target, segmodel, images, masks))
+        loss = float(_training_loss(target, segmodel, images, masks, cfg["seed"]))
     module.eval()
     classes = 2 if segmodel.binary else target.data.spec.num_classes
     expected = math.log(classes)
@@ -92,7 +85,9 @@ def gradient_coverage(target: Target, cfg: dict) -> GateResult:
     The model is built fresh (with ``aux_loss=True`` when the model's meta has an
     ``aux_prefix``, so an auxiliary head exists), run in train mode on the first
     ``cfg["images"]`` eval images, and the training loss (``train.loop.criterion``: CE + 0.5 x aux CE) is
-    differentiated. Parameters whose gradient is missing or all zero are named.
+    differentiated. Parameters whose gradient is missing or all zero are named, except those
+    under a prefix of the model's ``frozen`` metadata or of ``cfg["allow"]`` (meant to get
+    none: a frozen backbone, encoder stages a shallow depth leaves unused), which are counted.
     """
     kwargs = {"aux_loss": True} if target.model.meta.get("aux_prefix") else {}
     segmodel = target.model.fresh(cfg["seed"], **kwargs)
@@ -100,23 +95,32 @@ def gradient_coverage(target: Target, cfg: dict) -> GateResult:
     module.train()
     images, masks = _batch(target, cfg["images"])
     named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
-    loss = _training_loss(target, segmodel, images, masks)
+    loss = _training_loss(target, segmodel, images, masks, cfg["seed"])
     grads = (
         torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
         if loss.requires_grad
         else [None] * len(named)
     )
     module.eval()
-    dead = [name for (name, _), g in zip(named, grads) if g is None or not bool(torch.any(g != 0))]
+    without = [name for (name, _), g in zip(named, grads) if g is None or not bool(torch.any(g != 0))]
+    allowed_prefixes = tuple(target.model.meta.get("frozen", ())) + tuple(cfg["allow"])
+    allowed = [name for name in without if name.startswith(allowed_prefixes)] if allowed_prefixes else []
+    dead = [name for name in without if name not in allowed]
     passed = not dead
-    measured = f"{len(named) - len(dead)} of {len(named)} trainable parameter tensors receive a gradient"
+    measured = f"{len(named) - len(without)} of {len(named)} trainable parameter tensors receive a gradient"
+    if allowed:
+        measured += (
+            f"; {len(allowed)} without one are meant to be (model metadata frozen / gradient_coverage.allow: "
+            f"{', '.join(allowed_prefixes)})"
+        )
     if passed:
         message = measured
     else:
         shown = ", ".join(dead[:8]) + (f", ... ({len(dead)} in all)" if len(dead) > 8 else "")
         message = (
             f"{measured}; none reaches {shown}: these weights never train; a head or branch that the forward "
-            "pass or the loss does not use (an auxiliary head left out of the loss), or a detached graph"
+            "pass or the loss does not use (an auxiliary head left out of the loss), or a detached graph; "
+            "if that is by design, list their prefixes in gradient_coverage.allow"
         )
     return GateResult(
         "gradient_coverage",
@@ -125,7 +129,12 @@ def gradient_coverage(target: Target, cfg: dict) -> GateResult:
         passed,
         message,
         rule="value <= threshold",
-        details={"without_gradient": dead, "trainable": len(named), "builder_kwargs": kwargs},
+        details={
+            "without_gradient": dead,
+            "allowed_without_gradient": allowed,
+            "trainable": len(named),
+            "builder_kwargs": kwargs,
+        },
     )
 
 

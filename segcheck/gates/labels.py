@@ -13,12 +13,12 @@ from segcheck.target import Target
 
 
 def _mask_sources(data) -> list[tuple[str, object]]:
-    """``(split, dataset)`` for every split the data can read (a split serving the same files as
-    an earlier one, as in a flat folder layout, once); only the eval sample without splits."""
+    """``(split, dataset)`` for every labelled split the data can read (a split serving the same
+    files as an earlier one, as in a flat folder layout, once); only the eval sample without splits."""
     if data.splits is None:
         return [(f"{data.split} (eval sample)", [(None, m) for m in data.masks])]
     sources, seen = [], set()
-    for split in (s for s in data.spec.splits if data.has_split(s)):
+    for split in (s for s in data.spec.splits if data.has_split(s) and data.spec.labelled(s)):
         dataset = data.dataset(split)
         files = tuple(map(str, getattr(dataset, "pairs", ()))) or id(dataset)
         if files not in seen:
@@ -51,7 +51,7 @@ def _scan(sources, spec) -> dict:
 
 
 def label_integrity(target: Target, cfg: dict | None = None) -> GateResult:
-    """Every mask of every split (the eval sample only, without splits) holds only class ids,
+    """Every mask of every labelled split (the eval sample only, without splits) holds only class ids,
     ``ignore_index`` or the anomaly id; none has no counted pixel; every class occurs in some mask."""
     spec = target.data.spec
     sources = _mask_sources(target.data)
@@ -76,10 +76,16 @@ def label_integrity(target: Target, cfg: dict | None = None) -> GateResult:
                 "foreground pixel; declare binary_255: true (folder datasets) or store them as 0/1"
             )
     read = ", ".join(f"{split}" for split, _ in sources)
+    unlabelled = (
+        [s for s in spec.unlabelled_splits if target.data.has_split(s)] if target.data.splits is not None else []
+    )
+    if unlabelled:
+        read += f"; {', '.join(unlabelled)} unlabelled, not read"
     measured = f"{found['masks'] + len(found['rejected'])} masks read ({read}), label values {values[:12]}"
     message = f"{measured}: {'; '.join(problems)}" if problems else f"{measured}: all within the dataset's classes"
     details = {"values": values, "empty_masks": found["empty"][:100], "missing_classes": missing,
-               "masks": found["masks"], "splits": [split for split, _ in sources]}  # fmt: skip
+               "masks": found["masks"], "splits": [split for split, _ in sources],
+               "unlabelled_splits": unlabelled}  # fmt: skip
     count = len(bad) + len(found["empty"]) + len(missing) + len(found["rejected"])
     return GateResult(
         "label_integrity", float(count), 0.0, not problems, message, rule="problems == 0", details=details

@@ -10,7 +10,7 @@ import torch
 from scipy import ndimage
 
 from segcheck.gates.result import GateResult
-from segcheck.gates.training import _balanced_weights, fresh
+from segcheck.gates.training import _balanced_weights
 from segcheck.hookspecs import hookimpl
 from segcheck.metrics import per_class_iou
 from segcheck.target import Target
@@ -31,7 +31,7 @@ def overfit_tiny(target: Target, cfg: dict) -> GateResult:
     """
     images, masks = target.data.sample("train", cfg["samples"], cfg["seed"])
     spec = target.data.spec
-    model = fresh(target, cfg["seed"])
+    model = target.model.fresh(cfg["seed"])
     x = model.normalize(images)
     y = torch.from_numpy(masks).to(model.device)
     bs = cfg["batch_size"]
@@ -56,6 +56,7 @@ def overfit_tiny(target: Target, cfg: dict) -> GateResult:
         spec,
         stop=reached,
         class_weights=_balanced_weights(masks, spec).to(model.device),
+        seed=cfg["seed"],
     )
     epochs = len(history)
     value = history[-1]  # the final weights: what the class report below describes too
@@ -85,7 +86,7 @@ def output_stride(model, x: torch.Tensor) -> float:
     """Input width over the width of the module's own (raw) output: how coarse its head is."""
     with torch.no_grad():
         raw = model.raw(x[:1])
-    return x.shape[-1] / raw.shape[-1]
+    return model.pad(x[:1]).shape[-1] / raw.shape[-1]
 
 
 def smallest_extent(present: np.ndarray) -> int:

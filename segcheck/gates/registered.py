@@ -94,6 +94,8 @@ def unmet_need(gate: Gate, target, config: dict) -> str | None:
             )
         if need == "train_split" and not data.has_split("train"):
             return f"{gate.name} needs a 'train' split; this data has only {data.split!r}"
+        if need == "train_split" and not data.spec.labelled("train"):
+            return f"{gate.name} needs training masks; this dataset's 'train' split is unlabelled"
         if need == "fresh_model" and model.builder is None:
             return f"{gate.name} trains a fresh copy of the architecture; this model has no builder"
         if need == "cuda" and not torch.cuda.is_available():
@@ -104,6 +106,11 @@ def unmet_need(gate: Gate, target, config: dict) -> str | None:
                 return (
                     f"dataset has no {split!r} split to compare with; set {gate.section}.split to another "
                     "split to run this gate"
+                )
+            if split == default and not data.spec.labelled(split):
+                return (
+                    f"the dataset's {split!r} split is unlabelled (no masks to score); set {gate.section}.split "
+                    "to a labelled split to run this gate"
                 )
     return None
 

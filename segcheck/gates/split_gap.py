@@ -21,7 +21,7 @@ def generalization(target: Target, cfg: dict) -> GateResult:
     """|mIoU on the eval split - mIoU on split ``cfg["split"]``| <= ``cfg["max_gap"]``.
 
     The other split is sampled like the eval set (its size and seed). Raises
-    ``SegcheckError`` when the data has no such split or it is the eval split itself, and
+    ``SegcheckError`` when the data has no such split, it is unlabelled or it is the eval split itself, and
     :class:`NoHeldOutSplit` (a SKIP) when the default split holds the eval images
     themselves; a split configured explicitly is then an error.
     """
@@ -33,6 +33,10 @@ def generalization(target: Target, cfg: dict) -> GateResult:
         )
     if other == eval_split:
         raise SegcheckError(f"generalization.split {other!r} is the eval split itself; choose another split")
+    if not data.spec.labelled(other):
+        raise SegcheckError(
+            f"generalization.split {other!r} is unlabelled (no masks to score); choose a labelled split"
+        )
     images_other, masks_other = data.sample(other, data.size, data.seed)
     if (
         images_other.shape == data.images.shape

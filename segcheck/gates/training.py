@@ -11,12 +11,6 @@ from segcheck.target import Target
 from segcheck.train.loop import fit
 
 
-def fresh(target: Target, seed: int):
-    """A fresh model seeded by ``seed``, with the global RNG seeded too: training is reproducible."""
-    torch.manual_seed(seed)
-    return target.model.fresh(seed)
-
-
 def _balanced_weights(masks: np.ndarray, spec) -> torch.Tensor:
     """Per-class weights ~ frequency^-1/2 over counted pixels (absent classes count 1), mean 1."""
     labelled = masks[spec.counted(masks)]
@@ -31,7 +25,7 @@ def input_baseline(target: Target, cfg: dict) -> GateResult:
     (scored on fresh noise against the eval labels) by ``cfg["margin"]``."""
     spec = target.data.spec
     train_images, train_masks = target.data.sample("train", cfg["samples"], cfg["seed"])
-    model = fresh(target, cfg["seed"])
+    model = target.model.fresh(cfg["seed"])
     rng = np.random.default_rng(cfg["seed"])
     gen = torch.Generator().manual_seed(cfg["seed"])
     shape = (cfg["batch_size"], 3, *train_images.shape[1:3])
@@ -41,7 +35,7 @@ def input_baseline(target: Target, cfg: dict) -> GateResult:
         x = torch.randn(shape, generator=gen).to(model.device)
         return x, torch.from_numpy(train_masks[pick]).to(model.device)
 
-    fit(model, batch, cfg["steps"], cfg["lr"], spec)
+    fit(model, batch, cfg["steps"], cfg["lr"], spec, seed=cfg["seed"])
     masks = target.data.masks
     noise = torch.randn((len(masks), *shape[1:]), generator=gen)
     baseline = target.data.score(model.predict(noise, target.data.batch_size)[0])

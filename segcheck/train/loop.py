@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from segcheck import SegcheckError
 from segcheck.data import DatasetSpec, EvalData
 from segcheck.loss import pixel_loss
-from segcheck.model import SegModel, output_tensor
+from segcheck.model import SegModel, output_tensor, seeded
 from segcheck.train import augment
 from segcheck.train.recipes import Recipe
 from segcheck.train.recipes import get as get_recipe
@@ -40,8 +40,8 @@ def forward(model: torch.nn.Module, x: torch.Tensor, recipe: Recipe, std: torch.
 def _split(output, n: int) -> list:
     if n == 1:
         return [output]
-    if isinstance(output, dict):
-        parts = {k: v.chunk(n) for k, v in output.items() if v is not None}
+    if isinstance(output, dict):  # torchvision's {"out", "aux"}, a Hugging Face ModelOutput, recon heads
+        parts = {k: v.chunk(n) for k, v in output.items() if isinstance(v, torch.Tensor)}
         return [{k: v[i] for k, v in parts.items()} for i in range(n)]
     return list(output_tensor(output).chunk(n))
 
@@ -109,6 +109,9 @@ def train_one_epoch(model, segmodel, loader, optimizer, scheduler, recipe, spec,
         if recipe.outlier_paste:
             x, pasted = augment.paste_outliers(x, g, segmodel.mean, segmodel.std)
             y = y.masked_fill(pasted, spec.ignore_index)
+        x, y = segmodel.pad(x, y, spec.ignore_index)
+        if pasted is not None:
+            pasted = F.pad(pasted, (0, x.shape[-1] - pasted.shape[-1], 0, x.shape[-2] - pasted.shape[-2]))
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with amp:
@@ -133,19 +136,26 @@ def fit(
     spec: DatasetSpec,
     stop: Callable[[int], bool] | None = None,
     class_weights: torch.Tensor | None = None,
+    seed: int = 0,
 ) -> int:
     """Train ``segmodel.module`` with the naive recipe's loss on ``batch(step)`` -> (normalized x, y).
 
     ``class_weights`` weight the loss per class. Runs at most ``steps`` Adam steps; after each,
-    ``stop(step)`` may end training early (it is called with the module in eval mode). Returns
-    the number of steps taken.
+    ``stop(step)`` may end training early (it is called with the module in eval mode). Inputs
+    are padded to ``divisible_by`` (masks with ignore), and the random draws of train mode
+    (dropout, drop-path) come from ``seed``, not the global RNG. Returns the steps taken.
     """
+    with seeded(seed, segmodel.device):
+        return _fit(segmodel, batch, steps, lr, spec, stop, class_weights)
+
+
+def _fit(segmodel, batch, steps, lr, spec, stop, class_weights) -> int:
     module = segmodel.module
     optimizer = torch.optim.Adam(module.parameters(), lr=lr)
     naive = get_recipe("naive")
     for step in range(1, steps + 1):
         module.train()
-        x, y = batch(step)
+        x, y = segmodel.pad(*batch(step), spec.ignore_index)
         loss = criterion([module(x)], x, y, naive, spec, segmodel.binary, class_weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

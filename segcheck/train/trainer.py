@@ -17,7 +17,7 @@ from segcheck import SegcheckError, __version__, checkpoint
 from segcheck.config import eval_sample
 from segcheck.data import EvalData
 from segcheck.model import SegModel, architecture_normalization
-from segcheck.target import build_module, resolve_device
+from segcheck.target import build_module, guarded, module_meta, resolve_device
 from segcheck.train import loop
 from segcheck.train.recipes import Recipe
 from segcheck.train.recipes import get as get_recipe
@@ -63,11 +63,13 @@ def train(
     plugin_specs=(),
     progress: bool = True,
     resume: bool = False,
+    model_args: dict | None = None,
     **overrides,
 ) -> TrainResult:
     """Train registered ``model`` on registered ``dataset`` and save safetensors + YAML sidecar.
 
-    ``overrides`` change recipe settings (e.g. ``epochs=3``). Deterministic for a seed on CPU:
+    ``overrides`` change recipe settings (e.g. ``epochs=3``); ``model_args`` reach the
+    model's builder (``--model-arg``) and are saved in the sidecar. Deterministic for a seed on CPU:
     every epoch reseeds its shuffling, augmentation and noise from ``(seed, epoch)``, so a run
     resumed (``resume=True``) from ``out``'s ``.resume.pt`` state ends with the same weights.
     Under ``torchrun`` it trains with DistributedDataParallel; rank 0 writes the files.
@@ -83,7 +85,7 @@ def train(
     train_set = _Pairs(splits("train"))
     dev = _device(device, world)
     torch.manual_seed(seed)
-    segmodel, model_kwargs = _fresh(entry, train_set.dataset.spec, recipe, dev)
+    segmodel, model_kwargs = _fresh(entry, train_set.dataset.spec, recipe, dev, model_args or {})
     module = segmodel.module
     net = module
     if world > 1:
@@ -184,22 +186,26 @@ def _device(name: str, world: int) -> torch.device:
     return dev
 
 
-def _fresh(entry, spec, recipe: Recipe, dev: torch.device) -> tuple[SegModel, dict]:
-    """A new module of ``entry`` with the heads the recipe trains (reconstruction, auxiliary),
-    normalized with the dataset's declared mean/std, else the model's, else ImageNet's."""
-    model_kwargs = {}
+def _fresh(entry, spec, recipe: Recipe, dev: torch.device, model_args: dict) -> tuple[SegModel, dict]:
+    """A new module of ``entry`` built with ``model_args`` and the heads the recipe trains
+    (reconstruction, auxiliary), normalized with the dataset's declared mean/std, else the
+    model's, else ImageNet's."""
+    model_kwargs = dict(model_args)
     if recipe.recon:
         model_kwargs["recon_head"] = True
     if entry.meta.get("aux_prefix"):
         model_kwargs["aux_loss"] = True
-    module = build_module(entry, spec.num_classes, **model_kwargs)
+    module = guarded(
+        f"model {entry.name!r}: its builder", build_module, entry=entry, num_classes=spec.num_classes, **model_kwargs
+    )
+    meta = module_meta(entry.meta, module)
     norm = architecture_normalization(spec, entry.meta, "training data", entry.name)
     segmodel = SegModel(
         module,
         mean=norm.mean,
         std=norm.std,
-        binary=bool(entry.meta.get("binary")),
-        divisible_by=entry.meta.get("divisible_by", 1),
+        binary=bool(meta.get("binary")),
+        divisible_by=meta["divisible_by"] if "divisible_by" in meta else 1,
         device=dev,
     )
     if dev.type == "cuda":
