@@ -63,6 +63,12 @@ def _patch(config) -> int:
     return int(size if isinstance(size, int) else max(size))
 
 
+def _dpt_multiple(config) -> int:
+    """DPT's input multiple: its patch size times the largest downscale of its reassemble stage
+    (factor 0.5: a stride-2 convolution on the patch grid), so every fused feature map lines up."""
+    return _patch(config) * max(1, round(1 / min(config.reassemble_factors)))
+
+
 def _aux(module) -> tuple[str, ...]:
     """The auxiliary head transformers trains only when given ``labels`` (segcheck's loss never reaches it)."""
     return ("auxiliary_head.",) if getattr(module, "auxiliary_head", None) is not None else ()
@@ -117,7 +123,7 @@ class Info:
 MODELS: dict[str, Info] = {
     "SegformerForSemanticSegmentation": Info(lambda config: math.prod(config.strides)),
     "UperNetForSemanticSegmentation": Info(frozen=_aux),
-    "DPTForSemanticSegmentation": Info(_patch, _dpt_frozen, fit="square", note="padded to a square"),
+    "DPTForSemanticSegmentation": Info(_dpt_multiple, _dpt_frozen, fit="square", note="padded to a square"),
     "BeitForSemanticSegmentation": Info(_patch, _beit_frozen),
     "Data2VecVisionForSemanticSegmentation": Info(
         lambda config: 1, _beit_frozen, fit="config_size", note="resized to config.image_size"
@@ -250,7 +256,7 @@ def build(name: str, num_classes: int, *, config: str | Path | None = None) -> t
     module = cls(settings)
     info = MODELS[name]
     if info.fit == "square":
-        _fit_to_square(module, _patch(settings))
+        _fit_to_square(module, info.divisible_by(settings))
     elif info.fit == "config_size":
         _fit_to_config_size(module, settings.image_size)
     if files.trained and _flips_channels(files):
@@ -281,7 +287,8 @@ def _bgr(module, args, kwargs):
 
 
 def _fit_to_square(module: torch.nn.Module, patch: int) -> None:
-    """Pad inputs (replicate) to a square whose side is a multiple of ``patch``; crop the logits back."""
+    """Pad inputs (replicate) at the bottom and right to a square whose side is a multiple of
+    ``patch``; crop the logits back to the input's part."""
     sizes: list[tuple[int, int, int]] = []
 
     def pad(x):
@@ -377,9 +384,6 @@ def segcheck_register_models(registry):
             checkpoint_folder=True,
             divisible_by=functools.partial(_divisible_by, name),
             frozen=functools.partial(_frozen, name),
-            args={
-                "config": "a local config.json, or a folder holding one: the architecture, its head sized for the "
-                "dataset (a save_pretrained folder given as --checkpoint is passed here, its head as trained)"
-            },
+            args={"config": "local config.json (or its folder): the architecture, its head sized for the dataset"},
             description=f"transformers {name} from a local config or save_pretrained folder, offline{note}",
         )

@@ -352,21 +352,25 @@ def prefix_difference(keys, expected) -> str | None:
 
 def _extra_prefix(longer: set[str], shorter: set[str]) -> tuple[str, str] | None:
     """(p, q): the prefix p such that p + k of ``longer`` is a name k of ``shorter`` for most of
-    ``shorter``, and q the first component(s) of k that follow it; None when no prefix explains half."""
+    ``shorter``, and q the first component most of those k start with; None when no prefix
+    explains half of ``shorter``. Ties go to the alphabetically first."""
     counts: Counter = Counter()
-    follows: dict[str, str] = {}
-    for key in longer:
+    follows: Counter = Counter()
+    for key in sorted(longer):
         parts = key.split(".")
         for i in range(1, len(parts)):
             if ".".join(parts[i:]) in shorter:
                 extra = ".".join(parts[:i]) + "."
                 counts[extra] += 1
-                follows.setdefault(extra, parts[i] + ".")
+                follows[extra, parts[i] + "."] += 1
                 break
     if not counts:
         return None
-    extra, n = counts.most_common(1)[0]
-    return (extra, follows[extra]) if 2 * n >= len(shorter) else None
+    extra = min(counts, key=lambda p: (-counts[p], p))
+    if 2 * counts[extra] < len(shorter):
+        return None
+    first = min((q for p, q in follows if p == extra), key=lambda q: (-follows[extra, q], q))
+    return extra, first
 
 
 def load_trusted(model: torch.nn.Module, path: Path) -> torch.nn.Module:
