@@ -42,7 +42,7 @@ import json
 import math
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 if importlib.util.find_spec("transformers") is None:  # the plugin is then absent, with a note (segcheck.plugins)
@@ -100,7 +100,8 @@ def _beit_frozen(module) -> tuple[str, ...]:
 
 
 def _dpt_frozen(module) -> tuple[str, ...]:
-    # the features are layer i's outputs for i in backbone_out_indices; the last fusion layer gets no residual
+    # the features are layer i's outputs for i in backbone_out_indices; the first fusion layer (deepest map) has no
+    # residual input, and the final layernorm feeds only the pooler segmentation does not build
     base = module.base_model_prefix
     unused = (f"{base}.layernorm.", "neck.fusion_stage.layers.0.residual_layer1.")
     layers = () if module.config.is_hybrid else _layers_after(module, max(module.config.backbone_out_indices))
@@ -111,12 +112,13 @@ def _dpt_frozen(module) -> tuple[str, ...]:
 class Info:
     """What segcheck needs to know of one class: its input constraint (``divisible_by``, a
     function of the config), the parameters its logits never reach (``frozen``, of the module),
-    and how inputs are fitted to it (``fit``: None, ``"square"`` or ``"config_size"``)."""
+    how inputs are fitted to it (``fit``: None, ``"square"`` or ``"config_size"``) and a
+    ``note`` on that for ``segcheck list``."""
 
     divisible_by: Callable[[object], int] = lambda config: 32
     frozen: Callable[[torch.nn.Module], tuple[str, ...]] = lambda module: ()
     fit: str | None = None
-    note: str = field(default="")
+    note: str = ""
 
 
 #: the semantic-segmentation classes of transformers (``MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES``) registered here
