@@ -101,7 +101,7 @@ def _beit_frozen(module) -> tuple[str, ...]:
 
 def _dpt_frozen(module) -> tuple[str, ...]:
     # the features are layer i's outputs for i in backbone_out_indices; the first fusion layer (deepest map) has no
-    # residual input, and the final layernorm feeds only the pooler segmentation does not build
+    # residual input, and the final layernorm makes only last_hidden_state, which the head does not read
     base = module.base_model_prefix
     unused = (f"{base}.layernorm.", "neck.fusion_stage.layers.0.residual_layer1.")
     layers = () if module.config.is_hybrid else _layers_after(module, max(module.config.backbone_out_indices))
