@@ -27,7 +27,13 @@ def segcheck_register_models(registry):
     ``aux_prefix`` (state-dict prefix of an auxiliary head; the builder then accepts
     ``aux_loss: bool``), ``frozen`` (parameter-name prefixes meant to get no gradient, e.g. a
     frozen backbone or encoder stages a shallow depth leaves unused; gradient_coverage
-    allows them), ``checkpoints`` (``{dataset_name: path}`` of bundled weights), ``args``
+    allows them), ``checkpoint_folder`` (bool: ``--checkpoint`` may be a folder, as Hugging
+    Face ``save_pretrained`` writes one; the builder is then called with ``config=<folder>``
+    unless a ``config`` model arg is given, so the folder is also the architecture; its weights
+    are its ``model.safetensors``, the shards of ``model.safetensors.index.json`` or
+    ``pytorch_model.bin`` (weights only), loaded strictly with key prefixes matched exactly; its
+    sidecar is ``<folder>/segcheck.yaml`` and its ``preprocessor_config.json`` the normalization
+    after the sidecar's), ``checkpoints`` (``{dataset_name: path}`` of bundled weights), ``args``
     (``{kwarg: what it does}``: the ``--model-arg K=V`` the builder takes, shown by
     ``segcheck list``), ``description``. ``divisible_by`` and ``frozen`` may be functions of
     the built module (``f(module=...)``), for constraints that depend on the model args.
@@ -79,10 +85,12 @@ def segcheck_load_checkpoint(model, path):
     """Load the weights at ``path`` into ``model`` and return it, or ``None`` to pass.
 
     :param torch.nn.Module model: freshly built by the model's builder.
-    :param pathlib.Path path: the checkpoint file (untrusted input).
+    :param pathlib.Path path: the checkpoint file (untrusted input), or a checkpoint folder
+        for a model registered with ``checkpoint_folder`` (``segcheck.checkpoint`` reads one).
 
     The first non-None result wins. The built-in implementation runs last and reads
-    ``.safetensors`` and ``.pt``/``.pth`` state dicts strictly, never executing pickles.
+    ``.safetensors`` and ``.pt``/``.pth`` state dicts, and checkpoint folders, strictly, never
+    executing pickles (``segcheck.checkpoint.read_state_dict`` and ``load_state`` are there to reuse).
     """
 
 

@@ -159,16 +159,22 @@ def build_module(entry: Entry, num_classes: int, **kwargs) -> torch.nn.Module:
 
 
 def load_model(plugins: Plugins, spec: TargetSpec, data: EvalData) -> ModelUnderTest:
-    """The model under test: built, its checkpoint loaded strictly, normalized by precedence."""
+    """The model under test: built, its checkpoint loaded strictly, normalized by precedence.
+    A checkpoint folder (``checkpoint_folder`` models) is also the architecture: the builder
+    gets ``config=<folder>`` unless a ``config`` model arg is given."""
     entry = plugins.models.get(spec.model)
     path = spec.checkpoint
+    check_checkpoint_path(entry, path)
+    folder = path is not None and Path(path).is_dir()
     sidecar = ckpt.read_sidecar(path) if path is not None else None
     _check_sidecar_classes(sidecar, path, spec, data)
     architecture = dict((sidecar or {}).get("model_kwargs") or {}) | {k: thawed(v) for k, v in spec.model_args}
+    if folder:
+        architecture.setdefault("config", Path(path))
     builder = functools.partial(build_module, entry, data.spec.num_classes, **architecture)
     with seeded(spec.init_seed):  # a random-init target is the same model every run
         module = guarded(f"model {spec.model!r}: its builder", builder, **_loading_kwargs(entry, spec, sidecar))
-    if path is not None and spec.trust_checkpoint and path.suffix != ".safetensors":
+    if path is not None and spec.trust_checkpoint and path.suffix != ".safetensors" and not folder:
         module = guarded(f"unpickling trusted checkpoint {path}", ckpt.load_trusted, model=module, path=path)
     elif path is not None:
         load = plugins.manager.hook.segcheck_load_checkpoint
@@ -188,7 +194,7 @@ def load_model(plugins: Plugins, spec: TargetSpec, data: EvalData) -> ModelUnder
     return ModelUnderTest(
         module,
         normalization=first_normalization(
-            explicit, sidecar_normalization(sidecar, path), (fresh.mean, fresh.std, fresh.source)
+            explicit, *_trained_normalization(sidecar, path, explicit), (fresh.mean, fresh.std, fresh.source)
         ),
         fresh_normalization=fresh,
         builder=builder,
@@ -222,10 +228,22 @@ def module_meta(meta: dict, module: torch.nn.Module) -> dict:
     return resolved
 
 
+def _trained_normalization(sidecar: dict | None, path, explicit) -> list[tuple[object, object, str]]:
+    """The normalization sources of trained weights, first first: the checkpoint's sidecar, then
+    a checkpoint folder's ``preprocessor_config.json`` (read only when no earlier source is complete)."""
+    found = [sidecar_normalization(sidecar, path)]
+    if path is not None and Path(path).is_dir() and None in explicit[:2] and None in found[0][:2]:
+        found.append(ckpt.folder_normalization(path))
+    return found
+
+
 def _checkpoint_note(spec: TargetSpec, path: Path | None, module: torch.nn.Module) -> str:
     """The checkpoint as the report names it, saying when a wrapper prefix was stripped."""
     if path is None:
         return f"none (random init, target.init_seed {spec.init_seed})"
+    if Path(path).is_dir():
+        files = ", ".join(f.name for f in ckpt.folder_weight_files(path))
+        return f"{path} (checkpoint folder: {files}; key prefixes matched exactly)"
     if spec.trust_checkpoint and path.suffix != ".safetensors":
         return f"{path} (TRUSTED: unpickled with code execution, --trust-checkpoint)"
     if path.suffix not in ckpt.SUFFIXES:
@@ -250,14 +268,22 @@ def guarded(what: str, function, **kwargs):
 def resolve(plugins: Plugins, spec: TargetSpec, config: dict) -> Target:
     """Load what ``spec`` names: its eval data, then its model. Any problem is one SegcheckError,
     and names and paths are checked before anything is loaded."""
-    plugins.models.get(spec.model)
+    entry = plugins.models.get(spec.model)
     plugins.datasets.get(spec.dataset)
     resolve_device(spec.device)
-    if spec.checkpoint is not None and not Path(spec.checkpoint).is_file():
-        what = "is a folder" if Path(spec.checkpoint).is_dir() else "does not exist"
-        raise SegcheckError(f"checkpoint {spec.checkpoint} {what}; pass --checkpoint PATH to a weights file")
+    check_checkpoint_path(entry, spec.checkpoint)
     data = eval_data(plugins, spec, config)
     return Target(load_model(plugins, spec, data), data, spec.id, spec, plugins.scorers.functions())
+
+
+def check_checkpoint_path(entry: Entry, path: Path | None) -> None:
+    """``path`` is a weights file, or a checkpoint folder holding weights for a model registered
+    with ``checkpoint_folder``; anything else raises."""
+    if path is not None and Path(path).is_dir() and entry.meta.get("checkpoint_folder"):
+        ckpt.folder_weight_files(path)
+    elif path is not None and not Path(path).is_file():
+        what = "is a folder" if Path(path).is_dir() else "does not exist"
+        raise SegcheckError(f"checkpoint {path} {what}; pass --checkpoint PATH to a weights file")
 
 
 def _check_sidecar_classes(sidecar: dict | None, path, spec: TargetSpec, data: EvalData) -> None:
