@@ -7,11 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch._dynamo  # noqa: F401  (see below)
 
 from segcheck import config as segconfig
 from segcheck import plugins as segplugins
 from segcheck.target import Target, TargetSpec, bundled_checkpoint, resolve
 
+# torch._dynamo is imported here, before any test: pytester drops the modules a test imported
+# when it ends, and torch._dynamo (imported lazily by an optimizer step, timm, transformers)
+# registers torch._inductor's operator library, which cannot be registered a second time.
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = object()  # build_target's default checkpoint: the model's bundled one
 
