@@ -214,10 +214,11 @@ def parser() -> argparse.ArgumentParser:
         "report",
         parents=[common],
         help="combine or render JSON reports: `segcheck report merge A.json B.json ... -o FLEET.json`",
+        usage="segcheck report merge A.json B.json ... -o FLEET.json [--plugin P]",
         description="segcheck report merge A.json B.json ... -o FLEET.json: combine the JSON reports of shards "
         "(--shard K/N) into one, with the fleet view over all of them.",
     )
-    rp.add_argument("reports", nargs="+", metavar="[merge] REPORT.json", help="'merge', then the JSON reports")
+    rp.add_argument("reports", nargs="+", metavar="REPORT", help="'merge', then the JSON reports to combine")
     rp.add_argument("-o", "--out", type=Path, help="the file to write (merge: the combined JSON report)")
     rp.set_defaults(run=cmd_report)
     return p

@@ -70,4 +70,8 @@ def cross_dataset(rows: list[dict], cfg: dict) -> dict[str, GateResult]:
 
 @hookimpl
 def segcheck_register_gates(registry):
-    registry.add("cross_dataset", cross_dataset, section="cross_dataset", markers=("fleet",), suite="fleet")
+    registry.add(
+        "cross_dataset", cross_dataset, section="cross_dataset", markers=("fleet",), suite="fleet",
+        description="fleet: spread of one model's real mIoU across datasets (same model and checkpoint); "
+        "reported, or a minimum (cross_dataset.min_spread)",
+    )  # fmt: skip
