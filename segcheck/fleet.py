@@ -327,7 +327,7 @@ def _check_shards(reports: list[tuple[str, dict]]) -> None:
         raise SegcheckError(f"{plain} is not a shard report but {shards[0][0]} is; merge the shards of one fleet only")
     name, first = shards[0]
     for other, shard in shards[1:]:
-        if shard["count"] != first["count"] or shard["fleet"] != first["fleet"]:
+        if shard["count"] != first["count"] or shard["fleet_targets"] != first["fleet_targets"]:
             raise SegcheckError(
                 f"{name} and {other} are shards of different fleets (another --shard N or another manifest); "
                 "merge the shards of one run"

@@ -70,7 +70,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         return [f"segcheck: no target: {exc}"]
     lines = []
     if state.shard is not None:
-        share, n = len(targets), len(state.shard["fleet"])
+        share, n = len(targets), len(state.shard["fleet_targets"])
         lines.append(f"segcheck shard {state.shard['index']}/{state.shard['count']}: {share} of {n} targets")
     for target_id, spec in targets.items():
         described = state.described.get(target_id)

@@ -43,7 +43,7 @@ class SegcheckState:
         self.failed: dict[str, str] = {}  # target id -> why it could not be set up
         self._failure_shown: set[str] = set()
         self.fleet: dict | None = None  # the fleet view, computed at session finish (two or more targets)
-        self.shard: dict | None = None  # with --shard K/N: {"index": K, "count": N, "fleet": every target id}
+        self.shard: dict | None = None  # with --shard K/N: {"index": K, "count": N, "fleet_targets": all ids}
 
     # --- set-up -----------------------------------------------------------------------------
     @cached_property
@@ -114,7 +114,7 @@ class SegcheckState:
                 f"--shard {index}/{count}: the run has {len(ids)} target(s), so shard {index} gets none; "
                 f"use at most {len(ids)} shards"
             )
-        self.shard = {"index": index, "count": count, "fleet": sorted(ids)}
+        self.shard = {"index": index, "count": count, "fleet_targets": sorted(ids)}
         return [s for s in specs if s.id in mine]
 
     @property

@@ -197,7 +197,7 @@ def shard_report(index, count, ids, fleet_ids, thresholds=None):
         "targets": {t: target() for t in ids},
         "thresholds": thresholds or {"noise_input.max_miou": 0.1},
         "gates": [noise(t, 0.4, 0.05).to_dict() for t in ids],
-        **({"shard": {"index": index, "count": count, "fleet": fleet_ids}} if count else {}),
+        **({"shard": {"index": index, "count": count, "fleet_targets": fleet_ids}} if count else {}),
     }
 
 
@@ -278,7 +278,11 @@ def test_the_example_fleet_shows_the_naive_noise_failure_and_its_shards_merged_e
     for k in (1, 2):
         shard, report = run_gates(pytester, *CHEAP, "--shard", f"{k}/2")
         shard.stdout.fnmatch_lines([f"segcheck shard {k}/2: 1 of 2 targets"])
-        assert "fleet" not in report and report["shard"] == {"index": k, "count": 2, "fleet": ["naive", "robust"]}
+        assert "fleet" not in report and report["shard"] == {
+            "index": k,
+            "count": 2,
+            "fleet_targets": ["naive", "robust"],
+        }
         shards.append(pytester.path / f"shard{k}.json")
         (pytester.path / "report.json").rename(shards[-1])
     out = pytester.path / "merged.json"
