@@ -216,33 +216,15 @@ def fleet_lines(view: dict) -> list[str]:
         rows.append((r["target"], miou(r["real_miou"]), miou(r["noise_miou"]), verdict))
     lines = _aligned(rows)
     if view["tags"]:
+        four = lambda s: [miou(s[m][k]) for m in ("real_miou", "noise_miou") for k in ("mean", "spread")]  # noqa: E731
         tags = [("tag", "value", "targets", "real mean", "real spread", "noise mean", "noise spread")]
         for key, summary in view["tags"].items():
-            for value, s in summary["values"].items():
-                stats = (
-                    s["real_miou"]["mean"],
-                    s["real_miou"]["spread"],
-                    s["noise_miou"]["mean"],
-                    s["noise_miou"]["spread"],
-                )
-                tags.append((key, value, s["targets"], *map(miou, stats)))
-            a = summary["across"]
-            if len(summary["values"]) < 2:
-                continue
-            stats = (
-                a["real_miou"]["mean"],
-                a["real_miou"]["spread"],
-                a["noise_miou"]["mean"],
-                a["noise_miou"]["spread"],
-            )
-            tags.append(
-                (
-                    key,
-                    f"(across {a['values']} values)",
-                    sum(s["targets"] for s in summary["values"].values()),
-                    *map(miou, stats),
-                )
-            )
+            values = summary["values"]
+            tags += [(key, value, s["targets"], *four(s)) for value, s in values.items()]
+            if len(values) >= 2:
+                across = summary["across"]
+                n = sum(s["targets"] for s in values.values())
+                tags.append((key, f"(across {across['values']} values)", n, *four(across)))
         lines += ["", "per tag: mean and spread (max - min) over a value's targets; across: over the values' means"]
         lines += _aligned(tags)
     if view["gates"]:

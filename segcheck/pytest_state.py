@@ -12,7 +12,7 @@ import pytest
 
 from segcheck import SegcheckError
 from segcheck import config as segconfig
-from segcheck.fleet import failed_fleet_gates, fleet_lines, fleet_view
+from segcheck.fleet import failed_fleet_gates, fleet_lines, fleet_view, shard_of, spec_row
 from segcheck.report import GateRecord, anomaly_lines, anomaly_tables, summary_table, write_json
 
 # options that name what is under test: given explicitly, the target is resolved at start-up
@@ -105,8 +105,6 @@ class SegcheckState:
 
     def _shard(self, specs: list, index: int, count: int) -> list:
         """The specs of shard ``index`` of ``count`` (``segcheck.fleet.shard_of``); an empty shard is an error."""
-        from segcheck.fleet import shard_of
-
         ids = [s.id for s in specs]
         mine = set(shard_of(ids, index, count))
         if not mine:
@@ -126,7 +124,6 @@ class SegcheckState:
 
     def resolve(self, target_id: str):
         """The resolved target (model loaded, eval data read); the previous one is let go first."""
-        from segcheck.fleet import spec_row
         from segcheck.target import resolve
 
         if target_id not in self._resident:
@@ -156,8 +153,6 @@ class SegcheckState:
             try:
                 return self.resolve(target_id)
             except SegcheckError as exc:
-                from segcheck.fleet import spec_row
-
                 spec = self.targets[target_id]
                 self.failed[target_id] = str(exc)
                 self.described[target_id] = {"error": str(exc), "spec": spec_row(spec)}
@@ -255,8 +250,6 @@ class SegcheckState:
             return {"error": str(exc)}
         if spec is None:
             return {}
-        from segcheck.fleet import spec_row
-
         return {
             "model": spec.model,
             "dataset": spec.dataset,
