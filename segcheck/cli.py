@@ -1,4 +1,4 @@
-"""The ``segcheck`` console script: ``list``, ``train`` and ``ablate``."""
+"""The ``segcheck`` console script: ``list``, ``train``, ``ablate`` and ``report``."""
 
 from __future__ import annotations
 
@@ -105,6 +105,60 @@ def cmd_ablate(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    """``segcheck report merge A.json B.json ... -o FLEET.json``; the first word of REPORT
+    decides the form (``merge``; otherwise the reports are rendered: ``report_render``)."""
+    if args.reports[0] == "merge":
+        return report_merge(args.reports[1:], args.out, args.plugin)
+    return report_render(args.reports, args.out, args.plugin)
+
+
+def report_merge(paths: list[str], out: Path | None, plugin_specs: list[str]) -> int:
+    """Combine JSON reports (the shards of a fleet) into one, with the fleet view recomputed
+    over all of them (the fleet-level gates run again, with the reports' settings); print the view."""
+    import json
+
+    from segcheck import fleet
+    from segcheck.report import write_json
+
+    if not paths:
+        raise SegcheckError(
+            "segcheck report merge needs the JSON reports to merge: segcheck report merge A.json B.json -o FLEET.json"
+        )
+    if out is None:
+        raise SegcheckError("segcheck report merge needs -o FLEET.json, the merged report to write")
+    reports = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise SegcheckError(f"report {path} does not exist; pass the JSON files --segcheck-report wrote")
+        try:
+            reports.append((str(path), json.loads(path.read_text(encoding="utf-8"))))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise SegcheckError(
+                f"report {path} is not JSON ({exc}); pass the JSON files --segcheck-report wrote"
+            ) from None
+    targets, thresholds, records = fleet.merge_reports(reports)
+    gates = _plugins(argparse.Namespace(plugin=plugin_specs)).gates.gates("fleet")
+    view = fleet.fleet_view(targets, records, fleet.thresholds_config(thresholds), gates)
+    write_json(out, targets, thresholds, records, fleet=view)
+    if view is not None:
+        print("\n".join(fleet.fleet_lines(view)))
+    passed = sum(r.passed for r in records)
+    print(
+        f"{passed} of {len(records)} gates passed over {len(targets)} targets from {len(reports)} reports; wrote {out}"
+    )
+    return 0
+
+
+def report_render(paths: list[str], out: Path | None, plugin_specs: list[str]) -> int:
+    """``segcheck report RUN.json -o RUN.html``: re-render a saved run (not available yet)."""
+    raise SegcheckError(
+        "segcheck report RUN.json -o OUT renders a saved run, which this version cannot do yet; "
+        "to combine shard reports use: segcheck report merge A.json B.json -o FLEET.json"
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="segcheck", description="Validity gates for semantic-segmentation models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -156,6 +210,17 @@ def parser() -> argparse.ArgumentParser:
     ab.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ab.add_argument("--seed", type=int, default=0)
     ab.set_defaults(run=cmd_ablate)
+    rp = sub.add_parser(
+        "report",
+        parents=[common],
+        help="combine or render JSON reports: `segcheck report merge A.json B.json ... -o FLEET.json`",
+        usage="segcheck report merge A.json B.json ... -o FLEET.json [--plugin P]",
+        description="segcheck report merge A.json B.json ... -o FLEET.json: combine the JSON reports of shards "
+        "(--shard K/N) into one, with the fleet view over all of them.",
+    )
+    rp.add_argument("reports", nargs="+", metavar="REPORT", help="'merge', then the JSON reports to combine")
+    rp.add_argument("-o", "--out", type=Path, help="the file to write (merge: the combined JSON report)")
+    rp.set_defaults(run=cmd_report)
     return p
 
 

@@ -57,6 +57,9 @@ DEFAULTS: dict[str, dict] = {
         "size_reference": 2097152,
         "max_known_miou_drop": 0.10,
     },
+    # fleet-level (a run of several targets): the fleet_spread finding and the cross_dataset gate
+    "fleet_spread": {"max_fail_fraction": 0.5, "min_tag_spread": 0.01},
+    "cross_dataset": {"min_spread": 0.0},
 }
 
 
@@ -106,6 +109,9 @@ RANGES: dict[str, str] = {
     "min_pred_size": "[0, inf)",
     "size_reference": "[0, inf)",
     "max_known_miou_drop": "[0, 1]",
+    "max_fail_fraction": "[0, 1)",
+    "min_tag_spread": "[0, 1]",
+    "min_spread": "[0, 1]",
 }
 
 

@@ -140,4 +140,11 @@ def segcheck_register_gates(registry, scorers):
     table and the JSON report, exactly like a built-in. A gate raising
     ``segcheck.gates.NotApplicable`` is a SKIP with its message; a result that passes with a
     non-finite value or threshold is an ERROR.
+
+    ``suite="fleet"`` registers a fleet-level gate (e.g. ``cross_dataset``), no pytest test:
+    ``function(rows: list[dict], cfg: dict) -> dict[str, GateResult]`` runs once at the end
+    of a run of two or more targets (and in ``segcheck report merge``) over the fleet view's
+    per-target rows (``segcheck.fleet.target_rows``: target, model, dataset, checkpoint, tags,
+    real_miou, noise_miou, failed, ...), one result per subject it names; the results are the
+    records under ``fleet.gates`` of the JSON report, and one that fails fails the run.
     """

@@ -35,6 +35,16 @@ def _model_arg(text: str) -> tuple[str, object]:
         raise pytest.UsageError(str(exc)) from None
 
 
+def _shard(text: str) -> tuple[int, int]:
+    from segcheck import SegcheckError
+    from segcheck.fleet import parse_shard
+
+    try:
+        return parse_shard(text)
+    except SegcheckError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
 REPEATED = {"action": "append"}
 #: flag -> (dest, metavar, help, extra addoption arguments)
 OPTIONS = {
@@ -65,6 +75,13 @@ OPTIONS = {
         "several targets: 'targets:', a list of rows (model, checkpoint, dataset, data_root, model_args, tags, "
         "name), over optional 'defaults:'",
         {},
+    ),
+    "--shard": (
+        "segcheck_shard",
+        "K/N",
+        "run shard K of N of the targets (sorted ids, the i-th to shard i % N + 1), e.g. for a job array; "
+        "`segcheck report merge` combines the shards' JSON reports",
+        {"type": _shard},
     ),
     "--device": (
         "segcheck_device",

@@ -46,9 +46,10 @@ def pytest_configure(config: pytest.Config):
 
 def _resolve_single_target(state: SegcheckState) -> None:
     """Resolve a run's only target now (if not done yet): anything wrong with it is a usage error
-    before any test. With several targets, each one's first gate reports its own problem."""
+    before any test. With a manifest or a shard (or several targets), each target's first gate
+    reports its own problem and the others go on."""
     try:
-        if len(state.targets) == 1:
+        if len(state.targets) == 1 and not state.named_targets:
             state.resolve(next(iter(state.targets)))
     except SegcheckError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -68,6 +69,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     except SegcheckError as exc:  # a gate needing them fails with this line; the header only says it
         return [f"segcheck: no target: {exc}"]
     lines = []
+    if state.shard is not None:
+        share, n = len(targets), len(state.shard["fleet_targets"])
+        lines.append(f"segcheck shard {state.shard['index']}/{state.shard['count']}: {share} of {n} targets")
     for target_id, spec in targets.items():
         described = state.described.get(target_id)
         if described is None:
@@ -75,7 +79,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
                 f"segcheck: {target_id}: model {spec.model}, dataset {spec.dataset} (resolved when its gates run)"
             )
             continue
-        parts = ", ".join(f"{k} {v}" for k, v in described.items() if v and k != "normalization")
+        parts = ", ".join(f"{k} {v}" for k, v in described.items() if v and k not in ("normalization", "spec"))
         n = described["normalization"]
         lines += [
             f"segcheck: {parts}" if len(targets) == 1 else f"segcheck: {target_id}: {parts}",
@@ -105,7 +109,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc):
     for target_id in targets:
         for gate in sorted(gates, key=lambda g: bool({"train", "gpu"} & set(g.markers))):
             marks = [getattr(pytest.mark, m) for m in gate.markers]
-            ident = gate.name if len(targets) == 1 else f"{target_id}:{gate.name}"
+            ident = f"{target_id}:{gate.name}" if state.named_targets else gate.name
             params.append(pytest.param((target_id, gate.name), marks=marks, id=ident))
     metafunc.parametrize("segcheck_gate", params, indirect=True)
 
@@ -157,6 +161,20 @@ def _gate_name(item: pytest.Item, marker: pytest.Mark) -> str:
     param = item.callspec.id if hasattr(item, "callspec") else ""
     default = "{function}[{param}]" if param else "{function}"
     return marker.kwargs.get("name", default).format(function=function, param=param)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    """After a target's last gate test (the next test is another target's gate, or there is
+    none), its model and data are let go: a worker holds one target at a time. Under xdist the
+    scheduler keeps a target's gates together on one worker, which knows its next test."""
+    try:
+        return (yield)
+    finally:
+        ident = item.stash.get(GATE_ID, None)
+        following = None if nextitem is None else nextitem.stash.get(GATE_ID, None)
+        if ident is not None and (nextitem is None or (following and following["target"] != ident["target"])):
+            _state(item.config).release()
 
 
 @pytest.hookimpl(wrapper=True)

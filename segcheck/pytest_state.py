@@ -3,6 +3,8 @@ resident at a time), and the gate records, which it reports at the end of the ru
 
 from __future__ import annotations
 
+import gc
+import weakref
 from functools import cached_property
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 
 from segcheck import SegcheckError
 from segcheck import config as segconfig
+from segcheck.fleet import failed_fleet_gates, fleet_lines, fleet_view, shard_of, spec_row
 from segcheck.report import GateRecord, anomaly_lines, anomaly_tables, summary_table, write_json
 
 # options that name what is under test: given explicitly, the target is resolved at start-up
@@ -23,6 +26,7 @@ TARGET_OPTIONS = (
     "segcheck_mean",
     "segcheck_std",
     "segcheck_model_arg",
+    "segcheck_shard",
 )
 
 
@@ -38,6 +42,8 @@ class SegcheckState:
         self._resident: dict[str, object] = {}  # at most one resolved target
         self.failed: dict[str, str] = {}  # target id -> why it could not be set up
         self._failure_shown: set[str] = set()
+        self.fleet: dict | None = None  # the fleet view, computed at session finish (two or more targets)
+        self.shard: dict | None = None  # with --shard K/N: {"index": K, "count": N, "fleet_targets": all ids}
 
     # --- set-up -----------------------------------------------------------------------------
     @cached_property
@@ -93,18 +99,51 @@ class SegcheckState:
             specs = read_manifest(Path(opt("segcheck_manifest")), self.plugins, row)
         else:
             specs = unique([target_spec(self.plugins, row)])
+        if opt("segcheck_shard"):
+            specs = self._shard(specs, *opt("segcheck_shard"))
         return {s.id: s for s in specs}
 
+    def _shard(self, specs: list, index: int, count: int) -> list:
+        """The specs of shard ``index`` of ``count`` (``segcheck.fleet.shard_of``); an empty shard is an error."""
+        ids = [s.id for s in specs]
+        mine = set(shard_of(ids, index, count))
+        if not mine:
+            raise SegcheckError(
+                f"--shard {index}/{count}: the run has {len(ids)} target(s), so shard {index} gets none; "
+                f"use at most {len(ids)} shards"
+            )
+        self.shard = {"index": index, "count": count, "fleet_targets": sorted(ids)}
+        return [s for s in specs if s.id in mine]
+
+    @property
+    def named_targets(self) -> bool:
+        """Whether test ids and records name the target: a manifest or a shard run (whatever the
+        number of targets, so a shard's records are those of the whole run), or several targets."""
+        opt = self.pytest_config.getoption
+        return bool(opt("segcheck_manifest") or opt("segcheck_shard")) or len(self.targets) > 1
+
     def resolve(self, target_id: str):
-        """The resolved target (model loaded, eval data read); the previous one is let go."""
+        """The resolved target (model loaded, eval data read); the previous one is let go first."""
         from segcheck.target import resolve
 
         if target_id not in self._resident:
-            self._resident.clear()
-            target = resolve(self.plugins, self.targets[target_id], self.config)
+            self.release()
+            spec = self.targets[target_id]
+            target = resolve(self.plugins, spec, self.config)
             self._resident[target_id] = target
-            self.described[target_id] = target.describe()
+            self.described[target_id] = {**target.describe(), "spec": spec_row(spec)}
         return self._resident[target_id]
+
+    def release(self) -> None:
+        """Let the resident target go (its model, eval data and forward pass) and collect it now,
+        so that a worker holds one target at a time however many it runs."""
+        if self._resident:
+            (target,) = self._resident.values()
+            held = weakref.ref(target)
+            del target
+            self._resident.clear()
+            if held() is not None:  # a reference cycle (a model's, a traceback's) holds it: collect now
+                gc.collect()
 
     def target_for_gate(self, target_id: str):
         """The target a gate test runs on; a target that cannot be set up fails its first gate
@@ -114,8 +153,11 @@ class SegcheckState:
             try:
                 return self.resolve(target_id)
             except SegcheckError as exc:
+                spec = self.targets[target_id]
                 self.failed[target_id] = str(exc)
-                self.described[target_id] = {"error": str(exc)}
+                self.described[target_id] = {"error": str(exc), "spec": spec_row(spec)}
+                if spec.tags:
+                    self.described[target_id]["tags"] = dict(spec.tags)
         if target_id in self._failure_shown:
             pytest.skip(f"not run: target {target_id!r} could not be set up (see its first gate)")
         self._failure_shown.add(target_id)
@@ -159,7 +201,18 @@ class SegcheckState:
         self.report_path = Path(opt("segcheck_report") or self.pytest_config.rootpath / "segcheck-report.json")
         ids = sorted({r.target for r in self.records})
         targets = {i: self.described.get(i) or self._spec_description(i) for i in ids}
-        write_json(self.report_path, targets, self._thresholds(), self._sorted())
+        self.fleet = self._fleet_view(targets)
+        write_json(self.report_path, targets, self._thresholds(), self._sorted(), fleet=self.fleet, shard=self.shard)
+        if failed_fleet_gates(self.fleet) and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a failing fleet-level gate fails the run
+
+    def _fleet_view(self, targets: dict) -> dict | None:
+        """The fleet view of this run's records (None with one target)."""
+        try:
+            config, gates = self.config, self.plugins.gates.gates("fleet")
+        except SegcheckError:  # reported where the session failed to open; no fleet gates then
+            config, gates = {}, []
+        return fleet_view(targets, self._sorted(), config, gates)
 
     def pytest_terminal_summary(self, terminalreporter, config: pytest.Config):
         if hasattr(config, "workerinput") or not self.records:
@@ -172,6 +225,13 @@ class SegcheckState:
             terminalreporter.section("segcheck anomaly scorers")
             for line in anomaly_lines(tables):
                 terminalreporter.write_line(line)
+        if self.fleet is not None:
+            terminalreporter.section("segcheck fleet")
+            for line in fleet_lines(self.fleet):
+                terminalreporter.write_line(line)
+            failed = failed_fleet_gates(self.fleet)
+            if failed:
+                terminalreporter.write_line(f"fleet gates failed: {', '.join(failed)}", red=True)
         terminalreporter.write_line(f"segcheck report: {self.report_path}")
 
     def _sorted(self) -> list[GateRecord]:
@@ -188,7 +248,14 @@ class SegcheckState:
             spec = self.targets.get(target_id)
         except SegcheckError as exc:
             return {"error": str(exc)}
-        return {"model": spec.model, "dataset": spec.dataset} if spec else {}
+        if spec is None:
+            return {}
+        return {
+            "model": spec.model,
+            "dataset": spec.dataset,
+            "spec": spec_row(spec),
+            **({"tags": dict(spec.tags)} if spec.tags else {}),
+        }
 
 
 def _reason(report: pytest.TestReport) -> str:

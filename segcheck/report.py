@@ -155,9 +155,10 @@ def _aligned(rows: list[tuple]) -> list[str]:
     return lines
 
 
-def write_json(path: Path, targets: dict[str, dict], thresholds: dict, records: list[GateRecord]) -> Path:
+def write_json(path: Path, targets: dict[str, dict], thresholds: dict, records: list[GateRecord], **sections) -> Path:
     """Write the machine-readable report: what was tested (per target id), the settings used,
-    every gate, and the anomaly scorer tables when anomaly gates ran."""
+    every gate, the anomaly scorer tables when anomaly gates ran, and ``sections`` that are not
+    None (``fleet``: the fleet view of several targets; ``shard``: which share of a fleet ran)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     report = {
@@ -165,6 +166,7 @@ def write_json(path: Path, targets: dict[str, dict], thresholds: dict, records: 
         "targets": targets,
         "thresholds": thresholds,
         "gates": [r.to_dict() for r in records],
+        **{k: v for k, v in sections.items() if v is not None},
     }
     tables = anomaly_tables(records)
     if tables:

@@ -62,3 +62,23 @@ def test_anomaly_benchmark_prints_every_table():
         "| AUROC |",
     ):
         assert row in out, f"{row} missing from:\n{out}"
+
+
+def test_fleet_benchmark_times_and_measures_a_tiny_fleet():
+    done = run(
+        "fleet.py",
+        "--targets",
+        "2",
+        "--workers",
+        "1,2",
+        "--memory-targets",
+        "2",
+        "--eval-size",
+        "2",
+        "-k",
+        "finite_outputs",
+    )
+    out = done.stdout
+    for row in ("## 1. Wall time of a 2-target fleet", "| -n 1 | ", "| -n 2 | ", "## 2. Memory at 2 targets (-n 2)"):
+        assert row in out, f"{row} missing from:\n{out}"
+    assert "peak worker RSS at 2 targets / at 2: 1.00x" in out

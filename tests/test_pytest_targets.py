@@ -193,6 +193,10 @@ def test_several_targets_run_in_one_session_and_a_broken_one_is_one_error(pytest
     )
     assert report["targets"]["robust"]["tags"] == {"recipe": "robust"}
     assert "error" in report["targets"]["broken"]
+    rows = {r["target"]: r for r in report["fleet"]["targets"]}  # the fleet view: one row each
+    assert rows["naive"]["failed"] == ["noise_input"] and rows["robust"]["noise_miou"] < 0.1
+    assert rows["broken"]["setup_error"].startswith("checkpoint broken.pt") and rows["broken"]["real_miou"] is None
+    result.stdout.fnmatch_lines(["*segcheck fleet*", "broken *-*-*not set up: checkpoint broken.pt *"])
 
 
 PID_GATES = """
