@@ -1,4 +1,4 @@
-"""The ``segcheck`` console script: ``list``, ``train`` and ``ablate``."""
+"""The ``segcheck`` console script: ``list``, ``train``, ``ablate`` and ``report``."""
 
 from __future__ import annotations
 
@@ -105,6 +105,27 @@ def cmd_ablate(args) -> int:
     return 0
 
 
+def cmd_report_render(args) -> int:
+    from segcheck.render import render
+
+    print(f"wrote {render(args.report, args.out)}")
+    return 0
+
+
+def _add_report(sub) -> None:
+    rep = sub.add_parser("report", help="work with saved JSON reports: render (and see `segcheck report -h`)")
+    commands = rep.add_subparsers(dest="report_command", required=True)
+    ren = commands.add_parser(
+        "render",
+        help="a saved run as one self-contained HTML page or Markdown with PNGs beside it",
+        description="Render a JSON report (and its <report>.figures/ folder) as HTML or Markdown, by the "
+        "suffix of -o. `segcheck report RUN.json -o OUT` is the same.",
+    )
+    ren.add_argument("report", type=Path, metavar="RUN.json", help="a JSON report pytest wrote (--segcheck-report)")
+    ren.add_argument("-o", "--out", type=Path, required=True, metavar="OUT", help="OUT.html or OUT.md")
+    ren.set_defaults(run=cmd_report_render)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="segcheck", description="Validity gates for semantic-segmentation models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -156,10 +177,14 @@ def parser() -> argparse.ArgumentParser:
     ab.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ab.add_argument("--seed", type=int, default=0)
     ab.set_defaults(run=cmd_ablate)
+    _add_report(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["report"] and len(argv) > 1 and argv[1].lower().endswith(".json"):
+        argv.insert(1, "render")  # the short form `segcheck report RUN.json -o OUT`
     args = parser().parse_args(argv)
     try:
         return args.run(args)
