@@ -37,6 +37,7 @@ class ScorerResult:
     best_f1: OperatingPoint  # at the threshold of best pixel F1 (positive = score >= threshold)
     sensitivity: tuple[OperatingPoint, ...]  # it, and the thresholds of recall +-5/10/20 points
     components: ComponentResult
+    curves: dict = field(default_factory=dict, repr=False)  # ROC and PR points, for plots (OODMetrics.curves)
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,7 @@ def _evaluate(target, cfg: dict, scorers: dict[str, Callable]) -> AnomalyEvaluat
                 best[n],
                 tuple(pooled[n].threshold_sensitivity()),
                 components[n].compute(),
+                pooled[n].curves(),
             )
             for n in scorers
         },
@@ -243,6 +245,32 @@ def _scored(model, dataset, indices, scorers, cfg, class_stats, split, failed: d
             del images, x, context
             yield masks, logits, maps
             del masks, logits, maps
+
+
+def score_maps(target, cfg: dict, scorer: str, count: int, scan: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Images (N, H, W, 3), masks and ``scorer``'s score maps (N, H, W) of up to ``count`` images
+    of the anomaly split, for pictures: the first of the evaluation's sample (its first ``scan``)
+    that hold anomaly pixels, else its first ones."""
+    ev = evaluate(target, cfg)
+    data, model = target.data, target.model
+    dataset = data.dataset(ev.split)
+    indices = eval_indices(len(dataset), cfg["max_images"] or len(dataset), data.seed)[:scan]
+    images, masks = stack(dataset, indices)
+    hits = [i for i, m in enumerate(masks) if (m == data.spec.anomaly_index).any()]
+    chosen = (hits or list(range(len(indices))))[:count]
+    images, masks = images[chosen], masks[chosen]
+    function = (getattr(target, "scorers", None) or BUILTIN_SCORERS)[scorer]
+    stats = (
+        (lambda: ev.class_stats)
+        if ev.class_stats is not None
+        else (lambda: max_logit_stats(target, cfg["stats_images"]))
+    )
+    with torch.no_grad():
+        x = model.normalize(images)
+        logits = model.logits(x).float()
+        context = _Context(stats, temperature=cfg["temperature"], inputs=x, module=model.module)
+        maps = score(function, logits, context, scorer).cpu().numpy()
+    return images, masks, maps
 
 
 def max_logit_stats(target, images: int) -> ClassStats:

@@ -106,11 +106,11 @@ def cmd_ablate(args) -> int:
 
 
 def cmd_report(args) -> int:
-    """``segcheck report merge A.json B.json ... -o FLEET.json``; the first word of REPORT
-    decides the form (``merge``; otherwise the reports are rendered: ``report_render``)."""
+    """``segcheck report merge A.json B.json ... -o FLEET.json`` or ``segcheck report [render]
+    RUN.json -o OUT``: the first word of REPORT decides the form."""
     if args.reports[0] == "merge":
         return report_merge(args.reports[1:], args.out, args.plugin)
-    return report_render(args.reports, args.out, args.plugin)
+    return report_render(args.reports[1:] if args.reports[0] == "render" else args.reports, args.out, args.plugin)
 
 
 def report_merge(paths: list[str], out: Path | None, plugin_specs: list[str]) -> int:
@@ -152,11 +152,16 @@ def report_merge(paths: list[str], out: Path | None, plugin_specs: list[str]) ->
 
 
 def report_render(paths: list[str], out: Path | None, plugin_specs: list[str]) -> int:
-    """``segcheck report RUN.json -o RUN.html``: re-render a saved run (not available yet)."""
-    raise SegcheckError(
-        "segcheck report RUN.json -o OUT renders a saved run, which this version cannot do yet; "
-        "to combine shard reports use: segcheck report merge A.json B.json -o FLEET.json"
-    )
+    """``segcheck report [render] RUN.json -o RUN.html`` (or ``.md``): re-render a saved run."""
+    from segcheck.render import render
+
+    if len(paths) != 1 or out is None:
+        raise SegcheckError(
+            "segcheck report render takes one JSON report and -o OUT.html or OUT.md: "
+            "segcheck report render segcheck-report.json -o run.html"
+        )
+    print(f"wrote {render(Path(paths[0]), out)}")
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -213,12 +218,17 @@ def parser() -> argparse.ArgumentParser:
     rp = sub.add_parser(
         "report",
         parents=[common],
-        help="combine or render JSON reports: `segcheck report merge A.json B.json ... -o FLEET.json`",
-        usage="segcheck report merge A.json B.json ... -o FLEET.json [--plugin P]",
-        description="segcheck report merge A.json B.json ... -o FLEET.json: combine the JSON reports of shards "
-        "(--shard K/N) into one, with the fleet view over all of them.",
+        help="combine or render JSON reports: `segcheck report merge A.json B.json ... -o FLEET.json`, "
+        "`segcheck report render RUN.json -o RUN.html`",
+        usage="segcheck report merge A.json B.json ... -o FLEET.json [--plugin P]\n"
+        "       segcheck report [render] RUN.json -o OUT.html|OUT.md",
+        description="merge: combine the JSON reports of shards (--shard K/N) into one, with the fleet view over "
+        "all of them. render (the default): a saved run as one self-contained HTML page, or Markdown with PNGs "
+        "beside it, by the suffix of -o.",
     )
-    rp.add_argument("reports", nargs="+", metavar="REPORT", help="'merge', then the JSON reports to combine")
+    rp.add_argument(
+        "reports", nargs="+", metavar="REPORT", help="'merge' or 'render' (default), then the JSON report(s)"
+    )
     rp.add_argument("-o", "--out", type=Path, help="the file to write (merge: the combined JSON report)")
     rp.set_defaults(run=cmd_report)
     return p

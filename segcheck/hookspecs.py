@@ -135,7 +135,9 @@ def segcheck_register_gates(registry, scorers):
     prediction of one class everywhere is a SKIP (agreement there proves nothing);
     ``finite_logits``: the gate judges the model's predictions, an ERROR when they are
     NaN/inf), ``markers`` (``train``, ``gpu``, ``fleet``: pytest markers of the gate's
-    test), ``suite`` (``gates`` by default), ``description``.
+    test), ``suite`` (``gates`` by default), ``description``, ``figures`` (a function
+    ``figures(target, result, cfg) -> list[segcheck.figures.Figure]`` drawing the result's
+    pictures for ``--segcheck-html``/``--segcheck-md``; ``segcheck.figures`` has the helpers).
     The suites parametrize over this registry: a gate added here runs, and shows in the
     table and the JSON report, exactly like a built-in. A gate raising
     ``segcheck.gates.NotApplicable`` is a SKIP with its message; a result that passes with a

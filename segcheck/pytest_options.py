@@ -118,9 +118,17 @@ OPTIONS = {
     "--segcheck-report": (
         "segcheck_report",
         "PATH.json",
-        "where to write the JSON report (default: segcheck-report.json when gates ran)",
+        "where to write the JSON report (default: segcheck-report.json when gates ran); figures go to "
+        "<report>.figures/ beside it",
         {},
     ),
+    "--segcheck-html": (
+        "segcheck_html",
+        "PATH.html",
+        "also write one self-contained HTML report with figures (plots need the segcheck[report] extra)",
+        {},
+    ),
+    "--segcheck-md": ("segcheck_md", "PATH.md", "also write a Markdown report, its PNG figures beside it", {}),
 }
 
 

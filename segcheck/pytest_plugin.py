@@ -18,6 +18,8 @@ from segcheck.report import GateRecord
 STATE = pytest.StashKey[SegcheckState]()
 GATE_ID = pytest.StashKey[dict]()  # {"gate": name, "target": id} of a gate test
 RECORD = pytest.StashKey[GateRecord]()
+FIGURES = pytest.StashKey[list]()  # the gate's figures (Figure.to_dict() form), for the reports
+TARGET_FIGURES = pytest.StashKey[dict]()  # {target id: its per-image grid figures}, drawn by its first gate test
 
 
 def pytest_addoption(parser):
@@ -33,6 +35,8 @@ def pytest_configure(config: pytest.Config):
     config.addinivalue_line("markers", "train: a gate that trains a model (slow; deselect with -m 'not train')")
     config.addinivalue_line("markers", "gpu: needs CUDA; skipped when CUDA is not available")
     config.addinivalue_line("markers", "fleet: a gate over several targets")
+    for option, kind in (("segcheck_html", "html"), ("segcheck_md", "md")):
+        _check_page_option(config, option, kind)
     state = config.stash[STATE] = SegcheckState(config)
     config.pluginmanager.register(state, "segcheck-state")
     try:
@@ -42,6 +46,22 @@ def pytest_configure(config: pytest.Config):
         raise pytest.UsageError(str(exc)) from None
     if any(config.getoption(o) for o in TARGET_OPTIONS) or _gate_suite_requested(config):
         _resolve_single_target(state)
+
+
+def _check_page_option(config: pytest.Config, option: str, kind: str) -> None:
+    """--segcheck-html/--segcheck-md must name a file of their kind (a usage error otherwise)."""
+    from segcheck.render import page_format
+
+    path = config.getoption(option)
+    if path is None:
+        return
+    flag = "--" + option.replace("_", "-")
+    try:
+        given = page_format(path)
+    except SegcheckError:
+        given = None
+    if given != kind:
+        raise pytest.UsageError(f"{flag} {path}: expected a .{kind} file name; e.g. {flag} report.{kind}")
 
 
 def _resolve_single_target(state: SegcheckState) -> None:
@@ -190,7 +210,30 @@ def pytest_runtest_makereport(item: pytest.Item, call):
         record = item.stash.get(RECORD, None)
         if record is not None and report.when == "call":
             report.segcheck_record = _agreeing(record, report).to_dict()
+        if report.when == "call":
+            _attach_figures(item, report)
     return report
+
+
+def _attach_figures(item: pytest.Item, report: pytest.TestReport) -> None:
+    """The figures a gate test drew travel on its call report (to the controller under xdist),
+    and with pytest-html active they are its report's extras too."""
+    figures, targets = item.stash.get(FIGURES, None), item.stash.get(TARGET_FIGURES, None)
+    if figures:
+        report.segcheck_figures = figures
+    if targets:
+        report.segcheck_target_figures = targets
+    if (figures or targets) and item.config.pluginmanager.hasplugin("html"):
+        from pytest_html import extras
+
+        drawn = [*(f for fs in (targets or {}).values() for f in fs), *(figures or [])]
+        report.extras = [
+            *getattr(report, "extras", []),
+            *(
+                extras.png(f["png"], name=f["title"]) if f["png"] else extras.text(f["note"], name=f["title"])
+                for f in drawn
+            ),
+        ]
 
 
 def _agreeing(record: GateRecord, report: pytest.TestReport) -> GateRecord:
@@ -258,6 +301,11 @@ def segcheck_gate(request):
     def check():
         __tracebackhide__ = True
         target = state.target_for_gate(target_id)
+        if state.target_figures_due(target_id):
+            from segcheck import figures, gate_figures
+
+            drawn = figures.drawn(f"{target_id}: per-image grid", gate_figures.predictions, target)
+            request.node.stash[TARGET_FIGURES] = {target_id: [f.to_dict() for f in drawn]}
         gate = next(g for g in state.plugins.gates.gates() if g.name == name)
         reason = unmet_need(gate, target, state.config)
         if reason:
@@ -267,6 +315,11 @@ def segcheck_gate(request):
         except NotApplicable as exc:
             pytest.skip(str(exc))
         _record(request.node, GateRecord.from_result(result, target_id, request.node.nodeid, gate.name))
+        if state.figures_wanted and gate.figures is not None:
+            from segcheck.figures import drawn
+
+            cfg = state.config[gate.section] if gate.section else {}
+            request.node.stash[FIGURES] = [f.to_dict() for f in drawn(gate.name, gate.figures, target, result, cfg)]
         if not result.passed:
             pytest.fail(f"{gate.name}: {result.message}", pytrace=False)
         return result

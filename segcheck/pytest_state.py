@@ -44,8 +44,32 @@ class SegcheckState:
         self._failure_shown: set[str] = set()
         self.fleet: dict | None = None  # the fleet view, computed at session finish (two or more targets)
         self.shard: dict | None = None  # with --shard K/N: {"index": K, "count": N, "fleet_targets": all ids}
+        self.target_figures: dict[str, dict] = {}  # target id -> {"figures": paths, "figure_notes": notes}
+        self._drawn_targets: set[str] = set()  # targets whose per-image grid this process drew
+        self._figure_files = None
+        self.pages: list[str] = []  # for the terminal: each HTML/Markdown page written, or why it was not
 
     # --- set-up -----------------------------------------------------------------------------
+    @cached_property
+    def report_path(self) -> Path:
+        """Where the JSON report goes (its figures in ``<stem>.figures/`` beside it)."""
+        given = self.pytest_config.getoption("segcheck_report")
+        return Path(given) if given else self.pytest_config.rootpath / "segcheck-report.json"
+
+    @cached_property
+    def figures_wanted(self) -> bool:
+        """Whether gates draw figures: an HTML or Markdown report asks for them (segcheck's, or
+        pytest-html's ``--html``)."""
+        opt = self.pytest_config.getoption
+        return bool(opt("segcheck_html") or opt("segcheck_md") or opt("htmlpath", None))
+
+    def target_figures_due(self, target_id: str) -> bool:
+        """True once per target and process: the first gate test of a target draws its per-image grid."""
+        if not self.figures_wanted or target_id in self._drawn_targets:
+            return False
+        self._drawn_targets.add(target_id)
+        return True
+
     @cached_property
     def session(self):
         from segcheck.session import open_session
@@ -179,8 +203,14 @@ class SegcheckState:
         data = getattr(report, "segcheck_record", None)
         if data is not None and report.when == "call":
             record = GateRecord.from_dict(data)
+            figures = getattr(report, "segcheck_figures", None)
+            if figures:
+                record.figures, record.figure_notes = self._files().write(record.target, record.gate, figures)
             self.records.append(record)
             self._by_test[report.nodeid] = record
+        for target_id, figures in (getattr(report, "segcheck_target_figures", None) or {}).items():
+            paths, notes = self._files().write(target_id, "target", figures)
+            self.target_figures[target_id] = {"figures": paths, "figure_notes": notes}
         ident = getattr(report, "segcheck_gate", None)
         if ident is None or not (report.failed or report.skipped) or data is not None:
             return
@@ -193,18 +223,35 @@ class SegcheckState:
         elif report.failed and earlier.outcome != "error":
             earlier.outcome, earlier.message = "error", _reason(report)
 
+    def _files(self):
+        from segcheck.figures import FigureFiles
+
+        if self._figure_files is None:
+            self._figure_files = FigureFiles(self.report_path)
+        return self._figure_files
+
     def pytest_sessionfinish(self, session: pytest.Session):
-        """Write the JSON report (on the controller; also with ``-p no:terminal``)."""
+        """Write the JSON report, then the HTML/Markdown reports rendered from it (on the
+        controller; also with ``-p no:terminal``)."""
         if hasattr(self.pytest_config, "workerinput") or not self.records:
             return
-        opt = self.pytest_config.getoption
-        self.report_path = Path(opt("segcheck_report") or self.pytest_config.rootpath / "segcheck-report.json")
         ids = sorted({r.target for r in self.records})
-        targets = {i: self.described.get(i) or self._spec_description(i) for i in ids}
+        targets = {
+            i: {**(self.described.get(i) or self._spec_description(i)), **self.target_figures.get(i, {})} for i in ids
+        }
         self.fleet = self._fleet_view(targets)
         write_json(self.report_path, targets, self._thresholds(), self._sorted(), fleet=self.fleet, shard=self.shard)
         if failed_fleet_gates(self.fleet) and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a failing fleet-level gate fails the run
+        for option in ("segcheck_html", "segcheck_md"):
+            out = self.pytest_config.getoption(option)
+            if out:
+                from segcheck.render import render
+
+                try:
+                    self.pages.append(f"{render(self.report_path, Path(out))}")
+                except (SegcheckError, OSError) as exc:
+                    self.pages.append(f"{out} NOT written: {exc}")
 
     def _fleet_view(self, targets: dict) -> dict | None:
         """The fleet view of this run's records (None with one target)."""
@@ -233,6 +280,8 @@ class SegcheckState:
             if failed:
                 terminalreporter.write_line(f"fleet gates failed: {', '.join(failed)}", red=True)
         terminalreporter.write_line(f"segcheck report: {self.report_path}")
+        for page in self.pages:
+            terminalreporter.write_line(f"segcheck page: {page}")
 
     def _sorted(self) -> list[GateRecord]:
         return sorted(self.records, key=lambda r: (r.target, r.test))

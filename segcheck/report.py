@@ -17,7 +17,8 @@ class GateRecord:
     """What one gate test found about one target: ``outcome`` is one of :data:`VERDICTS`;
     ``value``/``threshold`` are None when the gate could not measure (error, skip).
     ``details`` and ``figures`` hold plain JSON values only, so the record travels from
-    xdist workers as it is."""
+    xdist workers as it is. ``figures`` are the paths of its PNG files relative to the JSON
+    report's folder; ``figure_notes`` say which figures could not be drawn, and why."""
 
     target: str
     gate: str
@@ -29,6 +30,7 @@ class GateRecord:
     message: str = ""
     details: dict[str, Any] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
+    figure_notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:

@@ -9,7 +9,7 @@ import functools
 import numpy as np
 from tqdm import tqdm
 
-from segcheck import SegcheckError
+from segcheck import SegcheckError, gate_figures
 from segcheck.anomaly import anomaly_split, evaluate
 from segcheck.gates.audits import head_matches_classes
 from segcheck.gates.registered import NotApplicable
@@ -176,6 +176,7 @@ def segcheck_register_gates(registry, scorers):
             section="anomaly",
             suite="anomaly",
             description=f"{name} separates anomaly pixels: pooled AUROC, FPR95 (AUPR, per image, components)",
+            figures=gate_figures.anomaly_detection,
         )
     registry.add("anomaly_head", _needs_anomaly_split(anomaly_head), section="anomaly", suite="anomaly")
     registry.add("anomaly_free_training", anomaly_free_training, section="anomaly", suite="anomaly")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from segcheck import gate_figures
 from segcheck.gates.result import GateResult
 from segcheck.hookspecs import hookimpl
 from segcheck.metrics import binary_iou
@@ -153,5 +154,9 @@ def _binary_checks(
 @hookimpl
 def segcheck_register_gates(registry):
     registry.add(
-        "prediction_collapse", prediction_collapse, section="prediction_collapse", needs=("labels", "finite_logits")
+        "prediction_collapse",
+        prediction_collapse,
+        section="prediction_collapse",
+        needs=("labels", "finite_logits"),
+        figures=gate_figures.prediction_collapse,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from segcheck import gate_figures
 from segcheck.evaluate import constant_class_floor
 from segcheck.gates.result import GateResult
 from segcheck.hookspecs import hookimpl
@@ -36,6 +37,23 @@ def noise_pixels(
     raise ValueError(f"unknown noise kind {kind!r}; known: {NOISE_KINDS}")
 
 
+def data_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
+    """The eval images' own per-channel mean and std (0-1 scale), as ``matched`` noise takes them."""
+    pixels = images.reshape(-1, 3) / 255.0
+    return {"data_mean": pixels.mean(0), "data_std": pixels.std(0)}
+
+
+def noise_images(target: Target, seed: int):
+    """``(kind, noise images)`` for each of :data:`NOISE_KINDS`, the shape of the eval images,
+    drawn in this order from one generator seeded with ``seed`` (what noise_input scores)."""
+    images, model = target.data.images, target.model
+    rng = np.random.default_rng(seed)
+    stats = data_statistics(images)
+    normalization = model.mean.cpu().numpy().ravel(), model.std.cpu().numpy().ravel()
+    for kind in NOISE_KINDS:
+        yield kind, noise_pixels(kind, images.shape, *normalization, rng, **stats)
+
+
 def noise_input(target: Target, cfg: dict) -> GateResult:
     """Feed each noise kind instead of the eval images and score it against the real labels.
 
@@ -45,15 +63,11 @@ def noise_input(target: Target, cfg: dict) -> GateResult:
     better on images than on noise).
     """
     data, model = target.data, target.model
-    images, masks, spec = data.images, data.masks, data.spec
+    masks, spec = data.masks, data.spec
     real = target.predictions.miou
-    rng = np.random.default_rng(cfg["seed"])
+    stats = data_statistics(data.images)
     per_kind = {}
-    pixels = images.reshape(-1, 3) / 255.0
-    stats = {"data_mean": pixels.mean(0), "data_std": pixels.std(0)}  # the eval data's own, per channel
-    for kind in NOISE_KINDS:
-        normalization = model.mean.cpu().numpy().ravel(), model.std.cpu().numpy().ravel()
-        noise = noise_pixels(kind, images.shape, *normalization, rng, **stats)
+    for kind, noise in noise_images(target, cfg["seed"]):
         per_kind[kind] = data.score(model.predict_pixels(noise, data.batch_size)[0])
     worst_kind = max(per_kind, key=per_kind.get)
     worst = per_kind[worst_kind]
@@ -95,4 +109,10 @@ def noise_input(target: Target, cfg: dict) -> GateResult:
 
 @hookimpl
 def segcheck_register_gates(registry):
-    registry.add("noise_input", noise_input, section="noise_input", needs=("labels", "finite_logits"))
+    registry.add(
+        "noise_input",
+        noise_input,
+        section="noise_input",
+        needs=("labels", "finite_logits"),
+        figures=gate_figures.noise_input,
+    )

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from segcheck import gate_figures
 from segcheck.gates.result import GateResult
 from segcheck.gates.training import _balanced_weights
 from segcheck.hookspecs import hookimpl
@@ -119,4 +120,11 @@ def class_report(model, x: torch.Tensor, masks: np.ndarray, spec, threshold: flo
 @hookimpl
 def segcheck_register_gates(registry):
     needs = ("labels", "train_split", "fresh_model")
-    registry.add("overfit_tiny", overfit_tiny, section="overfit_tiny", needs=needs, markers=("train",))
+    registry.add(
+        "overfit_tiny",
+        overfit_tiny,
+        section="overfit_tiny",
+        needs=needs,
+        markers=("train",),
+        figures=gate_figures.overfit_tiny,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from segcheck import data as segdata
+from segcheck import gate_figures
 from segcheck.data import DatasetSpec
 from segcheck.gates.result import GateResult
 from segcheck.hookspecs import hookimpl
@@ -42,6 +43,18 @@ def training_prior(target: Target, samples: int, seed: int) -> tuple[np.ndarray,
     return majority_map(masks, target.data.spec), len(indices)
 
 
+def prior_map(target: Target, cfg: dict) -> tuple[np.ndarray, int]:
+    """:func:`training_prior` of ``cfg``'s sample at the eval masks' size, computed once per
+    target (the report's figure of the map reuses it), and the count of masks used."""
+
+    def compute():
+        prior, used = training_prior(target, cfg["train_samples"], cfg["seed"])
+        size = target.data.images.shape[1:3]
+        return (resize_nearest(prior, size) if prior.shape != size else prior), used
+
+    return target.model.memo(f"positional_prior:{cfg['train_samples']}:{cfg['seed']}", target.data, compute)
+
+
 def positional_prior(target: Target, cfg: dict) -> GateResult:
     """Real mIoU vs the mIoU of the training data's per-position majority class.
 
@@ -50,9 +63,7 @@ def positional_prior(target: Target, cfg: dict) -> GateResult:
     eval masks. Passes when real mIoU >= prior mIoU + ``cfg["margin"]``.
     """
     masks = target.data.masks
-    prior, used = training_prior(target, cfg["train_samples"], cfg["seed"])
-    if prior.shape != masks.shape[1:]:
-        prior = resize_nearest(prior, masks.shape[1:])
+    prior, used = prior_map(target, cfg)
     prior_miou = target.data.score(np.broadcast_to(prior, masks.shape))
     real = target.predictions.miou
     threshold = prior_miou + cfg["margin"]
@@ -80,4 +91,5 @@ def segcheck_register_gates(registry):
         positional_prior,
         section="positional_prior",
         needs=("labels", "train_split", "finite_logits"),
+        figures=gate_figures.positional_prior,
     )

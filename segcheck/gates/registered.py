@@ -21,7 +21,7 @@ from segcheck.registry import Registry
 NEEDS = ("labels", "train_split", "held_out_split", "fresh_model", "cuda", "finite_logits", "varied_prediction")
 #: cost markers: pytest markers the gate's test carries (``-m "not train"``)
 MARKERS = ("train", "gpu", "fleet")
-GATE_META = ("section", "defaults", "needs", "markers", "suite", "description")
+GATE_META = ("section", "defaults", "needs", "markers", "suite", "description", "figures")
 
 
 class NotApplicable(SegcheckError):
@@ -34,7 +34,9 @@ class Gate:
     """A registered gate: ``function(target, cfg) -> GateResult``, reading settings section
     ``section`` (``cfg`` is ``{}`` without one; ``defaults`` define a section of its own),
     needing ``needs``, marked ``markers``, run by the suite ``suite`` (``gates``, ``anomaly``,
-    ``prompted``), from ``plugin``; ``description`` defaults to the docstring's first line."""
+    ``prompted``), from ``plugin``; ``description`` defaults to the docstring's first line.
+    ``figures(target, result, cfg) -> list[segcheck.figures.Figure]``, when given, draws the
+    result's pictures for the HTML/Markdown reports (called only when a report asks for them)."""
 
     name: str
     function: Callable[..., GateResult]
@@ -45,6 +47,7 @@ class Gate:
     suite: str = "gates"
     description: str = ""
     plugin: str = "?"
+    figures: Callable[..., list] | None = None
 
 
 class GateRegistry(Registry):

@@ -6,7 +6,7 @@ import functools
 
 import numpy as np
 
-from segcheck import SegcheckError, perturb
+from segcheck import SegcheckError, gate_figures, perturb
 from segcheck.gates.result import GateResult
 from segcheck.hookspecs import hookimpl
 from segcheck.target import Target
@@ -85,4 +85,5 @@ def segcheck_register_gates(registry):
             section="perturbation_stability",
             needs=("labels", "finite_logits", "varied_prediction"),
             description=f"a mild {corruption.replace('_', ' ')} must not change the prediction",
+            figures=gate_figures.perturbation_stability,
         )

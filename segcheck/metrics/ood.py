@@ -263,6 +263,26 @@ class OODMetrics:
         (0, 1] are dropped), highest threshold first."""
         return thresholds.sensitivity(self._table(), recall_offsets)
 
+    def curves(self, points: int = 200) -> dict[str, list[float]]:
+        """ROC (``fpr``, ``tpr``) and precision-recall (``recall``, ``precision``) points of the
+        pooled counts, from the highest threshold down, thinned to about ``points`` per axis
+        (for plots; the metrics themselves come from :meth:`compute`)."""
+        table = self._table()
+        tp, fp = table.tp.astype(np.float64), table.fp.astype(np.float64)
+        if not tp.size or not tp[-1] or not fp[-1]:
+            return {"fpr": [], "tpr": [], "recall": [], "precision": []}
+        tpr, fpr = tp / tp[-1], fp / fp[-1]
+        grid = np.linspace(0, 1, max(int(points), 2))
+        keep = np.unique(np.r_[np.searchsorted(tpr, grid), np.searchsorted(fpr, grid), tp.size - 1])
+        keep = keep[keep < tp.size]
+        precision = tp[keep] / np.maximum(tp[keep] + fp[keep], 1)
+        return {
+            "fpr": [0.0, *fpr[keep].tolist()],
+            "tpr": [0.0, *tpr[keep].tolist()],
+            "recall": tpr[keep].tolist(),
+            "precision": precision.tolist(),
+        }
+
 
 def _flat(x, y, keep):
     x, y = x.reshape(-1), y.reshape(-1)

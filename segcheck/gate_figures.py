@@ -1,0 +1,369 @@
+"""The built-in gates' figures, and the per-image grid of a target, for the HTML/Markdown reports.
+
+Each function is a gate's ``figures`` (registry metadata): ``f(target, result, cfg) ->
+list[Figure]``, called right after the gate while its target is resident. It draws from the
+result's ``details`` and recomputes what pictures need from the target (the shared forward
+pass, noise and corruptions drawn as the gate drew them, for the first :data:`IMAGES` eval
+images), so gates stay free of plotting and the JSON report holds only figure file names.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from segcheck import perturb
+from segcheck.figures import (
+    ERROR_LEGEND,
+    IGNORE_COLOUR,
+    IMAGES,
+    RIGHT_COLOUR,
+    WRONG_COLOUR,
+    Figure,
+    changed_map,
+    class_colours,
+    colour_mask,
+    error_map,
+    grid,
+    heat,
+    legend,
+    overlay,
+    plot,
+    rgb,
+)
+
+
+def _shown(target) -> int:
+    return min(IMAGES, len(target.data.images))
+
+
+def confidence(model, images: np.ndarray) -> np.ndarray:
+    """The probability of the predicted class per pixel (N, H, W): softmax max, or for a binary
+    model max(p, 1 - p) of its sigmoid."""
+    with torch.no_grad():
+        logits = model.logits(model.normalize(images)).float()
+        if model.binary:
+            p = torch.sigmoid(logits[:, 0])
+            return torch.maximum(p, 1 - p).cpu().numpy()
+        return logits.softmax(1).amax(1).cpu().numpy()
+
+
+def predictions(target) -> list[Figure]:
+    """input | ground truth | prediction | overlay | confidence | error for the first eval images."""
+    data, model, spec = target.data, target.model, target.data.spec
+    k = _shown(target)
+    images, pred = data.images[:k], target.predictions.labels[:k]
+    masks = data.masks[:k] if data.masks is not None else None
+    conf = confidence(model, images)
+    rows, labels = [], []
+    for i in range(k):
+        coloured = colour_mask(pred[i], spec)
+        row = [images[i]]
+        if masks is not None:
+            row.append(colour_mask(masks[i], spec))
+        row += [coloured, overlay(images[i], coloured), heat(conf[i], 0.0, 1.0)]
+        label = f"eval image {i}"
+        if masks is not None:
+            row.append(error_map(pred[i], masks[i], spec))
+            counted = spec.counted(masks[i])
+            accuracy = float((pred[i] == masks[i])[counted].mean()) if counted.any() else float("nan")
+            label += f"\npixel accuracy {accuracy:.3f}"
+        rows.append(row)
+        labels.append(label)
+    headers = ["input", *(["ground truth"] if masks is not None else []), "prediction", "overlay", "confidence"]
+    headers += ["error"] if masks is not None else []
+    shown = [pred] + ([masks] if masks is not None else [])
+    title = (
+        f"{target.id}: the first {k} of {len(data.images)} eval images ({data.split!r} split), mIoU "
+        f"{target.predictions.miou:.3f} over all of them"
+    )
+    png = grid(
+        title,
+        headers,
+        rows,
+        row_labels=labels,
+        legend_entries=legend(spec, *shown) + (ERROR_LEGEND if masks is not None else []),
+        ramps=[("confidence", 0.0, 1.0)],
+    )
+    return [Figure("predictions", "input | ground truth | prediction | overlay | confidence | error", png)]
+
+
+def noise_input(target, result, cfg: dict) -> list[Figure]:
+    """The predictions on each noise kind next to the real ones, and the mIoU per input kind."""
+    from segcheck.gates.noise import noise_images
+
+    data, model, spec = target.data, target.model, target.data.spec
+    k, d = _shown(target), result.details
+    noise_pred = {
+        kind: model.predict_pixels(noise[:k], data.batch_size)[0] for kind, noise in noise_images(target, cfg["seed"])
+    }
+    pred = target.predictions.labels[:k]
+    rows = [
+        [data.images[i], colour_mask(data.masks[i], spec), colour_mask(pred[i], spec)]
+        + [colour_mask(p[i], spec) for p in noise_pred.values()]
+        for i in range(k)
+    ]
+    headers = ["input", "ground truth", f"prediction (mIoU {d['real_miou']:.3f})"]
+    headers += [f"prediction on {kind} noise (mIoU {d['noise_miou'][kind]:.3f})" for kind in noise_pred]
+    title = (
+        "noise_input: what the model predicts when noise replaces the image; a prediction that keeps the "
+        "scene's layout on noise follows pixel position, not content"
+    )
+    panels = Figure(
+        "panels",
+        "input | ground truth | prediction | prediction on each noise kind",
+        grid(title, headers, rows, legend_entries=legend(spec, data.masks[:k], pred, *noise_pred.values())),
+    )
+    threshold = float(result.threshold)
+
+    def bars(figure):
+        ax = figure.add_subplot()
+        names = ["real images", *d["noise_miou"], "one class\neverywhere"]
+        values = [d["real_miou"], *d["noise_miou"].values(), d["constant_class_floor"]]
+        colours = ["tab:blue"] + ["tab:red" if v >= threshold else "tab:orange" for v in d["noise_miou"].values()]
+        ax.bar(names, values, color=colours + ["tab:gray"])
+        for x, v in enumerate(values):
+            ax.annotate(f"{v:.3f}", (x, v), ha="center", va="bottom", fontsize=8)
+        ax.axhline(threshold, ls="--", color="black", lw=1, label=f"threshold {threshold:.3f} (noise must stay below)")
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel("input fed to the model")
+        ax.set_ylabel("mIoU against the eval masks")
+        ax.legend(loc="upper right", fontsize=8)
+
+    return [panels, plot("miou", "mIoU on real images vs noise (and the constant-class floor)", bars)]
+
+
+def perturbation_stability(target, result, cfg: dict) -> list[Figure]:
+    """Clean vs corrupted input and prediction, and agreement/mIoU over the severities."""
+    data, model, spec = target.data, target.model, target.data.spec
+    k, d = _shown(target), result.details
+    corruption, severity = d["corruption"], d["severity"]
+    corrupted = perturb.corrupt(corruption, data.images, severity, cfg["seed"])[:k]  # drawn as the gate drew it
+    clean, noisy = target.predictions.labels[:k], model.predict_pixels(corrupted, data.batch_size)[0]
+    rows = [
+        [
+            data.images[i],
+            corrupted[i],
+            colour_mask(clean[i], spec),
+            colour_mask(noisy[i], spec),
+            changed_map(clean[i], noisy[i]),
+        ]
+        for i in range(k)
+    ]
+    labels = [f"eval image {i}\nagreement {float((clean[i] == noisy[i]).mean()):.3f}" for i in range(k)]
+    headers = [
+        "clean input",
+        f"{corruption} {d['parameter']} (severity {severity})",
+        "clean prediction",
+        "prediction on the corrupted input",
+        "changed pixels",
+    ]
+    title = f"{result.name}: agreement {result.value:.3f} with the clean prediction (min {result.threshold:.2f})"
+    entries = legend(spec, clean, noisy) + [("changed", WRONG_COLOUR), ("unchanged", RIGHT_COLOUR)]
+    panels = Figure(
+        "panels",
+        "clean | corrupted input, clean | corrupted prediction, changed pixels",
+        grid(title, headers, rows, row_labels=labels, legend_entries=entries),
+    )
+
+    def curves(figure):
+        ax = figure.add_subplot()
+        levels = sorted(int(s) for s in d["agreement"])
+        agreement = [d["agreement"][s] for s in sorted(d["agreement"], key=int)]
+        mious = [d["miou"][s] for s in sorted(d["miou"], key=int)]
+        ax.plot(levels, agreement, "o-", label="agreement with the clean prediction")
+        ax.plot(levels, mious, "s-", label="mIoU on the corrupted images")
+        ax.axhline(result.threshold, ls="--", color="tab:blue", lw=1, label=f"min agreement {result.threshold:.2f}")
+        ax.axhline(d["clean_miou"], ls=":", color="tab:orange", lw=1, label=f"clean mIoU {d['clean_miou']:.3f}")
+        ax.axvline(severity, color="gray", lw=0.8)
+        ax.set_xticks(levels)
+        ax.set_xlabel(f"severity of {corruption} (gated: {severity})")
+        ax.set_ylabel("agreement / mIoU")
+        ax.set_ylim(0, 1.05)
+        ax.legend(fontsize=8, loc="lower left")
+
+    return [panels, plot("severities", f"{corruption}: agreement and mIoU per severity", curves)]
+
+
+def prediction_collapse(target, result, cfg: dict) -> list[Figure]:
+    """Predicted vs true class histogram; for a binary model also the threshold sweep."""
+    d, spec = result.details, target.data.spec
+    figures = [class_histogram(d, spec.classes)]
+    if d.get("threshold_sweep"):
+        figures.append(threshold_sweep(d))
+    return figures
+
+
+def class_histogram(details: dict, classes) -> Figure:
+    """Bars of the true and the predicted fraction of counted pixels per class."""
+    colours = class_colours(len(classes))
+
+    def bars(figure):
+        ax = figure.add_subplot()
+        x = np.arange(len(classes))
+        truth = [details["true_fractions"][c] for c in classes]
+        pred = [details["predicted_fractions"][c] for c in classes]
+        ax.bar(x - 0.2, truth, 0.4, color=[rgb(c) for c in colours], edgecolor="black", label="ground truth")
+        ax.bar(x + 0.2, pred, 0.4, color=[rgb(c) for c in colours], edgecolor="black", hatch="//", label="predicted")
+        ax.set_xticks(
+            x, [f"{i} {c}" for i, c in enumerate(classes)], rotation=45 if len(classes) > 6 else 0, ha="right"
+        )
+        ax.set_xlabel("class")
+        ax.set_ylabel("fraction of counted pixels")
+        ax.legend(fontsize=8)
+
+    width = min(14.0, max(6.4, 0.45 * len(classes)))
+    return plot("histogram", "predicted vs ground-truth class histogram", bars, size=(width, 3.8))
+
+
+def threshold_sweep(details: dict) -> Figure:
+    """Foreground IoU of a binary model over the probability thresholds of the sweep."""
+
+    def curve(figure):
+        ax = figure.add_subplot()
+        points = sorted((float(t), v) for t, v in details["threshold_sweep"].items())  # str keys from JSON too
+        thresholds, ious = [t for t, _ in points], [v for _, v in points]
+        ax.plot(thresholds, ious, "o-", label="foreground IoU")
+        ax.axvline(
+            details["threshold"], ls="--", color="black", lw=1, label=f"model threshold {details['threshold']:g}"
+        )
+        if details.get("best_threshold") is not None:
+            ax.axvline(
+                details["best_threshold"], ls=":", color="tab:green", label=f"best {details['best_threshold']:g}"
+            )
+        ax.set_xlabel("probability threshold (foreground = p > threshold)")
+        ax.set_ylabel("foreground IoU")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.05)
+        ax.legend(fontsize=8)
+
+    return plot("threshold_sweep", "binary threshold sweep: foreground IoU per threshold", curve)
+
+
+def anomaly_detection(target, result, cfg: dict) -> list[Figure]:
+    """The scorer's ROC and PR curves, and its score maps on anomaly-split images."""
+    from segcheck.anomaly import evaluate, score_maps
+
+    d, spec = result.details, target.data.spec
+    scorer = d["scorer"]
+    curves = evaluate(target, cfg).scorers[scorer].curves
+    pooled, best = d["pooled"], d["best_f1"]
+
+    def draw(figure):
+        roc, pr = figure.subplots(1, 2)
+        roc.plot(curves["fpr"], curves["tpr"], label=f"AUROC {pooled['auroc']:.3f}")
+        roc.plot([0, 1], [0, 1], ls=":", color="gray", lw=0.8, label="chance")
+        roc.axhline(pooled["tpr_level"], ls="--", color="black", lw=0.8)
+        roc.plot([pooled["fpr"]], [pooled["tpr_level"]], "o", color="tab:red", label=f"FPR95 {pooled['fpr']:.3f}")
+        roc.set_xlabel("false-positive rate (known pixels flagged)")
+        roc.set_ylabel("true-positive rate (anomaly pixels flagged)")
+        roc.set_title("ROC", fontsize=9)
+        roc.legend(fontsize=8, loc="lower right")
+        positives = pooled["positives"] / max(pooled["positives"] + pooled["negatives"], 1)
+        pr.plot(curves["recall"], curves["precision"], label=f"AUPR {pooled['aupr']:.3f}")
+        pr.axhline(positives, ls=":", color="gray", lw=0.8, label=f"chance {positives:.3f}")
+        pr.plot([best["recall"]], [best["precision"]], "o", color="tab:red", label=f"best F1 {best['f1']:.3f}")
+        pr.set_xlabel("recall (anomaly pixels)")
+        pr.set_ylabel("precision")
+        pr.set_title("precision-recall", fontsize=9)
+        pr.set_xlim(0, 1)
+        pr.set_ylim(0, 1.05)
+        pr.legend(fontsize=8, loc="upper right")
+
+    figures = [
+        plot("curves", f"{scorer}: ROC and precision-recall over the {d['split']!r} split's pixels", draw, (9.6, 3.8))
+    ]
+    images, masks, maps = score_maps(target, cfg, scorer, 2)
+    is_ood, valid = spec.ood_pixels(masks)
+    scored = maps[valid] if valid.any() else maps.ravel()
+    low, high = float(np.min(scored)), float(np.max(scored))
+    threshold = best["threshold"]
+    rows = []
+    for i in range(len(images)):
+        flagged = maps[i] >= threshold
+        detection = np.full((*masks[i].shape, 3), (60, 60, 60), np.uint8)
+        detection[flagged & is_ood[i]] = (30, 200, 60)
+        detection[flagged & ~is_ood[i]] = WRONG_COLOUR
+        detection[~flagged & is_ood[i]] = (255, 190, 0)
+        detection[~valid[i]] = IGNORE_COLOUR
+        rows.append([images[i], colour_mask(masks[i], spec), heat(maps[i], low, high), detection])
+    headers = [
+        "input",
+        "ground truth (anomaly white)",
+        f"{scorer} score",
+        f"flagged at best-F1 threshold {threshold:.4g}",
+    ]
+    entries = legend(spec, masks) + [
+        ("anomaly found", (30, 200, 60)),
+        ("false alarm", WRONG_COLOUR),
+        ("anomaly missed", (255, 190, 0)),
+        ("known, not flagged", (60, 60, 60)),
+    ]
+    title = f"{result.name}: score heat maps on {len(images)} {d['split']!r} images (higher = more anomalous)"
+    png = grid(title, headers, rows, legend_entries=entries, ramps=[(f"{scorer} score", low, high)])
+    figures.append(Figure("score_maps", "input | ground truth | score heat map | flagged pixels", png))
+    return figures
+
+
+def overfit_tiny(target, result, cfg: dict) -> list[Figure]:
+    """mIoU on the training samples per epoch, and the final per-class IoU."""
+    d = result.details
+
+    def draw(figure):
+        curve, classes = figure.subplots(1, 2, width_ratios=(3, 2))
+        epochs = np.arange(1, len(d["history"]) + 1)
+        curve.plot(epochs, d["history"], "o-", ms=3, label="mIoU on the training samples")
+        curve.axhline(cfg["min_miou"], ls="--", color="black", lw=1, label=f"min mIoU {cfg['min_miou']:.2f}")
+        curve.axhline(cfg["stop_miou"], ls=":", color="gray", lw=1, label=f"stops at {cfg['stop_miou']:.2f}")
+        curve.set_xlabel(f"epoch (budget {cfg['epochs']})")
+        curve.set_ylabel("mIoU")
+        curve.set_ylim(0, 1.05)
+        curve.legend(fontsize=8, loc="lower right")
+        names = list(d["per_class_iou"])
+        values = [d["per_class_iou"][n] for n in names]
+        colours = ["tab:red" if v < cfg["min_miou"] else "tab:green" for v in values]
+        classes.barh(names, values, color=colours)
+        classes.axvline(cfg["min_miou"], ls="--", color="black", lw=1)
+        classes.set_xlim(0, 1)
+        classes.set_xlabel("IoU after the last epoch")
+        classes.set_ylabel("class")
+        classes.invert_yaxis()
+
+    return [
+        plot(
+            "history", f"overfit_tiny: mIoU on its {cfg['samples']} training images after each epoch", draw, (9.6, 3.8)
+        )
+    ]
+
+
+def positional_prior(target, result, cfg: dict) -> list[Figure]:
+    """The per-position majority class of the training masks, beside an eval mask and its prediction."""
+    from segcheck.gates.prior import prior_map
+
+    data, spec, d = target.data, target.data.spec, result.details
+    prior, used = prior_map(target, cfg)
+    pred = target.predictions.labels[0]
+    row = [colour_mask(prior, spec), data.images[0], colour_mask(data.masks[0], spec), colour_mask(pred, spec)]
+    headers = [
+        f"prior map: majority class per pixel of {used} train masks (mIoU {d['prior_miou']:.3f})",
+        "eval image 0",
+        "its ground truth",
+        f"its prediction (mIoU of all {d['real_miou']:.3f})",
+    ]
+    title = (
+        f"positional_prior: what knowing only where classes usually are gives; the model must beat it by "
+        f"{d['margin']:.2f}"
+    )
+    png = grid(title, headers, [row], legend_entries=legend(spec, prior, data.masks[0], pred))
+    return [Figure("prior_map", "the positional prior map beside an eval image", png)]
+
+
+__all__ = [
+    "anomaly_detection",
+    "noise_input",
+    "overfit_tiny",
+    "perturbation_stability",
+    "positional_prior",
+    "prediction_collapse",
+    "predictions",
+]

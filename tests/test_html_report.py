@@ -1,0 +1,263 @@
+"""Reports with pictures: --segcheck-html / --segcheck-md, `segcheck report render`, pytest-html extras."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import html
+import io
+import json
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segcheck import SegcheckError, cli, figures, gate_figures
+from segcheck import config as segconfig
+from segcheck.gates.registered import run
+from segcheck.gates.result import GateResult
+from segcheck.render import NO_FIGURES, render
+from segcheck.report import GateRecord, write_json
+from tests.conftest import REPO, build_target
+
+GATES = str(REPO / "suites" / "gates")
+CHEAP = ["-m", "not train", "-k", "noise_input or prediction_collapse or head_matches_classes", "--eval-size", "4"]
+
+
+class _Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.sources: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.sources.append(dict(attrs).get("src", ""))
+
+
+def page_images(page: str) -> list[bytes]:
+    """The bytes of every <img> of ``page``: each must be a PNG data URI that PIL opens."""
+    parser = _Images()
+    parser.feed(page)
+    images = []
+    for src in parser.sources:
+        assert src.startswith("data:image/png;base64,"), src[:80]
+        try:
+            data = base64.b64decode(src.split(",", 1)[1], validate=True)
+        except binascii.Error as exc:
+            pytest.fail(f"an <img> data URI is not base64: {exc}")
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+        images.append(data)
+    return images
+
+
+def listed_figures(report: dict) -> list[str]:
+    """Every figure path the JSON report lists, of its targets and of its gates."""
+    paths = [p for t in report["targets"].values() for p in t.get("figures", [])]
+    return paths + [p for g in report["gates"] for p in g["figures"]]
+
+
+@pytest.fixture(scope="module")
+def cheap_run(tmp_path_factory):
+    """One pytest run of three cheap gates of the embedded default, writing JSON, HTML and
+    Markdown (and pytest-html's page when it is installed)."""
+    out = tmp_path_factory.mktemp("html")
+    args = [sys.executable, "-m", "pytest", GATES, "-p", "no:cacheprovider", "-p", "no:xdist", *CHEAP]
+    args += ["--segcheck-report", str(out / "run.json"), "--segcheck-html", str(out / "run.html")]
+    args += ["--segcheck-md", str(out / "md" / "run.md")]
+    pytest_html = _has("pytest_html")
+    if pytest_html:
+        args += ["--html", str(out / "pytest.html"), "--self-contained-html"]
+    done = subprocess.run(args, cwd=out, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out, json.loads((out / "run.json").read_text()), done.stdout, pytest_html
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def test_every_image_of_the_html_page_is_a_data_uri_and_every_listed_figure_is_in_it(cheap_run):
+    out, report, stdout, _ = cheap_run
+    page = (out / "run.html").read_text()
+    images = page_images(page)
+    listed = listed_figures(report)
+    assert {"run.figures/unet/target.predictions.png", "run.figures/unet/noise_input.panels.png"} <= set(listed)
+    assert sorted(images) == sorted((out / path).read_bytes() for path in listed)  # each listed figure, once
+    assert not re.search(r"""(src|href)=["'](?!data:|#)""", page)  # nothing external: no file, no URL
+    assert 'style="color:#1a7f37;background:#dafbe1">PASS</td>' in page
+    assert "normalization" in page and "checkpoint sidecar" in page
+    assert "<th>noise_input</th><td>max_miou=0.1000, max_ratio=0.7000, seed=0</td>" in page  # thresholds by section
+    notes = [n for g in report["gates"] for n in g["figure_notes"]]
+    assert all(figures.NO_MATPLOTLIB in n for n in notes) and (notes == []) == _has("matplotlib")
+    assert f"segcheck page: {out / 'run.html'}" in stdout
+
+
+def test_markdown_links_png_files_beside_it(cheap_run):
+    out, report, _, _ = cheap_run
+    page = (out / "md" / "run.md").read_text()
+    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", page)
+    assert len(links) == len(listed_figures(report)) > 0
+    for link in links:
+        assert link.startswith("run.figures/")
+        with Image.open(out / "md" / link) as image:
+            image.verify()
+    assert "| noise_input | unet |" in page
+
+
+def test_rerendering_the_json_gives_the_same_page(cheap_run, tmp_path, capsys):
+    out, _, _, _ = cheap_run
+    assert cli.main(["report", "render", str(out / "run.json"), "-o", str(tmp_path / "again.html")]) == 0
+    assert (tmp_path / "again.html").read_text() == (out / "run.html").read_text()
+    assert cli.main(["report", str(out / "run.json"), "-o", str(tmp_path / "short.md")]) == 0  # the short form
+    assert (tmp_path / "short.figures" / "unet" / "noise_input.panels.png").is_file()
+    assert cli.main(["report", "render", str(out / "run.json"), "-o", str(tmp_path / "x.pdf")]) == 2
+    assert "name it .html or .md" in capsys.readouterr().err
+
+
+def test_pytest_html_gets_the_same_figures_as_extras(cheap_run):
+    out, report, _, pytest_html = cheap_run
+    if not pytest_html:
+        pytest.skip("pytest-html is not installed")
+    page = (out / "pytest.html").read_text()
+    for path in listed_figures(report):
+        assert base64.b64encode((out / path).read_bytes()).decode() in page
+
+
+def test_a_missing_figure_file_and_a_run_without_figures_are_notes(tmp_path):
+    gate = {"target": "t", "gate": "g", "test": "x::g", "outcome": "failed", "value": 0.5, "threshold": 0.9}
+    report = {"segcheck": "0", "targets": {"t": {"model": "m"}}, "thresholds": {"g.min": 0.9}, "gates": [gate]}
+    (tmp_path / "plain.json").write_text(json.dumps(report))
+    page = render(tmp_path / "plain.json", tmp_path / "plain.html").read_text()
+    assert html.escape(NO_FIGURES) in page
+    assert 'style="color:#cf222e;background:#ffebe9">FAIL<' in page
+    gate["figures"] = ["gone.figures/t/g.plot.png"]
+    (tmp_path / "gone.json").write_text(json.dumps(report))
+    page = render(tmp_path / "gone.json", tmp_path / "gone.html").read_text()
+    assert "figure file gone.figures/t/g.plot.png is missing" in page
+    md = render(tmp_path / "gone.json", tmp_path / "gone.md").read_text()
+    assert "**figure missing:** figure file gone.figures/t/g.plot.png is missing" in md
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(SegcheckError, match="not a segcheck report"):
+        render(tmp_path / "bad.json", tmp_path / "bad.html")
+
+
+def test_a_fleet_section_renders_as_a_table_of_its_rows(tmp_path):
+    rows = [
+        {"target": "naive", "real_miou": 0.41, "noise_miou": 0.32, "failed": ["noise_input"], "verdict": "FAIL"},
+        {"target": "robust", "real_miou": 0.44, "noise_miou": 0.05, "failed": [], "verdict": "PASS"},
+    ]
+    fleet = {"rows": rows, "tags": {"strategy": {"mean_real_miou": 0.425, "spread": 0.03}}, "findings": ["x"]}
+    report = {"targets": {}, "thresholds": {}, "gates": [], "fleet": fleet}
+    (tmp_path / "fleet.json").write_text(json.dumps(report))
+    page = render(tmp_path / "fleet.json", tmp_path / "fleet.html").read_text()
+    assert "<h2>Fleet</h2>" in page
+    assert "<th>target</th><th>real_miou</th><th>noise_miou</th><th>failed</th><th>verdict</th>" in page
+    assert '<td class="num">0.3200</td><td>noise_input</td><td class="verdict" style="color:#cf222e' in page
+    md = render(tmp_path / "fleet.json", tmp_path / "fleet.md").read_text()
+    assert '| naive | 0.4100 | 0.3200 | ["noise_input"] | FAIL |' in md
+
+
+def test_a_page_option_needs_its_suffix(pytester):
+    result = pytester.runpytest("--segcheck-html", "report.txt")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--segcheck-html report.txt: expected a .html file name*"])
+
+
+# --- figure functions, without pytest ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_target(loaded_plugins):
+    overrides = {
+        "eval": {"size": 2},
+        "anomaly": {"max_images": 4, "stats_images": 4},
+        "positional_prior": {"train_samples": 16},
+    }
+    config = segconfig.load(overrides=overrides)
+    return build_target(loaded_plugins, config, "unet", "synthetic-streets"), config
+
+
+@pytest.mark.parametrize(
+    "name", ["perturbation_stability[gaussian_noise]", "positional_prior", "anomaly_detection[msp]"]
+)
+def test_gate_figures_are_pngs(small_target, loaded_plugins, name):
+    target, config = small_target
+    gate = next(g for g in loaded_plugins.gates.gates() if g.name == name)
+    cfg = config[gate.section]
+    drawn = figures.drawn(name, gate.figures, target, run(gate, target, config), cfg)
+    assert drawn and all(f.png is not None or figures.NO_MATPLOTLIB in f.note for f in drawn), drawn
+    for f in drawn:
+        if f.png is not None:
+            with Image.open(io.BytesIO(f.png)) as image:
+                assert image.width > 200 and image.height > 100
+
+
+def test_without_matplotlib_plots_are_notes_and_the_page_still_renders(
+    small_target, loaded_plugins, monkeypatch, tmp_path
+):
+    for name in ["matplotlib", *(m for m in sys.modules if m.startswith("matplotlib."))]:
+        monkeypatch.setitem(sys.modules, name, None)  # `import matplotlib...` raises ImportError
+    target, config = small_target
+    gate = next(g for g in loaded_plugins.gates.gates() if g.name == "noise_input")
+    result = run(gate, target, config)
+    drawn = figures.drawn(gate.name, gate.figures, target, result, config["noise_input"])
+    assert [(f.name, f.png is not None) for f in drawn] == [("panels", True), ("miou", False)]  # grids need only PIL
+    assert drawn[1].note == f"mIoU on real images vs noise (and the constant-class floor): {figures.NO_MATPLOTLIB}"
+    files = figures.FigureFiles(tmp_path / "run.json")
+    record = GateRecord.from_result(result, "unet", "t::noise_input")
+    record.figures, record.figure_notes = files.write("unet", gate.name, [f.to_dict() for f in drawn])
+    write_json(tmp_path / "run.json", {"unet": target.describe()}, {}, [record])
+    page = render(tmp_path / "run.json", tmp_path / "run.html").read_text()
+    assert len(page_images(page)) == 1
+    assert f"figure missing: {html.escape(drawn[1].note)}" in page
+
+
+def test_overfit_and_binary_sweep_figures_come_from_details_alone(small_target):
+    target, config = small_target
+    details = {"history": [0.2, 0.6, 0.93], "per_class_iou": {"road": 0.99, "pole": 0.7}, "epochs": 3, "steps": 15}
+    result = GateResult("overfit_tiny", 0.93, 0.9, True, "m", details=details)
+    (history,) = figures.drawn("overfit_tiny", gate_figures.overfit_tiny, target, result, config["overfit_tiny"])
+    sweep = {"threshold_sweep": {"0.1": 0.2, "0.5": 0.6, "0.9": 0.1}, "threshold": 0.5, "best_threshold": 0.5}
+    curve = gate_figures.threshold_sweep(sweep)  # keys as the JSON has them
+    for f in (history, curve):
+        assert f.png is not None or figures.NO_MATPLOTLIB in f.note
+
+
+def test_a_figure_that_raises_is_a_note():
+    def broken(*args):
+        raise KeyError("history")
+
+    (note,) = figures.drawn("overfit_tiny", broken, None)
+    assert note.png is None and note.note == "overfit_tiny: the figure could not be drawn: KeyError: 'history'"
+
+
+def test_the_palette_is_fixed_and_keeps_black_white_and_grey_for_uncounted_pixels():
+    colours = figures.class_colours(40)
+    assert len({tuple(c) for c in colours}) == 40
+    assert (figures.class_colours(5) == colours[:5]).all()
+    special = {figures.IGNORE_COLOUR, figures.ANOMALY_COLOUR, figures.INLIER_COLOUR}
+    assert not special & {tuple(int(v) for v in c) for c in colours}
+    assert all(np.ptp(c.astype(int)) > 30 for c in colours)  # no grey
+
+
+def test_roc_and_pr_points_lie_on_scikit_learns_curves():
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    from segcheck.metrics import OODMetrics
+
+    rng = np.random.default_rng(0)
+    labels = rng.random(5000) < 0.1
+    scores = rng.normal(size=5000) + labels * 1.5
+    curves = OODMetrics(exact=True).update(scores, labels).curves(points=50)
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    roc = {(round(a, 9), round(b, 9)) for a, b in zip(fpr, tpr)}
+    pr = {(round(a, 9), round(b, 9)) for a, b in zip(recall, precision)}
+    assert {(round(a, 9), round(b, 9)) for a, b in zip(curves["fpr"], curves["tpr"])} <= roc
+    assert {(round(a, 9), round(b, 9)) for a, b in zip(curves["recall"], curves["precision"])} <= pr
+    assert 50 <= len(curves["fpr"]) <= 101 and curves["tpr"][-1] == curves["fpr"][-1] == 1.0
