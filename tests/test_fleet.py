@@ -260,13 +260,35 @@ def test_segcheck_report_merge_errors_are_one_line(tmp_path, capsys):
 
 
 # --- end to end: the example fleet through pytest (cheap gates, 4 eval images) -----------------
-EXAMPLE = str(REPO / "examples" / "fleet.yaml")
-CHEAP = ["--models-manifest", EXAMPLE, "-m", "not train", "--eval-size", "4"]
-CHEAP += ["-k", "noise_input or head_matches_classes or finite_outputs"]
+EXAMPLE = REPO / "examples" / "fleet.yaml"
+CHEAP_GATES = ["-m", "not train", "--eval-size", "4", "-k", "noise_input or head_matches_classes or finite_outputs"]
 
 
-def test_the_example_fleet_shows_the_naive_noise_failure_and_its_shards_merged_equal_one_run(pytester):
-    result, whole = run_gates(pytester, *CHEAP)
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory) -> str:
+    """The example fleet's first two rows (naive, robust: the shipped checkpoints), paths made
+    absolute, so the end-to-end tests run two targets rather than the whole example."""
+    example = yaml.safe_load(EXAMPLE.read_text())
+    rows = [dict(r, checkpoint=str((EXAMPLE.parent / r["checkpoint"]).resolve())) for r in example["targets"][:2]]
+    assert [r["name"] for r in rows] == ["naive", "robust"]
+    path = tmp_path_factory.mktemp("fleet") / "pair.yaml"
+    path.write_text(yaml.safe_dump({"defaults": example["defaults"], "targets": rows}))
+    return str(path)
+
+
+@pytest.fixture
+def cheap(pair) -> list[str]:
+    return ["--models-manifest", pair, *CHEAP_GATES]
+
+
+def test_the_example_fleet_lists_every_shipped_checkpoint():
+    example = yaml.safe_load(EXAMPLE.read_text())
+    paths = [(EXAMPLE.parent / r["checkpoint"]).resolve() for r in example["targets"]]
+    assert len(paths) == 10 and all(p.is_file() and p.with_suffix(".yaml").is_file() for p in paths)
+
+
+def test_the_example_fleet_shows_the_naive_noise_failure_and_its_shards_merged_equal_one_run(pytester, cheap):
+    result, whole = run_gates(pytester, *cheap)
     assert result.ret == 1  # the naive checkpoint fails noise_input
     result.stdout.fnmatch_lines(
         ["*segcheck fleet*", "target*real mIoU*noise mIoU*failed gates", "naive *noise_input", "robust *-", "recipe*"]
@@ -276,7 +298,7 @@ def test_the_example_fleet_shows_the_naive_noise_failure_and_its_shards_merged_e
     assert rows["naive"]["tags"]["recipe"] == "naive" and set(whole["fleet"]["tags"]) >= {"recipe", "architecture"}
     shards = []
     for k in (1, 2):
-        shard, report = run_gates(pytester, *CHEAP, "--shard", f"{k}/2")
+        shard, report = run_gates(pytester, *cheap, "--shard", f"{k}/2")
         shard.stdout.fnmatch_lines([f"segcheck shard {k}/2: 1 of 2 targets"])
         assert "fleet" not in report and report["shard"] == {
             "index": k,
@@ -292,9 +314,9 @@ def test_the_example_fleet_shows_the_naive_noise_failure_and_its_shards_merged_e
     assert merged["fleet"] == whole["fleet"]
 
 
-def test_the_example_fleet_under_xdist_gives_the_records_of_a_serial_run(pytester):
-    _, serial = run_gates(pytester, *CHEAP)
-    result, parallel = run_gates(pytester, *CHEAP, "-n", "2")
+def test_the_example_fleet_under_xdist_gives_the_records_of_a_serial_run(pytester, cheap):
+    _, serial = run_gates(pytester, *cheap)
+    result, parallel = run_gates(pytester, *cheap, "-n", "2")
     assert result.ret == 1, result.stdout.str()
     assert parallel["gates"] == serial["gates"] and parallel["fleet"] == serial["fleet"]
 
@@ -306,8 +328,8 @@ def test_the_example_fleet_under_xdist_gives_the_records_of_a_serial_run(pyteste
         (["--shard", "3/3"], "*--shard 3/3: the run has 2 target(s), so shard 3 gets none; use at most 2 shards"),
     ],
 )
-def test_a_bad_shard_is_a_usage_error(pytester, args, message):
-    result, report = run_gates(pytester, "--models-manifest", EXAMPLE, *args)
+def test_a_bad_shard_is_a_usage_error(pytester, pair, args, message):
+    result, report = run_gates(pytester, "--models-manifest", pair, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR and report is None
     result.stderr.fnmatch_lines([message])
 

@@ -14,18 +14,25 @@ from segcheck.target import Target
 from segcheck.train.loop import criterion
 from segcheck.train.recipes import get as get_recipe
 
+RECON_WEIGHT = 0.5  # any weight > 0: gradient_coverage asks whether the head gets a gradient, not how much
+
 
 def _batch(target: Target, count: int) -> tuple[np.ndarray, np.ndarray]:
     return target.data.images[:count], target.data.masks[:count]
 
 
-def _training_loss(target: Target, model, images: np.ndarray, masks: np.ndarray, seed: int):
+def _training_loss(target: Target, model, images: np.ndarray, masks: np.ndarray, seed: int, heads: bool = False):
     """The naive recipe's training loss of ``model.module`` (whatever mode it is in) on one
-    batch, its random draws seeded with ``seed``."""
+    batch, its random draws seeded with ``seed``; with ``heads``, plus the reconstruction
+    loss when the module returns a ``"recon"`` head (the recipe that built it trains it)."""
     spec = target.data.spec
     x, y = model.pad(model.normalize(images), torch.from_numpy(masks).to(model.device), spec.ignore_index)
     with seeded(seed, model.device):  # dropout / drop-path: the same draw whichever gates ran before
-        return criterion([model.module(x)], x, y, get_recipe("naive"), spec, model.binary)
+        output = model.module(x)
+        recipe = get_recipe("naive")
+        if heads and isinstance(output, dict) and output.get("recon") is not None:
+            recipe = recipe.with_(recon=RECON_WEIGHT)
+        return criterion([output], x, y, recipe, spec, model.binary)
 
 
 def loss_at_init(target: Target, cfg: dict) -> GateResult:
@@ -84,7 +91,8 @@ def gradient_coverage(target: Target, cfg: dict) -> GateResult:
 
     The model is built fresh (with ``aux_loss=True`` when the model's meta has an
     ``aux_prefix``, so an auxiliary head exists), run in train mode on the first
-    ``cfg["images"]`` eval images, and the training loss (``train.loop.criterion``: CE + 0.5 x aux CE) is
+    ``cfg["images"]`` eval images, and the training loss (``train.loop.criterion``: CE +
+    0.5 x aux CE, + the reconstruction MSE when the module has a ``"recon"`` head) is
     differentiated. Parameters whose gradient is missing or all zero are named, except those
     under a prefix of the model's ``frozen`` metadata or of ``cfg["allow"]`` (meant to get
     none: a frozen backbone, encoder stages a shallow depth leaves unused), which are counted.
@@ -95,7 +103,7 @@ def gradient_coverage(target: Target, cfg: dict) -> GateResult:
     module.train()
     images, masks = _batch(target, cfg["images"])
     named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
-    loss = _training_loss(target, segmodel, images, masks, cfg["seed"])
+    loss = _training_loss(target, segmodel, images, masks, cfg["seed"], heads=True)
     grads = (
         torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
         if loss.requires_grad
