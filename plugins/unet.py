@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import zlib
 from pathlib import Path
 
 import torch
@@ -58,6 +60,60 @@ class UNet(nn.Module):
         return {"out": logits, "recon": self.recon(x)[..., :h, :w]}
 
 
+class PromptedUNet(UNet):
+    """The UNet asked by text: ``forward(x, prompts)`` with one prompt per image, one logit
+    channel (B, 1, H, W). A prompt is a bag of words (lower-cased runs of letters and digits),
+    each hashed (crc32) into one of ``buckets`` learned embeddings and averaged; the result
+    scales and shifts (FiLM) the bottleneck and every decoder stage, so paraphrases that share
+    words start close and any text is a valid prompt.
+    """
+
+    def __init__(self, width: int = 16, depth: int = 3, buckets: int = 512, embedding: int = 32):
+        super().__init__(1, width=width, depth=depth)
+        widths = [width * 2**i for i in range(depth + 1)]
+        self.buckets = buckets
+        self.words = nn.EmbeddingBag(buckets, embedding, mode="mean")
+        self.film = nn.ModuleList(nn.Linear(embedding, 2 * c) for c in [widths[-1], *reversed(widths[:-1])])
+
+    def tokens(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Word-bucket ids and per-prompt offsets for ``EmbeddingBag``."""
+        ids, offsets = [], []
+        for prompt in prompts:
+            offsets.append(len(ids))
+            ids += [zlib.crc32(w.encode()) % self.buckets for w in re.findall(r"[a-z0-9]+", prompt.lower())]
+        device = self.head.weight.device
+        return torch.tensor(ids, dtype=torch.long, device=device), torch.tensor(offsets, device=device)
+
+    def forward(self, x: torch.Tensor, prompts: list[str]):
+        if isinstance(prompts, str) or len(prompts) != len(x):
+            raise ValueError(f"PromptedUNet takes one prompt per image: {len(x)} images, prompts {prompts!r}")
+        text = self.words(*self.tokens(prompts))
+        films = iter(self.film)
+
+        def condition(features: torch.Tensor) -> torch.Tensor:
+            scale, shift = next(films)(text)[:, :, None, None].chunk(2, dim=1)
+            return features * (1 + scale) + shift
+
+        h, w = x.shape[-2:]
+        d = 2 ** (len(self.down) - 1)
+        if h % d or w % d:
+            x = nn.functional.pad(x, (0, -w % d, 0, -h % d), mode="replicate")
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x if i == 0 else nn.functional.max_pool2d(x, 2))
+            skips.append(x)
+        x = condition(skips.pop())
+        for up, merge in zip(reversed(self.up), reversed(self.merge)):
+            x = condition(merge(torch.cat([up(x), skips.pop()], dim=1)))
+        return self.head(x)[..., :h, :w]
+
+
+def build_prompted_unet(num_classes: int = 1, *, width: int = 16, depth: int = 3) -> PromptedUNet:
+    if num_classes != 1:
+        raise ValueError(f"unet-prompted has one logit channel (binary), got num_classes={num_classes}")
+    return PromptedUNet(width=width, depth=depth)
+
+
 def build_unet(num_classes: int, *, width: int = 16, depth: int = 3, recon_head: bool = False) -> UNet:
     return UNet(num_classes, width=width, depth=depth, recon_head=recon_head)
 
@@ -70,4 +126,13 @@ def segcheck_register_models(registry):
         checkpoints={"synthetic-streets": CHECKPOINTS / "unet_synthetic-streets_robust.safetensors"},
         args={"width": "channels of the first block (default 16, doubled per level)", "depth": "poolings (default 3)"},
         description="small UNet (16-128 channels, 3 poolings, any input size), fast on CPU",
+    )
+    registry.add(
+        "unet-prompted",
+        build_prompted_unet,
+        binary=True,
+        prompted=True,
+        checkpoints={"synthetic-drywall": CHECKPOINTS / "unet-prompted_synthetic-drywall_robust-binary.safetensors"},
+        args={"width": "channels of the first block (default 16, doubled per level)", "depth": "poolings (default 3)"},
+        description="the small UNet asked by text: hashed bag-of-words embedding, FiLM on the decoder; binary",
     )

@@ -189,18 +189,29 @@ def parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--dataset", default="synthetic-streets")
     tr.add_argument("--data-root", type=Path)
-    tr.add_argument("--recipe", default="robust", help="naive or robust (default: robust)")
+    tr.add_argument(
+        "--recipe",
+        default="robust",
+        help="naive, robust; binary models: naive-binary, focal-binary, robust-binary (default: robust)",
+    )
     tr.add_argument("--epochs", type=_positive(int), help="override the recipe's epochs")
     tr.add_argument("--batch-size", type=_positive(int), help="override the recipe's batch size")
     tr.add_argument("--lr", type=_positive(float), help="override the recipe's learning rate")
     for flag in ("flips", "rolls", "scale-crops", "photometric"):
         tr.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, help=f"ingredient: random {flag}")
+    tr.add_argument(
+        "--balanced",
+        action=argparse.BooleanOptionalAction,
+        help="ingredient (binary): weigh positives by (1 - f) / f, f the foreground fraction",
+    )
     tr.add_argument("--consistency", type=float, metavar="W", help="ingredient: KL(clean || noisy) weight (0.1)")
     tr.add_argument("--recon", type=float, metavar="W", help="ingredient: reconstruction-head MSE weight (0.5)")
     tr.add_argument("--outlier-exposure", type=float, metavar="W", help="ingredient: uniform loss on noise inputs")
     tr.add_argument(
         "--outlier-paste", type=float, metavar="W", help="ingredient: uniform loss on random shapes pasted into images"
     )
+    tr.add_argument("--dice", type=float, metavar="W", help="ingredient (binary): soft Dice loss weight (1.0)")
+    tr.add_argument("--focal", type=float, metavar="GAMMA", help="ingredient (binary): focal loss gamma (2.0)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT's .resume.pt (written each epoch)")
     tr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     tr.add_argument("--seed", type=int, default=0)

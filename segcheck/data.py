@@ -30,6 +30,10 @@ class DatasetSpec:
     them out, and a dataset with one has no class labels (:attr:`class_labels` is False).
     ``unlabelled_splits`` are splits without masks (Cityscapes' ``test``): their samples'
     masks are None, and gates that need labels skip them with the reason.
+    ``prompts``, when given (``{concept: [prompt, paraphrase, ...]}``, stored as sorted
+    pairs), make it a prompted dataset: each sample is one (image, concept) pair whose mask
+    is binary (classes ``background``, ``foreground``), and prompted models are asked with
+    the concept's prompts (the first is its canonical prompt).
     """
 
     classes: tuple[str, ...]
@@ -41,8 +45,14 @@ class DatasetSpec:
     anomaly_splits: tuple[str, ...] = ()
     inlier_index: int | None = None
     unlabelled_splits: tuple[str, ...] = ()
+    prompts: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def __post_init__(self):
+        if isinstance(self.prompts, Mapping):
+            object.__setattr__(self, "prompts", tuple(sorted(self.prompts.items())))
+        object.__setattr__(self, "prompts", tuple((str(c), tuple(p)) for c, p in self.prompts))
+        if self.prompts:
+            self._check_prompts()
         if len(self.classes) < 2:
             raise SegcheckError(f"a dataset needs at least 2 classes, got {list(self.classes)}")
         if (self.mean is None) != (self.std is None):
@@ -78,9 +88,41 @@ class DatasetSpec:
                 f"ignore_index or anomaly_index; choose another value"
             )
 
+    def _check_prompts(self) -> None:
+        if len(self.classes) != 2:
+            raise SegcheckError(
+                f"a prompted dataset's masks are binary (classes background, foreground), got classes "
+                f"{list(self.classes)}"
+            )
+        for concept, prompts in self.prompts:
+            if not concept or not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+                raise SegcheckError(
+                    f"concept {concept!r} has prompts {list(prompts)}; each concept needs at least one "
+                    "non-empty prompt, e.g. prompts: {crack: [segment crack, segment wall crack]}"
+                )
+            if len(set(prompts)) != len(prompts):
+                raise SegcheckError(f"concept {concept!r} lists a prompt twice: {list(prompts)}")
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def prompted(self) -> bool:
+        """Whether samples are (image, concept) pairs asked for with text prompts."""
+        return bool(self.prompts)
+
+    @property
+    def concepts(self) -> tuple[str, ...]:
+        """The concepts of a prompted dataset, sorted (empty otherwise)."""
+        return tuple(c for c, _ in self.prompts)
+
+    def prompts_of(self, concept: str) -> tuple[str, ...]:
+        """``concept``'s prompts, canonical first; an error naming the concepts there are."""
+        for name, prompts in self.prompts:
+            if name == concept:
+                return prompts
+        raise SegcheckError(f"unknown concept {concept!r}; this dataset's concepts: {', '.join(self.concepts)}")
 
     @property
     def class_labels(self) -> bool:
@@ -143,6 +185,8 @@ class SegDataset(Protocol):
     ``spec.label_values``, or None in a split of ``spec.unlabelled_splits``. Images may
     differ in size (``eval.resize`` then decides, :mod:`segcheck.resize`). ``identity`` is a
     short string that names the data (e.g. ``"synthetic-streets:seed=0"``).
+    A prompted dataset (``spec.prompted``) also has ``pair(index) -> (image_id, concept)``:
+    sample ``index`` is that image's mask for that concept (0/1, or ``ignore_index``).
     """
 
     spec: DatasetSpec
@@ -162,6 +206,20 @@ def eval_indices(length: int, size: int, seed: int) -> list[int]:
         return list(range(length))
     rng = np.random.default_rng(seed)
     return sorted(rng.choice(length, size=size, replace=False).tolist())
+
+
+def concepts_of(dataset: SegDataset, indices: Sequence[int]) -> tuple[str, ...] | None:
+    """The concept of each sample of a prompted dataset (None for a closed-set one)."""
+    if not dataset.spec.prompted:
+        return None
+    concepts = tuple(dataset.pair(i)[1] for i in indices)
+    unknown = sorted(set(concepts) - set(dataset.spec.concepts))
+    if unknown:
+        raise SegcheckError(
+            f"samples name concepts {unknown} that the dataset's prompts do not declare "
+            f"({', '.join(dataset.spec.concepts)}); add their prompts to dataset.yaml"
+        )
+    return concepts
 
 
 def stack(dataset: SegDataset, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -198,6 +256,8 @@ class EvalData:
     ``batch_size`` is how many images one forward pass takes; ``size`` and ``seed`` are how
     the sample was drawn (other splits are sampled the same way); ``resize`` is the
     ``eval.resize`` policy every split read through :meth:`dataset` goes through.
+    ``concepts`` (a prompted dataset) name each sample's concept; :meth:`prompts` gives the
+    prompt each sample is asked with.
     """
 
     images: np.ndarray
@@ -210,6 +270,7 @@ class EvalData:
     size: int | None = None
     seed: int = 0
     resize: str = ""
+    concepts: tuple[str, ...] | None = None
 
     def __post_init__(self):
         resizing.parse(self.resize)
@@ -217,11 +278,29 @@ class EvalData:
         self.size = len(self.images) if self.size is None else self.size
         if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
             raise SegcheckError(f"eval images must be uint8 (N, H, W, 3), got {self.images.dtype} {self.images.shape}")
+        if self.spec.prompted != (self.concepts is not None):
+            raise SegcheckError("a prompted dataset's eval data names each sample's concept (and only it does)")
+        if self.concepts is not None:
+            self.concepts = tuple(self.concepts)
+            if len(self.concepts) != len(self.images):
+                raise SegcheckError(f"{len(self.concepts)} concepts for {len(self.images)} eval images")
+            for concept in set(self.concepts):
+                self.spec.prompts_of(concept)
         if self.masks is None:  # an unlabelled split: gates that need labels skip it
             return
         self.masks = np.asarray(self.masks).astype(np.int64, copy=False)
         if self.masks.shape != self.images.shape[:3]:
             raise SegcheckError(f"eval masks {self.masks.shape} do not match the images {self.images.shape[:3]}")
+
+    def prompts(self, choice: int | str | None = 0) -> list[str]:
+        """The prompt of each sample: its concept's prompt number ``choice`` (0: canonical;
+        ``choice`` past a concept's last paraphrase takes its last), or the same literal prompt
+        for all (``choice`` a string)."""
+        if self.concepts is None:
+            raise SegcheckError("these eval images have no concepts (not a prompted dataset); nothing to prompt with")
+        if isinstance(choice, str):
+            return [choice] * len(self.concepts)
+        return [self.spec.prompts_of(c)[min(choice or 0, len(self.spec.prompts_of(c)) - 1)] for c in self.concepts]
 
     def has_split(self, split: str) -> bool:
         """Whether :meth:`sample` can read ``split``."""
@@ -262,6 +341,8 @@ class EvalData:
         """The seeded eval sample of ``size`` images of ``split`` under the ``resize`` policy,
         keeping ``splits`` for the others."""
         dataset = resizing.resized(splits[split] if isinstance(splits, Mapping) else splits(split), resize)
-        images, masks = stack(dataset, eval_indices(len(dataset), size, seed))
+        indices = eval_indices(len(dataset), size, seed)
+        images, masks = stack(dataset, indices)
         identity = getattr(dataset, "identity", "dataset")
-        return cls(images, masks, dataset.spec, split, batch_size, splits, identity, size, seed, resize)
+        concepts = concepts_of(dataset, indices)
+        return cls(images, masks, dataset.spec, split, batch_size, splits, identity, size, seed, resize, concepts)

@@ -22,7 +22,9 @@ def segcheck_register_models(registry):
     (B, C, h, w), a dict with ``"out"`` (torchvision), or an object with ``.logits``.
     Recognised ``meta``: ``num_classes`` (the head size the builder is called with; default:
     the dataset's classes), ``mean``/``std`` (input normalization, pixel scale 0-1),
-    ``binary`` (one sigmoid channel for two classes), ``divisible_by`` (input size
+    ``binary`` (one sigmoid channel for two classes), ``prompted`` (a binary model whose
+    ``forward(x, prompts)`` takes one text prompt per image, a list of strings; the plugin
+    turns text into tokens or embeddings), ``divisible_by`` (input size
     constraint: inputs are padded to multiples of it wherever the module is called),
     ``aux_prefix`` (state-dict prefix of an auxiliary head; the builder then accepts
     ``aux_loss: bool``), ``frozen`` (parameter-name prefixes meant to get no gradient, e.g. a
@@ -47,7 +49,8 @@ def segcheck_register_datasets(registry):
 
     :param segcheck.registry.Registry registry: call ``registry.add(name, factory, **meta)``.
 
-    ``factory(root: pathlib.Path | None, split: str) -> segcheck.data.SegDataset``.
+    ``factory(root: pathlib.Path | None, split: str) -> segcheck.data.SegDataset``. A
+    prompted dataset declares ``spec.prompts`` and gives ``pair(index) -> (image_id, concept)``.
     Recognised ``meta``: ``needs_root`` (bool: ``--data-root`` required),
     ``description``. Any other key, or a name registered twice, is an error.
     """

@@ -38,7 +38,9 @@ class SegModel:
 
     ``binary`` models have one sigmoid channel for two classes; ``predict`` thresholds
     it at ``threshold``. Inputs whose sides are not multiples of ``divisible_by`` are
-    padded (replicate) and the logits cropped back.
+    padded (replicate) and the logits cropped back. A ``prompted`` module is called as
+    ``module(x, prompts)`` with one text prompt per image (its plugin turns text into what
+    the network needs); every call then takes ``prompts``, and no other call does.
     """
 
     def __init__(
@@ -51,8 +53,10 @@ class SegModel:
         divisible_by: int = 1,
         device: str | torch.device = "cpu",
         threshold: float = 0.5,
+        prompted: bool = False,
     ):
         self.module = module.to(device).eval()
+        self.prompted = prompted
         self.device = torch.device(device)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
@@ -77,15 +81,29 @@ class SegModel:
             y = None if y is None else F.pad(y, (0, pad_w, 0, pad_h), value=ignore_index)
         return x if y is None else (x, y)
 
-    def raw(self, x: torch.Tensor) -> torch.Tensor:
-        """The module's own logits for normalized ``x`` padded by :meth:`pad`, before any resizing."""
-        return output_tensor(self.module(self.pad(x)))
+    def call(self, x: torch.Tensor, prompts=None, module=None):
+        """``module`` (default: this one) on ``x`` as it is, with ``prompts`` when prompted:
+        the raw output; an error when prompts are missing, unwanted or not one per image."""
+        module = self.module if module is None else module
+        if not self.prompted:
+            if prompts is not None:
+                raise SegcheckError("this model takes no text prompt; call it without prompts")
+            return module(x)
+        if prompts is None or isinstance(prompts, str) or len(prompts) != len(x):
+            given = "none" if prompts is None else (repr(prompts) if isinstance(prompts, str) else len(prompts))
+            raise SegcheckError(f"a prompted model takes one text prompt per image: {len(x)} images, prompts {given}")
+        return module(x, list(prompts))
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (B, C, H, W) for normalized ``x`` (B, 3, H, W); gradients flow."""
+    def raw(self, x: torch.Tensor, prompts=None) -> torch.Tensor:
+        """The module's own logits for normalized ``x`` padded by :meth:`pad`, before any resizing."""
+        return output_tensor(self.call(self.pad(x), prompts))
+
+    def logits(self, x: torch.Tensor, prompts=None) -> torch.Tensor:
+        """Logits (B, C, H, W) for normalized ``x`` (B, 3, H, W) (and one prompt per image when
+        prompted); gradients flow."""
         h, w = x.shape[-2:]
         x = self.pad(x)
-        out = output_tensor(self.module(x))
+        out = output_tensor(self.call(x, prompts))
         if out.shape[-2:] != x.shape[-2:]:
             out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return out[..., :h, :w]
@@ -97,16 +115,18 @@ class SegModel:
         return logits.argmax(1)
 
     @torch.no_grad()
-    def predict(self, x: torch.Tensor, batch_size: int = 8) -> tuple[np.ndarray, bool]:
-        """Class maps (N, H, W) int64 for normalized ``x``, and whether every logit was finite."""
+    def predict(self, x: torch.Tensor, batch_size: int = 8, prompts=None) -> tuple[np.ndarray, bool]:
+        """Class maps (N, H, W) int64 for normalized ``x`` (``prompts``: one per image, when
+        prompted), and whether every logit was finite."""
         labels, finite = [], True
         for start in range(0, len(x), batch_size):
-            out = self.logits(x[start : start + batch_size].to(self.device))
+            part = None if prompts is None else prompts[start : start + batch_size]
+            out = self.logits(x[start : start + batch_size].to(self.device), part)
             finite &= bool(torch.isfinite(out).all())
             labels.append(self.labels(out).cpu().numpy())
         return np.concatenate(labels), finite
 
-    def predict_pixels(self, pixels, batch_size: int = 8) -> tuple[np.ndarray, bool]:
+    def predict_pixels(self, pixels, batch_size: int = 8, prompts=None) -> tuple[np.ndarray, bool]:
         """``predict`` for pixel-scale images (N, H, W, 3), normalizing batch by batch; a long
         pass reports its progress (``segcheck.progress``)."""
         from segcheck.progress import forward_pass
@@ -114,11 +134,24 @@ class SegModel:
         labels, finite = [], True
         with forward_pass(len(pixels)) as done:
             for start in range(0, len(pixels), batch_size):
-                part, ok = self.predict(self.normalize(pixels[start : start + batch_size]), batch_size)
-                labels.append(part)
+                part = None if prompts is None else prompts[start : start + batch_size]
+                out, ok = self.predict(self.normalize(pixels[start : start + batch_size]), batch_size, part)
+                labels.append(out)
                 finite &= ok
-                done(len(part))
+                done(len(out))
         return np.concatenate(labels), finite
+
+    @torch.no_grad()
+    def probabilities(self, pixels, batch_size: int = 8, prompts=None) -> np.ndarray:
+        """Foreground probabilities (N, H, W) float32 of a binary model for pixel-scale images."""
+        if not self.binary:
+            raise SegcheckError("probabilities are those of a binary (one sigmoid channel) model")
+        out = []
+        for start in range(0, len(pixels), batch_size):
+            part = None if prompts is None else prompts[start : start + batch_size]
+            logits = self.logits(self.normalize(pixels[start : start + batch_size]), part)
+            out.append(torch.sigmoid(logits[:, 0].float()).cpu().numpy())
+        return np.concatenate(out)
 
 
 @contextmanager
@@ -244,14 +277,17 @@ class ModelUnderTest(SegModel):
             divisible_by=self.divisible_by,
             device=self.device,
             threshold=self.threshold,
+            prompted=self.prompted,
         )
 
     def predictions(self, data) -> Predictions:
-        """The forward pass over ``data``'s eval images (an ``EvalData``), computed once and shared
-        (again only if the weights changed in place since)."""
+        """The forward pass over ``data``'s eval images (an ``EvalData``; a prompted model is
+        asked with each sample's canonical prompt), computed once and shared (again only if the
+        weights changed in place since)."""
 
         def forward() -> Predictions:
-            labels, finite = self.predict_pixels(data.images, data.batch_size)
+            prompts = data.prompts() if self.prompted else None
+            labels, finite = self.predict_pixels(data.images, data.batch_size, prompts)
             miou = data.score(labels) if data.masks is not None else float("nan")
             return Predictions(labels, finite, miou)
 

@@ -83,7 +83,18 @@ class SegcheckState:
         evals = given(
             size="segcheck_eval_size", mean="segcheck_mean", std="segcheck_std", resize="segcheck_eval_resize"
         )
-        return open_session(opt("segcheck_plugin"), path, {"target": target, "eval": evals})
+        return open_session(opt("segcheck_plugin"), path, {"target": target, "eval": evals}, self.suite_target())
+
+    def suite_target(self) -> dict:
+        """The default target of the gate suite on the command line (``SEGCHECK_DEFAULT_TARGET``
+        in its conftest, e.g. suites/prompted's prompted model); segcheck's own when suites
+        with different defaults run together."""
+        plugins = self.pytest_config.pluginmanager.get_plugins()
+        suites = [
+            getattr(p, "SEGCHECK_DEFAULT_TARGET", {}) for p in plugins if getattr(p, "SEGCHECK_GATE_SUITE", False)
+        ]
+        distinct = {tuple(sorted(d.items())) for d in suites}
+        return dict(next(iter(distinct))) if len(distinct) == 1 else {}
 
     @property
     def plugins(self):

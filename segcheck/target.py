@@ -165,6 +165,7 @@ def load_model(plugins: Plugins, spec: TargetSpec, data: EvalData) -> ModelUnder
     entry = plugins.models.get(spec.model)
     path = spec.checkpoint
     check_checkpoint_path(entry, path)
+    check_prompted(entry, spec, data)
     folder = path is not None and Path(path).is_dir()
     sidecar = ckpt.read_sidecar(path) if path is not None else None
     _check_sidecar_classes(sidecar, path, spec, data)
@@ -203,7 +204,26 @@ def load_model(plugins: Plugins, spec: TargetSpec, data: EvalData) -> ModelUnder
         binary=bool(meta.get("binary")),
         divisible_by=meta.get("divisible_by", 1),
         device=resolve_device(spec.device),
+        prompted=bool(meta.get("prompted")),
     )
+
+
+def check_prompted(entry: Entry, spec: TargetSpec, data: EvalData) -> None:
+    """A prompted model needs a dataset with prompts, and a dataset with prompts a prompted
+    model (a model per prompt would be judged on every concept's masks without a word)."""
+    model_prompted, data_prompted = bool(entry.meta.get("prompted")), data.spec.prompted
+    if model_prompted and not data_prompted:
+        raise SegcheckError(
+            f"model {spec.model!r} takes a text prompt, but dataset {spec.dataset!r} declares no prompts; "
+            "use a prompted dataset (prompted-folder with prompts in dataset.yaml, synthetic-drywall)"
+        )
+    if data_prompted and not model_prompted:
+        raise SegcheckError(
+            f"dataset {spec.dataset!r} asks for concepts by prompt ({', '.join(data.spec.concepts)}), but model "
+            f"{spec.model!r} takes no prompt; register it with prompted=True and a forward(x, prompts)"
+        )
+    if model_prompted and not entry.meta.get("binary"):
+        raise SegcheckError(f"model {spec.model!r} is prompted, so it must be binary (one sigmoid channel)")
 
 
 #: model metadata that may be a function of the built module (it depends on the model args)

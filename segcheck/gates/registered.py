@@ -17,8 +17,18 @@ from segcheck.registry import Registry
 
 #: what a gate may need of its target: an unmet need is a SKIP with its reason, except
 #: ``finite_logits`` (the gate judges the model's predictions): unmet, the gate is an ERROR;
-#: ``varied_prediction``: a pass on a clean prediction of one class everywhere is a SKIP
-NEEDS = ("labels", "train_split", "held_out_split", "fresh_model", "cuda", "finite_logits", "varied_prediction")
+#: ``varied_prediction``: a pass on a clean prediction of one class everywhere is a SKIP;
+#: ``prompts``: a prompted model on a prompted dataset (a gate without it skips a prompted model)
+NEEDS = (
+    "labels",
+    "prompts",
+    "train_split",
+    "held_out_split",
+    "fresh_model",
+    "cuda",
+    "finite_logits",
+    "varied_prediction",
+)
 #: cost markers: pytest markers the gate's test carries (``-m "not train"``)
 MARKERS = ("train", "gpu", "fleet")
 GATE_META = ("section", "defaults", "needs", "markers", "suite", "description", "figures")
@@ -87,6 +97,10 @@ def unmet_need(gate: Gate, target, config: dict) -> str | None:
     """Why ``target`` cannot be judged by ``gate`` (the SKIP reason), or None when it can."""
     data, model = target.data, target.model
     cfg = config.get(gate.section, {}) if gate.section else {}
+    if "prompts" in gate.needs and not (getattr(model, "prompted", False) and data.spec.prompted):
+        return f"{gate.name} judges a text-prompted model on a dataset with prompts; this target is closed-set"
+    if "prompts" not in gate.needs and getattr(model, "prompted", False):
+        return f"{gate.name} is a closed-set gate; this model takes a text prompt (run suites/prompted)"
     for need in gate.needs:
         if need == "labels" and data.masks is None:
             return f"{gate.name} needs labelled eval masks; the eval split {data.split!r} has none"

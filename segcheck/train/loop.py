@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from segcheck import SegcheckError
 from segcheck.data import DatasetSpec, EvalData
-from segcheck.loss import pixel_loss
+from segcheck.loss import dice_loss, pixel_loss
 from segcheck.model import SegModel, output_tensor, seeded
 from segcheck.train import augment
 from segcheck.train.recipes import Recipe
@@ -21,19 +21,20 @@ NOISE_SIGMA = 0.05  # pixel scale 0-1, for the consistency loss
 AUX_WEIGHT = 0.5  # torchvision's auxiliary-loss weight
 
 
-def forward(model: torch.nn.Module, x: torch.Tensor, recipe: Recipe, std: torch.Tensor) -> list:
+def forward(model: torch.nn.Module, x: torch.Tensor, recipe: Recipe, std: torch.Tensor, prompts=None) -> list:
     """One forward pass over the clean batch plus the recipe's extra views, split back.
 
     Returns ``[clean]``, then a noisy copy (sigma 0.05 in pixel scale) when the recipe uses
     consistency, then pure noise when it uses outlier exposure: a single pass keeps DDP and
-    batch-norm statistics simple.
+    batch-norm statistics simple. A prompted model gets ``prompts`` (one per image) for every view.
     """
     views = [x]
     if recipe.consistency:
         views.append(x + torch.randn_like(x) * (NOISE_SIGMA / std))
     if recipe.outlier_exposure:
         views.append(torch.randn_like(x))
-    output = model(torch.cat(views) if len(views) > 1 else x)
+    batch = torch.cat(views) if len(views) > 1 else x
+    output = model(batch) if prompts is None else model(batch, list(prompts) * len(views))
     return _split(output, len(views))
 
 
@@ -60,7 +61,13 @@ def criterion(
     reconstruction + OE + entropy maximization on the ``pasted`` outlier pixels (B, H, W)."""
     clean, extra = outputs[0], list(outputs[1:])
     logits = _at_size(output_tensor(clean), y.shape[-2:]).float()
-    loss = pixel_loss(logits, y, spec, binary, class_weights)
+    if (recipe.balanced or recipe.dice or recipe.focal) and not binary:
+        raise SegcheckError(
+            f"recipe {recipe.name!r} uses balanced/dice/focal, which are losses of a binary (one sigmoid channel) model"
+        )
+    loss = pixel_loss(logits, y, spec, binary, class_weights, focal=recipe.focal)
+    if recipe.dice:
+        loss = loss + recipe.dice * dice_loss(logits, y, spec)
     if isinstance(clean, dict) and clean.get("aux") is not None:
         loss = loss + AUX_WEIGHT * pixel_loss(
             _at_size(clean["aux"], y.shape[-2:]).float(), y, spec, binary, class_weights
@@ -90,11 +97,41 @@ def _at_size(t: torch.Tensor, size) -> torch.Tensor:
     return t if t.shape[-2:] == size else F.interpolate(t, size=size, mode="bilinear", align_corners=False)
 
 
-def train_one_epoch(model, segmodel, loader, optimizer, scheduler, recipe, spec, g, device, bar) -> float:
+def sample_prompts(concepts: torch.Tensor, spec: DatasetSpec, g: torch.Generator) -> list[str]:
+    """One prompt per sample: a random one of its concept's prompts (concepts are indices into
+    ``spec.concepts``)."""
+    prompts = []
+    for concept in concepts.tolist():
+        choices = spec.prompts_of(spec.concepts[concept])
+        prompts.append(choices[int(torch.randint(len(choices), (1,), generator=g))])
+    return prompts
+
+
+def class_weights(recipe: Recipe, dataset, samples: int = 256) -> torch.Tensor | None:
+    """``recipe.balanced``: the weights (1, (1 - f) / f) of a binary dataset, ``f`` the foreground
+    fraction of the counted pixels of its first ``samples`` masks; otherwise None."""
+    if not recipe.balanced:
+        return None
+    spec, positive, counted = dataset.spec, 0, 0
+    for i in range(min(samples, len(dataset))):
+        mask = torch.as_tensor(dataset[i][1])
+        keep = spec.counted(mask)
+        positive, counted = positive + int((mask[keep] == 1).sum()), counted + int(keep.sum())
+    if positive == 0:
+        raise SegcheckError(f"recipe {recipe.name!r} balances the positives, but the first {samples} masks have none")
+    fraction = positive / counted
+    return torch.tensor([1.0, (1 - fraction) / fraction])
+
+
+def train_one_epoch(
+    model, segmodel, loader, optimizer, scheduler, recipe, spec, g, device, bar, class_weights=None
+) -> float:
     model.train()
     total, seen = 0.0, 0
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    for images, masks in loader:
+    for batch in loader:
+        images, masks = batch[:2]
+        prompts = sample_prompts(batch[2], spec, g) if len(batch) > 2 else None
         if recipe.photometric:
             images = augment.photometric(images, g)
         x = segmodel.normalize(images.to(device, non_blocking=True))
@@ -115,8 +152,8 @@ def train_one_epoch(model, segmodel, loader, optimizer, scheduler, recipe, spec,
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with amp:
-            outputs = forward(model, x, recipe, segmodel.std)
-            loss = criterion(outputs, x, y, recipe, spec, segmodel.binary, pasted=pasted)
+            outputs = forward(model, x, recipe, segmodel.std, prompts)
+            loss = criterion(outputs, x, y, recipe, spec, segmodel.binary, class_weights, pasted=pasted)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -169,6 +206,7 @@ def _fit(segmodel, batch, steps, lr, spec, stop, class_weights) -> int:
 
 
 def evaluate(segmodel: SegModel, data: EvalData) -> float:
-    """mIoU of ``segmodel`` on the eval sample ``data``."""
+    """mIoU of ``segmodel`` on the eval sample ``data`` (a prompted model: canonical prompts)."""
     segmodel.module.eval()
-    return data.score(segmodel.predict_pixels(data.images, data.batch_size)[0])
+    prompts = data.prompts() if segmodel.prompted else None
+    return data.score(segmodel.predict_pixels(data.images, data.batch_size, prompts)[0])

@@ -22,6 +22,11 @@ class Recipe:
     images (entropy maximization, ``augment.paste_outliers``; their pixels are left out of
     the cross-entropy), which teaches the model to be unsure on what it does not know. The
     torchvision auxiliary loss (weight 0.5) is used whenever the model returns ``"aux"``.
+    Binary models (one sigmoid channel): ``balanced`` weighs each positive pixel by
+    ``(1 - f) / f``, ``f`` the training masks' foreground fraction (weighted BCE); ``dice``:
+    weight of a soft Dice loss on the foreground; ``focal``: the focusing parameter gamma of a
+    focal loss in place of the plain per-pixel loss (0: off). A prompted model is asked, for
+    each sample, with one of its concept's prompts drawn at random (paraphrases included).
     """
 
     name: str
@@ -37,6 +42,9 @@ class Recipe:
     recon: float = 0.0
     outlier_exposure: float = 0.0
     outlier_paste: float = 0.0
+    balanced: bool = False
+    dice: float = 0.0
+    focal: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,6 +59,10 @@ class Recipe:
 RECIPES = {
     "naive": Recipe("naive"),
     "robust": Recipe("robust", flips=True, rolls=True, photometric=True, outlier_paste=0.03),
+    # binary (prompted) models: plain BCE, the field report's collapse to background; focal; weighted BCE + Dice
+    "naive-binary": Recipe("naive-binary"),
+    "focal-binary": Recipe("focal-binary", focal=2.0),
+    "robust-binary": Recipe("robust-binary", balanced=True, dice=1.0),
 }
 
 

@@ -83,6 +83,7 @@ def train(
     session = open_session(plugin_specs)
     entry, splits = session.plugins.models.get(model), _splits(session.plugins, dataset, data_root)
     train_set = _Pairs(splits("train"))
+    weights = loop.class_weights(recipe, train_set.dataset)
     dev = _device(device, world)
     torch.manual_seed(seed)
     segmodel, model_kwargs = _fresh(entry, train_set.dataset.spec, recipe, dev, model_args or {})
@@ -116,7 +117,7 @@ def train(
             loader = _loader(train_set, recipe.batch_size, sampler, epoch_seed, dev)
             g = torch.Generator().manual_seed(epoch_seed)
             loop.train_one_epoch(
-                net, segmodel, loader, optimizer, scheduler, recipe, train_set.dataset.spec, g, dev, bar
+                net, segmodel, loader, optimizer, scheduler, recipe, train_set.dataset.spec, g, dev, bar, weights
             )
             if rank == 0:
                 _save_state(state_path, epoch + 1, module, optimizer, scheduler, recipe)
@@ -207,7 +208,14 @@ def _fresh(entry, spec, recipe: Recipe, dev: torch.device, model_args: dict) -> 
         binary=bool(meta.get("binary")),
         divisible_by=meta["divisible_by"] if "divisible_by" in meta else 1,
         device=dev,
+        prompted=bool(meta.get("prompted")),
     )
+    if segmodel.prompted != spec.prompted:
+        raise SegcheckError(
+            f"model {entry.name!r} {'takes' if segmodel.prompted else 'takes no'} text prompts, but the training "
+            f"data {'declares none' if segmodel.prompted else 'asks by prompt'}; train a prompted model on a "
+            "prompted dataset (and a closed-set model on a closed-set one)"
+        )
     if dev.type == "cuda":
         module.to(memory_format=torch.channels_last)
     return segmodel, model_kwargs
@@ -244,7 +252,8 @@ def _restore(path: Path, module, optimizer, scheduler, recipe: Recipe) -> int:
 
 
 class _Pairs(torch.utils.data.Dataset):
-    """A SegDataset as tensors (uint8 image (H, W, 3), int64 mask) for the DataLoader."""
+    """A SegDataset as tensors (uint8 image (H, W, 3), int64 mask) for the DataLoader; a
+    prompted dataset's samples also give their concept's index in ``spec.concepts``."""
 
     def __init__(self, dataset):
         self.dataset = dataset
@@ -254,4 +263,7 @@ class _Pairs(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         image, mask = self.dataset[i]
-        return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.asarray(mask, dtype=np.int64))
+        pair = torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.asarray(mask, dtype=np.int64))
+        if not self.dataset.spec.prompted:
+            return pair
+        return (*pair, self.dataset.spec.concepts.index(self.dataset.pair(i)[1]))
