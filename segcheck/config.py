@@ -57,6 +57,12 @@ DEFAULTS: dict[str, dict] = {
         "size_reference": 2097152,
         "max_known_miou_drop": 0.10,
     },
+    # text-prompted binary models (suites/prompted), per concept and prompt
+    "prompt_metrics": {"min_iou": 0.30},
+    "prompted_collapse": {"min_positive_ratio": 0.5},
+    "prompted_noise_input": {"max_iou": 0.10, "max_ratio": 0.7, "seed": 0},
+    "prompt_sensitivity": {"min_gap": 0.10},
+    "paraphrase_consistency": {"min_iou": 0.80},
     # fleet-level (a run of several targets): the fleet_spread finding and the cross_dataset gate
     "fleet_spread": {"max_fail_fraction": 0.5, "min_tag_spread": 0.01},
     "cross_dataset": {"min_spread": 0.0},
@@ -112,6 +118,9 @@ RANGES: dict[str, str] = {
     "max_fail_fraction": "[0, 1)",
     "min_tag_spread": "[0, 1]",
     "min_spread": "[0, 1]",
+    "min_iou": "[0, 1]",
+    "max_iou": "(0, 1]",
+    "min_positive_ratio": "[0, inf)",
 }
 
 

@@ -240,6 +240,28 @@ def threshold_sweep(details: dict) -> Figure:
     return plot("threshold_sweep", "binary threshold sweep: foreground IoU per threshold", curve)
 
 
+def prompted_collapse(target, result, cfg: dict) -> list[Figure]:
+    """The threshold sweep of each concept (foreground IoU per threshold, canonical prompt)."""
+    concepts = result.details["concepts"]
+
+    def curves(figure):
+        ax = figure.add_subplot()
+        for concept, d in concepts.items():
+            points = sorted((float(t), v) for t, v in d["threshold_sweep"].items())
+            ax.plot([t for t, _ in points], [v for _, v in points], "o-", label=concept)
+            if d.get("best_threshold") is not None:
+                ax.axvline(d["best_threshold"], ls=":", color=ax.lines[-1].get_color(), lw=1)
+        threshold = result.details["threshold"]
+        ax.axvline(threshold, ls="--", color="black", lw=1, label=f"model threshold {threshold:g}")
+        ax.set_xlabel("probability threshold (foreground = p > threshold); dotted: each concept's best")
+        ax.set_ylabel("foreground IoU")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.05)
+        ax.legend(fontsize=8)
+
+    return [plot("threshold_sweep", "threshold sweep per concept: foreground IoU per threshold", curves)]
+
+
 def anomaly_detection(target, result, cfg: dict) -> list[Figure]:
     """The scorer's ROC and PR curves, and its score maps on anomaly-split images."""
     from segcheck.anomaly import evaluate, score_maps

@@ -13,7 +13,15 @@ import pytest
 from segcheck import SegcheckError
 from segcheck import config as segconfig
 from segcheck.fleet import failed_fleet_gates, fleet_lines, fleet_view, shard_of, spec_row
-from segcheck.report import GateRecord, anomaly_lines, anomaly_tables, summary_table, write_json
+from segcheck.report import (
+    GateRecord,
+    anomaly_lines,
+    anomaly_tables,
+    prompt_lines,
+    prompt_tables,
+    summary_table,
+    write_json,
+)
 
 # options that name what is under test: given explicitly, the target is resolved at start-up
 TARGET_OPTIONS = (
@@ -282,6 +290,11 @@ class SegcheckState:
         if tables:
             terminalreporter.section("segcheck anomaly scorers")
             for line in anomaly_lines(tables):
+                terminalreporter.write_line(line)
+        prompts = prompt_tables(self._sorted())
+        if prompts:
+            terminalreporter.section("segcheck prompts: foreground per concept and prompt")
+            for line in prompt_lines(prompts):
                 terminalreporter.write_line(line)
         if self.fleet is not None:
             terminalreporter.section("segcheck fleet")

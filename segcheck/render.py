@@ -144,8 +144,13 @@ class Page:
         return rows
 
     def extra_sections(self) -> list[tuple[str, object]]:
-        """(title, value) of the report's other tables: the fleet view, the anomaly scorers."""
-        titles = {"fleet": "Fleet", "anomaly": "Anomaly scorers"}
+        """(title, value) of the report's other tables: the fleet view, the anomaly scorers, the
+        prompted models' per-prompt foreground metrics."""
+        titles = {
+            "fleet": "Fleet",
+            "anomaly": "Anomaly scorers",
+            "prompted": "Prompts: foreground per concept and prompt",
+        }
         return [(title, self.report[key]) for key, title in titles.items() if self.report.get(key)]
 
     # --- HTML -----------------------------------------------------------------------------

@@ -150,6 +150,34 @@ def anomaly_lines(tables: dict[str, dict]) -> list[str]:
     return lines
 
 
+PROMPT_COLUMNS = ("concept", "prompt", "IoU", "Dice", "pixel acc", "precision", "recall")
+_PROMPT_KEYS = ("iou", "dice", "pixel_accuracy", "precision", "recall")
+
+
+def prompt_tables(records: list[GateRecord]) -> dict[str, list[dict]]:
+    """Per target: one row per (concept, prompt) of its ``prompt_metrics`` record: foreground
+    IoU, Dice, pixel accuracy, precision and recall (what a prompted model is judged by, not a
+    background+foreground mIoU)."""
+    tables: dict[str, list[dict]] = {}
+    for r in records:
+        if r.gate != "prompt_metrics" or "per_prompt" not in r.details:
+            continue
+        rows = tables.setdefault(r.target, [])
+        for concept, prompts in r.details["per_prompt"].items():
+            for prompt, scores in prompts.items():
+                rows.append({"concept": concept, "prompt": prompt, **{k: scores[k] for k in _PROMPT_KEYS}})
+    return tables
+
+
+def prompt_lines(tables: dict[str, list[dict]]) -> list[str]:
+    """The per-prompt foreground table of each target, as terminal lines."""
+    lines = []
+    for target, table in tables.items():
+        rows = [PROMPT_COLUMNS] + [(r["concept"], r["prompt"], *(f"{r[k]:.3f}" for k in _PROMPT_KEYS)) for r in table]
+        lines += [f"{target}:", *_aligned(rows)]
+    return lines
+
+
 def _aligned(rows: list[tuple]) -> list[str]:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
@@ -173,5 +201,8 @@ def write_json(path: Path, targets: dict[str, dict], thresholds: dict, records: 
     tables = anomaly_tables(records)
     if tables:
         report["anomaly"] = tables
+    prompts = prompt_tables(records)
+    if prompts:
+        report["prompted"] = prompts
     path.write_text(json.dumps(report, indent=2, sort_keys=True, default=_jsonable) + "\n")
     return path

@@ -18,6 +18,13 @@ from segcheck.gates.labels import label_integrity
 from segcheck.gates.noise import noise_input
 from segcheck.gates.overfit import overfit_tiny
 from segcheck.gates.prior import positional_prior
+from segcheck.gates.prompted import (
+    paraphrase_consistency,
+    prompt_metrics,
+    prompt_sensitivity,
+    prompted_collapse,
+    prompted_noise_input,
+)
 from segcheck.gates.registered import Gate, GateRegistry, NotApplicable, unmet_need
 from segcheck.gates.result import GateResult
 from segcheck.gates.split_gap import NoHeldOutSplit, generalization
@@ -48,7 +55,12 @@ __all__ = [
     "output_size",
     "overfit_tiny",
     "perturbation_stability",
+    "paraphrase_consistency",
     "positional_prior",
+    "prompt_metrics",
+    "prompt_sensitivity",
+    "prompted_collapse",
+    "prompted_noise_input",
     "prediction_collapse",
     "shift_equivariance",
     "unmet_need",

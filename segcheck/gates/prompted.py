@@ -1,0 +1,327 @@
+"""Gates of text-prompted binary models (suite ``prompted``), per concept and per prompt.
+
+Every number is a foreground metric pooled over the eval samples of one concept (the pixels
+of all its (image, concept) pairs, ``ignore_index`` out), never a background+foreground mIoU:
+with a few percent of foreground, "background everywhere" scores 0.49 mIoU and 95% pixel
+accuracy, and foreground IoU 0. The model is asked with each concept's canonical prompt
+(the first) unless a gate says otherwise; each set of prompts is one shared forward pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segcheck import SegcheckError, gate_figures
+from segcheck.gates.collapse import SWEEP
+from segcheck.gates.noise import noise_images
+from segcheck.gates.registered import NotApplicable
+from segcheck.gates.result import GateResult
+from segcheck.hookspecs import hookimpl
+from segcheck.target import Target
+
+NEEDS = ("labels", "prompts")
+
+
+def probabilities(target: Target, prompts: list[str], images: np.ndarray | None = None, key: str = "") -> np.ndarray:
+    """Foreground probabilities (N, H, W) of the model asked with ``prompts`` (one per sample)
+    on the eval images (or ``images``, named by ``key``), computed once per run and weights;
+    non-finite probabilities are an error (the gate cannot judge them)."""
+    data, model = target.data, target.model
+    pixels = data.images if images is None else images
+
+    def forward() -> np.ndarray:
+        probs = model.probabilities(pixels, data.batch_size, prompts)
+        if not np.isfinite(probs).all():
+            raise SegcheckError(
+                "the model's logits are not finite (NaN/inf) when asked with these prompts; no prompted gate "
+                "can judge it (check the checkpoint and the input normalization)"
+            )
+        return probs
+
+    return model.memo(f"prompted:{key}:{'|'.join(prompts)}", data, forward)
+
+
+def confusion(pred: np.ndarray, masks: np.ndarray, ignore_index: int) -> dict[str, int]:
+    """Foreground true/false positives/negatives of boolean ``pred`` vs 0/1 ``masks``."""
+    keep = masks != ignore_index
+    truth, pred = masks[keep] == 1, pred[keep]
+    tp, fp = int((pred & truth).sum()), int((pred & ~truth).sum())
+    fn, tn = int((~pred & truth).sum()), int((~pred & ~truth).sum())
+    return {"tp": tp, "fp": fp, "fn": fn, "tn": tn}
+
+
+def scores(c: dict[str, int]) -> dict[str, float]:
+    """Foreground IoU, Dice, precision and recall, and pixel accuracy of confusion ``c`` (NaN
+    where undefined: no foreground predicted nor true)."""
+    ratio = lambda a, b: a / b if b else float("nan")  # noqa: E731
+    return {
+        "iou": ratio(c["tp"], c["tp"] + c["fp"] + c["fn"]),
+        "dice": ratio(2 * c["tp"], 2 * c["tp"] + c["fp"] + c["fn"]),
+        "precision": ratio(c["tp"], c["tp"] + c["fp"]),
+        "recall": ratio(c["tp"], c["tp"] + c["fn"]),
+        "pixel_accuracy": ratio(c["tp"] + c["tn"], sum(c.values())),
+        "true_fraction": ratio(c["tp"] + c["fn"], sum(c.values())),
+        "predicted_fraction": ratio(c["tp"] + c["fp"], sum(c.values())),
+    }
+
+
+def by_concept(target: Target) -> dict[str, np.ndarray]:
+    """Indices of the eval samples of each concept present in the eval sample (sorted)."""
+    concepts = np.array(target.data.concepts)
+    return {c: np.flatnonzero(concepts == c) for c in target.data.spec.concepts if (concepts == c).any()}
+
+
+def concept_scores(target: Target, probs: np.ndarray, threshold: float | None = None) -> dict[str, dict]:
+    """Per concept: the foreground scores of ``probs > threshold`` (the model's) on its samples."""
+    t = target.model.threshold if threshold is None else threshold
+    masks, ignore = target.data.masks, target.data.spec.ignore_index
+    return {c: scores(confusion(probs[i] > t, masks[i], ignore)) for c, i in by_concept(target).items()}
+
+
+def fmt(value: float) -> str:
+    return "nan" if not np.isfinite(value) else f"{value:.3f}"
+
+
+def _worst(values: dict[str, float]) -> tuple[str, float]:
+    """The key of the lowest value (NaN counts as lowest: nothing was measured there)."""
+    key = min(values, key=lambda k: values[k] if np.isfinite(values[k]) else -np.inf)
+    return key, values[key]
+
+
+def prompt_metrics(target: Target, cfg: dict) -> GateResult:
+    """Foreground IoU, Dice, pixel accuracy, precision and recall per concept and prompt.
+
+    Passes when every concept's foreground IoU with its canonical prompt is >= ``min_iou``;
+    the paraphrases' numbers are reported beside it (paraphrase_consistency judges them).
+    """
+    data = target.data
+    table, canonical = {}, {}
+    for choice in range(max(len(data.spec.prompts_of(c)) for c in data.spec.concepts)):
+        prompts = data.prompts(choice)
+        per = concept_scores(target, probabilities(target, prompts))
+        for concept in per:
+            asked = data.spec.prompts_of(concept)
+            if choice < len(asked):
+                table.setdefault(concept, {})[asked[choice]] = per[concept]
+                if choice == 0:
+                    canonical[concept] = per[concept]["iou"]
+    worst, value = _worst(canonical)
+    listed = "; ".join(
+        f"{c} IoU {fmt(s[data.spec.prompts_of(c)[0]]['iou'])} Dice {fmt(s[data.spec.prompts_of(c)[0]]['dice'])} "
+        f"pixel accuracy {fmt(s[data.spec.prompts_of(c)[0]]['pixel_accuracy'])}"
+        for c, s in table.items()
+    )
+    passed = bool(np.isfinite(value) and value >= cfg["min_iou"])
+    message = f"foreground per concept (canonical prompt): {listed}"
+    if not passed:
+        acc = table[worst][data.spec.prompts_of(worst)[0]]["pixel_accuracy"]
+        message += (
+            f": {worst!r} foreground IoU {fmt(value)} < {cfg['min_iou']:.2f} while pixel accuracy is {fmt(acc)}: "
+            "accuracy counts the background; see prompted_collapse for the threshold sweep"
+        )
+    return GateResult(
+        "prompt_metrics",
+        value,
+        cfg["min_iou"],
+        passed,
+        message,
+        rule="value >= threshold",
+        details={"per_prompt": table, "worst_concept": worst},
+    )
+
+
+def prompted_collapse(target: Target, cfg: dict) -> GateResult:
+    """Does the model predict foreground where the masks have it, per concept?
+
+    For each concept (canonical prompt): the probability range, the predicted and true
+    foreground fractions at the model's threshold, and a threshold sweep 0.1..0.9 (foreground
+    IoU; the best threshold reported). Passes when every concept with foreground in its masks
+    has predicted fraction >= ``min_positive_ratio`` x true fraction.
+    """
+    data, model = target.data, target.model
+    probs = probabilities(target, data.prompts())
+    concepts, ratios, problems = {}, {}, []
+    for concept, idx in by_concept(target).items():
+        at = concept_scores(target, probs)[concept]
+        sweep = {t: concept_scores(target, probs, t)[concept]["iou"] for t in SWEEP}
+        finite = {t: v for t, v in sweep.items() if np.isfinite(v)}
+        best = max(finite, key=finite.get) if finite else None
+        low, high = float(probs[idx].min()), float(probs[idx].max())
+        concepts[concept] = {
+            "probability_range": [low, high],
+            "true_fraction": at["true_fraction"],
+            "predicted_fraction": at["predicted_fraction"],
+            "threshold_iou": at["iou"],
+            "threshold_sweep": sweep,
+            "best_threshold": best,
+            "best_iou": finite.get(best, float("nan")),
+        }
+        if at["true_fraction"] > 0:
+            ratios[concept] = at["predicted_fraction"] / at["true_fraction"]
+            if ratios[concept] < cfg["min_positive_ratio"]:
+                hint = (
+                    f"the sweep's best threshold is {best:g} (IoU {finite[best]:.3f} vs {fmt(at['iou'])} at "
+                    f"{model.threshold:g})"
+                    if best is not None
+                    else "no threshold of the sweep gives any foreground"
+                )
+                problems.append(
+                    f"{concept!r}: foreground predicted on {at['predicted_fraction']:.2%} of pixels vs "
+                    f"{at['true_fraction']:.2%} true (ratio {ratios[concept]:.2f}), probabilities "
+                    f"{low:.3f}..{high:.3f}; {hint}"
+                )
+    if not ratios:
+        raise NotApplicable("no concept of the eval sample has foreground in its masks; nothing can collapse")
+    worst, value = _worst(ratios)
+    measured = "; ".join(
+        f"{c}: predicted {d['predicted_fraction']:.2%} vs true {d['true_fraction']:.2%}, probabilities "
+        f"{d['probability_range'][0]:.3f}..{d['probability_range'][1]:.3f}, best threshold "
+        f"{'-' if d['best_threshold'] is None else format(d['best_threshold'], 'g')} (IoU {fmt(d['best_iou'])})"
+        for c, d in concepts.items()
+    )
+    message = measured if not problems else (
+        f"collapse to background at threshold {model.threshold:g}: {'; '.join(problems)}: the loss lets "
+        "'background everywhere' win (class imbalance: weigh the positives, add Dice) or the threshold is wrong"
+    )  # fmt: skip
+    return GateResult(
+        "prompted_collapse",
+        value,
+        cfg["min_positive_ratio"],
+        not problems,
+        message,
+        rule="value >= threshold (predicted / true foreground fraction, worst concept)",
+        details={"concepts": concepts, "threshold": model.threshold, "worst_concept": worst},
+    )
+
+
+def prompted_noise_input(target: Target, cfg: dict) -> GateResult:
+    """Noise instead of the eval images, asked with each sample's canonical prompt, scored
+    against the real masks: the worst (noise kind, concept) foreground IoU must be <
+    ``max_iou`` and < ``max_ratio`` x that concept's real foreground IoU."""
+    data = target.data
+    prompts = data.prompts()
+    real = {c: s["iou"] for c, s in concept_scores(target, probabilities(target, prompts)).items()}
+    kinds = {}
+    for kind, images in noise_images(target, cfg["seed"]):
+        kinds[kind] = {
+            c: s["iou"] for c, s in concept_scores(target, probabilities(target, prompts, images, kind)).items()
+        }
+    finite = [(v, k, c) for k, per in kinds.items() for c, v in per.items() if np.isfinite(v)]
+    value, kind, concept = max(finite) if finite else (0.0, "-", "-")
+    bad = [
+        f"{k}/{c} {v:.3f}"
+        for v, k, c in finite
+        if v >= cfg["max_iou"] or not (np.isfinite(real[c]) and v < cfg["max_ratio"] * real[c])
+    ]
+    passed = not bad
+    measured = f"worst noise foreground IoU {value:.3f} ({kind}, {concept}) vs real " + ", ".join(
+        f"{c} {fmt(v)}" for c, v in real.items()
+    )
+    message = measured if passed else (
+        f"{measured}: {', '.join(bad)} not < {cfg['max_iou']:.2f} and < {cfg['max_ratio']:.1f} x real: the "
+        "model answers the prompt without reading the image (a prior on where the concept lies), or it scores "
+        "nothing on real images either"
+    )  # fmt: skip
+    return GateResult(
+        "prompted_noise_input",
+        value,
+        cfg["max_iou"],
+        passed,
+        message,
+        rule=f"value < threshold and < {cfg['max_ratio']} x real IoU",
+        details={"noise_iou": kinds, "real_iou": real},
+    )
+
+
+def prompt_sensitivity(target: Target, cfg: dict) -> GateResult:
+    """Does the prompt matter? For each concept: foreground IoU with its own canonical prompt
+    minus the highest IoU (against the same masks) when asked with another concept's canonical
+    prompt; passes when the smallest gap is >= ``min_gap``."""
+    data = target.data
+    present = by_concept(target)
+    if len(data.spec.concepts) < 2:
+        raise NotApplicable("prompt_sensitivity asks with another concept's prompt; this dataset has one concept")
+    own = {c: s["iou"] for c, s in concept_scores(target, probabilities(target, data.prompts())).items()}
+    other = {}
+    for asked in data.spec.concepts:
+        prompt = data.spec.prompts_of(asked)[0]
+        per = concept_scores(target, probabilities(target, data.prompts(prompt)))
+        for concept in present:
+            if concept != asked:
+                other.setdefault(concept, {})[asked] = per[concept]["iou"]
+    gaps = {}
+    for concept in present:
+        other_best = max((v if np.isfinite(v) else 0.0) for v in other[concept].values())
+        gaps[concept] = (own[concept] if np.isfinite(own[concept]) else 0.0) - other_best
+    worst, value = _worst(gaps)
+    passed = value >= cfg["min_gap"]
+    listed = "; ".join(
+        f"{c}: own prompt IoU {fmt(own[c])}, others' best {fmt(max(other[c].values()))} (gap {gaps[c]:.3f})"
+        for c in present
+    )
+    message = listed if passed else (
+        f"{listed}: {worst!r} gap {value:.3f} < {cfg['min_gap']:.2f}: the model gives about the same mask whatever "
+        "it is asked (it ignores its prompt; or the concepts' masks coincide)"
+    )  # fmt: skip
+    return GateResult(
+        "prompt_sensitivity",
+        value,
+        cfg["min_gap"],
+        passed,
+        message,
+        rule="value >= threshold",
+        details={"own_iou": own, "other_prompt_iou": other, "gaps": gaps},
+    )
+
+
+def paraphrase_consistency(target: Target, cfg: dict) -> GateResult:
+    """Do paraphrases of one concept give the same mask? For each concept with several
+    prompts: IoU between the foreground predicted with the canonical prompt and with each
+    paraphrase, pooled over its samples; passes when the lowest is >= ``min_iou``."""
+    data = target.data
+    canonical = probabilities(target, data.prompts()) > target.model.threshold
+    pairs, empty = {}, []
+    for concept, idx in by_concept(target).items():
+        asked = data.spec.prompts_of(concept)
+        for k in range(1, len(asked)):
+            para = probabilities(target, data.prompts(k)) > target.model.threshold
+            a, b = canonical[idx], para[idx]
+            union = int((a | b).sum())
+            if union == 0:
+                empty.append(f"{asked[0]!r}/{asked[k]!r}")
+                continue
+            pairs[f"{asked[0]} | {asked[k]}"] = int((a & b).sum()) / union
+    if not pairs:
+        reason = "no concept has two prompts" if not empty else f"no foreground predicted for {', '.join(empty)}"
+        raise NotApplicable(f"paraphrase_consistency has nothing to compare: {reason} (see prompted_collapse)")
+    worst, value = _worst(pairs)
+    passed = value >= cfg["min_iou"]
+    listed = ", ".join(f"{p}: {v:.3f}" for p, v in pairs.items())
+    message = f"IoU between paraphrases' masks: {listed}" + (
+        "" if passed else f": {worst!r} {value:.3f} < {cfg['min_iou']:.2f}: the model reads the words, not the concept"
+    )
+    return GateResult(
+        "paraphrase_consistency",
+        value,
+        cfg["min_iou"],
+        passed,
+        message,
+        rule="value >= threshold",
+        details={"pairs": pairs, "no_foreground": empty},
+    )
+
+
+@hookimpl
+def segcheck_register_gates(registry):
+    common = {"needs": NEEDS, "suite": "prompted"}
+    registry.add("prompt_metrics", prompt_metrics, section="prompt_metrics", **common)
+    registry.add(
+        "prompted_collapse",
+        prompted_collapse,
+        section="prompted_collapse",
+        figures=gate_figures.prompted_collapse,
+        **common,
+    )
+    registry.add("prompted_noise_input", prompted_noise_input, section="prompted_noise_input", **common)
+    registry.add("prompt_sensitivity", prompt_sensitivity, section="prompt_sensitivity", **common)
+    registry.add("paraphrase_consistency", paraphrase_consistency, section="paraphrase_consistency", **common)

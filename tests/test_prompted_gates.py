@@ -1,0 +1,198 @@
+"""The prompted contract and gates: prompts in DatasetSpec/EvalData, prompted model calls, the
+five gates of suites/prompted on hand-built models that read, ignore or collapse on a prompt."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from segcheck import SegcheckError
+from segcheck import config as segconfig
+from segcheck.data import DatasetSpec, EvalData
+from segcheck.gates import (
+    NotApplicable,
+    paraphrase_consistency,
+    prompt_metrics,
+    prompt_sensitivity,
+    prompted_collapse,
+    prompted_noise_input,
+    unmet_need,
+)
+from segcheck.model import ModelUnderTest, Normalization
+from segcheck.target import Target
+
+PROMPTS = {"apple": ["segment apple", "segment red apple"], "grass": ["segment grass"]}
+SPEC = DatasetSpec(("background", "foreground"), prompts=PROMPTS)
+CFG = segconfig.DEFAULTS
+
+
+def _data(n: int = 6, size: int = 32) -> EvalData:
+    """``n`` gray images, each with a red square (apple) and a green square (grass); sample
+    2k is image k's apple mask, 2k+1 its grass mask."""
+    rng = np.random.default_rng(0)
+    images, masks, concepts = [], [], []
+    for _ in range(n // 2):
+        image = np.full((size, size, 3), 128, np.uint8)
+        red, green = np.zeros((size, size), np.int64), np.zeros((size, size), np.int64)
+        y, x = rng.integers(0, size - 10, 2)
+        red[y : y + 8, x : x + 8] = 1
+        y, x = rng.integers(0, size - 10, 2)
+        green[y : y + 6, x : x + 6] = 1
+        green &= 1 - red
+        image[red == 1] = (255, 0, 0)
+        image[green == 1] = (0, 255, 0)
+        for concept, mask in (("apple", red), ("grass", green)):
+            images.append(image)
+            masks.append(mask)
+            concepts.append(concept)
+    return EvalData(np.stack(images), np.stack(masks), SPEC, concepts=concepts)
+
+
+class ColourByPrompt(torch.nn.Module):
+    """Foreground where the prompt's colour is saturated (red for 'apple', green for 'grass')."""
+
+    def __init__(self, scale: float = 8.0, offset: float = 0.0, ignore_prompt: bool = False, deaf_to=""):
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.zeros(()))
+        self.scale, self.offset, self.ignore_prompt, self.deaf_to = scale, offset, ignore_prompt, deaf_to
+
+    def forward(self, x, prompts):
+        out = []
+        for image, prompt in zip(x, prompts):
+            prompt = "segment apple" if self.ignore_prompt else prompt
+            channel = 0 if "apple" in prompt else 1
+            others = torch.cat([image[:channel], image[channel + 1 :]]).amax(0)
+            score = torch.minimum(image[channel] - 0.9, -0.5 - others)
+            logit = self.scale * score + self.offset + self.bias
+            if self.deaf_to and self.deaf_to in prompt:
+                logit = torch.full_like(logit, -9.0)
+            out.append(logit)
+        return torch.stack(out)[:, None]
+
+
+def _target(module, data=None) -> Target:
+    half = Normalization((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "test")
+    model = ModelUnderTest(module, normalization=half, binary=True, prompted=True)
+    return Target(model, data or _data(), "adhoc")
+
+
+def test_dataset_spec_prompts_are_checked_and_ordered():
+    assert SPEC.prompted and SPEC.concepts == ("apple", "grass")
+    assert SPEC.prompts_of("apple") == ("segment apple", "segment red apple")
+    with pytest.raises(SegcheckError, match="unknown concept 'pear'"):
+        SPEC.prompts_of("pear")
+    with pytest.raises(SegcheckError, match="binary"):
+        DatasetSpec(("a", "b", "c"), prompts=PROMPTS)
+    with pytest.raises(SegcheckError, match="at least one non-empty prompt"):
+        DatasetSpec(("background", "foreground"), prompts={"crack": []})
+    assert not DatasetSpec(("a", "b")).prompted
+
+
+def test_eval_data_prompts_per_sample():
+    data = _data(4)
+    assert data.prompts() == ["segment apple", "segment grass"] * 2
+    assert data.prompts(1) == ["segment red apple", "segment grass"] * 2  # grass has no paraphrase: its last
+    assert data.prompts("segment grass") == ["segment grass"] * 4
+    with pytest.raises(SegcheckError, match="names each sample's concept"):
+        EvalData(data.images, data.masks, SPEC)
+
+
+def test_a_prompted_model_needs_one_prompt_per_image():
+    target = _target(ColourByPrompt())
+    x = target.model.normalize(target.data.images[:2])
+    with pytest.raises(SegcheckError, match="one text prompt per image"):
+        target.model.logits(x)
+    with pytest.raises(SegcheckError, match="one text prompt per image"):
+        target.model.logits(x, ["segment apple"])
+    assert target.model.logits(x, ["segment apple", "segment grass"]).shape == (2, 1, 32, 32)
+
+
+def test_a_model_that_reads_its_prompt_passes_every_prompted_gate():
+    target = _target(ColourByPrompt())
+    results = [
+        prompt_metrics(target, CFG["prompt_metrics"]),
+        prompted_collapse(target, CFG["prompted_collapse"]),
+        prompted_noise_input(target, CFG["prompted_noise_input"]),
+        prompt_sensitivity(target, CFG["prompt_sensitivity"]),
+        paraphrase_consistency(target, CFG["paraphrase_consistency"]),
+    ]
+    assert all(r.passed for r in results), [r.message for r in results if not r.passed]
+    metrics = results[0].details["per_prompt"]
+    assert metrics["apple"]["segment apple"]["iou"] == pytest.approx(1.0)
+    assert set(metrics["apple"]) == {"segment apple", "segment red apple"}
+    assert results[3].value == pytest.approx(1.0)  # own prompt IoU 1, the other concept's 0
+
+
+def test_a_model_that_ignores_its_prompt_fails_prompt_sensitivity():
+    result = prompt_sensitivity(_target(ColourByPrompt(ignore_prompt=True)), CFG["prompt_sensitivity"])
+    assert not result.passed and result.value < 0.10
+    assert "ignores its prompt" in result.message
+
+
+def test_collapse_to_background_fails_and_names_the_sweeps_best_threshold():
+    # foreground probability sigmoid(8 * 0.1 - 1.6) = 0.31 at most: nothing above 0.5
+    target = _target(ColourByPrompt(offset=-1.6))
+    result = prompted_collapse(target, CFG["prompted_collapse"])
+    assert not result.passed and result.value == 0.0
+    assert "best threshold is 0.1" in result.message and "collapse to background at threshold 0.5" in result.message
+    metrics = prompt_metrics(target, CFG["prompt_metrics"])
+    assert not metrics.passed and "pixel accuracy" in metrics.message
+    assert metrics.details["per_prompt"]["apple"]["segment apple"]["pixel_accuracy"] > 0.9
+
+
+def test_a_model_deaf_to_a_paraphrase_fails_paraphrase_consistency():
+    result = paraphrase_consistency(_target(ColourByPrompt(deaf_to="red")), CFG["paraphrase_consistency"])
+    assert not result.passed and result.value == 0.0
+    assert "segment apple | segment red apple" in result.message
+
+
+def test_paraphrase_consistency_cannot_judge_empty_masks():
+    with pytest.raises(NotApplicable, match="no foreground predicted"):
+        paraphrase_consistency(_target(ColourByPrompt(offset=-50)), CFG["paraphrase_consistency"])
+
+
+def test_non_finite_logits_are_an_error_not_a_verdict():
+    target = _target(ColourByPrompt(offset=float("nan")))
+    with pytest.raises(SegcheckError, match="not finite"):
+        prompt_metrics(target, CFG["prompt_metrics"])
+
+
+def test_closed_set_gates_skip_a_prompted_model_and_prompted_gates_a_closed_set_one(loaded_plugins, make_target):
+    gates = {g.name: g for g in loaded_plugins.gates.gates()}
+    prompted = _target(ColourByPrompt())
+    assert "closed-set gate" in unmet_need(gates["noise_input"], prompted, CFG)
+    assert unmet_need(gates["prompt_sensitivity"], prompted, CFG) is None
+    assert "closed-set" in unmet_need(gates["prompt_sensitivity"], make_target(eval_size=2), CFG)
+    assert {g.name for g in loaded_plugins.gates.gates("prompted")} == {
+        "prompt_metrics",
+        "prompted_collapse",
+        "prompted_noise_input",
+        "prompt_sensitivity",
+        "paraphrase_consistency",
+    }
+
+
+@pytest.mark.parametrize(
+    ("model", "dataset", "expected"),
+    [("unet-prompted", "synthetic-streets", "declares no prompts"), ("unet", "synthetic-drywall", "takes no prompt")],
+)
+def test_a_prompted_model_and_a_prompted_dataset_go_together(loaded_plugins, model, dataset, expected):
+    from tests.conftest import build_target
+
+    config = segconfig.load(overrides={"eval": {"size": 2}})
+    with pytest.raises(SegcheckError, match=expected):
+        build_target(loaded_plugins, config, model, dataset, checkpoint="none")
+
+
+def test_synthetic_drywall_pairs_and_masks():
+    from segcheck_plugins.synthetic_drywall import CONCEPTS, SyntheticDrywall
+
+    data = SyntheticDrywall("val")
+    assert len(data) == 2 * 64 and data.spec.concepts == CONCEPTS
+    assert data.pair(0) == ("val_0000", "crack") and data.pair(3) == ("val_0001", "taping")
+    image, mask = data[1]
+    assert image.shape == (64, 64, 3) and image.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
+    assert np.array_equal(data[0][0], data[1][0])  # one image, two concepts
+    fractions = {c: np.mean([data[i][1].mean() for i in range(j, 64, 2)]) for j, c in enumerate(CONCEPTS)}
+    assert 0.003 < fractions["crack"] < 0.03 and 0.03 < fractions["taping"] < 0.15
