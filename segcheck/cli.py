@@ -101,7 +101,8 @@ def cmd_train(args) -> int:
 def cmd_ablate(args) -> int:
     from segcheck.train import ablation
 
-    print(ablation.run(args.out, epochs=args.epochs, device=args.device, seed=args.seed))
+    run = ablation.run_binary if args.prompted else ablation.run
+    print(run(args.out, epochs=args.epochs, device=args.device, seed=args.seed))
     return 0
 
 
@@ -222,6 +223,11 @@ def parser() -> argparse.ArgumentParser:
     tr.set_defaults(run=cmd_train)
     ab = sub.add_parser("ablate", help="train one unet per recipe ingredient and tabulate the gates' verdicts")
     ab.add_argument("--out", type=Path, required=True, help="folder for checkpoints, reports and ablation.md")
+    ab.add_argument(
+        "--prompted",
+        action="store_true",
+        help="the binary recipes of unet-prompted on synthetic-drywall, judged by suites/prompted (prompted.md)",
+    )
     ab.add_argument("--epochs", type=_positive(int), help="override every variant's epochs")
     ab.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ab.add_argument("--seed", type=int, default=0)

@@ -163,8 +163,10 @@ def prompt_tables(records: list[GateRecord]) -> dict[str, list[dict]]:
         if r.gate != "prompt_metrics" or "per_prompt" not in r.details:
             continue
         rows = tables.setdefault(r.target, [])
+        canonical = r.details.get("canonical", {})
         for concept, prompts in r.details["per_prompt"].items():
-            for prompt, scores in prompts.items():
+            first = [p for p in prompts if p == canonical.get(concept)]  # the canonical prompt first
+            for prompt, scores in ((p, prompts[p]) for p in first + [p for p in prompts if p not in first]):
                 rows.append({"concept": concept, "prompt": prompt, **{k: scores[k] for k in _PROMPT_KEYS}})
     return tables
 

@@ -144,3 +144,65 @@ def test_a_resume_state_from_before_a_setting_existed_resumes_at_its_default(tmp
     assert _restore(tmp_path / "s.resume.pt", module, optimizer, scheduler, get("naive")) == 3
     with pytest.raises(SegcheckError, match="resume with the same recipe"):
         _restore(tmp_path / "s.resume.pt", module, optimizer, scheduler, get("naive").with_(outlier_paste=0.1))
+
+
+TINY_DRYWALL = """
+from segcheck.hookspecs import hookimpl
+from segcheck_plugins.synthetic_drywall import SyntheticDrywall
+
+@hookimpl
+def segcheck_register_datasets(registry):
+    registry.add("tiny-drywall", lambda root, split: SyntheticDrywall(split, images=8, size=(32, 32)))
+"""
+
+
+def test_a_prompted_model_trains_with_the_binary_recipes(tmp_path):
+    path = tmp_path / "tiny_drywall.py"
+    path.write_text(TINY_DRYWALL)
+    kw = dict(model="unet-prompted", dataset="tiny-drywall", plugin_specs=[str(path)], device="cpu", progress=False)
+    for recipe in ("naive-binary", "focal-binary", "robust-binary"):
+        out = tmp_path / f"{recipe}.safetensors"
+        result = train(recipe=recipe, out=out, epochs=1, batch_size=4, flips=True, photometric=True, **kw)
+        sidecar = yaml.safe_load(out.with_suffix(".yaml").read_text())
+        assert sidecar["classes"] == ["background", "foreground"] and sidecar["recipe"]["name"] == recipe
+        assert 0 <= result.val_miou <= 1
+    with pytest.raises(SegcheckError, match="takes no text prompts, but the training data asks by prompt"):
+        train(recipe="naive", model="unet", out=tmp_path / "x.safetensors", epochs=1,
+              **{k: v for k, v in kw.items() if k != "model"})  # fmt: skip
+
+
+def test_binary_losses_balanced_dice_focal():
+    from segcheck.data import DatasetSpec
+    from segcheck.loss import dice_loss, pixel_loss
+    from segcheck.train.recipes import get
+
+    spec = DatasetSpec(("background", "foreground"))
+    y = torch.zeros(2, 8, 8, dtype=torch.long)
+    y[:, :2] = 1  # a quarter foreground
+    y[0, 7, 7] = 255  # ignored
+    logits = torch.zeros(2, 1, 8, 8)
+    assert torch.isclose(pixel_loss(logits, y, spec, binary=True), torch.log(torch.tensor(2.0)))
+    # focal with p_true = 0.5 everywhere: the plain loss times 0.5 ** gamma
+    assert torch.isclose(pixel_loss(logits, y, spec, binary=True, focal=2.0), torch.log(torch.tensor(2.0)) * 0.25)
+    perfect = torch.where(y == 1, 20.0, -20.0).float()[:, None]
+    assert dice_loss(perfect, y, spec) < 1e-3 and torch.isclose(
+        dice_loss(-perfect, y, spec), torch.tensor(1.0), atol=0.05
+    )
+
+    class Masks:
+        def __init__(self):
+            self.spec = spec
+
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return None, y[i].numpy()
+
+    weights = loop.class_weights(get("robust-binary"), Masks())
+    assert weights[0] == 1 and torch.isclose(weights[1], torch.tensor((95 / 127) / (32 / 127)))
+    assert loop.class_weights(get("naive-binary"), Masks()) is None
+    with pytest.raises(SegcheckError, match="losses of a binary"):
+        loop.criterion(
+            [torch.zeros(2, 3, 8, 8)], None, y.clamp(max=2), get("robust-binary"), DatasetSpec(("a", "b", "c"))
+        )

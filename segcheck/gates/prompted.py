@@ -126,7 +126,11 @@ def prompt_metrics(target: Target, cfg: dict) -> GateResult:
         passed,
         message,
         rule="value >= threshold",
-        details={"per_prompt": table, "worst_concept": worst},
+        details={
+            "per_prompt": table,
+            "canonical": {c: data.spec.prompts_of(c)[0] for c in table},
+            "worst_concept": worst,
+        },
     )
 
 

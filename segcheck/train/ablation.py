@@ -2,7 +2,9 @@
 
 Every variant starts from the ``naive`` recipe (cross-entropy only) and adds ingredients;
 each checkpoint then runs ``pytest suites/gates`` (the product, not a re-implementation) and
-the JSON reports are folded into one Markdown table.
+the JSON reports are folded into one Markdown table. ``prompted=True`` does the same for the
+binary recipes of the prompted default (``unet-prompted`` on ``synthetic-drywall``, judged by
+``suites/prompted``).
 """
 
 from __future__ import annotations
@@ -36,21 +38,27 @@ VARIANTS: dict[str, dict] = {
     # the shipped robust recipe, derived so that the row cannot drift from it
     "robust: + " + " + ".join(_beyond_naive("robust")): _beyond_naive("robust"),
 }
+#: the binary recipes, by row name: their recipe (each a set of loss ingredients over plain BCE)
+BINARY_VARIANTS: dict[str, str] = {
+    "naive-binary (BCE)": "naive-binary",
+    "focal-binary (focal, gamma 2)": "focal-binary",
+    "robust-binary (balanced BCE + Dice)": "robust-binary",
+}
 SUITES = Path(__file__).resolve().parents[2] / "suites"
 SUITE = SUITES / "gates"
 ANOMALY_SUITE = SUITES / "anomaly"
+PROMPTED_SUITE = SUITES / "prompted"
 
 
-def judge(checkpoint: Path, report: Path, marks: str) -> dict:
-    """Run the gate and anomaly suites on ``checkpoint``; return their JSON report."""
-    if not SUITE.is_dir():
-        raise SegcheckError(f"the gate suite is not at {SUITE}; run the ablation from a segcheck checkout")
+def judge(checkpoint: Path, report: Path, marks: str, suites: tuple[Path, ...] = (SUITE, ANOMALY_SUITE)) -> dict:
+    """Run the ``suites`` (default: gates and anomaly) on ``checkpoint``; return their JSON report."""
+    if not all(s.is_dir() for s in suites):
+        raise SegcheckError(f"the gate suites are not at {SUITES}; run the ablation from a segcheck checkout")
     cmd = [
         sys.executable,
         "-m",
         "pytest",
-        str(SUITE),
-        str(ANOMALY_SUITE),
+        *map(str, suites),
         "-q",
         "-p",
         "no:cacheprovider",
@@ -116,6 +124,46 @@ def table(rows: dict[str, dict]) -> str:
         real = noise["details"]["real_miou"]
         lines.append(f"| {variant} | {real:.3f} | {noise['value']:.3f} | {auroc} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def binary_table(rows: dict[str, dict]) -> str:
+    """Markdown: one row per binary recipe: foreground IoU, Dice and pixel accuracy per concept
+    (canonical prompt), the threshold sweep's best threshold, then each prompted gate's verdict."""
+    first = next(iter(rows.values()))
+    gates = [g["gate"] for g in first["gates"]]
+    concepts = list(next(g for g in first["gates"] if g["gate"] == "prompt_metrics")["details"]["per_prompt"])
+    head = [f"{c} {m}" for c in concepts for m in ("IoU", "Dice", "pixel acc", "best threshold")]
+    lines = ["| recipe | " + " | ".join(head + gates) + " |", "|---" * (len(head) + len(gates) + 1) + "|"]
+    for variant, report in rows.items():
+        by_gate = {g["gate"]: g for g in report["gates"]}
+        metrics = by_gate["prompt_metrics"]["details"]
+        sweep = by_gate["prompted_collapse"]["details"].get("concepts", {})
+        cells = []
+        for c in concepts:
+            scores = metrics["per_prompt"][c][metrics["canonical"][c]]
+            best = sweep.get(c, {}).get("best_threshold")
+            cells += [f"{scores[k]:.3f}" for k in ("iou", "dice", "pixel_accuracy")] + [f"{best:g}" if best else "-"]
+        cells += [_cell([by_gate[g]]) + (f" ({by_gate[g]['value']:.3f})" if by_gate[g]["value"] is not None else "")
+                  for g in gates]  # fmt: skip
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_binary(out_dir: Path, *, epochs: int | None = None, device: str = "auto", seed: int = 0) -> str:
+    """Train and judge each of :data:`BINARY_VARIANTS` into ``out_dir``; write and return ``prompted.md``."""
+    out_dir = writable(Path(out_dir) / "prompted.md").parent
+    rows = {}
+    for variant, recipe in BINARY_VARIANTS.items():
+        path = out_dir / f"unet-prompted_synthetic-drywall_{recipe}.safetensors"
+        if not path.is_file():
+            resume = path.with_suffix(".resume.pt").is_file()
+            overrides = {"epochs": epochs} if epochs else {}
+            train("unet-prompted", "synthetic-drywall", recipe, out=path, device=device, seed=seed, resume=resume,
+                  **overrides)  # fmt: skip
+        rows[variant] = judge(path, path.with_suffix(".json"), "not gpu", (PROMPTED_SUITE,))
+    text = binary_table(rows)
+    (out_dir / "prompted.md").write_text(text + "\n")
+    return text
 
 
 def run(
