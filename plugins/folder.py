@@ -23,10 +23,10 @@ sizes and label values when a sample is read.
     binary_255: true                   # masks stored as 0/255: 255 is read as class 1
 
 The other on-disk dataset plugins (streethazards, smiyc, cityscapes, ade20k, voc) share this module's readers:
-:func:`read_config`, :func:`check_classes`, :func:`read_normalization`, :func:`files_by_stem`,
-:func:`files_by_path`, :func:`shown`, :func:`check_paired`, :func:`read_image`, :func:`read_mask`,
-:func:`read_pair`, :func:`map_labels` and :class:`MappedPairs`; each raises a one-line
-``SegcheckError`` that names the file.
+:func:`read_config`, :func:`check_classes`, :func:`check_index`, :func:`read_normalization`,
+:func:`split_folder`, :func:`files_by_stem`, :func:`files_by_path`, :func:`mask_files`, :func:`shown`,
+:func:`check_paired`, :func:`read_image`, :func:`read_mask`, :func:`read_pair`, :func:`map_labels` and
+:class:`MappedPairs` (``prompted-folder`` too); each raises a one-line ``SegcheckError`` that names the file.
 """
 
 from __future__ import annotations
@@ -49,11 +49,13 @@ __all__ = [
     "FolderDataset",
     "MappedPairs",
     "check_classes",
+    "check_index",
     "check_paired",
     "files_by_path",
     "files_by_stem",
     "load_config",
     "map_labels",
+    "mask_files",
     "read_config",
     "read_image",
     "read_mask",
@@ -61,6 +63,7 @@ __all__ = [
     "read_pair",
     "segcheck_register_datasets",
     "shown",
+    "split_folder",
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -106,6 +109,13 @@ def check_classes(value: object, path: Path) -> tuple[str, ...]:
     return tuple(value)
 
 
+def check_index(value: object, key: str, path: Path) -> int | None:
+    """``value`` (setting ``key`` of config file ``path``, e.g. ``ignore_index``): None or a non-negative integer."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise _bad(path, key, value, "a non-negative integer")
+    return value
+
+
 def read_normalization(raw: dict[str, Any], path: Path) -> dict[str, tuple[float, ...] | None]:
     """``{"mean": ..., "std": ...}`` from config mapping ``raw`` of file ``path``: 3 numbers
     each in 0-1 pixel scale, both or neither (None when not declared)."""
@@ -136,12 +146,9 @@ def load_config(root: Path) -> dict[str, Any]:
     if classes is None:
         raise SegcheckError(f"{path} has no 'classes' list; add the class names in label order, {_EXAMPLE}")
     config: dict[str, Any] = {"classes": check_classes(classes, path)}
-    for key in ("ignore_index", "anomaly_index"):
-        value = raw.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise _bad(path, key, value, "a non-negative integer")
-    config["ignore_index"] = raw.get("ignore_index", 255)
-    config["anomaly_index"] = raw.get("anomaly_index")
+    ignore = check_index(raw.get("ignore_index"), "ignore_index", path)
+    config["ignore_index"] = 255 if ignore is None else ignore
+    config["anomaly_index"] = check_index(raw.get("anomaly_index"), "anomaly_index", path)
     config.update(read_normalization(raw, path))
     binary = raw.get("binary_255", False)
     if not isinstance(binary, bool):
@@ -161,6 +168,18 @@ def _split_dirs(root: Path) -> dict[str, Path]:
     found = {d.name: d for d in sorted(root.iterdir()) if d.is_dir() and (d / "images").is_dir()}
     ordered = [s for s in DEFAULT_SPLITS if s in found] + [s for s in found if s not in DEFAULT_SPLITS]
     return {s: found[s] for s in ordered}
+
+
+def split_folder(root: Path, split: str, dataset: str) -> tuple[tuple[str, ...], Path]:
+    """The splits of the layout at ``root`` and the folder that holds ``split``'s ``images/``:
+    ``root/<split>`` when some ``root/<name>/images/`` exists (those names are the splits, train,
+    val, test first), else ``root`` itself for each of train, val and test. An unknown ``split``
+    is a ``SegcheckError`` listing the known ones (``dataset`` names the layout in it)."""
+    split_dirs = _split_dirs(root)
+    splits = tuple(split_dirs) or DEFAULT_SPLITS
+    if split not in splits:
+        raise SegcheckError(f"unknown split {split!r} for {dataset} dataset {root}; known splits: {', '.join(splits)}")
+    return splits, split_dirs.get(split, root)
 
 
 def files_by_stem(folder: Path, suffixes: tuple[str, ...], what: str) -> dict[str, Path]:
@@ -189,6 +208,18 @@ def files_by_path(folder: Path, suffixes: tuple[str, ...], what: str) -> dict[st
         for stem, path in files_by_stem(sub, suffixes, what).items():
             files[f"{rel}/{stem}" if rel != "." else stem] = path
     return files
+
+
+def mask_files(folder: Path) -> dict[str, Path]:
+    """``{stem: path}`` of the mask PNGs in ``folder`` (:func:`files_by_stem`); a mask saved as
+    JPEG, BMP or TIFF is a ``SegcheckError`` naming it (lossy formats change label values)."""
+    lossy = sorted(files_by_stem(folder, tuple(set(IMAGE_SUFFIXES) - set(MASK_SUFFIXES)), "mask"))
+    if lossy:
+        raise SegcheckError(
+            f"masks [{shown(lossy)}] in {folder} are not PNG (JPEG/BMP/TIFF); label masks must be lossless "
+            "PNGs whose pixel values are class ids (JPEG changes label values): convert or remove them"
+        )
+    return files_by_stem(folder, MASK_SUFFIXES, "mask")
 
 
 def shown(names: list[str], limit: int = 5) -> str:
@@ -233,17 +264,13 @@ class FolderDataset:
             )
         config = load_config(root)
         self.binary_255 = config.pop("binary_255")
-        split_dirs = _split_dirs(root)
-        splits = tuple(split_dirs) or DEFAULT_SPLITS
-        if split not in splits:
-            raise SegcheckError(f"unknown split {split!r} for folder dataset {root}; known splits: {', '.join(splits)}")
+        splits, base = split_folder(root, split, "folder")
         try:
             self.spec = DatasetSpec(splits=splits, **config)
         except SegcheckError as exc:
             raise SegcheckError(f"{root / CONFIG_NAME}: {exc}") from None
         self.root, self.split = root, split
         self.identity = f"folder:{root.resolve()}"
-        base = split_dirs.get(split, root)
         images_dir, masks_dir = base / "images", base / "masks"
         for folder, what in ((images_dir, "images"), (masks_dir, "masks")):
             if not folder.is_dir():
@@ -251,13 +278,7 @@ class FolderDataset:
                     f"{what} folder {folder} is missing; put the {what} there (one mask PNG per image, same file stem)"
                 )
         images = files_by_stem(images_dir, IMAGE_SUFFIXES, "image")
-        lossy = sorted(files_by_stem(masks_dir, tuple(set(IMAGE_SUFFIXES) - set(MASK_SUFFIXES)), "mask"))
-        if lossy:
-            raise SegcheckError(
-                f"masks [{shown(lossy)}] in {masks_dir} are not PNG (JPEG/BMP/TIFF); label masks must be lossless "
-                "PNGs whose pixel values are class ids (JPEG changes label values): convert or remove them"
-            )
-        masks = files_by_stem(masks_dir, MASK_SUFFIXES, "mask")
+        masks = mask_files(masks_dir)
         if not images:
             raise SegcheckError(
                 f"no images in {images_dir} (looked for {' '.join(IMAGE_SUFFIXES)}); add image files there"
@@ -267,6 +288,10 @@ class FolderDataset:
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def image_id(self, index: int) -> str:
+        """The file stem of sample ``index``'s image."""
+        return self.pairs[operator.index(index)][0].stem
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image_path, mask_path = self.pairs[operator.index(index)]
@@ -377,6 +402,10 @@ class MappedPairs:
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def image_id(self, index: int) -> str:
+        """The file stem of sample ``index``'s image."""
+        return self.pairs[operator.index(index)][0].stem
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         image_path, mask_path = self.pairs[operator.index(index)]

@@ -1,4 +1,4 @@
-"""The ``segcheck`` console script: ``list``, ``train``, ``ablate`` and ``report``."""
+"""The ``segcheck`` console script: ``list``, ``train``, ``ablate``, ``report`` and ``predict``."""
 
 from __future__ import annotations
 
@@ -95,6 +95,36 @@ def cmd_train(args) -> int:
         f"wrote {result.path} (+ {result.path.with_suffix('.yaml').name}): val mIoU {result.val_miou:.4f}, "
         f"{result.seconds:.0f} s, {result.images_per_second:.1f} img/s"
     )
+    return 0
+
+
+def cmd_predict(args) -> int:
+    """Load the target the options name as a gate run would, and write its masks (segcheck.predict)."""
+    from segcheck.manifest import target_spec
+    from segcheck.predict import predict
+
+    loaded = _plugins(args)
+    row = {
+        "model": args.model,
+        "dataset": args.dataset,
+        "device": args.device,
+        "model_args": dict(args.model_arg),
+        "trust_checkpoint": args.trust_checkpoint,
+    }
+    for key in ("checkpoint", "data_root"):
+        if getattr(args, key) is not None:
+            row[key] = str(getattr(args, key))
+    written = predict(
+        loaded,
+        target_spec(loaded, row),
+        args.out,
+        split=args.split,
+        batch_size=args.batch_size,
+        resize=args.eval_resize,
+        limit=args.limit,
+        progress=not args.quiet,
+    )
+    print(written.summary())
     return 0
 
 
@@ -221,6 +251,43 @@ def parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(run=cmd_train)
+    pr = sub.add_parser(
+        "predict",
+        parents=[common],
+        help="write a model's masks for every image of a dataset split as PNGs (loaded as a gate run loads it)",
+        description="Prompted models: OUT/{image_id}__{prompt}.png for every image and every prompt of every "
+        "concept (0/255; the prompt with characters other than letters, digits, - and _ made _). Closed-set "
+        "models: OUT/{image_id}.png holding class ids (uint8; uint16 above 256 classes).",
+    )
+    pr.add_argument("--model", required=True, help="a registered model (`segcheck list`)")
+    pr.add_argument(
+        "--checkpoint",
+        help="weights file or folder; default: the model's bundled checkpoint for the dataset; none: random init",
+    )
+    pr.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        type=_model_arg,
+        metavar="K=V",
+        help="builder keyword argument, VALUE read as YAML (repeatable)",
+    )
+    pr.add_argument("--dataset", required=True, help="a registered dataset (`segcheck list`)")
+    pr.add_argument("--data-root", type=Path, help="the dataset's folder (file datasets)")
+    pr.add_argument("--split", default="val", help="the split whose images are predicted (default val)")
+    pr.add_argument("--out", type=Path, required=True, help="folder the PNGs are written to (created)")
+    pr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    pr.add_argument("--trust-checkpoint", action="store_true", help="let a pickled checkpoint run its code")
+    pr.add_argument(
+        "--eval-resize",
+        default="",
+        metavar="POLICY",
+        help="resize images first (HxW or short:S, as in gate runs); masks are written at that size",
+    )
+    pr.add_argument("--batch-size", type=_positive(int), default=8, help="masks per forward pass (default 8)")
+    pr.add_argument("--limit", type=_positive(int), metavar="N", help="only the first N images, in the dataset's order")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(run=cmd_predict)
     ab = sub.add_parser("ablate", help="train one unet per recipe ingredient and tabulate the gates' verdicts")
     ab.add_argument("--out", type=Path, required=True, help="folder for checkpoints, reports and ablation.md")
     ab.add_argument(

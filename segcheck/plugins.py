@@ -40,6 +40,7 @@ BUILTIN_PLUGINS = (
     "segcheck_plugins.synthetic_streets",
     "segcheck_plugins.synthetic_drywall",
     "segcheck_plugins.folder",
+    "segcheck_plugins.prompted_folder",
     "segcheck_plugins.streethazards",
     "segcheck_plugins.smiyc",
     "segcheck_plugins.cityscapes",

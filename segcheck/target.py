@@ -13,7 +13,7 @@ import torch
 from segcheck import SegcheckError
 from segcheck import checkpoint as ckpt
 from segcheck.config import eval_sample
-from segcheck.data import EvalData
+from segcheck.data import EvalData, SegDataset
 from segcheck.model import (
     ModelUnderTest,
     Normalization,
@@ -139,12 +139,19 @@ def bundled_checkpoint(plugins: Plugins, model: str, dataset: str, given: str | 
     return Path(found)
 
 
-def eval_data(plugins: Plugins, spec: TargetSpec, config: dict) -> EvalData:
-    """The seeded eval sample of ``spec``'s dataset (``config["eval"]``), with its other splits."""
+def dataset_splits(plugins: Plugins, spec: TargetSpec):
+    """``split -> dataset`` of ``spec``'s dataset (its registry factory on ``spec.data_root``);
+    a dataset that reads files without a data root is an error."""
     entry = plugins.datasets.get(spec.dataset)
     if entry.meta.get("needs_root") and spec.data_root is None:
         raise SegcheckError(f"dataset {spec.dataset!r} reads files: pass --data-root DIR")
-    splits = functools.partial(entry.obj, spec.data_root)
+    return functools.partial(entry.obj, spec.data_root)
+
+
+def eval_data(plugins: Plugins, spec: TargetSpec, config: dict) -> EvalData:
+    """The seeded eval sample of ``spec``'s dataset (``config["eval"]``), with its other splits."""
+    entry = plugins.datasets.get(spec.dataset)
+    splits = dataset_splits(plugins, spec)
     data = guarded(f"dataset {spec.dataset!r}", EvalData.from_dataset, splits=splits, **eval_sample(config))
     data.identity = f"{spec.dataset} (from {entry.plugin})"
     return data
@@ -158,10 +165,11 @@ def build_module(entry: Entry, num_classes: int, **kwargs) -> torch.nn.Module:
     return entry.obj(channels, **kwargs)
 
 
-def load_model(plugins: Plugins, spec: TargetSpec, data: EvalData) -> ModelUnderTest:
+def load_model(plugins: Plugins, spec: TargetSpec, data: EvalData | SegDataset) -> ModelUnderTest:
     """The model under test: built, its checkpoint loaded strictly, normalized by precedence.
     A checkpoint folder (``checkpoint_folder`` models) is also the architecture: the builder
-    gets ``config=<folder>`` unless a ``config`` model arg is given."""
+    gets ``config=<folder>`` unless a ``config`` model arg is given. Only ``data.spec`` is read
+    (the model is sized and checked for it), so a dataset split will do as well as eval data."""
     entry = plugins.models.get(spec.model)
     path = spec.checkpoint
     check_checkpoint_path(entry, path)
