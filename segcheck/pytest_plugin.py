@@ -125,6 +125,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc):
         targets, gates = list(state.targets), state.plugins.gates.gates(suite)
     except SegcheckError as exc:
         raise pytest.UsageError(str(exc)) from None
+    if not gates:
+        raise pytest.UsageError(
+            f"no gate is registered for suite {suite!r} ({metafunc.module.__file__}); register gates with "
+            f"suite={suite!r}, or check that the plugin that adds them is loaded (segcheck list)"
+        )
     params = []
     for target_id in targets:
         for gate in sorted(gates, key=lambda g: bool({"train", "gpu"} & set(g.markers))):
