@@ -26,6 +26,16 @@ pretrained backbone weights is refused: transformers would download them. Fresh 
 that train) are random-init models of the same config. :func:`local_files` lists the files of
 a local model folder (config, preprocessor, tokenizer files) for plugins that need more of them.
 
+``hf-clipseg`` is transformers' CLIPSegForImageSegmentation as a text-prompted binary model
+(``prompted=True``): ``--checkpoint FOLDER`` holds the model and its processor, both saved with
+``save_pretrained`` (config.json, weights, the processor's image settings with CLIP's
+normalization: preprocessor_config.json, or processor_config.json as transformers 5 writes it,
+and the tokenizer: tokenizer.json, or vocab.json and merges.txt); its ``forward(x, prompts)``
+tokenizes the prompts, resizes inputs to ``vision_config.image_size`` and returns logits
+(B, 1, H, W) at the input size. Its CLIP encoders are frozen (CLIPSeg runs them under
+``no_grad`` and trains only its decoder). Its weights load strictly: the module is a subclass
+of the transformers class, so its state dict is the folder's, key for key.
+
 Inputs: DPT reshapes its tokens to a square grid, so inputs are padded (replicate) to a
 square whose side is a multiple of the patch size and the logits cropped back;
 Data2VecVision reshapes them to ``config.image_size``, so inputs are resized to it and the
@@ -55,7 +65,16 @@ from segcheck import SegcheckError
 from segcheck import checkpoint as ckpt
 from segcheck.hookspecs import hookimpl
 
-__all__ = ["EXCLUDED", "MODELS", "LocalFiles", "build", "local_files", "module_names", "read_config"]
+__all__ = [
+    "EXCLUDED",
+    "MODELS",
+    "LocalFiles",
+    "build",
+    "build_clipseg",
+    "local_files",
+    "module_names",
+    "read_config",
+]
 
 
 def _patch(config) -> int:
@@ -144,7 +163,7 @@ CONFIG = "config.json"
 KNOWN_FILES = (
     CONFIG,
     ckpt.PREPROCESSOR,
-    "processor_config.json",
+    ckpt.PROCESSOR,
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
@@ -240,19 +259,7 @@ def build(name: str, num_classes: int, *, config: str | Path | None = None) -> t
     if cls is None:
         raise SegcheckError(f"hf:{name}: transformers {transformers.__version__} has no {name}; upgrade transformers")
     files = local_files(config)
-    raw = read_config(files.config, cls.config_class.model_type)
-    if files.trained and raw.get("architectures") and name not in raw["architectures"]:
-        raise SegcheckError(
-            f"checkpoint folder {files.folder} was saved from {raw['architectures']} (its {CONFIG}), not {name}; "
-            "test it as that class, or save the model you mean to test"
-        )
-    try:
-        settings = cls.config_class.from_dict(raw)
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise SegcheckError(
-            f"model config {files.config} is not a valid {cls.config_class.__name__} ({type(exc).__name__}: {first})"
-        ) from exc
+    settings = _settings(cls, name, files)
     if not files.trained:  # an architecture: its head is sized for the dataset
         settings.num_labels = num_classes
     module = cls(settings)
@@ -264,6 +271,24 @@ def build(name: str, num_classes: int, *, config: str | Path | None = None) -> t
     if files.trained and _flips_channels(files):
         module.register_forward_pre_hook(_bgr, with_kwargs=True)
     return module
+
+
+def _settings(cls, name: str, files: LocalFiles):
+    """The config of transformers class ``cls`` (called ``name``) read from ``files``, checked
+    (:func:`read_config`); a folder with weights must have been saved from ``name``."""
+    raw = read_config(files.config, cls.config_class.model_type)
+    if files.trained and raw.get("architectures") and name not in raw["architectures"]:
+        raise SegcheckError(
+            f"checkpoint folder {files.folder} was saved from {raw['architectures']} (its {CONFIG}), not {name}; "
+            "test it as that class, or save the model you mean to test"
+        )
+    try:
+        return cls.config_class.from_dict(raw)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise SegcheckError(
+            f"model config {files.config} is not a valid {cls.config_class.__name__} ({type(exc).__name__}: {first})"
+        ) from exc
 
 
 def _flips_channels(files: LocalFiles) -> bool:
@@ -358,6 +383,93 @@ def module_names(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict
     return renamed
 
 
+CLIPSEG = "CLIPSegForImageSegmentation"
+#: the tokenizer a CLIPSeg folder needs: one of these sets of files (``processor.save_pretrained`` writes them)
+TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"))
+#: CLIP's normalization (transformers' OPENAI_CLIP_MEAN/STD), what CLIPSeg's image processor uses
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def build_clipseg(num_classes: int, *, config: str | Path | None = None) -> torch.nn.Module:
+    """``hf-clipseg``: transformers' CLIPSegForImageSegmentation and its tokenizer from the local
+    folder ``config`` (a ``save_pretrained`` folder, or a folder or config.json beside its
+    tokenizer files: an architecture with random weights), nothing downloaded; called as
+    ``forward(x, prompts)`` (:func:`_prompted_clipseg`)."""
+    if config is None:
+        raise SegcheckError(
+            "hf-clipseg is built from a local folder: pass --checkpoint DIR (model.save_pretrained(DIR); "
+            "processor.save_pretrained(DIR)), or --model-arg config=DIR for its architecture (nothing is downloaded)"
+        )
+    if num_classes != 1:
+        raise SegcheckError(f"hf-clipseg has one sigmoid channel; it was asked for {num_classes} classes")
+    import transformers
+
+    files = local_files(config)
+    settings = _settings(transformers.CLIPSegForImageSegmentation, CLIPSEG, files)
+    return _prompted_clipseg()(settings, _tokenizer(files))
+
+
+def _tokenizer(files: LocalFiles):
+    """The tokenizer saved in ``files.folder``, read offline; a one-line error when it holds none."""
+    if not any(all(name in files.files for name in names) for names in TOKENIZER_FILES):
+        raise SegcheckError(
+            f"{files.folder} holds no tokenizer (tokenizer.json, or vocab.json and merges.txt); hf-clipseg needs "
+            "the one its text encoder was trained with: write it with processor.save_pretrained(DIR) "
+            "(CLIPSegProcessor, or its tokenizer) into the model's folder"
+        )
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(files.folder), local_files_only=True)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise SegcheckError(
+            f"the tokenizer in {files.folder} does not load ({type(exc).__name__}: {first}); re-save it with "
+            "processor.save_pretrained(DIR)"
+        ) from exc
+
+
+@functools.cache
+def _prompted_clipseg() -> type:
+    """CLIPSegForImageSegmentation as a segcheck prompted model: a subclass (so its state dict
+    is the saved folder's, key for key) holding its tokenizer, whose ``forward(x, prompts)``
+    tokenizes the prompts (padded, with their attention mask, on x's device), resizes ``x`` to
+    the vision config's ``image_size`` (CLIPSeg's decoder reshapes its tokens to a square grid of
+    the trained size, as its image processor resizes) and returns logits (B, 1, H, W) resized
+    back to x's size. The CLIP encoders run under ``no_grad`` (CLIPSeg trains only its decoder)."""
+    import transformers
+
+    class PromptedCLIPSeg(transformers.CLIPSegForImageSegmentation):
+        def __init__(self, config, tokenizer):
+            super().__init__(config)
+            self.tokenizer = tokenizer
+
+        def forward(self, x: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+            text = self.config.text_config
+            tokens = self.tokenizer(
+                list(prompts),
+                padding=True,
+                truncation=True,
+                max_length=text.max_position_embeddings,
+                return_tensors="pt",
+            )
+            side = self.config.vision_config.image_size
+            size = (side, side) if isinstance(side, int) else tuple(side)
+            fed = x if tuple(x.shape[-2:]) == size else F.interpolate(x, size, mode="bilinear", align_corners=False)
+            out = super().forward(
+                input_ids=tokens["input_ids"].to(x.device),
+                attention_mask=tokens["attention_mask"].to(x.device),
+                pixel_values=fed,
+            )
+            logits = out.logits.reshape(len(x), 1, *out.logits.shape[-2:])  # (h, w) or (B, h, w) as transformers gives
+            if logits.shape[-2:] != x.shape[-2:]:
+                logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            return logits
+
+    return PromptedCLIPSeg
+
+
 @hookimpl
 def segcheck_load_checkpoint(model, path):
     """Weights for a transformers model (a file or a save_pretrained folder), with its saved names
@@ -389,3 +501,16 @@ def segcheck_register_models(registry):
             args={"config": "local config.json (or its folder): the architecture, its head sized for the dataset"},
             description=f"transformers {name} from a local config or save_pretrained folder, offline{note}",
         )
+    registry.add(
+        "hf-clipseg",
+        build_clipseg,
+        binary=True,
+        prompted=True,
+        checkpoint_folder=True,
+        mean=CLIP_MEAN,
+        std=CLIP_STD,
+        frozen=("clip.",),
+        args={"config": "local CLIPSeg folder (config.json and tokenizer files): the architecture, random weights"},
+        description="transformers CLIPSegForImageSegmentation, text-prompted, from a save_pretrained folder holding "
+        "its tokenizer (model and processor saved there), offline; inputs resized to config.image_size",
+    )

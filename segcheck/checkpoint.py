@@ -7,9 +7,10 @@ A checkpoint may also be a folder (for models registered with ``checkpoint_folde
 Hugging Face ``save_pretrained`` writes one: its weights are ``model.safetensors``, or the
 shards ``model.safetensors.index.json`` names, or ``pytorch_model.bin`` (weights only; also
 sharded, ``pytorch_model.bin.index.json``); its sidecar is ``<folder>/segcheck.yaml``; its
-``preprocessor_config.json`` says the normalization the weights were trained with
-(:func:`folder_normalization`). Key prefixes of a folder are matched exactly (no wrapper
-prefix is stripped: ``save_pretrained`` writes the model's own names).
+``preprocessor_config.json`` (or the image processor in its ``processor_config.json``) says
+the normalization the weights were trained with (:func:`folder_normalization`). Key prefixes
+of a folder are matched exactly (no wrapper prefix is stripped: ``save_pretrained`` writes the
+model's own names).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ FOLDER_WEIGHTS = (
 )
 FOLDER_SIDECAR = "segcheck.yaml"
 PREPROCESSOR = "preprocessor_config.json"
+PROCESSOR = "processor_config.json"  # a processor's save_pretrained (transformers 5): its image_processor inside
 
 
 def _unreadable_safetensors(path: Path, exc: Exception) -> SegcheckError:
@@ -193,19 +195,15 @@ def _read_folder(folder: Path) -> dict[str, torch.Tensor]:
 
 def folder_normalization(folder: Path) -> tuple[object, object, str]:
     """(mean, std, source) the weights of checkpoint folder ``folder`` were trained with, from its
-    ``preprocessor_config.json`` (Hugging Face's image processor settings), or (None, None, "")
-    without one. Its pixels are ``p * rescale_factor`` (1/255 unless ``do_rescale`` is false),
-    then ``(x - image_mean) / image_std`` when ``do_normalize`` is true (a processor that saves no
+    ``preprocessor_config.json`` (Hugging Face's image processor settings), else the
+    ``image_processor`` of its ``processor_config.json`` (what a processor's ``save_pretrained``
+    writes in transformers 5), or (None, None, "") without either. Its pixels are
+    ``p * rescale_factor`` (1/255 unless ``do_rescale`` is false), then
+    ``(x - image_mean) / image_std`` when ``do_normalize`` is true (a processor that saves no
     ``do_normalize`` does not normalize): as segcheck's mean/std on 0-1 pixels."""
-    path = Path(folder) / PREPROCESSOR
-    if not Path(folder).is_dir() or not path.is_file():
+    path, data = _image_processor(Path(folder))
+    if data is None:
         return None, None, ""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SegcheckError(f"{path} is not readable JSON ({exc}); fix or delete it") from exc
-    if not isinstance(data, dict):
-        raise SegcheckError(f"{path} is not a JSON object of image processor settings; fix or delete it")
     factor = data.get("rescale_factor", 1 / 255) if data.get("do_rescale", True) else 1.0
     normalize = data.get("do_normalize") is True
     mean, std = (data.get("image_mean"), data.get("image_std")) if normalize else ([0.0] * 3, [1.0] * 3)
@@ -216,7 +214,27 @@ def folder_normalization(folder: Path) -> tuple[object, object, str]:
             raise SegcheckError(f"{path} has {name} {value if size == 3 else factor!r}; expected {expected}")
     scale = 255 * factor  # segcheck's pixels are p / 255: x = (p / 255 - mean / scale) / (std / scale)
     how = "image_mean/image_std" if normalize else "no do_normalize: 0-1 pixels, mean 0, std 1"
-    return [m / scale for m in mean], [s / scale for s in std], f"{PREPROCESSOR} of checkpoint folder {folder} ({how})"
+    where = PREPROCESSOR if path.name == PREPROCESSOR else f"{path.name} (its image_processor)"
+    return [m / scale for m in mean], [s / scale for s in std], f"{where} of checkpoint folder {folder} ({how})"
+
+
+def _image_processor(folder: Path) -> tuple[Path | None, dict | None]:
+    """(file, settings) of the image processor saved in ``folder`` (:func:`folder_normalization`),
+    (None, None) when it holds none."""
+    path = next((folder / name for name in (PREPROCESSOR, PROCESSOR) if (folder / name).is_file()), None)
+    if path is None:
+        return None, None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SegcheckError(f"{path} is not readable JSON ({exc}); fix or delete it") from exc
+    if isinstance(data, dict) and path.name == PROCESSOR:
+        data = data.get("image_processor")  # a processor without one (text only) says nothing of pixels
+        if data is None:
+            return None, None
+    if not isinstance(data, dict):
+        raise SegcheckError(f"{path} is not a JSON object of image processor settings; fix or delete it")
+    return path, data
 
 
 def _finite_number(value) -> bool:

@@ -34,10 +34,11 @@ def segcheck_register_models(registry):
     unless a ``config`` model arg is given, so the folder is also the architecture; its weights
     are its ``model.safetensors``, the shards of ``model.safetensors.index.json`` or
     ``pytorch_model.bin`` (weights only), loaded strictly with key prefixes matched exactly; its
-    sidecar is ``<folder>/segcheck.yaml`` and its ``preprocessor_config.json`` the normalization
-    after the sidecar's), ``checkpoints`` (``{dataset_name: path}`` of bundled weights), ``args``
-    (``{kwarg: what it does}``: the ``--model-arg K=V`` the builder takes, shown by
-    ``segcheck list``), ``description``. ``divisible_by`` and ``frozen`` may be functions of
+    sidecar is ``<folder>/segcheck.yaml`` and its ``preprocessor_config.json`` (or
+    ``processor_config.json``'s image processor) the normalization after the sidecar's),
+    ``checkpoints`` (``{dataset_name: path}`` of bundled weights), ``args`` (``{kwarg: what it
+    does}``: the ``--model-arg K=V`` the builder takes, shown by ``segcheck list``),
+    ``description``. ``divisible_by`` and ``frozen`` may be functions of
     the built module (``f(module=...)``), for constraints that depend on the model args.
     Any other key, or a name registered twice, is an error.
     """

@@ -49,10 +49,11 @@ BUILTIN_PLUGINS = (
     "segcheck_plugins.reference_metrics",
 )
 #: built-in plugins that need an optional extra: module -> (the package it needs, the extra,
-#: the prefix of the names it registers). Without the package the plugin is absent, with a note.
+#: the prefix, or a tuple of prefixes, of the names it registers). Without the package the
+#: plugin is absent, with a note.
 OPTIONAL_PLUGINS = {
     "segcheck_plugins.smp_models": ("segmentation_models_pytorch", "smp", "smp:"),
-    "segcheck_plugins.hf_models": ("transformers", "hf", "hf:"),
+    "segcheck_plugins.hf_models": ("transformers", "hf", ("hf:", "hf-clipseg")),
 }
 # The metadata each registry recognises (documented in segcheck.hookspecs).
 MODEL_META = (

@@ -258,7 +258,8 @@ def module_meta(meta: dict, module: torch.nn.Module) -> dict:
 
 def _trained_normalization(sidecar: dict | None, path, explicit) -> list[tuple[object, object, str]]:
     """The normalization sources of trained weights, first first: the checkpoint's sidecar, then
-    a checkpoint folder's ``preprocessor_config.json`` (read only when no earlier source is complete)."""
+    a checkpoint folder's image processor settings (``ckpt.folder_normalization``; read only when no
+    earlier source is complete)."""
     found = [sidecar_normalization(sidecar, path)]
     if path is not None and Path(path).is_dir() and None in explicit[:2] and None in found[0][:2]:
         found.append(ckpt.folder_normalization(path))
