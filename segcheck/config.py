@@ -58,7 +58,7 @@ DEFAULTS: dict[str, dict] = {
         "max_known_miou_drop": 0.10,
     },
     # text-prompted binary models (suites/prompted), per concept and prompt
-    "prompt_metrics": {"min_iou": 0.30},
+    "prompt_metrics": {"min_iou": 0.15},
     "prompted_collapse": {"min_positive_ratio": 0.5},
     "prompted_noise_input": {"max_iou": 0.10, "max_ratio": 0.7, "seed": 0},
     "prompt_sensitivity": {"min_gap": 0.10},

@@ -165,6 +165,7 @@ def test_a_prompted_model_trains_with_the_binary_recipes(tmp_path):
         result = train(recipe=recipe, out=out, epochs=1, batch_size=4, flips=True, photometric=True, **kw)
         sidecar = yaml.safe_load(out.with_suffix(".yaml").read_text())
         assert sidecar["classes"] == ["background", "foreground"] and sidecar["recipe"]["name"] == recipe
+        assert sidecar["prompts"]["crack"] == ["segment crack", "segment wall crack"]
         assert 0 <= result.val_miou <= 1
     with pytest.raises(SegcheckError, match="takes no text prompts, but the training data asks by prompt"):
         train(recipe="naive", model="unet", out=tmp_path / "x.safetensors", epochs=1,

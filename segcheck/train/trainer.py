@@ -163,11 +163,13 @@ def _sidecar(
     model: str, dataset: str, data, segmodel, model_kwargs: dict, recipe: Recipe, seed: int, val_miou: float
 ) -> dict:
     """The checkpoint's YAML sidecar: what it is, what it was trained on and with, how it scored."""
+    prompts = {"prompts": {c: list(p) for c, p in data.spec.prompts}} if data.spec.prompted else {}
     return {
         "model": model,
         "dataset": dataset,
         "data_identity": data.identity,
         "classes": list(data.spec.classes),
+        **prompts,
         "mean": segmodel.mean.flatten().tolist(),
         "std": segmodel.std.flatten().tolist(),
         "model_kwargs": model_kwargs,
