@@ -67,10 +67,12 @@ def test_the_embedded_prompted_default_passes_with_no_options(tmp_path):
         "prompt_sensitivity",
         "paraphrase_consistency",
     }
-    assert "unet-prompted_synthetic-drywall_robust-binary.safetensors" in done.stdout  # the header names it
     assert "segcheck prompts: foreground per concept and prompt" in done.stdout
     assert "taping   segment drywall seam" in done.stdout
     report = json.loads((tmp_path / "report.json").read_text())
+    assert (
+        "unet-prompted_synthetic-drywall_robust-binary.safetensors" in report["targets"]["unet-prompted"]["checkpoint"]
+    )
     rows = report["prompted"]["unet-prompted"]
     assert [r["prompt"] for r in rows][:2] == ["segment crack", "segment wall crack"]
 
@@ -96,6 +98,6 @@ def test_a_wrapper_that_ignores_its_prompt_fails_prompt_sensitivity(tmp_path):
 
 @pytest.mark.parametrize("suite", ["gates", "prompted"])
 def test_suites_name_their_default_target(pytester, suite):
-    result = pytester.runpytest(str(REPO / "suites" / suite), "--collect-only", "-q", "-p", "no:cacheprovider")
+    result = pytester.runpytest(str(REPO / "suites" / suite), "--collect-only", "-p", "no:cacheprovider")
     expected = {"gates": "model unet (*synthetic-streets*", "prompted": "model unet-prompted (*synthetic-drywall*"}
     result.stdout.fnmatch_lines([f"*segcheck: {expected[suite]}"])
