@@ -170,6 +170,17 @@ def _split_dirs(root: Path) -> dict[str, Path]:
     return {s: found[s] for s in ordered}
 
 
+def dataset_root(root: Path | str) -> Path:
+    """``root`` as a Path, once it is a folder (an error saying what it should hold otherwise)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise SegcheckError(
+            f"dataset root {root} does not exist or is not a folder; pass --data-root pointing at a folder with "
+            f"{CONFIG_NAME}, images/ and masks/"
+        )
+    return root
+
+
 def split_folder(root: Path, split: str, dataset: str) -> tuple[tuple[str, ...], Path]:
     """The splits of the layout at ``root`` and the folder that holds ``split``'s ``images/``:
     ``root/<split>`` when some ``root/<name>/images/`` exists (those names are the splits, train,
@@ -256,12 +267,7 @@ class FolderDataset:
     """
 
     def __init__(self, root: Path | str, split: str = "train"):
-        root = Path(root)
-        if not root.is_dir():
-            raise SegcheckError(
-                f"dataset root {root} does not exist or is not a folder; pass --data-root pointing at a folder with "
-                f"{CONFIG_NAME}, images/ and masks/"
-            )
+        root = dataset_root(root)
         config = load_config(root)
         self.binary_255 = config.pop("binary_255")
         splits, base = split_folder(root, split, "folder")

@@ -14,8 +14,8 @@ Layout (``root`` is ``--data-root``; splits as in the ``folder`` layout)::
       crack: [segment crack, segment wall crack]
       taping: [segment taping area, segment joint/tape]
     mask_values: [0, 255]            # background, foreground as stored: [0, 255] (default) or [0, 1]
-    ignore_index: 255                # the on-disk value of pixels no metric counts (default 255; with
-                                     #   mask_values [0, 255] a 255 is foreground: pick another value)
+    ignore_index: 128                # optional: the on-disk value of pixels no metric counts; only a
+                                     #   declared one may appear in the masks (not one of mask_values)
     mean: [0.485, 0.456, 0.406]      # optional normalization, both or neither, as in folder
     std: [0.229, 0.224, 0.225]
 
@@ -46,6 +46,7 @@ from segcheck.hookspecs import hookimpl
 from segcheck_plugins.folder import (
     IMAGE_SUFFIXES,
     check_index,
+    dataset_root,
     files_by_stem,
     map_labels,
     mask_files,
@@ -98,7 +99,13 @@ def load_config(root: Path) -> dict[str, Any]:
             f"got {mask_values!r}"
         )
     ignore = check_index(raw.get("ignore_index"), "ignore_index", path)
+    if ignore is not None and ignore in mask_values:
+        raise SegcheckError(
+            f"{path}: ignore_index {ignore} is one of mask_values {mask_values}; a pixel cannot be both, so "
+            "pick an ignore value the masks do not use for background or foreground"
+        )
     config = {"prompts": prompts, "mask_values": tuple(mask_values), "ignore_index": 255 if ignore is None else ignore}
+    config["ignore_on_disk"] = ignore is not None  # only a declared ignore value may appear in the masks
     config.update(read_normalization(raw, path))
     return config
 
@@ -115,14 +122,10 @@ class PromptedFolder:
     """
 
     def __init__(self, root: Path | str, split: str = "train"):
-        root = Path(root)
-        if not root.is_dir():
-            raise SegcheckError(
-                f"dataset root {root} does not exist or is not a folder; pass --data-root pointing at a folder with "
-                f"{CONFIG_NAME}, images/ and masks/"
-            )
+        root = dataset_root(root)
         config = load_config(root)
         self.mask_values = config.pop("mask_values")
+        self.ignore_on_disk = config.pop("ignore_on_disk")
         splits, base = split_folder(root, split, "prompted-folder")
         try:
             self.spec = DatasetSpec(classes=("background", "foreground"), splits=splits, **config)
@@ -173,13 +176,15 @@ class PromptedFolder:
         """The lookup from on-disk mask values to 0/1 and ``ignore_index``, and how errors describe them."""
         background, foreground = self.mask_values
         ignore = self.spec.ignore_index
-        on_disk_ignore = ignore not in self.mask_values
+        on_disk_ignore = self.ignore_on_disk
         table = np.full(max(foreground, ignore if on_disk_ignore else 0) + 1, -1, dtype=np.int64)
         table[background], table[foreground] = 0, 1
         expected = f"{background} (background) and {foreground} (foreground) (mask_values in {CONFIG_NAME})"
         if on_disk_ignore:
             table[ignore] = ignore
             expected += f" or {ignore} (ignore_index)"
+        elif self.mask_values == (0, 1):
+            expected += "; 255 in 0/1 masks: set mask_values: [0, 255] if they are 0/255, or declare ignore_index: 255"
         return table, expected
 
     def __len__(self) -> int:

@@ -59,7 +59,7 @@ DEFAULTS: dict[str, dict] = {
     },
     # text-prompted binary models (suites/prompted), per concept and prompt
     "prompt_metrics": {"min_iou": 0.15},
-    "prompted_collapse": {"min_positive_ratio": 0.5},
+    "prompted_collapse": {"min_positive_ratio": 0.5, "max_positive_ratio": 4.0},
     "prompted_noise_input": {"max_iou": 0.10, "max_ratio": 0.7, "seed": 0},
     "prompt_sensitivity": {"min_gap": 0.10},
     "paraphrase_consistency": {"min_iou": 0.80},
@@ -121,6 +121,7 @@ RANGES: dict[str, str] = {
     "min_iou": "[0, 1]",
     "max_iou": "(0, 1]",
     "min_positive_ratio": "[0, inf)",
+    "max_positive_ratio": "(0, inf)",
 }
 
 

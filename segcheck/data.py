@@ -50,6 +50,12 @@ class DatasetSpec:
     def __post_init__(self):
         if isinstance(self.prompts, Mapping):
             object.__setattr__(self, "prompts", tuple(sorted(self.prompts.items())))
+        for concept, prompts in self.prompts:
+            if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)):
+                raise SegcheckError(
+                    f"concept {concept!r} has prompts {prompts!r}; expected a list of prompts, e.g. "
+                    f"{{{concept}: [segment {concept}]}}"
+                )
         object.__setattr__(self, "prompts", tuple((str(c), tuple(p)) for c, p in self.prompts))
         if self.prompts:
             self._check_prompts()
@@ -278,8 +284,10 @@ class EvalData:
         self.size = len(self.images) if self.size is None else self.size
         if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
             raise SegcheckError(f"eval images must be uint8 (N, H, W, 3), got {self.images.dtype} {self.images.shape}")
-        if self.spec.prompted != (self.concepts is not None):
-            raise SegcheckError("a prompted dataset's eval data names each sample's concept (and only it does)")
+        if self.spec.prompted and self.concepts is None:
+            raise SegcheckError("the spec declares prompts: pass concepts=[...], one concept per eval image")
+        if self.concepts is not None and not self.spec.prompted:
+            raise SegcheckError("concepts were given, but the spec declares no prompts; declare them in DatasetSpec")
         if self.concepts is not None:
             self.concepts = tuple(self.concepts)
             if len(self.concepts) != len(self.images):

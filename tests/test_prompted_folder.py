@@ -87,7 +87,7 @@ def test_pairs_masks_and_spec(layout):
 def test_split_folders_and_mask_values_0_1_with_ignore(tmp_path):
     make_layout(tmp_path / "train", {"t": ("crack",)})
     masks = make_layout(tmp_path / "val", {"v": ("taping",)}, values=(0, 1), seed=1)
-    write_yaml(tmp_path, mask_values=[0, 1], mean=[0.5, 0.5, 0.5], std=[0.2, 0.2, 0.2])
+    write_yaml(tmp_path, mask_values=[0, 1], ignore_index=255, mean=[0.5, 0.5, 0.5], std=[0.2, 0.2, 0.2])
     ignored = np.where(np.arange(SIZE[1]) < 3, 255, masks["v", "taping"]).astype(np.uint8)
     write_png(tmp_path / "val" / "masks" / "v__taping.png", ignored)
     train, val = PromptedFolder(tmp_path, "train"), PromptedFolder(tmp_path, "val")
@@ -138,9 +138,15 @@ def test_error_bad_mask_value_names_file_and_values(layout):
     with pytest.raises(SegcheckError, match=r"b__taping\.png has values \[1, 128\], expected 0 .* and 255") as info:
         data[3]
     one_line(info)
-    write_yaml(root, mask_values=[0, 1])  # now 1 is foreground, 255 ignore: 128 is still wrong
+    write_yaml(root, mask_values=[0, 1], ignore_index=255)  # now 1 is foreground, 255 ignore: 128 is still wrong
     with pytest.raises(SegcheckError, match=r"b__taping\.png has values \[128\].*or 255 \(ignore_index\)"):
         PromptedFolder(root, "val")[3]
+    write_yaml(root, mask_values=[0, 1])  # 0/255 masks declared 0/1: the 255s are an error, never ignore
+    with pytest.raises(SegcheckError, match=r"values \[128, 255\].*set mask_values: \[0, 255\] if they are 0/255"):
+        PromptedFolder(root, "val")[3]
+    write_yaml(root, ignore_index=255)
+    with pytest.raises(SegcheckError, match=r"ignore_index 255 is one of mask_values"):
+        PromptedFolder(root, "val")
 
 
 @pytest.mark.parametrize(
@@ -152,7 +158,7 @@ def test_error_bad_mask_value_names_file_and_values(layout):
         ({"prompts": {"wall crack": ["segment crack"]}}, r"concept name 'wall crack' is not file-name safe"),
         ({"mask_values": [0, 128]}, r"mask_values must be \[0, 255\] or \[0, 1\].*got \[0, 128\]"),
         ({"classes": ["a", "b"]}, r"unknown keys \['classes'\]"),
-        ({"mask_values": [0, 1], "ignore_index": 1}, r"ignore_index 1 collides with class 'foreground'"),
+        ({"mask_values": [0, 1], "ignore_index": 1}, r"ignore_index 1 is one of mask_values"),
     ],
 )
 def test_error_bad_dataset_yaml(layout, config, match):

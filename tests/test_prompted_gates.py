@@ -86,6 +86,8 @@ def test_dataset_spec_prompts_are_checked_and_ordered():
         DatasetSpec(("a", "b", "c"), prompts=PROMPTS)
     with pytest.raises(SegcheckError, match="at least one non-empty prompt"):
         DatasetSpec(("background", "foreground"), prompts={"crack": []})
+    with pytest.raises(SegcheckError, match="expected a list of prompts"):
+        DatasetSpec(("background", "foreground"), prompts={"tape": "tape"})
     assert not DatasetSpec(("a", "b")).prompted
 
 
@@ -94,7 +96,7 @@ def test_eval_data_prompts_per_sample():
     assert data.prompts() == ["segment apple", "segment grass"] * 2
     assert data.prompts(1) == ["segment red apple", "segment grass"] * 2  # grass has no paraphrase: its last
     assert data.prompts("segment grass") == ["segment grass"] * 4
-    with pytest.raises(SegcheckError, match="names each sample's concept"):
+    with pytest.raises(SegcheckError, match="pass concepts"):
         EvalData(data.images, data.masks, SPEC)
 
 
@@ -148,7 +150,7 @@ def test_a_model_deaf_to_a_paraphrase_fails_paraphrase_consistency():
 
 
 def test_paraphrase_consistency_cannot_judge_empty_masks():
-    with pytest.raises(NotApplicable, match="no foreground predicted"):
+    with pytest.raises(NotApplicable, match="no varied prediction"):
         paraphrase_consistency(_target(ColourByPrompt(offset=-50)), CFG["paraphrase_consistency"])
 
 

@@ -46,7 +46,7 @@ def run_prompted(tmp_path, *args) -> tuple[subprocess.CompletedProcess, dict]:
             "--segcheck-report",
             str(report),
         ]
-        + ["--eval-size", "16", *args],
+        + list(args),
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -78,7 +78,7 @@ def test_the_embedded_prompted_default_passes_with_no_options(tmp_path):
 
 
 def test_the_naive_binary_checkpoint_collapses_and_the_message_names_the_best_threshold(tmp_path):
-    done, gates = run_prompted(tmp_path, "--checkpoint", str(NAIVE))
+    done, gates = run_prompted(tmp_path, "--checkpoint", str(NAIVE), "--eval-size", "16")
     assert done.returncode == 1
     collapse = gates["prompted_collapse"]
     assert collapse["outcome"] == "failed", collapse["message"]
@@ -91,7 +91,9 @@ def test_a_wrapper_that_ignores_its_prompt_fails_prompt_sensitivity(tmp_path):
     plugin = tmp_path / "deaf.py"
     plugin.write_text(DEAF)
     robust = REPO / "plugins" / "checkpoints" / "unet-prompted_synthetic-drywall_robust-binary.safetensors"
-    done, gates = run_prompted(tmp_path, "--plugin", str(plugin), "--model", "deaf-unet", "--checkpoint", str(robust))
+    done, gates = run_prompted(
+        tmp_path, "--plugin", str(plugin), "--model", "deaf-unet", "--checkpoint", str(robust), "--eval-size", "16"
+    )
     assert gates["prompt_sensitivity"]["outcome"] == "failed", gates["prompt_sensitivity"]["message"]
     assert "ignores its prompt" in gates["prompt_sensitivity"]["message"]
 

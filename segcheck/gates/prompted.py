@@ -38,12 +38,20 @@ def probabilities(target: Target, prompts: list[str], images: np.ndarray | None 
             )
         return probs
 
-    return model.memo(f"prompted:{key}:{'|'.join(prompts)}", data, forward)
+    return model.memo(f"prompted:{key}:{tuple(prompts)!r}", data, forward)
 
 
-def confusion(pred: np.ndarray, masks: np.ndarray, ignore_index: int) -> dict[str, int]:
-    """Foreground true/false positives/negatives of boolean ``pred`` vs 0/1 ``masks``."""
-    keep = masks != ignore_index
+def confusion(pred: np.ndarray, masks: np.ndarray, spec) -> dict[str, int]:
+    """Foreground true/false positives/negatives of boolean ``pred`` vs 0/1 ``masks`` over the
+    pixels ``spec`` counts; any other counted label is an error."""
+    keep = spec.counted(masks)
+    wrong = keep & (masks != 0) & (masks != 1)
+    if wrong.any():
+        values = sorted(set(np.unique(masks[wrong]).tolist()))[:10]
+        raise SegcheckError(
+            f"prompted masks hold labels {values}; expected 0 (background), 1 (foreground) or ignore_index "
+            f"{spec.ignore_index}: check the dataset's mask_values"
+        )
     truth, pred = masks[keep] == 1, pred[keep]
     tp, fp = int((pred & truth).sum()), int((pred & ~truth).sum())
     fn, tn = int((~pred & truth).sum()), int((~pred & ~truth).sum())
@@ -74,8 +82,18 @@ def by_concept(target: Target) -> dict[str, np.ndarray]:
 def concept_scores(target: Target, probs: np.ndarray, threshold: float | None = None) -> dict[str, dict]:
     """Per concept: the foreground scores of ``probs > threshold`` (the model's) on its samples."""
     t = target.model.threshold if threshold is None else threshold
-    masks, ignore = target.data.masks, target.data.spec.ignore_index
-    return {c: scores(confusion(probs[i] > t, masks[i], ignore)) for c, i in by_concept(target).items()}
+    masks, spec = target.data.masks, target.data.spec
+    return {c: scores(confusion(probs[i] > t, masks[i], spec)) for c, i in by_concept(target).items()}
+
+
+def unjudged(target: Target) -> list[str]:
+    """The declared concepts that have no sample in the eval sample (nothing judges them)."""
+    return [c for c in target.data.spec.concepts if c not in by_concept(target)]
+
+
+def _note_unjudged(target: Target) -> str:
+    missing = unjudged(target)
+    return f"; not in the eval sample, so not judged: {', '.join(missing)} (raise eval.size)" if missing else ""
 
 
 def fmt(value: float) -> str:
@@ -105,14 +123,17 @@ def prompt_metrics(target: Target, cfg: dict) -> GateResult:
                 table.setdefault(concept, {})[asked[choice]] = per[concept]
                 if choice == 0:
                     canonical[concept] = per[concept]["iou"]
-    worst, value = _worst(canonical)
+    judged = {c: v for c, v in canonical.items() if np.isfinite(v)}
+    if not judged:
+        raise NotApplicable("no concept has foreground in its masks or its predictions; foreground IoU is undefined")
+    worst, value = _worst(judged)
     listed = "; ".join(
         f"{c} IoU {fmt(s[data.spec.prompts_of(c)[0]]['iou'])} Dice {fmt(s[data.spec.prompts_of(c)[0]]['dice'])} "
         f"pixel accuracy {fmt(s[data.spec.prompts_of(c)[0]]['pixel_accuracy'])}"
         for c, s in table.items()
     )
     passed = bool(np.isfinite(value) and value >= cfg["min_iou"])
-    message = f"foreground per concept (canonical prompt): {listed}"
+    message = f"foreground per concept (canonical prompt): {listed}" + _note_unjudged(target)
     if not passed:
         acc = table[worst][data.spec.prompts_of(worst)[0]]["pixel_accuracy"]
         message += (
@@ -130,6 +151,7 @@ def prompt_metrics(target: Target, cfg: dict) -> GateResult:
             "per_prompt": table,
             "canonical": {c: data.spec.prompts_of(c)[0] for c in table},
             "worst_concept": worst,
+            "not_judged": unjudged(target),
         },
     )
 
@@ -144,12 +166,14 @@ def prompted_collapse(target: Target, cfg: dict) -> GateResult:
     """
     data, model = target.data, target.model
     probs = probabilities(target, data.prompts())
-    concepts, ratios, problems = {}, {}, []
+    concepts, ratios, problems, under = {}, {}, [], []
     for concept, idx in by_concept(target).items():
         at = concept_scores(target, probs)[concept]
         sweep = {t: concept_scores(target, probs, t)[concept]["iou"] for t in SWEEP}
         finite = {t: v for t, v in sweep.items() if np.isfinite(v)}
         best = max(finite, key=finite.get) if finite else None
+        if best is not None and np.isfinite(at["iou"]) and at["iou"] >= finite[best]:
+            best = model.threshold  # the model's threshold is as good as any in the sweep
         low, high = float(probs[idx].min()), float(probs[idx].max())
         concepts[concept] = {
             "probability_range": [low, high],
@@ -158,21 +182,28 @@ def prompted_collapse(target: Target, cfg: dict) -> GateResult:
             "threshold_iou": at["iou"],
             "threshold_sweep": sweep,
             "best_threshold": best,
-            "best_iou": finite.get(best, float("nan")),
+            "best_iou": finite.get(best, at["iou"]) if best is not None else float("nan"),
         }
         if at["true_fraction"] > 0:
             ratios[concept] = at["predicted_fraction"] / at["true_fraction"]
             if ratios[concept] < cfg["min_positive_ratio"]:
+                under.append(concept)
                 hint = (
                     f"the sweep's best threshold is {best:g} (IoU {finite[best]:.3f} vs {fmt(at['iou'])} at "
                     f"{model.threshold:g})"
-                    if best is not None
-                    else "no threshold of the sweep gives any foreground"
+                    if best is not None and finite[best] > 0
+                    else "no threshold of the sweep finds the foreground"
                 )
                 problems.append(
                     f"{concept!r}: foreground predicted on {at['predicted_fraction']:.2%} of pixels vs "
                     f"{at['true_fraction']:.2%} true (ratio {ratios[concept]:.2f}), probabilities "
                     f"{low:.3f}..{high:.3f}; {hint}"
+                )
+            elif ratios[concept] > cfg["max_positive_ratio"]:
+                problems.append(
+                    f"{concept!r}: foreground predicted on {at['predicted_fraction']:.2%} of pixels vs "
+                    f"{at['true_fraction']:.2%} true (ratio {ratios[concept]:.2f} > {cfg['max_positive_ratio']:g}): "
+                    "foreground everywhere it is unsure"
                 )
     if not ratios:
         raise NotApplicable("no concept of the eval sample has foreground in its masks; nothing can collapse")
@@ -183,9 +214,11 @@ def prompted_collapse(target: Target, cfg: dict) -> GateResult:
         f"{'-' if d['best_threshold'] is None else format(d['best_threshold'], 'g')} (IoU {fmt(d['best_iou'])})"
         for c, d in concepts.items()
     )
+    measured += _note_unjudged(target)
     message = measured if not problems else (
-        f"collapse to background at threshold {model.threshold:g}: {'; '.join(problems)}: the loss lets "
-        "'background everywhere' win (class imbalance: weigh the positives, add Dice) or the threshold is wrong"
+        f"collapse to {'background' if under else 'foreground'} at threshold "
+        f"{model.threshold:g}: {'; '.join(problems)}: the loss lets one class win where the model is unsure "
+        "(class imbalance: weigh the positives, add Dice; or weighted too hard) or the threshold is wrong"
     )  # fmt: skip
     return GateResult(
         "prompted_collapse",
@@ -193,7 +226,7 @@ def prompted_collapse(target: Target, cfg: dict) -> GateResult:
         cfg["min_positive_ratio"],
         not problems,
         message,
-        rule="value >= threshold (predicted / true foreground fraction, worst concept)",
+        rule=f"value >= threshold (predicted / true foreground, worst concept), each <= {cfg['max_positive_ratio']:g}",
         details={"concepts": concepts, "threshold": model.threshold, "worst_concept": worst},
     )
 
@@ -210,13 +243,11 @@ def prompted_noise_input(target: Target, cfg: dict) -> GateResult:
         kinds[kind] = {
             c: s["iou"] for c, s in concept_scores(target, probabilities(target, prompts, images, kind)).items()
         }
-    finite = [(v, k, c) for k, per in kinds.items() for c, v in per.items() if np.isfinite(v)]
-    value, kind, concept = max(finite) if finite else (0.0, "-", "-")
-    bad = [
-        f"{k}/{c} {v:.3f}"
-        for v, k, c in finite
-        if v >= cfg["max_iou"] or not (np.isfinite(real[c]) and v < cfg["max_ratio"] * real[c])
-    ]
+    finite = [(v, k, c) for k, per in kinds.items() for c, v in per.items() if np.isfinite(v) and np.isfinite(real[c])]
+    if not finite:
+        raise NotApplicable("no concept has a defined foreground IoU on real and noise images; nothing to compare")
+    value, kind, concept = max(finite)
+    bad = [f"{k}/{c} {v:.3f}" for v, k, c in finite if v >= cfg["max_iou"] or not v < cfg["max_ratio"] * real[c]]
     passed = not bad
     measured = f"worst noise foreground IoU {value:.3f} ({kind}, {concept}) vs real " + ", ".join(
         f"{c} {fmt(v)}" for c, v in real.items()
@@ -233,7 +264,14 @@ def prompted_noise_input(target: Target, cfg: dict) -> GateResult:
         passed,
         message,
         rule=f"value < threshold and < {cfg['max_ratio']} x real IoU",
-        details={"noise_iou": kinds, "real_iou": real},
+        details={
+            "noise_iou": kinds,
+            "real_iou": real,
+            # what "foreground everywhere" scores: the true foreground fraction of each concept
+            "all_foreground_iou": {
+                c: s["true_fraction"] for c, s in concept_scores(target, np.ones_like(data.masks, float)).items()
+            },
+        },
     )
 
 
@@ -245,7 +283,11 @@ def prompt_sensitivity(target: Target, cfg: dict) -> GateResult:
     present = by_concept(target)
     if len(data.spec.concepts) < 2:
         raise NotApplicable("prompt_sensitivity asks with another concept's prompt; this dataset has one concept")
-    own = {c: s["iou"] for c, s in concept_scores(target, probabilities(target, data.prompts())).items()}
+    own_scores = concept_scores(target, probabilities(target, data.prompts()))
+    present = {c: i for c, i in present.items() if own_scores[c]["true_fraction"] > 0}
+    if not present:
+        raise NotApplicable("no concept of the eval sample has foreground in its masks; nothing to tell apart")
+    own = {c: own_scores[c]["iou"] for c in present}
     other = {}
     for asked in data.spec.concepts:
         prompt = data.spec.prompts_of(asked)[0]
@@ -289,14 +331,18 @@ def paraphrase_consistency(target: Target, cfg: dict) -> GateResult:
         asked = data.spec.prompts_of(concept)
         for k in range(1, len(asked)):
             para = probabilities(target, data.prompts(k)) > target.model.threshold
-            a, b = canonical[idx], para[idx]
+            keep = data.spec.counted(data.masks[idx])
+            a, b = canonical[idx] & keep, para[idx] & keep
+            if a.sum() == keep.sum():  # foreground everywhere: agreement would be trivial
+                empty.append(f"{asked[0]!r} (foreground everywhere)")
+                continue
             union = int((a | b).sum())
             if union == 0:
                 empty.append(f"{asked[0]!r}/{asked[k]!r}")
                 continue
             pairs[f"{asked[0]} | {asked[k]}"] = int((a & b).sum()) / union
     if not pairs:
-        reason = "no concept has two prompts" if not empty else f"no foreground predicted for {', '.join(empty)}"
+        reason = "no concept has two prompts" if not empty else f"no varied prediction for {', '.join(empty)}"
         raise NotApplicable(f"paraphrase_consistency has nothing to compare: {reason} (see prompted_collapse)")
     worst, value = _worst(pairs)
     passed = value >= cfg["min_iou"]
