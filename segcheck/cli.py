@@ -91,8 +91,11 @@ def cmd_train(args) -> int:
     )
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 writes and reports
         return 0
+    score = f"val mIoU {result.val_miou:.4f}"
+    if result.val_foreground_iou is not None:  # a prompted model: its per-concept foreground IoU, not a 2-class mIoU
+        score = "val foreground IoU " + ", ".join(f"{c} {v:.4f}" for c, v in result.val_foreground_iou.items())
     print(
-        f"wrote {result.path} (+ {result.path.with_suffix('.yaml').name}): val mIoU {result.val_miou:.4f}, "
+        f"wrote {result.path} (+ {result.path.with_suffix('.yaml').name}): {score}, "
         f"{result.seconds:.0f} s, {result.images_per_second:.1f} img/s"
     )
     return 0

@@ -166,6 +166,8 @@ def test_a_prompted_model_trains_with_the_binary_recipes(tmp_path):
         sidecar = yaml.safe_load(out.with_suffix(".yaml").read_text())
         assert sidecar["classes"] == ["background", "foreground"] and sidecar["recipe"]["name"] == recipe
         assert sidecar["prompts"]["crack"] == ["segment crack", "segment wall crack"]
+        assert set(result.val_foreground_iou) <= {"crack", "taping"} and result.val_foreground_iou
+        assert sidecar["val_foreground_iou"] == {c: round(v, 4) for c, v in result.val_foreground_iou.items()}
         assert 0 <= result.val_miou <= 1
     with pytest.raises(SegcheckError, match="takes no text prompts, but the training data asks by prompt"):
         train(recipe="naive", model="unet", out=tmp_path / "x.safetensors", epochs=1,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -203,6 +204,21 @@ def _fit(segmodel, batch, steps, lr, spec, stop, class_weights) -> int:
                 return step
     module.eval()
     return steps
+
+
+def foreground_iou(segmodel: SegModel, data: EvalData) -> dict[str, float]:
+    """A prompted model's foreground IoU per concept on ``data`` (canonical prompts): what it is
+    judged by, where a two-class mIoU hides a collapse to background."""
+    from segcheck.gates.prompted import confusion, scores
+
+    segmodel.module.eval()
+    pred = segmodel.predict_pixels(data.images, data.batch_size, data.prompts())[0] == 1
+    concepts = np.array(data.concepts)
+    return {
+        c: scores(confusion(pred[concepts == c], data.masks[concepts == c], data.spec))["iou"]
+        for c in data.spec.concepts
+        if (concepts == c).any()
+    }
 
 
 def evaluate(segmodel: SegModel, data: EvalData) -> float:

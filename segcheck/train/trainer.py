@@ -29,6 +29,8 @@ class TrainResult:
     val_miou: float
     seconds: float
     images_per_second: float
+    #: a prompted model's foreground IoU per concept on the eval sample (None otherwise)
+    val_foreground_iou: dict | None = None
 
 
 def _splits(plugins, dataset: str, data_root: Path | None):
@@ -122,13 +124,17 @@ def train(
             if rank == 0:
                 _save_state(state_path, epoch + 1, module, optimizer, scheduler, recipe)
     seconds = time.perf_counter() - start
-    val_miou = loop.evaluate(segmodel, EvalData.from_dataset(splits, **eval_sample(session.config)))
+    val_data = EvalData.from_dataset(splits, **eval_sample(session.config))
+    val_miou = loop.evaluate(segmodel, val_data)
+    foreground = loop.foreground_iou(segmodel, val_data) if segmodel.prompted else None
     if rank == 0:
         sidecar = _sidecar(model, dataset, train_set.dataset, segmodel, model_kwargs, recipe, seed, val_miou)
+        if foreground is not None:
+            sidecar["val_foreground_iou"] = {c: round(v, 4) for c, v in foreground.items()}
         checkpoint.save(module, out, sidecar)
         state_path.unlink(missing_ok=True)
     done = (recipe.epochs - first_epoch) * per_epoch * world
-    return TrainResult(out, val_miou, seconds, done / seconds if seconds else float("nan"))
+    return TrainResult(out, val_miou, seconds, done / seconds if seconds else float("nan"), foreground)
 
 
 def writable(out: Path) -> Path:
