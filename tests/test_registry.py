@@ -49,7 +49,7 @@ def test_misspelled_metadata_is_an_error_naming_the_known_keys():
         pytest.raises(
             SegcheckError,
             match=r"model 'net' from plugin my_arch.py has unknown metadata divisble_by, "
-            r"num_class; known: num_classes, mean, std, binary, divisible_by",
+            r"num_class; known: num_classes, mean, std, binary, prompted, divisible_by",
         ),
     ):
         reg.add("net", build, divisble_by=8, num_class=13)

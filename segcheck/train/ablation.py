@@ -50,8 +50,9 @@ ANOMALY_SUITE = SUITES / "anomaly"
 PROMPTED_SUITE = SUITES / "prompted"
 
 
-def judge(checkpoint: Path, report: Path, marks: str, suites: tuple[Path, ...] = (SUITE, ANOMALY_SUITE)) -> dict:
+def judge(checkpoint: Path, report: Path, marks: str, suites: tuple[Path, ...] | None = None) -> dict:
     """Run the ``suites`` (default: gates and anomaly) on ``checkpoint``; return their JSON report."""
+    suites = (SUITE, ANOMALY_SUITE) if suites is None else suites
     if not all(s.is_dir() for s in suites):
         raise SegcheckError(f"the gate suites are not at {SUITES}; run the ablation from a segcheck checkout")
     cmd = [
