@@ -42,7 +42,11 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(widths[0], num_classes, 1)
         self.recon = nn.Conv2d(widths[0], 3, 1) if recon_head else None
 
-    def forward(self, x: torch.Tensor):
+    def features(self, x: torch.Tensor, condition=None) -> torch.Tensor:
+        """The last decoder stage's features for ``x`` padded (replicate) to multiples of
+        ``2**depth``; ``condition(features)``, when given, transforms the bottleneck and the
+        output of every decoder stage, in that order."""
+        condition = condition or (lambda features: features)
         h, w = x.shape[-2:]
         d = 2 ** (len(self.down) - 1)
         if h % d or w % d:
@@ -51,9 +55,14 @@ class UNet(nn.Module):
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else nn.functional.max_pool2d(x, 2))
             skips.append(x)
-        x = skips.pop()
+        x = condition(skips.pop())
         for up, merge in zip(reversed(self.up), reversed(self.merge)):
-            x = merge(torch.cat([up(x), skips.pop()], dim=1))
+            x = condition(merge(torch.cat([up(x), skips.pop()], dim=1)))
+        return x
+
+    def forward(self, x: torch.Tensor):
+        h, w = x.shape[-2:]
+        x = self.features(x)
         logits = self.head(x)[..., :h, :w]
         if self.recon is None:
             return logits
@@ -95,17 +104,7 @@ class PromptedUNet(UNet):
             return features * (1 + scale) + shift
 
         h, w = x.shape[-2:]
-        d = 2 ** (len(self.down) - 1)
-        if h % d or w % d:
-            x = nn.functional.pad(x, (0, -w % d, 0, -h % d), mode="replicate")
-        skips = []
-        for i, block in enumerate(self.down):
-            x = block(x if i == 0 else nn.functional.max_pool2d(x, 2))
-            skips.append(x)
-        x = condition(skips.pop())
-        for up, merge in zip(reversed(self.up), reversed(self.merge)):
-            x = condition(merge(torch.cat([up(x), skips.pop()], dim=1)))
-        return self.head(x)[..., :h, :w]
+        return self.head(self.features(x, condition))[..., :h, :w]
 
 
 def build_prompted_unet(num_classes: int = 1, *, width: int = 16, depth: int = 3) -> PromptedUNet:

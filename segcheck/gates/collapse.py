@@ -10,7 +10,6 @@ masks have positives; the probability range and a threshold sweep are reported.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from segcheck import gate_figures
 from segcheck.gates.result import GateResult
@@ -29,14 +28,7 @@ def class_fractions(labels: np.ndarray, counted: np.ndarray, num_classes: int) -
 
 def probabilities(target: Target) -> np.ndarray:
     """Sigmoid probabilities (N, H, W) float32 of a binary model on the eval images, in batches."""
-    images = target.data.images
-    model, batch = target.model, target.data.batch_size
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(images), batch):
-            logits = model.logits(model.normalize(images[start : start + batch]))
-            out.append(torch.sigmoid(logits[:, 0].float()).cpu().numpy())
-    return np.concatenate(out)
+    return target.model.probabilities(target.data.images, target.data.batch_size)
 
 
 def threshold_sweep(probs: np.ndarray, masks: np.ndarray, ignore_index: int, thresholds=SWEEP) -> dict[float, float]:
