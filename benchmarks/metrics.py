@@ -379,6 +379,9 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--stream-pixels", type=_count, default=393_000_000, help="streaming OOD pixels (default 3.93e8)"
     )
+    parser.add_argument(
+        "--gpu-only", action="store_true", help="only the GPU section (CUDA confusion matrix and OOD histogram)"
+    )
     parser.add_argument("--worker", nargs=3, metavar=("KIND", "NAME", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -397,9 +400,10 @@ def main(argv=None) -> None:
         f"Python {platform.python_version()}, numpy {np.__version__}; segcheck's uint8 pair counter: "
         f"{_counting.pair_counter_name()}\n"
     )
-    confusion_section(args.pixels)
-    regions_section(args.pixels)
-    stream_section(args.stream_pixels, ood_section(args.ood_pixels))
+    if not args.gpu_only:
+        confusion_section(args.pixels)
+        regions_section(args.pixels)
+        stream_section(args.stream_pixels, ood_section(args.ood_pixels))
     gpu_section(args.pixels, args.ood_pixels)
 
 

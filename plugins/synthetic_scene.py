@@ -7,6 +7,7 @@ Every drawing reads only the scene's generator, so a scene is the same in every 
 from __future__ import annotations
 
 import colorsys
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,15 +29,50 @@ def _jitter(rng: np.random.Generator, colour, amount: float) -> np.ndarray:
     return np.asarray(colour, dtype=np.float32) + rng.uniform(-amount, amount, size=3).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Look:
+    """How much a scene's appearance gives its classes away (the ``shortcut`` variant's knobs).
+
+    ``cue``: the probability that a surface keeps its class's own colour and texture; otherwise
+    it takes a colour from the image's shared palette of ``palette`` muted colours and a random
+    grain, whatever its class (0: appearance says nothing per surface, only shapes do; 1: the
+    standard look's colours). ``clutter``: the mean number of unlabelled stains (posters,
+    patches, puddles in palette colours) over any class. ``lighting``: strength 0-1 of the
+    per-image light (gain 1 +- 0.45, colour cast +- 0.2, a brightness ramp +- 35% across the
+    image, up to two shadow bands at x0.5), all scaled by it. The layout prior is unchanged.
+    """
+
+    cue: float = 0.3
+    clutter: float = 8.0
+    lighting: float = 1.0
+    palette: int = 5
+
+    def __post_init__(self):
+        for name in ("cue", "lighting"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in 0..1, got {getattr(self, name)!r}")
+        if self.clutter < 0 or self.palette < 1:
+            raise ValueError(f"clutter must be >= 0 and palette >= 1, got {self.clutter!r}, {self.palette!r}")
+
+    def describe(self) -> str:
+        return f"cue={self.cue:g},clutter={self.clutter:g},lighting={self.lighting:g},palette={self.palette}"
+
+
 class _Scene:
     """One image under construction: a label map and a material map, composed at the end.
 
     ``paint`` only records which material covers which pixels; ``render`` turns materials
-    into colours in one vectorized pass (material 0 is the sky gradient).
+    into colours in one vectorized pass (material 0 is the sky gradient). With a ``look``,
+    each painted surface keeps its class colour with probability ``look.cue`` and otherwise
+    takes a palette colour (drawn from a second generator, so the layout is the standard one).
     """
 
-    def __init__(self, rng: np.random.Generator, height: int, width: int):
+    def __init__(self, rng: np.random.Generator, height: int, width: int, look: Look | None = None, style=None):
         self.rng = rng
+        self.look = look
+        self.style = style  # the look's own generator: palette, re-colouring, clutter and light
+        if look is not None:
+            self.palette = [_hsv(style, (0.0, 0.45), (0.25, 0.85)) for _ in range(look.palette)]
         self.h, self.w = height, width
         self.scale = height / 64
         self.yy = np.arange(height, dtype=np.float32)[:, None]
@@ -49,10 +85,25 @@ class _Scene:
     def paint(self, mask: np.ndarray, label: int, colour, grain: float = 0.0, colour_noise: float = 0.0) -> None:
         """Cover ``mask`` with ``label`` and a material: ``colour`` plus luminance ``grain`` and
         per-channel ``colour_noise`` (standard deviations in 0-255 units)."""
+        if self.look is not None and self.style.random() >= self.look.cue:
+            colour, grain, colour_noise = self.shared_material()
+        self._cover(mask, colour, grain, colour_noise)
+        np.putmask(self.label, np.broadcast_to(mask, self.label.shape), label)
+
+    def stain(self, mask: np.ndarray) -> None:
+        """Cover ``mask`` with a shared material and leave its labels as they are (clutter)."""
+        self._cover(mask, *self.shared_material())
+
+    def shared_material(self) -> tuple[np.ndarray, float, float]:
+        """A palette colour (jittered) with a random grain: what any class may look like."""
+        style = self.style
+        colour = _jitter(style, self.palette[style.integers(len(self.palette))], 12)
+        return colour, float(style.uniform(2, 22)), float(style.uniform(0, 10))
+
+    def _cover(self, mask: np.ndarray, colour, grain: float, colour_noise: float) -> None:
         if mask.shape != self.label.shape:
             mask = np.broadcast_to(mask, self.label.shape)
         np.putmask(self.material, mask, len(self.materials))
-        np.putmask(self.label, mask, label)
         self.materials.append((np.asarray(colour, dtype=np.float32), grain, colour_noise))
 
     def render(self) -> np.ndarray:
@@ -95,6 +146,8 @@ def _draw_sky(scene: _Scene, street: _Street) -> None:
     rng = scene.rng
     top = _jitter(rng, (70, 125, 215), 20)
     low = _jitter(rng, (170, 205, 245), 15)
+    if scene.look is not None and scene.style.random() >= scene.look.cue:  # an overcast or hazy sky
+        top, low = scene.shared_material()[0], scene.shared_material()[0]
     t = np.clip(scene.yy / max(street.horizon, 1), 0.0, 1.0)[..., None]
     scene.sky = top + (low - top) * t
 
@@ -234,9 +287,37 @@ def _draw_anomalies(scene: _Scene, street: _Street, rng: np.random.Generator) ->
         scene.paint(shape & ~stripes, ANOMALY_INDEX, _ANOMALY_COLOURS[second], 6)
 
 
+def _draw_clutter(scene: _Scene, street: _Street) -> None:
+    """The look's stains: boxes and ellipses in palette colours over any class, unlabelled."""
+    style, h, w = scene.style, scene.h, scene.w
+    for _ in range(style.poisson(scene.look.clutter)):
+        cy, cx = style.uniform(0, h), style.uniform(0, w)
+        ry, rx = style.uniform(0.03, 0.15) * h, style.uniform(0.03, 0.15) * w
+        shape = scene.ellipse(cy, cx, ry, rx) if style.random() < 0.5 else scene.box(cy - ry, cy + ry, cx - rx, cx + rx)
+        scene.stain(shape)
+
+
+def _lighting(scene: _Scene, image: np.ndarray) -> np.ndarray:
+    """The look's light on the rendered float image: gain, colour cast, a ramp, shadow bands."""
+    style, strength = scene.style, scene.look.lighting
+    gain = 1 + strength * style.uniform(-0.45, 0.45)
+    cast = 1 + strength * style.uniform(-0.2, 0.2, size=3)
+    angle = style.uniform(0, 2 * np.pi)
+    ramp = (np.cos(angle) * (scene.xx / scene.w - 0.5) + np.sin(angle) * (scene.yy / scene.h - 0.5)) * 2
+    light = gain * (1 + strength * style.uniform(0, 0.35) * ramp)
+    for _ in range(style.integers(0, 3)):  # a shadow band across the scene (a building's, a tree's)
+        theta, offset = style.uniform(0, np.pi), style.uniform(-0.5, 0.5) * scene.w
+        across = np.cos(theta) * (scene.xx - scene.w / 2) + np.sin(theta) * (scene.yy - scene.h / 2) - offset
+        band = np.abs(across) < style.uniform(0.05, 0.2) * scene.w
+        light = light * np.where(band, 1 - strength * style.uniform(0.2, 0.5), 1.0)
+    return image * (light[..., None] * cast).astype(np.float32)
+
+
 def _photometric_jitter(scene: _Scene) -> np.ndarray:
-    """Per-image brightness, colour balance and offset; returns the uint8 image."""
+    """Per-image brightness, colour balance and offset (then the look's light); the uint8 image."""
     rng = scene.rng
     gain = rng.uniform(0.8, 1.2) * (1 + rng.uniform(-0.08, 0.08, size=3)).astype(np.float32)
     image = scene.render() * gain + rng.uniform(-10, 10)
+    if scene.look is not None:
+        image = _lighting(scene, image)
     return np.clip(image, 0, 255).astype(np.uint8)

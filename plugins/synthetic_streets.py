@@ -13,6 +13,12 @@ The ``anomaly`` split (128 images; ``anomalies=True`` gives any split the same) 
 out-of-distribution objects (striped animals, blobs in unusual colours) on the ground,
 labelled ``ANOMALY_INDEX`` (8); everything else is drawn like the other splits. No other split
 holds anomaly pixels, so a model trained on ``train`` has never seen them.
+
+``look=Look(...)`` (registered as ``synthetic-streets-shortcut``) keeps every layout as it is
+and takes the appearance cues away: surfaces share one palette per image whatever their class,
+unlabelled clutter covers any class, and the light changes per image (``synthetic_scene.Look``
+has the knobs). There a model that learns where classes usually are scores nearly as well as
+one that reads the image, which is the field reports' shortcut at full strength.
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ from segcheck.hookspecs import hookimpl
 from segcheck_plugins.synthetic_scene import (
     ANOMALY_INDEX,
     CLASSES,
+    Look,
     _draw_anomalies,
     _draw_buildings,
+    _draw_clutter,
     _draw_ground,
     _draw_objects,
     _draw_sky,
@@ -40,7 +48,17 @@ from segcheck_plugins.synthetic_scene import (
     _Street,
 )
 
-__all__ = ["ANOMALY_INDEX", "CLASSES", "MEAN", "SPLIT_LENGTHS", "STD", "SyntheticStreets", "segcheck_register_datasets"]
+__all__ = [
+    "ANOMALY_INDEX",
+    "CLASSES",
+    "MEAN",
+    "SHORTCUT",
+    "SPLIT_LENGTHS",
+    "STD",
+    "Look",
+    "SyntheticStreets",
+    "segcheck_register_datasets",
+]
 
 SPLIT_LENGTHS = {"train": 1024, "val": 128, "test": 128, "anomaly": 128}
 
@@ -49,6 +67,10 @@ SPLIT_LENGTHS = {"train": 1024, "val": 128, "test": 128, "anomaly": 128}
 # 3 decimals. Re-measure with ``SyntheticStreets.measure_mean_std()`` if the generator changes.
 MEAN = (0.400, 0.456, 0.398)
 STD = (0.202, 0.182, 0.270)
+#: the ``synthetic-streets-shortcut`` look, and its mean/std measured the same way
+SHORTCUT = Look()
+SHORTCUT_MEAN = (0.412, 0.426, 0.410)
+SHORTCUT_STD = (0.228, 0.224, 0.237)
 
 
 class SyntheticStreets:
@@ -61,6 +83,9 @@ class SyntheticStreets:
     :param length: number of images in the split (default from ``SPLIT_LENGTHS``).
     :param anomalies: paste out-of-distribution objects labelled ``ANOMALY_INDEX`` (default:
         only in the ``anomaly`` split). The spec's ``anomaly_index`` is 8 either way.
+    :param look: the appearance knobs (``synthetic_scene.Look``); None is the standard look,
+        ``SHORTCUT`` the ``synthetic-streets-shortcut`` one. A look's images have their own
+        identity (``...:look=cue=0.3,...``) and, for ``SHORTCUT``, their own mean/std.
 
     ``dataset[i]`` returns ``(image uint8 (H, W, 3), mask int64 (H, W))``, generated on the fly.
     """
@@ -73,6 +98,7 @@ class SyntheticStreets:
         size: tuple[int, int] = (64, 128),
         length: int | None = None,
         anomalies: bool | None = None,
+        look: Look | None = None,
     ):
         if split not in SPLIT_LENGTHS:
             raise SegcheckError(
@@ -87,18 +113,22 @@ class SyntheticStreets:
         anomalies = split == "anomaly" if anomalies is None else bool(anomalies)
         if length < 0:
             raise SegcheckError(f"synthetic-streets length must be >= 0, got {length}")
-        self.split, self.seed, self.size, self.length, self.anomalies = (
+        if look is not None and not isinstance(look, Look):
+            raise SegcheckError(f"synthetic-streets look must be a synthetic_scene.Look or None, got {look!r}")
+        self.split, self.seed, self.size, self.length, self.anomalies, self.look = (
             split,
             int(seed),
             (height, width),
             length,
             anomalies,
+            look,
         )
+        mean, std = (SHORTCUT_MEAN, SHORTCUT_STD) if look == SHORTCUT else (MEAN, STD)
         self.spec = DatasetSpec(
             classes=CLASSES,
             ignore_index=255,
-            mean=MEAN,
-            std=STD,
+            mean=mean,
+            std=std,
             splits=tuple(SPLIT_LENGTHS),
             anomaly_index=ANOMALY_INDEX,
             anomaly_splits=(
@@ -106,8 +136,10 @@ class SyntheticStreets:
                 *(s for s in SPLIT_LENGTHS if s != "anomaly" and anomalies and split != "anomaly"),
             ),
         )
-        self.identity = f"synthetic-streets:seed={self.seed}:size={height}x{width}" + (
-            ":anomalies" if anomalies and split != "anomaly" else ""
+        self.identity = (
+            f"synthetic-streets:seed={self.seed}:size={height}x{width}"
+            + (f":look={look.describe()}" if look is not None else "")
+            + (":anomalies" if anomalies and split != "anomaly" else "")
         )
         self._split_key = zlib.crc32(split.encode())
 
@@ -121,10 +153,13 @@ class SyntheticStreets:
         if not 0 <= index < self.length:
             raise IndexError(f"index out of range for synthetic-streets {self.split} split of length {self.length}")
         key = [self.seed, self._split_key, index]
-        scene = _Scene(np.random.default_rng(key), *self.size)
+        style = None if self.look is None else np.random.default_rng(key + [2])
+        scene = _Scene(np.random.default_rng(key), *self.size, look=self.look, style=style)
         street = _Street(scene)
         for draw in (_draw_sky, _draw_buildings, _draw_vegetation, _draw_ground, _draw_objects):
             draw(scene, street)
+        if self.look is not None:
+            _draw_clutter(scene, street)
         if self.anomalies:
             _draw_anomalies(scene, street, np.random.default_rng(key + [1]))
         return _photometric_jitter(scene), scene.label
@@ -145,11 +180,23 @@ def _factory(root: Path | None, split: str, **options) -> SyntheticStreets:
     return SyntheticStreets(split, **options)
 
 
+def _shortcut_factory(root: Path | None, split: str, **options) -> SyntheticStreets:
+    """``synthetic-streets-shortcut``: the ``SHORTCUT`` look unless ``options`` give another."""
+    return SyntheticStreets(split, **{"look": SHORTCUT, **options})
+
+
 @hookimpl
 def segcheck_register_datasets(registry):
     registry.add(
         "synthetic-streets",
         _factory,
         description="procedural 64x128 street scenes, 8 classes, strong positional prior; optional anomalies",
+        needs_root=False,
+    )
+    registry.add(
+        "synthetic-streets-shortcut",
+        _shortcut_factory,
+        description="synthetic-streets with weak, shared appearance cues (one palette, clutter, light): the "
+        "positional shortcut at full strength",
         needs_root=False,
     )

@@ -29,11 +29,15 @@ class UNet(nn.Module):
     """UNet with ``depth`` poolings; any input size (sides that are not multiples of
     ``2**depth`` are padded, replicating the border, and the outputs cropped back).
 
-    ``forward`` returns logits (B, num_classes, H, W); with ``recon_head=True`` it returns
-    ``{"out": logits, "recon": (B, 3, H, W)}`` for the trainer's reconstruction loss.
+    ``forward`` returns logits (B, num_classes, H, W); with ``recon_head=True`` or
+    ``embed_head=True`` it returns ``{"out": logits}`` plus ``"recon"`` (B, 3, H, W) for the
+    trainer's reconstruction loss and ``"embed"`` (B, 32, H, W), a two-layer 1x1 projection of
+    the last decoder features, for its pixel-contrastive loss.
     """
 
-    def __init__(self, num_classes: int, width: int = 16, depth: int = 3, recon_head: bool = False):
+    def __init__(
+        self, num_classes: int, width: int = 16, depth: int = 3, recon_head: bool = False, embed_head: bool = False
+    ):
         super().__init__()
         widths = [width * 2**i for i in range(depth + 1)]
         self.down = nn.ModuleList([_block(3, widths[0])] + [_block(a, b) for a, b in zip(widths, widths[1:])])
@@ -41,6 +45,11 @@ class UNet(nn.Module):
         self.merge = nn.ModuleList(_block(2 * a, a) for a in widths[:-1])
         self.head = nn.Conv2d(widths[0], num_classes, 1)
         self.recon = nn.Conv2d(widths[0], 3, 1) if recon_head else None
+        self.embed = (
+            nn.Sequential(nn.Conv2d(widths[0], widths[0], 1), nn.ReLU(inplace=True), nn.Conv2d(widths[0], 32, 1))
+            if embed_head
+            else None
+        )
 
     def features(self, x: torch.Tensor, condition=None) -> torch.Tensor:
         """The last decoder stage's features for ``x`` padded (replicate) to multiples of
@@ -64,9 +73,10 @@ class UNet(nn.Module):
         h, w = x.shape[-2:]
         x = self.features(x)
         logits = self.head(x)[..., :h, :w]
-        if self.recon is None:
+        if self.recon is None and self.embed is None:
             return logits
-        return {"out": logits, "recon": self.recon(x)[..., :h, :w]}
+        heads = {"recon": self.recon, "embed": self.embed}
+        return {"out": logits, **{k: head(x)[..., :h, :w] for k, head in heads.items() if head is not None}}
 
 
 class PromptedUNet(UNet):
@@ -113,8 +123,10 @@ def build_prompted_unet(num_classes: int = 1, *, width: int = 16, depth: int = 3
     return PromptedUNet(width=width, depth=depth)
 
 
-def build_unet(num_classes: int, *, width: int = 16, depth: int = 3, recon_head: bool = False) -> UNet:
-    return UNet(num_classes, width=width, depth=depth, recon_head=recon_head)
+def build_unet(
+    num_classes: int, *, width: int = 16, depth: int = 3, recon_head: bool = False, embed_head: bool = False
+) -> UNet:
+    return UNet(num_classes, width=width, depth=depth, recon_head=recon_head, embed_head=embed_head)
 
 
 @hookimpl

@@ -134,8 +134,14 @@ def cmd_predict(args) -> int:
 def cmd_ablate(args) -> int:
     from segcheck.train import ablation
 
-    run = ablation.run_binary if args.prompted else ablation.run
-    print(run(args.out, epochs=args.epochs, device=args.device, seed=args.seed))
+    if args.prompted:
+        print(ablation.run_binary(args.out, epochs=args.epochs, device=args.device, seed=args.seed))
+        return 0
+    print(
+        ablation.run(
+            args.out, epochs=args.epochs, device=args.device, seed=args.seed, dataset_variant=args.dataset_variant
+        )
+    )
     return 0
 
 
@@ -244,6 +250,12 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--outlier-paste", type=float, metavar="W", help="ingredient: uniform loss on random shapes pasted into images"
     )
+    tr.add_argument(
+        "--input-gradient", type=float, metavar="W", help="ingredient: exp(-||dL/dx||) penalty weight (0.1)"
+    )
+    tr.add_argument(
+        "--contrastive", type=float, metavar="W", help="ingredient: supervised pixel-contrastive loss weight (0.1)"
+    )
     tr.add_argument("--dice", type=float, metavar="W", help="ingredient (binary): soft Dice loss weight (1.0)")
     tr.add_argument("--focal", type=float, metavar="GAMMA", help="ingredient (binary): focal loss gamma (2.0)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT's .resume.pt (written each epoch)")
@@ -297,6 +309,14 @@ def parser() -> argparse.ArgumentParser:
         "--prompted",
         action="store_true",
         help="the binary recipes of unet-prompted on synthetic-drywall, judged by suites/prompted (prompted.md)",
+    )
+    ab.add_argument(
+        "--dataset-variant",
+        choices=("standard", "shortcut"),
+        default="standard",
+        help="standard: synthetic-streets, judged by suites/gates and suites/anomaly; shortcut: "
+        "synthetic-streets-shortcut (weak, shared appearance cues), judged by suites/gates, with the field "
+        "reports' decision rule checked",
     )
     ab.add_argument("--epochs", type=_positive(int), help="override every variant's epochs")
     ab.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))

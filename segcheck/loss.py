@@ -1,4 +1,5 @@
-"""The per-pixel loss every training and gradient check uses (CE, or BCE for binary models)."""
+"""The per-pixel loss every training and gradient check uses (CE, or BCE for binary models), and
+the trainer's extra terms on it (Dice, pixel contrast)."""
 
 from __future__ import annotations
 
@@ -61,3 +62,38 @@ def dice_loss(logits: torch.Tensor, masks: torch.Tensor, spec: DatasetSpec) -> t
     prob = torch.sigmoid(logits[:, 0]) * counted
     target = masks.clamp(0, 1).to(logits.dtype) * counted
     return 1 - (2 * (prob * target).sum() + 1) / (prob.sum() + target.sum() + 1)
+
+
+def pixel_contrast_loss(
+    embed: torch.Tensor, masks: torch.Tensor, spec: DatasetSpec, per_class: int = 64, temperature: float = 0.1
+) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020) over pixels sampled across the batch.
+
+    ``embed`` (B, D, H, W) at the masks' size is L2-normalized per pixel; up to ``per_class``
+    counted pixels of each class present are drawn from the whole batch (global RNG), so most
+    positive pairs are the same class in another image at another position (cross-image pixel
+    contrast, Wang et al. 2021). Each anchor's loss is the mean over its positives of
+    ``-log(exp(z_a.z_p / t) / sum_{k != a} exp(z_a.z_k / t))``; anchors without a positive are
+    left out; 0 (attached) when none remain.
+    """
+    masks = masks.to(embed.device).long()
+    labels = masks.flatten()
+    counted = spec.counted(labels) & (labels >= 0) & (labels < spec.num_classes)
+    picks = []
+    for c in labels[counted].unique().tolist():
+        where = torch.nonzero(counted & (labels == c)).flatten()
+        picks.append(where[torch.randperm(len(where), device=where.device)[:per_class]])
+    if not picks:
+        return embed.sum() * 0.0
+    picked = torch.cat(picks)
+    z = F.normalize(embed.permute(0, 2, 3, 1).reshape(-1, embed.shape[1])[picked].float(), dim=1)
+    cls = labels[picked]
+    logits = z @ z.T / temperature
+    self_pair = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    log_prob = logits - torch.logsumexp(logits.masked_fill(self_pair, float("-inf")), dim=1, keepdim=True)
+    positive = (cls[:, None] == cls[None, :]) & ~self_pair
+    has = positive.any(1)
+    if not bool(has.any()):
+        return embed.sum() * 0.0
+    per_anchor = (log_prob * positive).sum(1)[has] / positive.sum(1)[has]
+    return -per_anchor.mean()

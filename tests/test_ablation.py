@@ -25,19 +25,27 @@ def _report(noise_passed, jpeg_passed):
 def test_table_has_one_row_per_variant_with_failures_named():
     text = ablation.table({"naive": _report(False, False), "robust": _report(True, True)})
     header, rule, naive, robust = text.splitlines()
-    assert header.startswith("| variant | real mIoU | noise mIoU | anomaly AUROC (msp) | noise_input |")
+    # no anomaly gate ran: no anomaly column; no generalization gate: no column either
+    assert header == (
+        "| variant | real mIoU | noise mIoU | noise/real | noise_input | perturbation_stability | other gates |"
+    )
     assert header.count("|") == rule.count("|")
-    assert naive.startswith("| naive | 0.984 | 0.133 | - | **fail** |")
+    assert naive.startswith("| naive | 0.984 | 0.133 | 0.14 | **fail** |")
     assert "**fail**: jpeg" in naive and "pass (2/2)" in robust
-    assert robust.startswith("| robust | 0.984 | 0.050 | - | pass |")
-    assert naive.count("|") == header.count("|") and " - |" in naive  # gates not run show "-"
+    assert robust.startswith("| robust | 0.984 | 0.050 | 0.05 | pass |")
+    assert naive.count("|") == header.count("|")
+    with_anomaly = _report(True, True)
+    with_anomaly["gates"].append(_gate("anomaly_detection[msp]", True, 0.9, pooled={"auroc": 0.912}))
+    header, _, row = ablation.table({"naive": _report(False, False), "robust": with_anomaly}).splitlines()[:3]
+    assert "| noise/real | anomaly AUROC (msp) | noise_input |" in header and "| anomaly_detection |" in header
+    assert row.startswith("| naive | 0.984 | 0.133 | 0.14 | - | **fail** |")  # its anomaly gates did not run: "-"
 
 
 def test_skipped_gates_are_not_failures():
     report = _report(True, True)
     report["gates"].append(_gate("generalization", False, None, outcome="skipped"))
-    row = ablation.table({"robust": report}).splitlines()[2]
-    assert "**fail**" not in row and row.endswith("| - | - | pass |")  # generalization: "-", not run
+    header, _, row = ablation.table({"robust": report}).splitlines()
+    assert "**fail**" not in row and "| generalization |" in header and row.endswith("| - | pass |")
 
 
 def test_families_share_a_column_and_unknown_gates_go_to_other():
@@ -51,7 +59,7 @@ def test_run_trains_missing_variants_resuming_interrupted_ones(tmp_path, monkeyp
     (tmp_path / "variant1.resume.pt").write_bytes(b"half")
     trained = []
     monkeypatch.setattr(ablation, "train", lambda *a, out, resume, **kw: trained.append((out.name, resume, kw)))
-    monkeypatch.setattr(ablation, "judge", lambda path, report, marks: _report(True, True))
+    monkeypatch.setattr(ablation, "judge", lambda path, report, marks, suites, dataset: _report(True, True))
     variants = {"naive": {}, "+ flips": {"flips": True}, "+ rolls": {"rolls": True}}
     text = ablation.run(tmp_path, epochs=2, device="cpu", variants=variants)
     assert [(name, resume) for name, resume, _ in trained] == [
@@ -60,6 +68,36 @@ def test_run_trains_missing_variants_resuming_interrupted_ones(tmp_path, monkeyp
     ]
     assert trained[0][2] == {"device": "cpu", "seed": 0, "flips": True, "epochs": 2}
     assert (tmp_path / "ablation.md").read_text() == text + "\n" and len(text.splitlines()) == 5
+
+
+def test_the_shortcut_variant_trains_on_its_dataset_and_checks_the_decision_rule(tmp_path, monkeypatch):
+    trained, judged = [], []
+    monkeypatch.setattr(ablation, "train", lambda model, dataset, *a, out, **kw: trained.append(dataset))
+    reports = {"variant0.json": _report(False, False), "variant1.json": _report(True, True)}
+    reports["variant1.json"]["gates"][1]["details"]["real_miou"] = 0.9  # consistency costs real mIoU
+    monkeypatch.setattr(
+        ablation,
+        "judge",
+        lambda path, report, marks, suites, dataset: judged.append((suites, dataset)) or reports[report.name],
+    )
+    variants = {"naive (CE)": {}, "+ consistency 0.1": {"consistency": 0.1}}
+    text = ablation.run(tmp_path, variants=variants, dataset_variant="shortcut")
+    assert trained == ["synthetic-streets-shortcut"] * 2
+    assert judged == [((ablation.SUITE,), "synthetic-streets-shortcut")] * 2
+    assert "- real mIoU 0.984 -> 0.900: drops (-0.084); the rule says solved." in text
+    assert "- noise mIoU 0.133 -> 0.050 (-0.083); noise/real 0.14 -> 0.06." in text
+    assert "'+ consistency 0.1' passes every gate" in text and "the rule and the gates agree" in text
+    assert "'naive (CE)' fails 2" in text
+    with pytest.raises(SegcheckError, match="unknown dataset variant 'hard'; known: standard, shortcut"):
+        ablation.run(tmp_path, dataset_variant="hard")
+
+
+def test_the_shortcut_rows_hold_each_field_proposal_alone_and_together():
+    rows = ablation.SHORTCUT_VARIANTS
+    for ingredient in ("consistency", "input_gradient", "recon", "contrastive"):
+        assert sum(list(v) == [ingredient] for v in rows.values()) == 1
+    assert {"consistency", "input_gradient", "recon", "contrastive"} in [set(v) for v in rows.values()]
+    assert rows[ablation.VARIANT_ROBUST] == ablation.VARIANTS[ablation.VARIANT_ROBUST]
 
 
 def test_judge_outside_a_checkout_is_a_clear_error(tmp_path, monkeypatch):

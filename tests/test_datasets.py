@@ -15,7 +15,7 @@ from segcheck.plugins import DATASET_META
 from segcheck.registry import Registry
 from segcheck_plugins import folder, synthetic_streets
 from segcheck_plugins.folder import FolderDataset
-from segcheck_plugins.synthetic_streets import CLASSES, SyntheticStreets
+from segcheck_plugins.synthetic_streets import CLASSES, SHORTCUT_MEAN, SyntheticStreets
 
 
 def registry_of(module) -> Registry:
@@ -116,6 +116,41 @@ def test_synthetic_classes_have_distinct_colours(val32):
         for b in means:
             if a < b:
                 assert np.abs(means[a] - means[b]).max() > 20, (a, b, means[a], means[b])
+
+
+def test_shortcut_look_keeps_every_layout_and_takes_the_colours_away(val32):
+    """synthetic-streets-shortcut: the same label maps, its own identity and statistics, and
+    class colours that no longer tell the big classes apart."""
+    from segcheck_plugins.synthetic_streets import SHORTCUT
+
+    entry = registry_of(synthetic_streets).get("synthetic-streets-shortcut")
+    shortcut = entry.obj(None, "val", length=32)
+    assert shortcut.look == SHORTCUT and not entry.meta["needs_root"]
+    assert shortcut.identity == "synthetic-streets:seed=0:size=64x128:look=cue=0.3,clutter=8,lighting=1,palette=5"
+    pairs = [shortcut[i] for i in range(32)]
+    assert all(np.array_equal(m, m0) for (_, m), (_, m0) in zip(pairs, val32))
+    assert not any(np.array_equal(im, im0) for (im, _), (im0, _) in zip(pairs, val32))
+
+    def colour_gaps(pairs):  # largest channel gap between the mean colours of road, sidewalk, building, vegetation
+        images = np.stack([im for im, _ in pairs]).reshape(-1, 3).astype(float)
+        masks = np.stack([m for _, m in pairs]).ravel()
+        means = [images[masks == c].mean(0) for c in range(4)]
+        return [np.abs(a - b).max() for i, a in enumerate(means) for b in means[i + 1 :]]
+
+    assert np.mean(colour_gaps(pairs)) < 0.5 * np.mean(colour_gaps(val32))
+    mean, std = SyntheticStreets.measure_mean_std(count=64, look=SHORTCUT)
+    assert np.allclose(mean, shortcut.spec.mean, atol=0.02) and np.allclose(std, shortcut.spec.std, atol=0.02)
+    again = entry.obj(None, "val", length=2, look=synthetic_streets.Look(cue=1.0, clutter=0, lighting=0))
+    assert again.identity.endswith("look=cue=1,clutter=0,lighting=0,palette=5") and again.spec.mean != SHORTCUT_MEAN
+
+
+def test_shortcut_knobs_are_checked():
+    with pytest.raises(ValueError, match="cue must be in 0..1"):
+        synthetic_streets.Look(cue=1.5)
+    with pytest.raises(ValueError, match="clutter must be >= 0"):
+        synthetic_streets.Look(clutter=-1)
+    with pytest.raises(SegcheckError, match="look must be a synthetic_scene.Look"):
+        SyntheticStreets("val", look={"cue": 0.5})
 
 
 def test_synthetic_mean_std_match_generated_images():

@@ -41,12 +41,14 @@ def test_every_ingredient_trains_and_writes_checkpoint_with_sidecar(tmp_path, ti
         recon=0.5,
         outlier_exposure=0.1,
         outlier_paste=0.1,
+        input_gradient=0.1,
+        contrastive=0.1,
         **tiny,
     )
     sidecar = yaml.safe_load(out.with_suffix(".yaml").read_text())
-    assert sidecar["recipe"]["outlier_paste"] == 0.1
+    assert sidecar["recipe"]["outlier_paste"] == 0.1 and sidecar["recipe"]["contrastive"] == 0.1
     assert sidecar["model"] == "unet" and sidecar["dataset"] == "tiny-streets"
-    assert sidecar["model_kwargs"] == {"recon_head": True}
+    assert sidecar["model_kwargs"] == {"recon_head": True, "embed_head": True}
     assert sidecar["recipe"]["consistency"] == 0.1 and sidecar["seed"] == 0
     assert sidecar["classes"][0] == "road" and len(sidecar["mean"]) == 3
     assert sidecar["data_identity"].startswith("synthetic-streets:seed=0:size=32x64")
@@ -209,3 +211,45 @@ def test_binary_losses_balanced_dice_focal():
         loop.criterion(
             [torch.zeros(2, 3, 8, 8)], None, y.clamp(max=2), get("robust-binary"), DatasetSpec(("a", "b", "c"))
         )
+
+
+def test_pixel_contrast_loss_pulls_classes_together_across_images():
+    from segcheck.data import DatasetSpec
+    from segcheck.loss import pixel_contrast_loss
+
+    spec = DatasetSpec(("a", "b", "c"))
+    torch.manual_seed(0)
+    y = torch.randint(0, 3, (4, 8, 8))
+    y[0, 0, 0] = 255  # ignored pixels are never drawn
+    by_class = torch.eye(3)[y.clamp(0, 2)].permute(0, 3, 1, 2)  # one direction per class
+    random = torch.randn(4, 3, 8, 8, requires_grad=True)
+    separated, mixed = pixel_contrast_loss(by_class * 5, y, spec), pixel_contrast_loss(random, y, spec)
+    assert separated < 0.5 * mixed
+    mixed.backward()
+    assert random.grad.abs().sum() > 0
+    single = pixel_contrast_loss(random, torch.full((4, 8, 8), 255), spec)  # nothing counted: 0, attached
+    assert single == 0 and single.requires_grad
+
+
+def test_input_gradient_penalty_is_exp_of_minus_the_input_gradient_norm():
+    from segcheck.data import DatasetSpec
+    from segcheck.loss import pixel_loss
+    from segcheck.train.recipes import get
+
+    spec = DatasetSpec(("a", "b"))
+    conv = torch.nn.Conv2d(3, 2, 1)
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)
+    y = torch.randint(0, 2, (2, 4, 4))
+    recipe = get("naive").with_(input_gradient=0.1)
+    loss = loop.criterion([conv(x)], x, y, recipe, spec)
+    (grad,) = torch.autograd.grad(pixel_loss(conv(x), y, spec), x)
+    assert torch.isclose(loss, pixel_loss(conv(x), y, spec) + 0.1 * torch.exp(-grad.norm()))
+    loss.backward()  # differentiated through: the penalty reaches the weights
+    with_penalty = conv.weight.grad.clone()
+    conv.weight.grad = None
+    pixel_loss(conv(x), y, spec).backward()
+    assert not torch.allclose(with_penalty, conv.weight.grad)
+    with pytest.raises(SegcheckError, match="input batch does not require grad"):
+        loop.criterion([conv(x.detach())], x.detach(), y, recipe, spec)
+    with pytest.raises(SegcheckError, match="builder must accept embed_head=True"):
+        loop.criterion([conv(x)], x, y, get("naive").with_(contrastive=0.1), spec)

@@ -2,9 +2,11 @@
 
 Every variant starts from the ``naive`` recipe (cross-entropy only) and adds ingredients;
 each checkpoint then runs ``pytest suites/gates`` (the product, not a re-implementation) and
-the JSON reports are folded into one Markdown table. ``prompted=True`` does the same for the
+the JSON reports are folded into one Markdown table. ``run_binary`` does the same for the
 binary recipes of the prompted default (``unet-prompted`` on ``synthetic-drywall``, judged by
-``suites/prompted``).
+``suites/prompted``). ``variant="shortcut"`` runs :data:`SHORTCUT_VARIANTS` on
+``synthetic-streets-shortcut``, judged by ``suites/gates``, and checks the field reports'
+decision rule for the consistency loss (:func:`decision_rule`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ def _beyond_naive(recipe: str) -> dict:
     return {k: v for k, v in other.items() if k != "name" and v != naive[k]}
 
 
+VARIANT_ROBUST = "robust: + " + " + ".join(_beyond_naive("robust"))
 VARIANTS: dict[str, dict] = {
     "naive (CE)": {},
     "+ consistency 0.1": {"consistency": 0.1},
@@ -36,7 +39,29 @@ VARIANTS: dict[str, dict] = {
     "+ photometric": {"photometric": True},
     "+ flips + rolls": {"flips": True, "rolls": True},
     # the shipped robust recipe, derived so that the row cannot drift from it
-    "robust: + " + " + ".join(_beyond_naive("robust")): _beyond_naive("robust"),
+    VARIANT_ROBUST: _beyond_naive("robust"),
+}
+#: the shortcut variant's rows: every ingredient alone (the field reports' four proposals
+#: first), the reports' four together, the standard robust recipe and the one shipped for it
+SHORTCUT_VARIANTS: dict[str, dict] = {
+    "naive (CE)": {},
+    "+ consistency 0.1": {"consistency": 0.1},
+    "+ input gradient 0.1": {"input_gradient": 0.1},
+    "+ recon 0.5": {"recon": 0.5},
+    "+ contrastive 0.1": {"contrastive": 0.1},
+    "+ outlier exposure 0.1": {"outlier_exposure": 0.1},
+    "+ flips": {"flips": True},
+    "+ rolls": {"rolls": True},
+    "+ scale crops": {"scale_crops": True},
+    "+ photometric": {"photometric": True},
+    "+ flips + rolls": {"flips": True, "rolls": True},
+    "+ consistency + input gradient + recon + contrastive": {
+        "consistency": 0.1,
+        "input_gradient": 0.1,
+        "recon": 0.5,
+        "contrastive": 0.1,
+    },
+    VARIANT_ROBUST: _beyond_naive("robust"),
 }
 #: the binary recipes, by row name: their recipe (each a set of loss ingredients over plain BCE)
 BINARY_VARIANTS: dict[str, str] = {
@@ -50,8 +75,11 @@ ANOMALY_SUITE = SUITES / "anomaly"
 PROMPTED_SUITE = SUITES / "prompted"
 
 
-def judge(checkpoint: Path, report: Path, marks: str, suites: tuple[Path, ...] | None = None) -> dict:
-    """Run the ``suites`` (default: gates and anomaly) on ``checkpoint``; return their JSON report."""
+def judge(
+    checkpoint: Path, report: Path, marks: str, suites: tuple[Path, ...] | None = None, dataset: str | None = None
+) -> dict:
+    """Run the ``suites`` (default: gates and anomaly) on ``checkpoint`` (with ``--dataset``
+    when given); return their JSON report."""
     suites = (SUITE, ANOMALY_SUITE) if suites is None else suites
     if not all(s.is_dir() for s in suites):
         raise SegcheckError(f"the gate suites are not at {SUITES}; run the ablation from a segcheck checkout")
@@ -69,6 +97,7 @@ def judge(checkpoint: Path, report: Path, marks: str, suites: tuple[Path, ...] |
         str(report),
         "-m",
         marks,
+        *(["--dataset", dataset] if dataset else []),
     ]
     subprocess.run(cmd, check=False, capture_output=True)
     if not report.is_file():
@@ -109,22 +138,60 @@ def _cell(gates: list[dict]) -> str:
 
 
 def table(rows: dict[str, dict]) -> str:
-    """Markdown: one row per variant: real mIoU, noise mIoU, MSP's anomaly AUROC, then each gate
-    column's verdict."""
-    columns = [*COLUMNS, "other gates"]
-    head = "| variant | real mIoU | noise mIoU | anomaly AUROC (msp) | "
-    lines = [head + " | ".join(columns) + " |", "|---" * (len(columns) + 4) + "|"]
+    """Markdown: one row per variant: real mIoU, noise mIoU, their ratio, MSP's anomaly AUROC,
+    then each gate column's verdict. Columns no report has a gate for (the anomaly ones when
+    ``suites/anomaly`` did not run) are left out."""
+    by_row = {variant: _by_column(report) for variant, report in rows.items()}
+    columns = [c for c in (*COLUMNS, "other gates") if any(c in cols for cols in by_row.values())]
+    anomaly = "anomaly_detection" in columns
+    head = ["variant", "real mIoU", "noise mIoU", "noise/real", *(["anomaly AUROC (msp)"] if anomaly else [])]
+    lines = ["| " + " | ".join(head + columns) + " |", "|---" * (len(head) + len(columns)) + "|"]
     for variant, report in rows.items():
-        by_column: dict[str, list[dict]] = {}
-        for g in report["gates"]:
-            by_column.setdefault(column(g["gate"]), []).append(g)
-        noise = by_column["noise_input"][0]
-        cells = [_cell(by_column.get(c, [])) for c in columns]
-        msp = [g for g in report["gates"] if g["gate"] == "anomaly_detection[msp]" and "pooled" in g["details"]]
-        auroc = f"{msp[0]['details']['pooled']['auroc']:.3f}" if msp else "-"
+        noise = by_row[variant]["noise_input"][0]
         real = noise["details"]["real_miou"]
-        lines.append(f"| {variant} | {real:.3f} | {noise['value']:.3f} | {auroc} | " + " | ".join(cells) + " |")
+        cells = [variant, f"{real:.3f}", f"{noise['value']:.3f}", f"{noise['value'] / real:.2f}" if real else "-"]
+        if anomaly:
+            msp = [g for g in report["gates"] if g["gate"] == "anomaly_detection[msp]" and "pooled" in g["details"]]
+            cells.append(f"{msp[0]['details']['pooled']['auroc']:.3f}" if msp else "-")
+        cells += [_cell(by_row[variant].get(c, [])) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _by_column(report: dict) -> dict[str, list[dict]]:
+    by_column: dict[str, list[dict]] = {}
+    for g in report["gates"]:
+        by_column.setdefault(column(g["gate"]), []).append(g)
+    return by_column
+
+
+def _summary(report: dict) -> tuple[float, float, list[str]]:
+    """(real mIoU, noise mIoU, the gates that did not pass) of one judged variant."""
+    noise = next(g for g in report["gates"] if g["gate"] == "noise_input")
+    failed = [g["gate"] for g in report["gates"] if g["outcome"] in ("failed", "error")]
+    return noise["details"]["real_miou"], noise["value"], failed
+
+
+def decision_rule(rows: dict[str, dict], baseline: str = "naive (CE)", treated: str = "+ consistency 0.1") -> str:
+    """The field reports' test of the consistency loss ("if mIoU drops, the problem is solved")
+    applied to two judged variants, next to what the gates say; Markdown lines."""
+    (real0, noise0, failed0), (real1, noise1, failed1) = _summary(rows[baseline]), _summary(rows[treated])
+    drops = real1 < real0
+    verdict = "passes every gate" if not failed1 else f"fails {len(failed1)} gate(s): {', '.join(failed1)}"
+    agree = drops == (not failed1)
+    return "\n".join(
+        [
+            f"Decision rule of the field reports (add consistency loss; if mIoU drops, the problem is solved), "
+            f"{treated!r} against {baseline!r}:",
+            "",
+            f"- real mIoU {real0:.3f} -> {real1:.3f}: {'drops' if drops else 'does not drop'} ({real1 - real0:+.3f}); "
+            f"the rule says {'solved' if drops else 'the problem is deeper'}.",
+            f"- noise mIoU {noise0:.3f} -> {noise1:.3f} ({noise1 - noise0:+.3f}); noise/real "
+            f"{noise0 / real0:.2f} -> {noise1 / real1:.2f}.",
+            f"- the gates: {baseline!r} fails {len(failed0)}; {treated!r} {verdict}.",
+            f"- the rule and the gates {'agree' if agree else 'disagree'}.",
+        ]
+    )
 
 
 def binary_table(rows: dict[str, dict]) -> str:
@@ -167,6 +234,13 @@ def run_binary(out_dir: Path, *, epochs: int | None = None, device: str = "auto"
     return text
 
 
+#: ``--dataset-variant``: (dataset, rows, suites judged by, decision rule checked)
+DATASET_VARIANTS = {
+    "standard": ("synthetic-streets", VARIANTS, None, False),
+    "shortcut": ("synthetic-streets-shortcut", SHORTCUT_VARIANTS, (SUITE,), True),
+}
+
+
 def run(
     out_dir: Path,
     *,
@@ -174,9 +248,16 @@ def run(
     device: str = "auto",
     seed: int = 0,
     marks: str = "not train and not gpu",
-    variants: dict[str, dict] = VARIANTS,
+    variants: dict[str, dict] | None = None,
+    dataset_variant: str = "standard",
 ) -> str:
-    """Train and judge every variant into ``out_dir``; write and return ``ablation.md``."""
+    """Train and judge every variant of ``dataset_variant`` (:data:`DATASET_VARIANTS`) into
+    ``out_dir``; write and return ``ablation.md`` (the table, and for ``shortcut`` the
+    decision rule's check)."""
+    if dataset_variant not in DATASET_VARIANTS:
+        raise SegcheckError(f"unknown dataset variant {dataset_variant!r}; known: {', '.join(DATASET_VARIANTS)}")
+    dataset, default_variants, suites, rule = DATASET_VARIANTS[dataset_variant]
+    variants = default_variants if variants is None else variants
     out_dir = writable(Path(out_dir) / "ablation.md").parent
     rows = {}
     for i, (variant, ingredients) in enumerate(variants.items()):
@@ -185,7 +266,7 @@ def run(
         if not path.is_file():  # re-running the command continues where it stopped, epoch by epoch
             train(
                 "unet",
-                "synthetic-streets",
+                dataset,
                 "naive",
                 out=path,
                 device=device,
@@ -193,7 +274,9 @@ def run(
                 resume=path.with_suffix(".resume.pt").is_file(),
                 **overrides,
             )
-        rows[variant] = judge(path, path.with_suffix(".json"), marks)
+        rows[variant] = judge(path, path.with_suffix(".json"), marks, suites, None if suites is None else dataset)
     text = table(rows)
+    if rule:
+        text += "\n\n" + decision_rule(rows)
     (out_dir / "ablation.md").write_text(text + "\n")
     return text

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from segcheck import SegcheckError
 from segcheck.data import DatasetSpec, EvalData
-from segcheck.loss import dice_loss, pixel_loss
+from segcheck.loss import dice_loss, pixel_contrast_loss, pixel_loss
 from segcheck.model import SegModel, output_tensor, seeded
 from segcheck.train import augment
 from segcheck.train.recipes import Recipe
@@ -58,8 +58,9 @@ def criterion(
     class_weights: torch.Tensor | None = None,
     pasted: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The recipe's loss for one batch: ``pixel_loss`` (+ AUX_WEIGHT x aux) + consistency +
-    reconstruction + OE + entropy maximization on the ``pasted`` outlier pixels (B, H, W)."""
+    """The recipe's loss for one batch: ``pixel_loss`` (+ AUX_WEIGHT x aux) + input-gradient
+    penalty + consistency + reconstruction + pixel contrast + OE + entropy maximization on the
+    ``pasted`` outlier pixels (B, H, W). The input-gradient penalty needs ``x`` to require grad."""
     clean, extra = outputs[0], list(outputs[1:])
     logits = _at_size(output_tensor(clean), y.shape[-2:]).float()
     if (recipe.balanced or recipe.dice or recipe.focal) and not binary:
@@ -67,6 +68,11 @@ def criterion(
             f"recipe {recipe.name!r} uses balanced/dice/focal, which are losses of a binary (one sigmoid channel) model"
         )
     loss = pixel_loss(logits, y, spec, binary, class_weights, focal=recipe.focal)
+    if recipe.input_gradient:
+        if not x.requires_grad:
+            raise SegcheckError("recipe uses input_gradient, but the input batch does not require grad")
+        (grad,) = torch.autograd.grad(loss, x, create_graph=True)
+        loss = loss + recipe.input_gradient * torch.exp(-grad.float().norm())
     if recipe.dice:
         loss = loss + recipe.dice * dice_loss(logits, y, spec)
     if isinstance(clean, dict) and clean.get("aux") is not None:
@@ -79,6 +85,13 @@ def criterion(
                 "recipe uses recon but the model returned no 'recon' output; its builder must accept recon_head=True"
             )
         loss = loss + recipe.recon * F.mse_loss(_at_size(clean["recon"], x.shape[-2:]).float(), x)
+    if recipe.contrastive:
+        if not isinstance(clean, dict) or "embed" not in clean:
+            raise SegcheckError(
+                "recipe uses contrastive but the model returned no 'embed' output; its builder must accept "
+                "embed_head=True"
+            )
+        loss = loss + recipe.contrastive * pixel_contrast_loss(_at_size(clean["embed"], y.shape[-2:]), y, spec)
     if recipe.consistency:
         noisy = _at_size(output_tensor(extra.pop(0)), y.shape[-2:]).float()
         kl = F.kl_div(noisy.log_softmax(1), logits.log_softmax(1).detach(), log_target=True, reduction="none")
@@ -152,6 +165,8 @@ def train_one_epoch(
             pasted = F.pad(pasted, (0, x.shape[-1] - pasted.shape[-1], 0, x.shape[-2] - pasted.shape[-2]))
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
+        if recipe.input_gradient:
+            x.requires_grad_(True)
         with amp:
             outputs = forward(model, x, recipe, segmodel.std, prompts)
             loss = criterion(outputs, x, y, recipe, spec, segmodel.binary, class_weights, pasted=pasted)

@@ -42,6 +42,8 @@ class Recipe:
     recon: float = 0.0
     outlier_exposure: float = 0.0
     outlier_paste: float = 0.0
+    input_gradient: float = 0.0
+    contrastive: float = 0.0
     balanced: bool = False
     dice: float = 0.0
     focal: float = 0.0

@@ -202,6 +202,8 @@ def _fresh(entry, spec, recipe: Recipe, dev: torch.device, model_args: dict) -> 
     model_kwargs = dict(model_args)
     if recipe.recon:
         model_kwargs["recon_head"] = True
+    if recipe.contrastive:
+        model_kwargs["embed_head"] = True
     if entry.meta.get("aux_prefix"):
         model_kwargs["aux_loss"] = True
     module = guarded(
