@@ -31,31 +31,41 @@ def _jitter(rng: np.random.Generator, colour, amount: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Look:
-    """How much a scene's appearance gives its classes away (the ``shortcut`` variant's knobs).
+    """How much a scene's appearance gives its classes away (the ``shortcut`` variant's knobs;
+    the defaults are ``synthetic-streets-shortcut``).
 
     ``cue``: the probability that a surface keeps its class's own colour and texture; otherwise
     it takes a colour from the image's shared palette of ``palette`` muted colours and a random
     grain, whatever its class (0: appearance says nothing per surface, only shapes do; 1: the
     standard look's colours). ``clutter``: the mean number of unlabelled stains (posters,
-    patches, puddles in palette colours) over any class. ``lighting``: strength 0-1 of the
+    patches, puddles in palette colours, half of them patterned with the grids and stripes of
+    windows, tiles and lane marks) over any class. ``lighting``: strength 0-1 of the
     per-image light (gain 1 +- 0.45, colour cast +- 0.2, a brightness ramp +- 35% across the
-    image, up to two shadow bands at x0.5), all scaled by it. The layout prior is unchanged.
+    image, up to two shadow bands at x0.5), all scaled by it. ``noise``: the standard deviation
+    (0-255 scale) of per-pixel sensor noise added last. The layout prior is unchanged.
     """
 
-    cue: float = 0.3
-    clutter: float = 8.0
+    cue: float = 0.0
+    clutter: float = 12.0
     lighting: float = 1.0
     palette: int = 5
+    noise: float = 30.0
 
     def __post_init__(self):
         for name in ("cue", "lighting"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in 0..1, got {getattr(self, name)!r}")
-        if self.clutter < 0 or self.palette < 1:
-            raise ValueError(f"clutter must be >= 0 and palette >= 1, got {self.clutter!r}, {self.palette!r}")
+        if self.clutter < 0 or self.palette < 1 or self.noise < 0:
+            raise ValueError(
+                f"clutter and noise must be >= 0 and palette >= 1, got clutter={self.clutter!r}, "
+                f"noise={self.noise!r}, palette={self.palette!r}"
+            )
 
     def describe(self) -> str:
-        return f"cue={self.cue:g},clutter={self.clutter:g},lighting={self.lighting:g},palette={self.palette}"
+        return (
+            f"cue={self.cue:g},clutter={self.clutter:g},lighting={self.lighting:g},palette={self.palette},"
+            f"noise={self.noise:g}"
+        )
 
 
 class _Scene:
@@ -295,6 +305,12 @@ def _draw_clutter(scene: _Scene, street: _Street) -> None:
         ry, rx = style.uniform(0.03, 0.15) * h, style.uniform(0.03, 0.15) * w
         shape = scene.ellipse(cy, cx, ry, rx) if style.random() < 0.5 else scene.box(cy - ry, cy + ry, cx - rx, cx + rx)
         scene.stain(shape)
+        if style.random() < 0.5:  # a patterned stain: the grids and stripes of windows, tiles and lane marks
+            period = max(3, round(style.uniform(3, 7) * scene.scale))
+            pattern = (
+                (scene.yy % period < 1) | (scene.xx % period < 1) if style.random() < 0.5 else scene.yy % period < 2
+            )
+            scene.stain(shape & pattern)
 
 
 def _lighting(scene: _Scene, image: np.ndarray) -> np.ndarray:
@@ -310,7 +326,10 @@ def _lighting(scene: _Scene, image: np.ndarray) -> np.ndarray:
         across = np.cos(theta) * (scene.xx - scene.w / 2) + np.sin(theta) * (scene.yy - scene.h / 2) - offset
         band = np.abs(across) < style.uniform(0.05, 0.2) * scene.w
         light = light * np.where(band, 1 - strength * style.uniform(0.2, 0.5), 1.0)
-    return image * (light[..., None] * cast).astype(np.float32)
+    image = image * (light[..., None] * cast).astype(np.float32)
+    if scene.look.noise:
+        image += style.normal(0.0, scene.look.noise, size=image.shape).astype(np.float32)
+    return image
 
 
 def _photometric_jitter(scene: _Scene) -> np.ndarray:

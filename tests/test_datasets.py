@@ -126,7 +126,9 @@ def test_shortcut_look_keeps_every_layout_and_takes_the_colours_away(val32):
     entry = registry_of(synthetic_streets).get("synthetic-streets-shortcut")
     shortcut = entry.obj(None, "val", length=32)
     assert shortcut.look == SHORTCUT and not entry.meta["needs_root"]
-    assert shortcut.identity == "synthetic-streets:seed=0:size=64x128:look=cue=0.3,clutter=8,lighting=1,palette=5"
+    assert (
+        shortcut.identity == "synthetic-streets:seed=0:size=64x128:look=cue=0,clutter=12,lighting=1,palette=5,noise=30"
+    )
     pairs = [shortcut[i] for i in range(32)]
     assert all(np.array_equal(m, m0) for (_, m), (_, m0) in zip(pairs, val32))
     assert not any(np.array_equal(im, im0) for (im, _), (im0, _) in zip(pairs, val32))
@@ -140,14 +142,17 @@ def test_shortcut_look_keeps_every_layout_and_takes_the_colours_away(val32):
     assert np.mean(colour_gaps(pairs)) < 0.5 * np.mean(colour_gaps(val32))
     mean, std = SyntheticStreets.measure_mean_std(count=64, look=SHORTCUT)
     assert np.allclose(mean, shortcut.spec.mean, atol=0.02) and np.allclose(std, shortcut.spec.std, atol=0.02)
-    again = entry.obj(None, "val", length=2, look=synthetic_streets.Look(cue=1.0, clutter=0, lighting=0))
-    assert again.identity.endswith("look=cue=1,clutter=0,lighting=0,palette=5") and again.spec.mean != SHORTCUT_MEAN
+    again = entry.obj(None, "val", length=2, look=synthetic_streets.Look(cue=1.0, clutter=0, lighting=0, noise=0))
+    assert (
+        again.identity.endswith("look=cue=1,clutter=0,lighting=0,palette=5,noise=0")
+        and again.spec.mean != SHORTCUT_MEAN
+    )
 
 
 def test_shortcut_knobs_are_checked():
     with pytest.raises(ValueError, match="cue must be in 0..1"):
         synthetic_streets.Look(cue=1.5)
-    with pytest.raises(ValueError, match="clutter must be >= 0"):
+    with pytest.raises(ValueError, match="clutter and noise must be >= 0"):
         synthetic_streets.Look(clutter=-1)
     with pytest.raises(SegcheckError, match="look must be a synthetic_scene.Look"):
         SyntheticStreets("val", look={"cue": 0.5})
