@@ -134,6 +134,10 @@ def cmd_predict(args) -> int:
 def cmd_ablate(args) -> int:
     from segcheck.train import ablation
 
+    if args.prompted and args.dataset_variant != "standard":
+        raise SegcheckError(
+            "--prompted ablates the binary recipes on synthetic-drywall; it has no --dataset-variant (drop one)"
+        )
     if args.prompted:
         print(ablation.run_binary(args.out, epochs=args.epochs, device=args.device, seed=args.seed))
         return 0

@@ -192,6 +192,9 @@ def test_init_seed_decides_the_random_weights(loaded_plugins):
         (["train", "--epochs", "-1", "--out", "{tmp}/m.safetensors"], "argument --epochs: expected a positive int"),
         (["train", "--epochs", "1", "--out", "{tmp}/file/m.safetensors"], "--out {tmp}/file/m.safetensors: cannot"),
         (["ablate", "--out", "{tmp}/file/ab"], "--out {tmp}/file/ab/ablation.md: cannot write there"),
+        (["ablate", "--out", "{tmp}/ab", "--dataset-variant", "hard"], "invalid choice: 'hard'"),
+        (["ablate", "--out", "{tmp}/ab", "--prompted", "--dataset-variant", "shortcut"], "has no --dataset-variant"),
+        (["train", "--input-gradient", "x", "--out", "{tmp}/m.safetensors"], "argument --input-gradient: invalid"),
     ],
 )
 def test_train_and_ablate_check_their_arguments_before_training(tmp_path, argv, message):

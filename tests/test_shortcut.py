@@ -1,0 +1,30 @@
+"""The shortcut at full strength: on synthetic-streets-shortcut the naive recipe's shipped
+checkpoint learns the layout, and the layout gates say so."""
+
+from __future__ import annotations
+
+import pytest
+
+from segcheck import SegcheckError
+from segcheck import config as segconfig
+from segcheck.gates import registered
+from tests.conftest import REPO, build_target
+
+NAIVE = REPO / "examples" / "checkpoints" / "unet_synthetic-streets-shortcut_naive.safetensors"
+
+
+def test_the_naive_recipe_scores_on_noise_and_does_not_beat_the_prior(loaded_plugins):
+    config = segconfig.load()
+    target = build_target(loaded_plugins, config, "unet", "synthetic-streets-shortcut", checkpoint=NAIVE)
+    gates = {g.name: g for g in loaded_plugins.gates.gates()}
+    noise = registered.run(gates["noise_input"], target, config)
+    prior = registered.run(gates["positional_prior"], target, config)
+    assert not noise.passed and not prior.passed
+    real = prior.details["real_miou"]
+    assert noise.value >= 0.6 * real  # the field reports' pattern: noise scores most of what real images do
+    assert real < prior.details["prior_miou"] + 0.15
+
+
+def test_the_shortcut_dataset_has_no_bundled_checkpoint_yet(loaded_plugins):
+    with pytest.raises(SegcheckError, match="bundles no checkpoint for dataset 'synthetic-streets-shortcut'"):
+        build_target(loaded_plugins, segconfig.load(), "unet", "synthetic-streets-shortcut")
