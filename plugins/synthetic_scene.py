@@ -314,7 +314,8 @@ def _draw_clutter(scene: _Scene, street: _Street) -> None:
 
 
 def _lighting(scene: _Scene, image: np.ndarray) -> np.ndarray:
-    """The look's light on the rendered float image: gain, colour cast, a ramp, shadow bands."""
+    """The look's light on the rendered float image (gain, colour cast, a ramp, shadow bands),
+    then its sensor noise."""
     style, strength = scene.style, scene.look.lighting
     gain = 1 + strength * style.uniform(-0.45, 0.45)
     cast = 1 + strength * style.uniform(-0.2, 0.2, size=3)

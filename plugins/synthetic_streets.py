@@ -16,7 +16,7 @@ holds anomaly pixels, so a model trained on ``train`` has never seen them.
 
 ``look=Look(...)`` (registered as ``synthetic-streets-shortcut``) keeps every layout as it is
 and takes the appearance cues away: surfaces share one palette per image whatever their class,
-unlabelled clutter covers any class, and the light changes per image (``synthetic_scene.Look``
+unlabelled clutter covers any class, the light changes per image and sensor noise is added (``synthetic_scene.Look``
 has the knobs). There a model that learns where classes usually are scores nearly as well as
 one that reads the image, which is the field reports' shortcut at full strength.
 """
@@ -85,7 +85,7 @@ class SyntheticStreets:
         only in the ``anomaly`` split). The spec's ``anomaly_index`` is 8 either way.
     :param look: the appearance knobs (``synthetic_scene.Look``); None is the standard look,
         ``SHORTCUT`` the ``synthetic-streets-shortcut`` one. A look's images have their own
-        identity (``...:look=cue=0.3,...``) and, for ``SHORTCUT``, their own mean/std.
+        identity (``...:look=cue=0,clutter=12,...``) and, for ``SHORTCUT``, their own mean/std.
 
     ``dataset[i]`` returns ``(image uint8 (H, W, 3), mask int64 (H, W))``, generated on the fly.
     """
