@@ -86,6 +86,16 @@ def test_fresh_unet_trains_every_parameter(honest):
     assert result.value == 0 and result.details["trainable"] > 10
 
 
+def test_unet_training_heads_are_trained_through_their_losses(loaded_plugins):
+    """The recon and embed heads exist only for their recipes' losses (MSE, pixel contrast)."""
+    config = segconfig.load(overrides={"eval": {"size": 2}})
+    heads = (("recon_head", True), ("embed_head", True))
+    target = build_target(loaded_plugins, config, "unet", "synthetic-streets", checkpoint="none", model_args=heads)
+    result = gates.gradient_coverage(target, CFG["gradient_coverage"])
+    assert result.passed, result.message
+    assert result.details["trainable"] > 30
+
+
 # --- batch independence and deterministic eval -----------------------------------------------------
 
 

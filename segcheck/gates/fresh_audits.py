@@ -14,7 +14,9 @@ from segcheck.target import Target
 from segcheck.train.loop import criterion
 from segcheck.train.recipes import get as get_recipe
 
-RECON_WEIGHT = 0.5  # any weight > 0: gradient_coverage asks whether the head gets a gradient, not how much
+# any weight > 0: gradient_coverage asks whether a training head gets a gradient, not how much
+RECON_WEIGHT = 0.5
+CONTRASTIVE_WEIGHT = 0.1
 
 
 def _batch(target: Target, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -24,7 +26,8 @@ def _batch(target: Target, count: int) -> tuple[np.ndarray, np.ndarray]:
 def _training_loss(target: Target, model, images: np.ndarray, masks: np.ndarray, seed: int, heads: bool = False):
     """The naive recipe's training loss of ``model.module`` (whatever mode it is in) on one
     batch, its random draws seeded with ``seed``; with ``heads``, plus the reconstruction
-    loss when the module returns a ``"recon"`` head (the recipe that built it trains it)."""
+    loss when the module returns a ``"recon"`` head and the pixel-contrastive loss when it
+    returns an ``"embed"`` head (the recipe that built them trains them)."""
     spec = target.data.spec
     x, y = model.pad(model.normalize(images), torch.from_numpy(masks).to(model.device), spec.ignore_index)
     with seeded(seed, model.device):  # dropout / drop-path: the same draw whichever gates ran before
@@ -32,6 +35,8 @@ def _training_loss(target: Target, model, images: np.ndarray, masks: np.ndarray,
         recipe = get_recipe("naive")
         if heads and isinstance(output, dict) and output.get("recon") is not None:
             recipe = recipe.with_(recon=RECON_WEIGHT)
+        if heads and isinstance(output, dict) and output.get("embed") is not None:
+            recipe = recipe.with_(contrastive=CONTRASTIVE_WEIGHT)
         return criterion([output], x, y, recipe, spec, model.binary)
 
 
@@ -92,7 +97,8 @@ def gradient_coverage(target: Target, cfg: dict) -> GateResult:
     The model is built fresh (with ``aux_loss=True`` when the model's meta has an
     ``aux_prefix``, so an auxiliary head exists), run in train mode on the first
     ``cfg["images"]`` eval images, and the training loss (``train.loop.criterion``: CE +
-    0.5 x aux CE, + the reconstruction MSE when the module has a ``"recon"`` head) is
+    0.5 x aux CE, + the reconstruction MSE when the module has a ``"recon"`` head, + the
+    pixel-contrastive loss when it has an ``"embed"`` head) is
     differentiated. Parameters whose gradient is missing or all zero are named, except those
     under a prefix of the model's ``frozen`` metadata or of ``cfg["allow"]`` (meant to get
     none: a frozen backbone, encoder stages a shallow depth leaves unused), which are counted.
