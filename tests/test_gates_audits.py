@@ -91,9 +91,9 @@ def test_unet_training_heads_are_trained_through_their_losses(loaded_plugins):
     config = segconfig.load(overrides={"eval": {"size": 2}})
     heads = (("recon_head", True), ("embed_head", True))
     target = build_target(loaded_plugins, config, "unet", "synthetic-streets", checkpoint="none", model_args=heads)
+    assert target.model.module.recon is not None and target.model.module.embed is not None
     result = gates.gradient_coverage(target, CFG["gradient_coverage"])
     assert result.passed, result.message
-    assert result.details["trainable"] > 30
 
 
 # --- batch independence and deterministic eval -----------------------------------------------------
