@@ -14,9 +14,9 @@ from segcheck.target import Target
 from segcheck.train.loop import criterion
 from segcheck.train.recipes import get as get_recipe
 
-# any weight > 0: gradient_coverage asks whether a training head gets a gradient, not how much
-RECON_WEIGHT = 0.5
-CONTRASTIVE_WEIGHT = 0.1
+#: a module output head -> the recipe ingredient that trains it, and a weight (any weight > 0:
+#: gradient_coverage asks whether the head gets a gradient, not how much)
+HEAD_LOSSES = {"recon": ("recon", 0.5), "embed": ("contrastive", 0.1)}
 
 
 def _batch(target: Target, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -33,10 +33,9 @@ def _training_loss(target: Target, model, images: np.ndarray, masks: np.ndarray,
     with seeded(seed, model.device):  # dropout / drop-path: the same draw whichever gates ran before
         output = model.module(x)
         recipe = get_recipe("naive")
-        if heads and isinstance(output, dict) and output.get("recon") is not None:
-            recipe = recipe.with_(recon=RECON_WEIGHT)
-        if heads and isinstance(output, dict) and output.get("embed") is not None:
-            recipe = recipe.with_(contrastive=CONTRASTIVE_WEIGHT)
+        if heads and isinstance(output, dict):
+            present = {ingredient: w for head, (ingredient, w) in HEAD_LOSSES.items() if output.get(head) is not None}
+            recipe = recipe.with_(**present)
         return criterion([output], x, y, recipe, spec, model.binary)
 
 
