@@ -79,7 +79,7 @@ OPTIONS = {
     "--shard": (
         "segcheck_shard",
         "K/N",
-        "run shard K of N of the targets (sorted ids, the i-th to shard i % N + 1), e.g. for a job array; "
+        "run shard K of N of the targets (sorted ids, the i-th to shard i %% N + 1), e.g. for a job array; "
         "`segcheck report merge` combines the shards' JSON reports",
         {"type": _shard},
     ),

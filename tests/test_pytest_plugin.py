@@ -86,6 +86,12 @@ def test_bad_options_are_usage_errors(pytester, args, message):
     result.stderr.fnmatch_lines([f"*{message}"])
 
 
+def test_help_lists_every_segcheck_option(pytester):
+    result = pytester.runpytest(GATES, "-p", "no:cacheprovider", "--help")
+    assert result.ret == 0, result.stderr.str()
+    result.stdout.fnmatch_lines(["segcheck: validity gates*", "*--shard=K/N*", "*shard i % N + 1*"])
+
+
 def test_plugin_file_makes_a_new_architecture_usable(pytester):
     plugin = pytester.makepyfile(my_arch=MY_ARCH)
     result, report = run_gates(
