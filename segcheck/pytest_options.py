@@ -79,7 +79,7 @@ OPTIONS = {
     "--shard": (
         "segcheck_shard",
         "K/N",
-        "run shard K of N of the targets (sorted ids, the i-th to shard i %% N + 1), e.g. for a job array; "
+        "run shard K of N of the targets (sorted ids, the i-th to shard i % N + 1), e.g. for a job array; "
         "`segcheck report merge` combines the shards' JSON reports",
         {"type": _shard},
     ),
@@ -134,5 +134,6 @@ OPTIONS = {
 
 def add_options(parser) -> None:
     group = parser.getgroup("segcheck", "segcheck: validity gates for segmentation models")
-    for flag, (dest, metavar, help, extra) in OPTIONS.items():
-        group.addoption(flag, dest=dest, help=help, **({"metavar": metavar} if metavar else {}), **extra)
+    for flag, (dest, metavar, help, extra) in OPTIONS.items():  # help is plain text; argparse expands '%'
+        escaped = help.replace("%", "%%")
+        group.addoption(flag, dest=dest, help=escaped, **({"metavar": metavar} if metavar else {}), **extra)
