@@ -14,12 +14,15 @@ from segcheck.hookspecs import hookimpl
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
 
 
-def _block(cin: int, cout: int) -> nn.Sequential:
+PADDINGS = ("zeros", "reflect", "replicate")
+
+
+def _block(cin: int, cout: int, padding: str = "zeros") -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.Conv2d(cin, cout, 3, padding=1, padding_mode=padding, bias=False),
         nn.BatchNorm2d(cout),
         nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.Conv2d(cout, cout, 3, padding=1, padding_mode=padding, bias=False),
         nn.BatchNorm2d(cout),
         nn.ReLU(inplace=True),
     )
@@ -33,16 +36,30 @@ class UNet(nn.Module):
     ``embed_head=True`` it returns ``{"out": logits}`` plus ``"recon"`` (B, 3, H, W) for the
     trainer's reconstruction loss and ``"embed"`` (B, 32, H, W), a two-layer 1x1 projection of
     the last decoder features, for its pixel-contrastive loss.
+
+    ``padding`` is the convolutions' ``padding_mode``: ``"zeros"`` lets the network locate the
+    image border, hence every pixel's absolute position, even on a blank input (Islam et al.
+    2020, Kayhan & van Gemert 2020); ``"reflect"`` and ``"replicate"`` hide most of it.
     """
 
     def __init__(
-        self, num_classes: int, width: int = 16, depth: int = 3, recon_head: bool = False, embed_head: bool = False
+        self,
+        num_classes: int,
+        width: int = 16,
+        depth: int = 3,
+        recon_head: bool = False,
+        embed_head: bool = False,
+        padding: str = "zeros",
     ):
         super().__init__()
+        if padding not in PADDINGS:
+            raise ValueError(f"unet padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
         widths = [width * 2**i for i in range(depth + 1)]
-        self.down = nn.ModuleList([_block(3, widths[0])] + [_block(a, b) for a, b in zip(widths, widths[1:])])
+        self.down = nn.ModuleList(
+            [_block(3, widths[0], padding)] + [_block(a, b, padding) for a, b in zip(widths, widths[1:])]
+        )
         self.up = nn.ModuleList(nn.ConvTranspose2d(b, a, 2, stride=2) for a, b in zip(widths, widths[1:]))
-        self.merge = nn.ModuleList(_block(2 * a, a) for a in widths[:-1])
+        self.merge = nn.ModuleList(_block(2 * a, a, padding) for a in widths[:-1])
         self.head = nn.Conv2d(widths[0], num_classes, 1)
         self.recon = nn.Conv2d(widths[0], 3, 1) if recon_head else None
         self.embed = (
@@ -124,9 +141,15 @@ def build_prompted_unet(num_classes: int = 1, *, width: int = 16, depth: int = 3
 
 
 def build_unet(
-    num_classes: int, *, width: int = 16, depth: int = 3, recon_head: bool = False, embed_head: bool = False
+    num_classes: int,
+    *,
+    width: int = 16,
+    depth: int = 3,
+    recon_head: bool = False,
+    embed_head: bool = False,
+    padding: str = "zeros",
 ) -> UNet:
-    return UNet(num_classes, width=width, depth=depth, recon_head=recon_head, embed_head=embed_head)
+    return UNet(num_classes, width=width, depth=depth, recon_head=recon_head, embed_head=embed_head, padding=padding)
 
 
 @hookimpl
@@ -135,7 +158,11 @@ def segcheck_register_models(registry):
         "unet",
         build_unet,
         checkpoints={"synthetic-streets": CHECKPOINTS / "unet_synthetic-streets_robust.safetensors"},
-        args={"width": "channels of the first block (default 16, doubled per level)", "depth": "poolings (default 3)"},
+        args={
+            "width": "channels of the first block (default 16, doubled per level)",
+            "depth": "poolings (default 3)",
+            "padding": "the convolutions' padding: zeros (default), reflect or replicate",
+        },
         description="small UNet (16-128 channels, 3 poolings, any input size), fast on CPU",
     )
     registry.add(

@@ -241,7 +241,7 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--epochs", type=_positive(int), help="override the recipe's epochs")
     tr.add_argument("--batch-size", type=_positive(int), help="override the recipe's batch size")
     tr.add_argument("--lr", type=_positive(float), help="override the recipe's learning rate")
-    for flag in ("flips", "rolls", "scale-crops", "photometric"):
+    for flag in ("flips", "rolls", "shifts", "scale-crops", "photometric"):
         tr.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, help=f"ingredient: random {flag}")
     tr.add_argument(
         "--balanced",
@@ -260,7 +260,7 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--contrastive", type=float, metavar="W", help="ingredient: supervised pixel-contrastive loss weight (0.1)"
     )
-    tr.add_argument("--dice", type=float, metavar="W", help="ingredient (binary): soft Dice loss weight (1.0)")
+    tr.add_argument("--dice", type=float, metavar="W", help="ingredient: soft Dice loss weight (1.0)")
     tr.add_argument("--focal", type=float, metavar="GAMMA", help="ingredient (binary): focal loss gamma (2.0)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT's .resume.pt (written each epoch)")
     tr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))

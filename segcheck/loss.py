@@ -54,14 +54,31 @@ def pixel_loss(
     return (per_pixel * pixel_weight).sum() / pixel_weight.sum().clamp(min=torch.finfo(logits.dtype).tiny)
 
 
-def dice_loss(logits: torch.Tensor, masks: torch.Tensor, spec: DatasetSpec) -> torch.Tensor:
-    """1 - soft Dice of a binary model's foreground (one sigmoid channel) over the counted
-    pixels of the whole batch (smoothed by 1, so a batch without foreground gives a finite loss)."""
+def dice_loss(logits: torch.Tensor, masks: torch.Tensor, spec: DatasetSpec, binary: bool = True) -> torch.Tensor:
+    """1 - soft Dice over the counted pixels of the whole batch (smoothed by 1, so a batch
+    without foreground gives a finite loss).
+
+    Binary (one sigmoid channel): the foreground's Dice. Multi-class: the mean over the classes
+    present in the batch's masks of each class's soft Dice of the softmax (the multi-class
+    Dice loss of Milletari et al. 2016 / smp's ``DiceLoss``), which weighs a rare class as much
+    as a frequent one, as mIoU does.
+    """
     masks = masks.to(logits.device).long()
-    counted = spec.counted(masks).to(logits.dtype)
-    prob = torch.sigmoid(logits[:, 0]) * counted
-    target = masks.clamp(0, 1).to(logits.dtype) * counted
-    return 1 - (2 * (prob * target).sum() + 1) / (prob.sum() + target.sum() + 1)
+    counted = spec.counted(masks)
+    if binary:
+        weight = counted.to(logits.dtype)
+        prob = torch.sigmoid(logits[:, 0]) * weight
+        target = masks.clamp(0, 1).to(logits.dtype) * weight
+        return 1 - (2 * (prob * target).sum() + 1) / (prob.sum() + target.sum() + 1)
+    weight = counted.to(logits.dtype).unsqueeze(1)
+    prob = logits.softmax(1) * weight
+    target = F.one_hot(torch.where(counted, masks, 0), logits.shape[1]).permute(0, 3, 1, 2).to(logits.dtype) * weight
+    dims = (0, 2, 3)
+    dice = (2 * (prob * target).sum(dims) + 1) / (prob.sum(dims) + target.sum(dims) + 1)
+    present = target.sum(dims) > 0
+    if not bool(present.any()):
+        return logits.sum() * 0.0
+    return 1 - dice[present].mean()
 
 
 def pixel_contrast_loss(

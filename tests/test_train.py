@@ -35,6 +35,7 @@ def test_every_ingredient_trains_and_writes_checkpoint_with_sidecar(tmp_path, ti
         epochs=1,
         flips=True,
         rolls=True,
+        shifts=True,
         scale_crops=True,
         photometric=True,
         consistency=0.1,
@@ -47,6 +48,7 @@ def test_every_ingredient_trains_and_writes_checkpoint_with_sidecar(tmp_path, ti
     )
     sidecar = yaml.safe_load(out.with_suffix(".yaml").read_text())
     assert sidecar["recipe"]["outlier_paste"] == 0.1 and sidecar["recipe"]["contrastive"] == 0.1
+    assert sidecar["recipe"]["shifts"] is True
     assert sidecar["model"] == "unet" and sidecar["dataset"] == "tiny-streets"
     assert sidecar["model_kwargs"] == {"recon_head": True, "embed_head": True}
     assert sidecar["recipe"]["consistency"] == 0.1 and sidecar["seed"] == 0
@@ -253,3 +255,59 @@ def test_input_gradient_penalty_is_exp_of_minus_the_input_gradient_norm():
         loop.criterion([conv(x.detach())], x.detach(), y, recipe, spec)
     with pytest.raises(SegcheckError, match="builder must accept embed_head=True"):
         loop.criterion([conv(x)], x, y, get("naive").with_(contrastive=0.1), spec)
+
+
+def test_shifts_translate_image_and_mask_together_and_ignore_the_uncovered_band():
+    from segcheck.train import augment
+
+    torch.manual_seed(0)
+    x = torch.arange(2 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8).repeat(1, 3, 1, 1)
+    y = torch.arange(2 * 8 * 8).reshape(2, 8, 8) % 7
+    g = torch.Generator().manual_seed(3)
+    sx, sy = augment.shifts(x.clone(), y.clone(), g, ignore_index=255, fraction=0.25)
+    moved = 0
+    for i in range(2):
+        kept = sy[i] != 255
+        band = ~kept
+        moved += int(band.any())
+        # every kept pixel's label came with its image value: no wrap-around, image and mask aligned
+        source = sx[i, 0][kept].long() - i * 64
+        assert torch.equal(y[i].flatten()[source], sy[i][kept])
+        assert band.sum() <= 8 * 8 - 6 * 6  # at most two pixels of each side (a quarter of 8)
+    assert moved  # seed 3 draws a non-zero offset
+
+
+def test_multiclass_dice_weighs_each_present_class_and_ignores_absent_ones():
+    from segcheck.data import DatasetSpec
+    from segcheck.loss import dice_loss
+
+    spec = DatasetSpec(("a", "b", "c", "d"))
+    y = torch.zeros(2, 8, 8, dtype=torch.long)
+    y[:, :, 6:] = 1  # class 1 is rare, 2 and 3 absent
+    y[0, 0, 0] = 255
+    perfect = torch.nn.functional.one_hot(y.clamp(max=3), 4).permute(0, 3, 1, 2).float() * 40
+    assert dice_loss(perfect, y, spec, binary=False) < 1e-2
+    all_first = torch.zeros(2, 4, 8, 8)
+    all_first[:, 0] = 40  # right on 3/4 of the pixels, but class 1 missed: loss about 1/2
+    missed = dice_loss(all_first, y, spec, binary=False)
+    assert 0.4 < missed < 0.6
+    logits = torch.zeros(2, 4, 8, 8, requires_grad=True)
+    dice_loss(logits, y, spec, binary=False).backward()
+    assert logits.grad.abs().sum() > 0
+    nothing = dice_loss(logits, torch.full((2, 8, 8), 255), spec, binary=False)
+    assert nothing == 0 and nothing.requires_grad
+
+
+def test_unet_padding_modes():
+    from segcheck_plugins.unet import build_unet
+
+    torch.manual_seed(0)
+    blank = torch.full((1, 3, 32, 64), 0.7)
+    spread = {}
+    for padding in ("zeros", "reflect"):
+        model = build_unet(4, padding=padding).eval()
+        with torch.no_grad():
+            spread[padding] = float(model(blank).std(dim=(2, 3)).max())
+    assert spread["reflect"] < 1e-3 < spread["zeros"]  # zero padding tells where the border is
+    with pytest.raises(ValueError, match="unet padding must be one of zeros, reflect, replicate"):
+        build_unet(4, padding="circularish")

@@ -32,6 +32,28 @@ def rolls(x: torch.Tensor, y: torch.Tensor, g: torch.Generator) -> tuple[torch.T
     return x, y
 
 
+def shifts(
+    x: torch.Tensor, y: torch.Tensor, g: torch.Generator, ignore_index: int, fraction: float = 0.25
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Translate each sample by a random offset of up to ``fraction`` of each side, vertically
+    and horizontally, without wrap-around: the uncovered edge repeats the border
+    (``perturb.shift``, the shift_equivariance gate's own operation) and its mask pixels become
+    ``ignore_index``. Unlike ``rolls``, the layout stays roughly where it was."""
+    h, w = x.shape[-2:]
+    limits = (max(1, int(h * fraction)), max(1, int(w * fraction)))
+    for i in range(len(x)):
+        for axis, limit in zip((-2, -1), limits):
+            offset = int(torch.randint(-limit, limit + 1, (1,), generator=g))
+            if offset == 0:
+                continue
+            keep, _ = perturb.valid_slices(2, offset, axis)
+            x[i] = perturb.shift(x[i], offset, x[i].ndim + axis)
+            shifted = torch.full_like(y[i], ignore_index)
+            shifted[keep] = perturb.shift(y[i], offset, y[i].ndim + axis)[keep]
+            y[i] = shifted
+    return x, y
+
+
 def scale_crops(
     x: torch.Tensor, y: torch.Tensor, g: torch.Generator, ignore_index: int, scales: tuple[float, float] = (0.5, 2.0)
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -63,9 +63,9 @@ def criterion(
     ``pasted`` outlier pixels (B, H, W). The input-gradient penalty needs ``x`` to require grad."""
     clean, extra = outputs[0], list(outputs[1:])
     logits = _at_size(output_tensor(clean), y.shape[-2:]).float()
-    if (recipe.balanced or recipe.dice or recipe.focal) and not binary:
+    if (recipe.balanced or recipe.focal) and not binary:
         raise SegcheckError(
-            f"recipe {recipe.name!r} uses balanced/dice/focal, which are losses of a binary (one sigmoid channel) model"
+            f"recipe {recipe.name!r} uses balanced/focal, which are losses of a binary (one sigmoid channel) model"
         )
     loss = pixel_loss(logits, y, spec, binary, class_weights, focal=recipe.focal)
     if recipe.input_gradient:
@@ -74,7 +74,7 @@ def criterion(
         (grad,) = torch.autograd.grad(loss, x, create_graph=True)
         loss = loss + recipe.input_gradient * torch.exp(-grad.float().norm())
     if recipe.dice:
-        loss = loss + recipe.dice * dice_loss(logits, y, spec)
+        loss = loss + recipe.dice * dice_loss(logits, y, spec, binary)
     if isinstance(clean, dict) and clean.get("aux") is not None:
         loss = loss + AUX_WEIGHT * pixel_loss(
             _at_size(clean["aux"], y.shape[-2:]).float(), y, spec, binary, class_weights
@@ -154,6 +154,8 @@ def train_one_epoch(
             x, y = augment.flips(x, y, g)
         if recipe.rolls:
             x, y = augment.rolls(x, y, g)
+        if recipe.shifts:
+            x, y = augment.shifts(x, y, g, spec.ignore_index)
         if recipe.scale_crops:
             x, y = augment.scale_crops(x, y, g, spec.ignore_index)
         pasted = None

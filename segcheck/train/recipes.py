@@ -12,21 +12,26 @@ class Recipe:
     """Hyper-parameters and ingredients of one training run.
 
     ``flips``: random horizontal and vertical flips; ``rolls``: random circular shifts
-    (vertical and horizontal); ``scale_crops``: multi-scale crops 0.5-2.0; all applied
-    jointly to image and mask. ``photometric``: half the images get one random change of
-    brightness, contrast, blur, JPEG quality or pixel noise (``augment.photometric``).
-    ``consistency``: weight of KL(clean || noisy) with pixel noise sigma 0.05; ``recon``:
-    weight of a reconstruction head's MSE (model must accept ``recon_head=True``);
-    ``outlier_exposure``: weight of a uniform-prediction loss on noise inputs;
-    ``outlier_paste``: weight of a uniform-prediction loss on random shapes pasted into half the
-    images (entropy maximization, ``augment.paste_outliers``; their pixels are left out of
-    the cross-entropy), which teaches the model to be unsure on what it does not know. The
-    torchvision auxiliary loss (weight 0.5) is used whenever the model returns ``"aux"``.
-    Binary models (one sigmoid channel): ``balanced`` weighs each positive pixel by
-    ``(1 - f) / f``, ``f`` the training masks' foreground fraction (weighted BCE); ``dice``:
-    weight of a soft Dice loss on the foreground; ``focal``: the focusing parameter gamma of a
-    focal loss in place of the plain per-pixel loss (0: off). A prompted model is asked, for
-    each sample, with one of its concept's prompts drawn at random (paraphrases included).
+    (vertical and horizontal); ``shifts``: random translations of up to a quarter of each side
+    without wrap-around (replicated border, its mask pixels ignored; ``augment.shifts``);
+    ``scale_crops``: multi-scale crops 0.5-2.0; all applied jointly to image and mask.
+    ``photometric``: half the images get one random change of brightness, contrast, blur, JPEG
+    quality or pixel noise (``augment.photometric``). ``consistency``: weight of
+    KL(clean || noisy) with pixel noise sigma 0.05; ``recon``: weight of a reconstruction head's
+    MSE (model must accept ``recon_head=True``); ``outlier_exposure``: weight of a
+    uniform-prediction loss on noise inputs; ``outlier_paste``: weight of a uniform-prediction
+    loss on random shapes pasted into half the images (entropy maximization,
+    ``augment.paste_outliers``; their pixels are left out of the cross-entropy), which teaches
+    the model to be unsure on what it does not know; ``input_gradient``: weight of the
+    ``exp(-||dL/dx||)`` penalty; ``contrastive``: weight of ``loss.pixel_contrast_loss`` on
+    the model's ``"embed"`` output; ``dice``: weight of a soft Dice loss (``loss.dice_loss``:
+    the foreground's for a binary model, the mean over present classes for a multi-class one).
+    The torchvision auxiliary loss (weight 0.5) is used whenever the model returns ``"aux"``.
+    Binary models (one sigmoid channel) only: ``balanced`` weighs each positive pixel by
+    ``(1 - f) / f``, ``f`` the training masks' foreground fraction (weighted BCE); ``focal``:
+    the focusing parameter gamma of a focal loss in place of the plain per-pixel loss (0: off).
+    A prompted model is asked, for each sample, with one of its concept's prompts drawn at
+    random (paraphrases included).
     """
 
     name: str
@@ -36,6 +41,7 @@ class Recipe:
     weight_decay: float = 1e-4
     flips: bool = False
     rolls: bool = False
+    shifts: bool = False
     scale_crops: bool = False
     photometric: bool = False
     consistency: float = 0.0
