@@ -140,16 +140,9 @@ def build_prompted_unet(num_classes: int = 1, *, width: int = 16, depth: int = 3
     return PromptedUNet(width=width, depth=depth)
 
 
-def build_unet(
-    num_classes: int,
-    *,
-    width: int = 16,
-    depth: int = 3,
-    recon_head: bool = False,
-    embed_head: bool = False,
-    padding: str = "zeros",
-) -> UNet:
-    return UNet(num_classes, width=width, depth=depth, recon_head=recon_head, embed_head=embed_head, padding=padding)
+def build_unet(num_classes: int, **options) -> UNet:
+    """The registry's builder: ``UNet(num_classes, **options)`` (width, depth, padding, heads)."""
+    return UNet(num_classes, **options)
 
 
 @hookimpl
