@@ -46,10 +46,10 @@ def shifts(
             offset = int(torch.randint(-limit, limit + 1, (1,), generator=g))
             if offset == 0:
                 continue
-            keep, _ = perturb.valid_slices(2, offset, axis)
             x[i] = perturb.shift(x[i], offset, x[i].ndim + axis)
+            keep, source = perturb.valid_slices(2, offset, axis)
             shifted = torch.full_like(y[i], ignore_index)
-            shifted[keep] = perturb.shift(y[i], offset, y[i].ndim + axis)[keep]
+            shifted[keep] = y[i][source]
             y[i] = shifted
     return x, y
 
