@@ -249,6 +249,12 @@ def parser() -> argparse.ArgumentParser:
         help="ingredient (binary): weigh positives by (1 - f) / f, f the foreground fraction",
     )
     tr.add_argument("--consistency", type=float, metavar="W", help="ingredient: KL(clean || noisy) weight (0.1)")
+    tr.add_argument(
+        "--photometric-consistency",
+        type=float,
+        metavar="W",
+        help="ingredient: KL(clean || photometric view) weight (0.1)",
+    )
     tr.add_argument("--recon", type=float, metavar="W", help="ingredient: reconstruction-head MSE weight (0.5)")
     tr.add_argument("--outlier-exposure", type=float, metavar="W", help="ingredient: uniform loss on noise inputs")
     tr.add_argument(

@@ -39,6 +39,7 @@ def test_every_ingredient_trains_and_writes_checkpoint_with_sidecar(tmp_path, ti
         scale_crops=True,
         photometric=True,
         consistency=0.1,
+        photometric_consistency=0.1,
         recon=0.5,
         outlier_exposure=0.1,
         outlier_paste=0.1,
@@ -48,7 +49,7 @@ def test_every_ingredient_trains_and_writes_checkpoint_with_sidecar(tmp_path, ti
     )
     sidecar = yaml.safe_load(out.with_suffix(".yaml").read_text())
     assert sidecar["recipe"]["outlier_paste"] == 0.1 and sidecar["recipe"]["contrastive"] == 0.1
-    assert sidecar["recipe"]["shifts"] is True
+    assert sidecar["recipe"]["shifts"] is True and sidecar["recipe"]["photometric_consistency"] == 0.1
     assert sidecar["model"] == "unet" and sidecar["dataset"] == "tiny-streets"
     assert sidecar["model_kwargs"] == {"recon_head": True, "embed_head": True}
     assert sidecar["recipe"]["consistency"] == 0.1 and sidecar["seed"] == 0
@@ -311,3 +312,39 @@ def test_unet_padding_modes():
     assert spread["reflect"] < 1e-3 < spread["zeros"]  # zero padding tells where the border is
     with pytest.raises(ValueError, match="unet padding must be one of zeros, reflect, replicate"):
         build_unet(4, padding="circularish")
+
+
+@pytest.mark.parametrize("photometric", ["identity", "real"])
+def test_the_photometric_view_moves_with_the_image(tmp_path, tiny, monkeypatch, photometric):
+    """With the photometric change replaced by the identity, the view is the clean batch after
+    the same flips, rolls, shifts, crops and pastes, so KL(clean || view) is 0; a real change is not."""
+    from segcheck.train import augment
+
+    if photometric == "identity":
+        monkeypatch.setattr(augment, "photometric", lambda images, g, p=0.5: images.clone())
+    kls, real_kl = [], loop._kl_from_clean
+
+    def recorded(*args):
+        kl = real_kl(*args)
+        kls.append(float(kl.detach()))
+        return kl
+
+    monkeypatch.setattr(loop, "_kl_from_clean", recorded)
+    ingredients = dict(flips=True, rolls=True, shifts=True, scale_crops=True, outlier_paste=0.1)
+    train(recipe="naive", out=tmp_path / "v.safetensors", epochs=1, photometric_consistency=1.0, **ingredients, **tiny)
+    assert len(kls) == 4  # 32 images, batches of 8
+    if photometric == "identity":
+        assert max(kls) < 1e-5
+    else:
+        assert min(kls) > 1e-4
+
+
+def test_photometric_consistency_needs_its_view():
+    from segcheck.train.recipes import get
+
+    recipe = get("naive").with_(photometric_consistency=0.1)
+    x = torch.zeros(2, 3, 8, 8)
+    with pytest.raises(SegcheckError, match="no photometric view"):
+        loop.forward(torch.nn.Conv2d(3, 2, 1), x, recipe, torch.ones(1, 3, 1, 1))
+    outputs = loop.forward(torch.nn.Conv2d(3, 2, 1), x, recipe, torch.ones(1, 3, 1, 1), view=x + 1)
+    assert len(outputs) == 2 and outputs[0].shape == outputs[1].shape == (2, 2, 8, 8)

@@ -22,16 +22,24 @@ NOISE_SIGMA = 0.05  # pixel scale 0-1, for the consistency loss
 AUX_WEIGHT = 0.5  # torchvision's auxiliary-loss weight
 
 
-def forward(model: torch.nn.Module, x: torch.Tensor, recipe: Recipe, std: torch.Tensor, prompts=None) -> list:
+def forward(
+    model: torch.nn.Module, x: torch.Tensor, recipe: Recipe, std: torch.Tensor, prompts=None, view=None
+) -> list:
     """One forward pass over the clean batch plus the recipe's extra views, split back.
 
     Returns ``[clean]``, then a noisy copy (sigma 0.05 in pixel scale) when the recipe uses
-    consistency, then pure noise when it uses outlier exposure: a single pass keeps DDP and
-    batch-norm statistics simple. A prompted model gets ``prompts`` (one per image) for every view.
+    consistency, then ``view`` (the photometric view, same shape as ``x``) when it uses
+    photometric consistency, then pure noise when it uses outlier exposure: a single pass keeps
+    DDP and batch-norm statistics simple. A prompted model gets ``prompts`` (one per image) for
+    every view.
     """
     views = [x]
     if recipe.consistency:
         views.append(x + torch.randn_like(x) * (NOISE_SIGMA / std))
+    if recipe.photometric_consistency:
+        if view is None or view.shape != x.shape:
+            raise SegcheckError("recipe uses photometric_consistency, but no photometric view of the batch was given")
+        views.append(view)
     if recipe.outlier_exposure:
         views.append(torch.randn_like(x))
     batch = torch.cat(views) if len(views) > 1 else x
@@ -59,7 +67,7 @@ def criterion(
     pasted: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The recipe's loss for one batch: ``pixel_loss`` (+ AUX_WEIGHT x aux) + input-gradient
-    penalty + consistency + reconstruction + pixel contrast + OE + entropy maximization on the
+    penalty + consistency + photometric consistency + reconstruction + pixel contrast + OE + entropy maximization on the
     ``pasted`` outlier pixels (B, H, W). The input-gradient penalty needs ``x`` to require grad."""
     clean, extra = outputs[0], list(outputs[1:])
     logits = _at_size(output_tensor(clean), y.shape[-2:]).float()
@@ -93,9 +101,9 @@ def criterion(
             )
         loss = loss + recipe.contrastive * pixel_contrast_loss(_at_size(clean["embed"], y.shape[-2:]), y, spec)
     if recipe.consistency:
-        noisy = _at_size(output_tensor(extra.pop(0)), y.shape[-2:]).float()
-        kl = F.kl_div(noisy.log_softmax(1), logits.log_softmax(1).detach(), log_target=True, reduction="none")
-        loss = loss + recipe.consistency * kl.sum(1).mean()
+        loss = loss + recipe.consistency * _kl_from_clean(logits, extra.pop(0))
+    if recipe.photometric_consistency:
+        loss = loss + recipe.photometric_consistency * _kl_from_clean(logits, extra.pop(0))
     if recipe.outlier_exposure:
         noise_logits = output_tensor(extra.pop(0)).float()
         loss = loss + recipe.outlier_exposure * -(noise_logits.log_softmax(1).mean())
@@ -105,6 +113,14 @@ def criterion(
         uniform = -logits.log_softmax(1).mean(1)  # cross-entropy to the uniform distribution, per pixel
         loss = loss + recipe.outlier_paste * uniform[pasted].mean()
     return loss
+
+
+def _kl_from_clean(logits: torch.Tensor, view_output) -> torch.Tensor:
+    """KL(clean || view) per pixel, summed over classes and averaged over pixels; the clean
+    ``logits`` (B, K, H, W) are the fixed target (detached)."""
+    view = _at_size(output_tensor(view_output), logits.shape[-2:]).float()
+    kl = F.kl_div(view.log_softmax(1), logits.log_softmax(1).detach(), log_target=True, reduction="none")
+    return kl.sum(1).mean()
 
 
 def _at_size(t: torch.Tensor, size) -> torch.Tensor:
@@ -150,6 +166,10 @@ def train_one_epoch(
             images = augment.photometric(images, g)
         x = segmodel.normalize(images.to(device, non_blocking=True))
         y = masks.to(device, non_blocking=True).long()
+        view = None
+        if recipe.photometric_consistency:  # stacked on the channels, the view moves with the image
+            view = segmodel.normalize(augment.photometric(images, g, p=1.0).to(device, non_blocking=True))
+            x = torch.cat([x, view], 1)
         if recipe.flips:
             x, y = augment.flips(x, y, g)
         if recipe.rolls:
@@ -158,11 +178,17 @@ def train_one_epoch(
             x, y = augment.shifts(x, y, g, spec.ignore_index)
         if recipe.scale_crops:
             x, y = augment.scale_crops(x, y, g, spec.ignore_index)
+        if view is not None:
+            x, view = x.chunk(2, 1)
         pasted = None
         if recipe.outlier_paste:
             x, pasted = augment.paste_outliers(x, g, segmodel.mean, segmodel.std)
             y = y.masked_fill(pasted, spec.ignore_index)
+            if view is not None:
+                view = torch.where(pasted[:, None], x, view)
         x, y = segmodel.pad(x, y, spec.ignore_index)
+        if view is not None:
+            view = segmodel.pad(view)
         if pasted is not None:
             pasted = F.pad(pasted, (0, x.shape[-1] - pasted.shape[-1], 0, x.shape[-2] - pasted.shape[-2]))
         if device.type == "cuda":
@@ -170,7 +196,7 @@ def train_one_epoch(
         if recipe.input_gradient:
             x.requires_grad_(True)
         with amp:
-            outputs = forward(model, x, recipe, segmodel.std, prompts)
+            outputs = forward(model, x, recipe, segmodel.std, prompts, view)
             loss = criterion(outputs, x, y, recipe, spec, segmodel.binary, class_weights, pasted=pasted)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

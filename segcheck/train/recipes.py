@@ -17,7 +17,10 @@ class Recipe:
     ``scale_crops``: multi-scale crops 0.5-2.0; all applied jointly to image and mask.
     ``photometric``: half the images get one random change of brightness, contrast, blur, JPEG
     quality or pixel noise (``augment.photometric``). ``consistency``: weight of
-    KL(clean || noisy) with pixel noise sigma 0.05; ``recon``: weight of a reconstruction head's
+    KL(clean || noisy) with pixel noise sigma 0.05; ``photometric_consistency``: weight of
+    KL(clean || view), the view being the same image after one more random photometric change
+    (``augment.photometric`` on every image) moved by the same flips, rolls, shifts, crops and
+    pastes (after AugMix's consistency, Hendrycks et al. 2020); ``recon``: weight of a reconstruction head's
     MSE (model must accept ``recon_head=True``); ``outlier_exposure``: weight of a
     uniform-prediction loss on noise inputs; ``outlier_paste``: weight of a uniform-prediction
     loss on random shapes pasted into half the images (entropy maximization,
@@ -45,6 +48,7 @@ class Recipe:
     scale_crops: bool = False
     photometric: bool = False
     consistency: float = 0.0
+    photometric_consistency: float = 0.0
     recon: float = 0.0
     outlier_exposure: float = 0.0
     outlier_paste: float = 0.0
