@@ -86,6 +86,7 @@ def cmd_train(args) -> int:
         plugin_specs=args.plugin,
         progress=not args.quiet,
         resume=args.resume,
+        init=args.init,
         model_args=dict(args.model_arg),
         **overrides,
     )
@@ -269,6 +270,12 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--dice", type=float, metavar="W", help="ingredient: soft Dice loss weight (1.0)")
     tr.add_argument("--focal", type=float, metavar="GAMMA", help="ingredient (binary): focal loss gamma (2.0)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT's .resume.pt (written each epoch)")
+    tr.add_argument(
+        "--init",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="fine-tune: start from these weights (they must fit the model; a fresh optimizer and schedule)",
+    )
     tr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument(

@@ -87,6 +87,28 @@ def test_resume_without_state_is_an_error(tmp_path, tiny):
         train(recipe="naive", out=tmp_path / "x.safetensors", epochs=1, resume=True, **tiny)
 
 
+def test_init_starts_from_the_checkpoint_and_the_sidecar_names_it(tmp_path, tiny):
+    first, tuned = tmp_path / "first.safetensors", tmp_path / "tuned.safetensors"
+    train(recipe="naive", out=first, epochs=1, **tiny)
+    train(recipe="naive", out=tuned, epochs=1, lr=1e-12, init=first, seed=1, **tiny)  # a learning rate of ~0
+    start, end = load_file(str(first)), load_file(str(tuned))
+    weights = [k for k in start if k.endswith(".weight")]
+    assert weights and all(torch.allclose(start[k], end[k], atol=1e-6) for k in weights)
+    assert yaml.safe_load(tuned.with_suffix(".yaml").read_text())["init"] == "first.safetensors"
+    fresh = tmp_path / "fresh.safetensors"
+    train(recipe="naive", out=fresh, epochs=1, lr=1e-12, seed=1, **tiny)
+    assert not all(torch.allclose(start[k], load_file(str(fresh))[k], atol=1e-6) for k in weights)
+
+
+def test_init_that_does_not_fit_the_model_is_one_error(tmp_path, tiny):
+    first = tmp_path / "first.safetensors"
+    train(recipe="naive", out=first, epochs=1, **tiny)
+    with pytest.raises(SegcheckError, match="does not fit the model"):
+        train(
+            recipe="naive", out=tmp_path / "deeper.safetensors", epochs=1, init=first, model_args={"depth": 4}, **tiny
+        )
+
+
 def test_unknown_recipe_setting_is_an_error(tmp_path, tiny):
     with pytest.raises(SegcheckError, match="unknown recipe settings"):
         train(recipe="naive", out=tmp_path / "x.safetensors", warmup=3, **tiny)

@@ -65,6 +65,7 @@ def train(
     plugin_specs=(),
     progress: bool = True,
     resume: bool = False,
+    init: Path | None = None,
     model_args: dict | None = None,
     **overrides,
 ) -> TrainResult:
@@ -74,6 +75,9 @@ def train(
     model's builder (``--model-arg``) and are saved in the sidecar. Deterministic for a seed on CPU:
     every epoch reseeds its shuffling, augmentation and noise from ``(seed, epoch)``, so a run
     resumed (``resume=True``) from ``out``'s ``.resume.pt`` state ends with the same weights.
+    ``init``: a checkpoint (safetensors, or a weights-only ``.pt``) whose weights the model
+    starts from instead of its initialization (fine-tuning: a fresh optimizer and schedule);
+    it must fit the model strictly, and the sidecar names it.
     Under ``torchrun`` it trains with DistributedDataParallel; rank 0 writes the files.
     """
     # one flat loop read top to bottom, as torchvision's references/segmentation train.py
@@ -90,6 +94,8 @@ def train(
     torch.manual_seed(seed)
     segmodel, model_kwargs = _fresh(entry, train_set.dataset.spec, recipe, dev, model_args or {})
     module = segmodel.module
+    if init is not None:
+        checkpoint.load_into(module, Path(init))
     net = module
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None)
@@ -129,6 +135,8 @@ def train(
     foreground = loop.foreground_iou(segmodel, val_data) if segmodel.prompted else None
     if rank == 0:
         sidecar = _sidecar(model, dataset, train_set.dataset, segmodel, model_kwargs, recipe, seed, val_miou)
+        if init is not None:
+            sidecar["init"] = Path(init).name
         if foreground is not None:
             sidecar["val_foreground_iou"] = {c: round(v, 4) for c, v in foreground.items()}
         checkpoint.save(module, out, sidecar)
