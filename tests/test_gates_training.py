@@ -2,12 +2,15 @@
 
 import dataclasses
 import re
+import types
 
+import numpy as np
 import pytest
 import torch
 
 from segcheck import config as segconfig
 from segcheck import gates
+from segcheck.gates import training
 from segcheck.model import ModelUnderTest
 from segcheck_plugins.unet import build_unet
 from tests.models import FrozenHead, PositionalModel
@@ -76,3 +79,12 @@ def test_overfit_tiny_names_failing_classes_and_objects_below_the_output_stride(
 def test_overfit_tiny_stops_above_the_bar_so_a_pass_has_room(make_target):
     result = gates.overfit_tiny(make_target(eval_size=8), OVERFIT)
     assert result.value >= OVERFIT["stop_miou"] > OVERFIT["min_miou"]
+
+
+@pytest.mark.parametrize("power, expected", [(0.0, [1, 1, 1]), (0.5, [1 / 2, 1, 1]), (1.0, [1 / 4, 1, 1])])
+def test_overfit_class_weights_follow_frequency_to_the_minus_power(power, expected):
+    spec = types.SimpleNamespace(num_classes=3, counted=lambda m: m != 255)
+    masks = np.array([[0, 0, 0, 0, 1, 2, 255, 255]])  # frequencies 4/6, 1/6, 1/6; ignore not counted
+    weights = training._balanced_weights(masks, spec, power).numpy()
+    assert weights.mean() == pytest.approx(1.0)
+    assert weights / weights[1] == pytest.approx(expected)

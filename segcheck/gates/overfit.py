@@ -26,9 +26,10 @@ def overfit_tiny(target: Target, cfg: dict) -> GateResult:
     The message gives the per-class IoU of classes below ``min_miou`` and, for each, whether its
     smallest object is narrower than the model's output stride (then the head cannot place it).
 
-    The cross-entropy is weighted by inverse square-root class frequency over the samples, so
-    that a thin, rare class (poles: <1% of pixels) gets learned within the budget: the gate
-    asks whether the model and loop can memorize every class, not how fast CE finds rare ones.
+    The cross-entropy is weighted per class by frequency^-``cfg["class_weight_power"]`` over the
+    samples (0.5: inverse square root), so that a thin, rare class (poles: <1% of pixels) gets
+    learned within the budget: the gate asks whether the model and loop can memorize every
+    class, not how fast CE finds rare ones.
     """
     images, masks = target.data.sample("train", cfg["samples"], cfg["seed"])
     spec = target.data.spec
@@ -56,7 +57,7 @@ def overfit_tiny(target: Target, cfg: dict) -> GateResult:
         cfg["lr"],
         spec,
         stop=reached,
-        class_weights=_balanced_weights(masks, spec).to(model.device),
+        class_weights=_balanced_weights(masks, spec, cfg["class_weight_power"]).to(model.device),
         seed=cfg["seed"],
     )
     epochs = len(history)

@@ -11,11 +11,12 @@ from segcheck.target import Target
 from segcheck.train.loop import fit
 
 
-def _balanced_weights(masks: np.ndarray, spec) -> torch.Tensor:
-    """Per-class weights ~ frequency^-1/2 over counted pixels (absent classes count 1), mean 1."""
+def _balanced_weights(masks: np.ndarray, spec, power: float = 0.5) -> torch.Tensor:
+    """Per-class weights ~ frequency^-power over counted pixels (absent classes count 1), mean 1
+    (power 0: uniform, 0.5: inverse square root, 1: inverse frequency)."""
     labelled = masks[spec.counted(masks)]
     counts = np.bincount(labelled, minlength=spec.num_classes).clip(1).astype(np.float64)
-    weights = (counts / counts.sum()) ** -0.5
+    weights = (counts / counts.sum()) ** -power
     return torch.tensor(weights / weights.mean(), dtype=torch.float32)
 
 
