@@ -1,8 +1,10 @@
 """The bundled trainer: ingredients run, runs are deterministic, resuming gives the same weights."""
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 from safetensors.torch import load_file
 
 from segcheck import SegcheckError
@@ -40,6 +42,7 @@ def test_every_ingredient_trains_and_writes_checkpoint_with_sidecar(tmp_path, ti
         photometric=True,
         consistency=0.1,
         photometric_consistency=0.1,
+        jpeg_views=0.5,
         recon=0.5,
         outlier_exposure=0.1,
         outlier_paste=0.1,
@@ -52,7 +55,7 @@ def test_every_ingredient_trains_and_writes_checkpoint_with_sidecar(tmp_path, ti
     assert sidecar["recipe"]["shifts"] is True and sidecar["recipe"]["photometric_consistency"] == 0.1
     assert sidecar["model"] == "unet" and sidecar["dataset"] == "tiny-streets"
     assert sidecar["model_kwargs"] == {"recon_head": True, "embed_head": True}
-    assert sidecar["recipe"]["consistency"] == 0.1 and sidecar["seed"] == 0
+    assert sidecar["recipe"]["consistency"] == 0.1 and sidecar["seed"] == 0 and sidecar["recipe"]["jpeg_views"] == 0.5
     assert sidecar["classes"][0] == "road" and len(sidecar["mean"]) == 3
     assert sidecar["data_identity"].startswith("synthetic-streets:seed=0:size=32x64")
     assert 0 <= result.val_miou <= 1 and sidecar["val_miou"] == round(result.val_miou, 4)
@@ -370,3 +373,28 @@ def test_photometric_consistency_needs_its_view():
         loop.forward(torch.nn.Conv2d(3, 2, 1), x, recipe, torch.ones(1, 3, 1, 1))
     outputs = loop.forward(torch.nn.Conv2d(3, 2, 1), x, recipe, torch.ones(1, 3, 1, 1), view=x + 1)
     assert len(outputs) == 2 and outputs[0].shape == outputs[1].shape == (2, 2, 8, 8)
+
+
+def test_jpeg_views_replace_that_share_of_the_views_by_a_jpeg_round_trip():
+    from segcheck import perturb
+    from segcheck.train import augment
+
+    images = torch.randint(0, 256, (8, 16, 16, 3), dtype=torch.uint8)
+    views = torch.zeros_like(images)
+    kept = augment.jpeg_views(images, views, torch.Generator().manual_seed(0), 0.0)
+    assert torch.equal(kept, views)
+    every = augment.jpeg_views(images, views, torch.Generator().manual_seed(0), 1.0)
+    assert not torch.equal(every, views) and torch.equal(views, torch.zeros_like(images))  # a copy
+    for image, view in zip(images, every):  # each one the image's own round trip at a quality 30-95
+        trips = [perturb.jpeg_roundtrip(Image.fromarray(image.numpy()), q) for q in range(30, 96)]
+        assert any(np.array_equal(view.numpy(), trip) for trip in trips)
+
+
+def test_jpeg_views_need_photometric_consistency_and_a_share():
+    from segcheck.train.recipes import get
+
+    with pytest.raises(SegcheckError, match="photometric_consistency is 0"):
+        get("naive").with_(jpeg_views=0.5)
+    with pytest.raises(SegcheckError, match="share of the views, 0..1"):
+        get("naive").with_(photometric_consistency=1.0, jpeg_views=1.5)
+    assert get("naive").with_(photometric_consistency=1.0, jpeg_views=1.0).jpeg_views == 1.0

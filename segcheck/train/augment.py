@@ -105,6 +105,17 @@ def photometric(images: torch.Tensor, g: torch.Generator, p: float = 0.5) -> tor
     return out
 
 
+def jpeg_views(images: torch.Tensor, views: torch.Tensor, g: torch.Generator, p: float) -> torch.Tensor:
+    """``views`` (B, H, W, 3 uint8) with each image's view replaced, with probability ``p``, by
+    that image (from ``images``) after a JPEG round trip at a random quality 30-95."""
+    out = views.clone()
+    for i in range(len(out)):
+        if float(torch.rand(1, generator=g)) < p:
+            quality = int(30 + 65 * float(torch.rand(1, generator=g)))
+            out[i] = torch.from_numpy(perturb.jpeg_roundtrip(Image.fromarray(images[i].numpy()), quality).copy())
+    return out
+
+
 def paste_outliers(
     x: torch.Tensor, g: torch.Generator, mean: torch.Tensor, std: torch.Tensor, p: float = 0.5
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -168,7 +168,10 @@ def train_one_epoch(
         y = masks.to(device, non_blocking=True).long()
         view = None
         if recipe.photometric_consistency:  # stacked on the channels, the view moves with the image
-            view = segmodel.normalize(augment.photometric(images, g, p=1.0).to(device, non_blocking=True))
+            view = augment.photometric(images, g, p=1.0)
+            if recipe.jpeg_views:
+                view = augment.jpeg_views(images, view, g, recipe.jpeg_views)
+            view = segmodel.normalize(view.to(device, non_blocking=True))
             x = torch.cat([x, view], 1)
         if recipe.flips:
             x, y = augment.flips(x, y, g)

@@ -20,7 +20,9 @@ class Recipe:
     KL(clean || noisy) with pixel noise sigma 0.05; ``photometric_consistency``: weight of
     KL(clean || view), the view being the same image after one more random photometric change
     (``augment.photometric`` on every image) moved by the same flips, rolls, shifts, crops and
-    pastes (after AugMix's consistency, Hendrycks et al. 2020); ``recon``: weight of a reconstruction head's
+    pastes (after AugMix's consistency, Hendrycks et al. 2020); ``jpeg_views``: the share (0-1)
+    of those views that are a JPEG round trip at quality 30-95 instead (``augment.jpeg_views``;
+    the random change is a JPEG one time in five); ``recon``: weight of a reconstruction head's
     MSE (model must accept ``recon_head=True``); ``outlier_exposure``: weight of a
     uniform-prediction loss on noise inputs; ``outlier_paste``: weight of a uniform-prediction
     loss on random shapes pasted into half the images (entropy maximization,
@@ -49,6 +51,7 @@ class Recipe:
     photometric: bool = False
     consistency: float = 0.0
     photometric_consistency: float = 0.0
+    jpeg_views: float = 0.0
     recon: float = 0.0
     outlier_exposure: float = 0.0
     outlier_paste: float = 0.0
@@ -57,6 +60,15 @@ class Recipe:
     balanced: bool = False
     dice: float = 0.0
     focal: float = 0.0
+
+    def __post_init__(self):
+        if not 0.0 <= self.jpeg_views <= 1.0:
+            raise SegcheckError(f"jpeg_views is a share of the views, 0..1; got {self.jpeg_views!r}")
+        if self.jpeg_views and not self.photometric_consistency:
+            raise SegcheckError(
+                "jpeg_views shapes the photometric-consistency views, but photometric_consistency is 0; "
+                "give it a weight (--photometric-consistency W)"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
