@@ -11,6 +11,7 @@ from segcheck.gates import registered
 from tests.conftest import REPO, build_target
 
 NAIVE = REPO / "examples" / "checkpoints" / "unet_synthetic-streets-shortcut_naive.safetensors"
+ROBUST = NAIVE.with_name("unet_synthetic-streets-shortcut_robust.safetensors")
 
 
 def test_the_naive_recipe_scores_on_noise_and_does_not_beat_the_prior(loaded_plugins):
@@ -23,6 +24,16 @@ def test_the_naive_recipe_scores_on_noise_and_does_not_beat_the_prior(loaded_plu
     real = prior.details["real_miou"]
     assert noise.value >= 0.6 * real  # the field reports' pattern: noise scores most of what real images do
     assert real < prior.details["prior_miou"] + 0.15
+
+
+def test_the_robust_example_passes_the_layout_and_jpeg_gates_that_naive_fails(loaded_plugins):
+    """The depth-4 fine-tune with JPEG views reads its images: noise, the prior, shifts and JPEG."""
+    config = segconfig.load()
+    target = build_target(loaded_plugins, config, "unet", "synthetic-streets-shortcut", checkpoint=ROBUST)
+    gates = {g.name: g for g in loaded_plugins.gates.gates()}
+    for name in ("noise_input", "positional_prior", "shift_equivariance", "perturbation_stability[jpeg]"):
+        result = registered.run(gates[name], target, config)
+        assert result.passed, result.message
 
 
 def test_the_shortcut_dataset_has_no_bundled_checkpoint_yet(loaded_plugins):
