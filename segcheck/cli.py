@@ -260,7 +260,7 @@ def parser() -> argparse.ArgumentParser:
         "--jpeg-views",
         type=float,
         metavar="P",
-        help="with --photometric-consistency: the share of views that are a JPEG round trip, quality 30-95 (0)",
+        help="with --photometric-consistency: the share of views that are a JPEG round trip, quality 30-94 (0)",
     )
     tr.add_argument("--recon", type=float, metavar="W", help="ingredient: reconstruction-head MSE weight (0.5)")
     tr.add_argument("--outlier-exposure", type=float, metavar="W", help="ingredient: uniform loss on noise inputs")

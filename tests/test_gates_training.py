@@ -88,3 +88,14 @@ def test_overfit_class_weights_follow_frequency_to_the_minus_power(power, expect
     weights = training._balanced_weights(masks, spec, power).numpy()
     assert weights.mean() == pytest.approx(1.0)
     assert weights / weights[1] == pytest.approx(expected)
+
+
+def test_overfit_tiny_weights_its_loss_with_the_configured_power(make_target, monkeypatch):
+    from segcheck.gates import overfit
+
+    powers, real = [], overfit._balanced_weights
+    monkeypatch.setattr(
+        overfit, "_balanced_weights", lambda m, spec, power: powers.append(power) or real(m, spec, power)
+    )
+    gates.overfit_tiny(make_target(eval_size=8), dict(OVERFIT, epochs=1, class_weight_power=1.0))
+    assert powers == [1.0]

@@ -385,8 +385,12 @@ def test_jpeg_views_replace_that_share_of_the_views_by_a_jpeg_round_trip():
     assert torch.equal(kept, views)
     every = augment.jpeg_views(images, views, torch.Generator().manual_seed(0), 1.0)
     assert not torch.equal(every, views) and torch.equal(views, torch.zeros_like(images))  # a copy
-    for image, view in zip(images, every):  # each one the image's own round trip at a quality 30-95
-        trips = [perturb.jpeg_roundtrip(Image.fromarray(image.numpy()), q) for q in range(30, 96)]
+    many = torch.randint(0, 256, (64, 16, 16, 3), dtype=torch.uint8)
+    half = augment.jpeg_views(many, torch.zeros_like(many), torch.Generator().manual_seed(0), 0.5)
+    replaced = [bool(v.any()) for v in half]
+    assert any(replaced) and not all(replaced)  # a share in between replaces some views, not all
+    for image, view in zip(images, every):  # each one the image's own round trip at a quality 30-94
+        trips = [perturb.jpeg_roundtrip(Image.fromarray(image.numpy()), q) for q in range(30, 95)]
         assert any(np.array_equal(view.numpy(), trip) for trip in trips)
 
 
@@ -395,6 +399,6 @@ def test_jpeg_views_need_photometric_consistency_and_a_share():
 
     with pytest.raises(SegcheckError, match="photometric_consistency is 0"):
         get("naive").with_(jpeg_views=0.5)
-    with pytest.raises(SegcheckError, match="share of the views, 0..1"):
+    with pytest.raises(SegcheckError, match=r"jpeg_views \(--jpeg-views\) is 1.5, outside its range \[0, 1\]"):
         get("naive").with_(photometric_consistency=1.0, jpeg_views=1.5)
     assert get("naive").with_(photometric_consistency=1.0, jpeg_views=1.0).jpeg_views == 1.0

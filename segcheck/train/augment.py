@@ -80,7 +80,7 @@ def scale_crops(
 def photometric(images: torch.Tensor, g: torch.Generator, p: float = 0.5) -> torch.Tensor:
     """With probability ``p`` per uint8 image (B, H, W, 3), apply one random photometric change
     with a continuous random strength: brightness x0.7-1.3, contrast x0.6-1.4, Gaussian blur
-    radius 0.2-1.2 px, JPEG quality 30-95, or pixel noise sigma 0-0.06 (Pillow/torch code of
+    radius 0.2-1.2 px, JPEG quality 30-94, or pixel noise sigma 0-0.06 (Pillow/torch code of
     its own, with other parameters than the stability gate's fixed severities)."""
     out = images.clone()
     for i in range(len(out)):
@@ -107,7 +107,7 @@ def photometric(images: torch.Tensor, g: torch.Generator, p: float = 0.5) -> tor
 
 def jpeg_views(images: torch.Tensor, views: torch.Tensor, g: torch.Generator, p: float) -> torch.Tensor:
     """``views`` (B, H, W, 3 uint8) with each image's view replaced, with probability ``p``, by
-    that image (from ``images``) after a JPEG round trip at a random quality 30-95."""
+    that image (from ``images``) after a JPEG round trip at a random quality 30-94."""
     out = views.clone()
     for i in range(len(out)):
         if float(torch.rand(1, generator=g)) < p:

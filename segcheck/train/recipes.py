@@ -21,7 +21,7 @@ class Recipe:
     KL(clean || view), the view being the same image after one more random photometric change
     (``augment.photometric`` on every image) moved by the same flips, rolls, shifts, crops and
     pastes (after AugMix's consistency, Hendrycks et al. 2020); ``jpeg_views``: the share (0-1)
-    of those views that are a JPEG round trip at quality 30-95 instead (``augment.jpeg_views``;
+    of those views that are a JPEG round trip at quality 30-94 instead (``augment.jpeg_views``;
     the random change is a JPEG one time in five); ``recon``: weight of a reconstruction head's
     MSE (model must accept ``recon_head=True``); ``outlier_exposure``: weight of a
     uniform-prediction loss on noise inputs; ``outlier_paste``: weight of a uniform-prediction
@@ -63,7 +63,10 @@ class Recipe:
 
     def __post_init__(self):
         if not 0.0 <= self.jpeg_views <= 1.0:
-            raise SegcheckError(f"jpeg_views is a share of the views, 0..1; got {self.jpeg_views!r}")
+            raise SegcheckError(
+                f"jpeg_views (--jpeg-views) is {self.jpeg_views!r}, outside its range [0, 1]; give the share of "
+                "photometric-consistency views to make JPEG round trips, e.g. 0.5"
+            )
         if self.jpeg_views and not self.photometric_consistency:
             raise SegcheckError(
                 "jpeg_views shapes the photometric-consistency views, but photometric_consistency is 0; "
