@@ -11,7 +11,7 @@ from segcheck.target import Target
 from segcheck.train.loop import fit
 
 
-def _balanced_weights(masks: np.ndarray, spec, power: float = 0.5) -> torch.Tensor:
+def _balanced_weights(masks: np.ndarray, spec, power: float) -> torch.Tensor:
     """Per-class weights ~ frequency^-power over counted pixels (absent classes count 1), mean 1
     (power 0: uniform, 0.5: inverse square root, 1: inverse frequency)."""
     labelled = masks[spec.counted(masks)]

@@ -77,6 +77,11 @@ def scale_crops(
     return out_x, out_y
 
 
+def _jpeg_quality(u: float) -> int:
+    """The JPEG quality 30-94 of a uniform draw ``u`` in [0, 1)."""
+    return int(30 + 65 * u)
+
+
 def photometric(images: torch.Tensor, g: torch.Generator, p: float = 0.5) -> torch.Tensor:
     """With probability ``p`` per uint8 image (B, H, W, 3), apply one random photometric change
     with a continuous random strength: brightness x0.7-1.3, contrast x0.6-1.4, Gaussian blur
@@ -100,7 +105,7 @@ def photometric(images: torch.Tensor, g: torch.Generator, p: float = 0.5) -> tor
         elif kind == 2:
             image = image.filter(ImageFilter.GaussianBlur(radius=0.2 + u))
         else:
-            image = perturb.jpeg_roundtrip(image, int(30 + 65 * u))
+            image = perturb.jpeg_roundtrip(image, _jpeg_quality(u))
         out[i] = torch.from_numpy(np.array(image))
     return out
 
@@ -111,7 +116,7 @@ def jpeg_views(images: torch.Tensor, views: torch.Tensor, g: torch.Generator, p:
     out = views.clone()
     for i in range(len(out)):
         if float(torch.rand(1, generator=g)) < p:
-            quality = int(30 + 65 * float(torch.rand(1, generator=g)))
+            quality = _jpeg_quality(float(torch.rand(1, generator=g)))
             out[i] = torch.from_numpy(perturb.jpeg_roundtrip(Image.fromarray(images[i].numpy()), quality).copy())
     return out
 
