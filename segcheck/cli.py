@@ -262,6 +262,13 @@ def parser() -> argparse.ArgumentParser:
         metavar="P",
         help="with --photometric-consistency: the share of views that are a JPEG round trip, quality 30-94 (0)",
     )
+    tr.add_argument(
+        "--view-shift",
+        type=int,
+        metavar="PX",
+        help="with --photometric-consistency: also translate each view by up to PX pixels and compare it with the "
+        "clean prediction translated alike (0)",
+    )
     tr.add_argument("--recon", type=float, metavar="W", help="ingredient: reconstruction-head MSE weight (0.5)")
     tr.add_argument("--outlier-exposure", type=float, metavar="W", help="ingredient: uniform loss on noise inputs")
     tr.add_argument(

@@ -43,6 +43,7 @@ def test_every_ingredient_trains_and_writes_checkpoint_with_sidecar(tmp_path, ti
         consistency=0.1,
         photometric_consistency=0.1,
         jpeg_views=0.5,
+        view_shift=8,
         recon=0.5,
         outlier_exposure=0.1,
         outlier_paste=0.1,
@@ -402,3 +403,24 @@ def test_jpeg_views_need_photometric_consistency_and_a_share():
     with pytest.raises(SegcheckError, match=r"jpeg_views \(--jpeg-views\) is 1.5, outside its range \[0, 1\]"):
         get("naive").with_(photometric_consistency=1.0, jpeg_views=1.5)
     assert get("naive").with_(photometric_consistency=1.0, jpeg_views=1.0).jpeg_views == 1.0
+
+
+def test_a_shifted_view_is_compared_with_the_clean_prediction_shifted_alike():
+    from segcheck import perturb
+    from segcheck.train import augment
+    from segcheck.train.recipes import get
+
+    logits = torch.randn(2, 3, 16, 24)
+    for offset, axis in ((5, -2), (-3, -1)):
+        equivariant = perturb.shift(logits, offset, axis)  # a model whose output moves with its input
+        assert float(loop._kl_from_clean(logits, equivariant, (offset, axis))) < 1e-6
+        assert float(loop._kl_from_clean(logits, logits, (offset, axis))) > 0.01  # one that stays put
+    draws = {augment.view_shift((16, 24), torch.Generator().manual_seed(s), 8) for s in range(200)}
+    assert {axis for _, axis in draws} == {-2, -1} and {abs(o) for o, _ in draws} == set(range(1, 9))
+    assert augment.view_shift((16, 24), torch.Generator().manual_seed(0), 0) is None
+    small = [augment.view_shift((4, 4), torch.Generator().manual_seed(s), 9) for s in range(50)]
+    assert max(abs(offset) for offset, _ in small) == 3  # never the whole side
+    with pytest.raises(SegcheckError, match="photometric_consistency is 0"):
+        get("naive").with_(view_shift=8)
+    with pytest.raises(SegcheckError, match=r"view_shift \(--view-shift\) is -1"):
+        get("naive").with_(photometric_consistency=1.0, view_shift=-1)

@@ -121,6 +121,18 @@ def jpeg_views(images: torch.Tensor, views: torch.Tensor, g: torch.Generator, p:
     return out
 
 
+def view_shift(size: tuple[int, int], g: torch.Generator, limit: int) -> tuple[int, int] | None:
+    """A random translation ``(offset, axis)`` of at most ``limit`` px (never 0, smaller than the
+    side) along a random image axis (-2 rows, -1 columns) of a batch of ``size`` (H, W); None when
+    ``limit`` is 0."""
+    if not limit:
+        return None
+    axis = -2 if float(torch.rand(1, generator=g)) < 0.5 else -1
+    most = min(limit, size[axis] - 1)
+    magnitude = int(torch.randint(1, most + 1, (1,), generator=g))
+    return (magnitude if float(torch.rand(1, generator=g)) < 0.5 else -magnitude), axis
+
+
 def paste_outliers(
     x: torch.Tensor, g: torch.Generator, mean: torch.Tensor, std: torch.Tensor, p: float = 0.5
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from segcheck import SegcheckError
+from segcheck import SegcheckError, perturb
 from segcheck.data import DatasetSpec, EvalData
 from segcheck.loss import dice_loss, pixel_contrast_loss, pixel_loss
 from segcheck.model import SegModel, output_tensor, seeded
@@ -65,10 +65,12 @@ def criterion(
     binary: bool = False,
     class_weights: torch.Tensor | None = None,
     pasted: torch.Tensor | None = None,
+    view_shift: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """The recipe's loss for one batch: ``pixel_loss`` (+ AUX_WEIGHT x aux) + input-gradient
     penalty + consistency + photometric consistency + reconstruction + pixel contrast + OE + entropy maximization on the
-    ``pasted`` outlier pixels (B, H, W). The input-gradient penalty needs ``x`` to require grad."""
+    ``pasted`` outlier pixels (B, H, W). The input-gradient penalty needs ``x`` to require grad.
+    ``view_shift`` ``(offset, axis)``: the photometric view was translated so (``augment.view_shift``)."""
     clean, extra = outputs[0], list(outputs[1:])
     logits = _at_size(output_tensor(clean), y.shape[-2:]).float()
     if (recipe.balanced or recipe.focal) and not binary:
@@ -103,7 +105,7 @@ def criterion(
     if recipe.consistency:
         loss = loss + recipe.consistency * _kl_from_clean(logits, extra.pop(0))
     if recipe.photometric_consistency:
-        loss = loss + recipe.photometric_consistency * _kl_from_clean(logits, extra.pop(0))
+        loss = loss + recipe.photometric_consistency * _kl_from_clean(logits, extra.pop(0), view_shift)
     if recipe.outlier_exposure:
         noise_logits = output_tensor(extra.pop(0)).float()
         loss = loss + recipe.outlier_exposure * -(noise_logits.log_softmax(1).mean())
@@ -115,11 +117,17 @@ def criterion(
     return loss
 
 
-def _kl_from_clean(logits: torch.Tensor, view_output) -> torch.Tensor:
+def _kl_from_clean(logits: torch.Tensor, view_output, shift: tuple[int, int] | None = None) -> torch.Tensor:
     """KL(clean || view) per pixel, summed over classes and averaged over pixels; the clean
-    ``logits`` (B, K, H, W) are the fixed target (detached)."""
+    ``logits`` (B, K, H, W) are the fixed target (detached). A view translated by ``shift``
+    ``(offset, axis)`` is compared with the clean logits translated alike, where both hold content."""
     view = _at_size(output_tensor(view_output), logits.shape[-2:]).float()
-    kl = F.kl_div(view.log_softmax(1), logits.log_softmax(1).detach(), log_target=True, reduction="none")
+    target = logits.detach()
+    if shift is not None:
+        offset, axis = shift
+        moved, _ = perturb.valid_slices(4, offset, axis)
+        view, target = view[moved], perturb.shift(target, offset, axis)[moved]
+    kl = F.kl_div(view.log_softmax(1), target.log_softmax(1), log_target=True, reduction="none")
     return kl.sum(1).mean()
 
 
@@ -189,6 +197,9 @@ def train_one_epoch(
             y = y.masked_fill(pasted, spec.ignore_index)
             if view is not None:
                 view = torch.where(pasted[:, None], x, view)
+        moved = augment.view_shift(x.shape[-2:], g, recipe.view_shift) if view is not None else None
+        if moved is not None:  # the view translated (pasted shapes with it); its KL target is moved alike
+            view = perturb.shift(view, *moved)
         x, y = segmodel.pad(x, y, spec.ignore_index)
         if view is not None:
             view = segmodel.pad(view)
@@ -200,7 +211,9 @@ def train_one_epoch(
             x.requires_grad_(True)
         with amp:
             outputs = forward(model, x, recipe, segmodel.std, prompts, view)
-            loss = criterion(outputs, x, y, recipe, spec, segmodel.binary, class_weights, pasted=pasted)
+            loss = criterion(
+                outputs, x, y, recipe, spec, segmodel.binary, class_weights, pasted=pasted, view_shift=moved
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -22,7 +22,10 @@ class Recipe:
     (``augment.photometric`` on every image) moved by the same flips, rolls, shifts, crops and
     pastes (after AugMix's consistency, Hendrycks et al. 2020); ``jpeg_views``: the share (0-1)
     of those views that are a JPEG round trip at quality 30-94 instead (``augment.jpeg_views``;
-    the random change is a JPEG one time in five); ``recon``: weight of a reconstruction head's
+    the random change is a JPEG one time in five); ``view_shift``: the most pixels (0: off) by
+    which each photometric-consistency view is also translated, one random offset along a random
+    axis per batch (``perturb.shift``, no wrap), its KL then taken against the clean prediction
+    translated alike, on the region both cover (``augment.view_shift``); ``recon``: weight of a reconstruction head's
     MSE (model must accept ``recon_head=True``); ``outlier_exposure``: weight of a
     uniform-prediction loss on noise inputs; ``outlier_paste``: weight of a uniform-prediction
     loss on random shapes pasted into half the images (entropy maximization,
@@ -52,6 +55,7 @@ class Recipe:
     consistency: float = 0.0
     photometric_consistency: float = 0.0
     jpeg_views: float = 0.0
+    view_shift: int = 0
     recon: float = 0.0
     outlier_exposure: float = 0.0
     outlier_paste: float = 0.0
@@ -66,6 +70,15 @@ class Recipe:
             raise SegcheckError(
                 f"jpeg_views (--jpeg-views) is {self.jpeg_views!r}, outside its range [0, 1]; give the share of "
                 "photometric-consistency views to make JPEG round trips, e.g. 0.5"
+            )
+        if self.view_shift < 0:
+            raise SegcheckError(
+                f"view_shift (--view-shift) is {self.view_shift!r}; give the largest translation in pixels, e.g. 16"
+            )
+        if self.view_shift and not self.photometric_consistency:
+            raise SegcheckError(
+                "view_shift translates the photometric-consistency views, but photometric_consistency is 0; "
+                "give it a weight (--photometric-consistency W)"
             )
         if self.jpeg_views and not self.photometric_consistency:
             raise SegcheckError(
