@@ -18,7 +18,7 @@ import torch
 
 from segcheck import SegcheckError
 from segcheck.data import eval_indices, stack
-from segcheck.gates.registered import NotApplicable
+from segcheck.gates.registered import NotApplicable, TargetProblem
 from segcheck.metrics import ConfusionMatrix, OODMetrics, OODResult, miou
 from segcheck.metrics.components import ComponentMetrics, ComponentResult
 from segcheck.metrics.thresholds import OperatingPoint
@@ -71,8 +71,10 @@ def evaluate(target, cfg: dict, scorers: dict[str, Callable] | None = None) -> A
     scorers = scorers or getattr(target, "scorers", None) or BUILTIN_SCORERS
     key = f"anomaly:{sorted(cfg.items())}:{list(scorers)}"
     result = target.model.memo(key, target.data, lambda: _settled(_evaluate, target, cfg, scorers))
-    if isinstance(result, SegcheckError):
-        raise result  # a SKIP or an error is found once, not once per gate
+    if isinstance(result, NotApplicable):
+        raise result  # a SKIP is found once, not once per gate
+    if isinstance(result, SegcheckError):  # the first gate reports it, the others point to that one
+        raise TargetProblem("the anomaly evaluation failed", str(result))
     return result
 
 
@@ -150,8 +152,14 @@ def _evaluate(target, cfg: dict, scorers: dict[str, Callable]) -> AnomalyEvaluat
     if not scorers:
         raise SegcheckError(f"every scorer failed on the {split!r} split: {'; '.join(failed.values())}")
     results = {n: pooled[n].compute() for n in scorers}
-    if not next(iter(results.values())).positives:
+    counted = next(iter(results.values()))
+    if not counted.positives:
         raise NotApplicable(f"the {split!r} split holds no anomaly pixels (label {spec.anomaly_index}) to detect")
+    if not counted.negatives:
+        raise NotApplicable(
+            f"every valid pixel of the {len(indices)} {split!r} images is an anomaly (label {spec.anomaly_index}): "
+            "there is no known pixel to tell the anomalies from (check the masks' label mapping)"
+        )
     best = {n: pooled[n].best_f1() for n in scorers}
     sizes = component_sizes(cfg, area)
     components = {n: ComponentMetrics(best[n].threshold, inclusive=True, **sizes) for n in scorers}

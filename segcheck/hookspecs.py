@@ -36,7 +36,9 @@ def segcheck_register_models(registry):
     ``pytorch_model.bin`` (weights only), loaded strictly with key prefixes matched exactly; its
     sidecar is ``<folder>/segcheck.yaml`` and its ``preprocessor_config.json`` (or
     ``processor_config.json``'s image processor) the normalization after the sidecar's),
-    ``checkpoints`` (``{dataset_name: path}`` of bundled weights), ``args`` (``{kwarg: what it
+    ``checkpoints`` (``{dataset_name: path}`` of bundled weights), ``wraps`` (the name of the
+    model whose checkpoints this one loads, e.g. a wrapper around it: their sidecars name that
+    model, and a sidecar naming any other model is an error), ``args`` (``{kwarg: what it
     does}``: the ``--model-arg K=V`` the builder takes, shown by ``segcheck list``),
     ``description``. ``divisible_by`` and ``frozen`` may be functions of
     the built module (``f(module=...)``), for constraints that depend on the model args.

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from segcheck import SegcheckError
-from segcheck.data import IMAGENET_MEAN, IMAGENET_STD
+from segcheck.data import IMAGENET_MEAN, IMAGENET_STD, normalization_ok
 
 
 def output_tensor(output) -> torch.Tensor:
@@ -27,8 +27,13 @@ def output_tensor(output) -> torch.Tensor:
         return output.logits
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
         return output[0]  # (mask, aux) as smp returns with aux_params
+    what = type(output).__name__
+    if isinstance(output, dict):
+        what += f" with keys {sorted(map(str, output))[:6]}"
+    elif isinstance(output, (tuple, list)):
+        what += f" of {len(output)} item(s)" + (f", the first a {type(output[0]).__name__}" if output else "")
     raise SegcheckError(
-        f"model output is a {type(output).__name__}; expected a tensor, a dict with 'out', an object with .logits "
+        f"model output is a {what}; expected a tensor, a dict with 'out' or 'logits', an object with .logits "
         "or a tuple whose first item is the mask logits"
     )
 
@@ -55,6 +60,7 @@ class SegModel:
         threshold: float = 0.5,
         prompted: bool = False,
     ):
+        _check_not_meta(module)
         self.module = module.to(device).eval()
         self.prompted = prompted
         self.device = torch.device(device)
@@ -154,6 +160,40 @@ class SegModel:
         return np.concatenate(out)
 
 
+def _check_not_meta(module: torch.nn.Module) -> None:
+    """Weights on the meta device have no values: one line saying so, before anything moves them."""
+    empty = [name for name, t in (*module.named_parameters(), *module.named_buffers()) if t.is_meta]
+    if empty:
+        shown = ", ".join(empty[:3]) + (f" and {len(empty) - 3} more" if len(empty) > 3 else "")
+        raise SegcheckError(
+            f"the model's weights are on the meta device, without values ({shown}); its builder must return a "
+            "module with real weights (e.g. to_empty(device='cpu') before loading a checkpoint)"
+        )
+
+
+def checked_logits(output, inputs: int) -> torch.Tensor:
+    """The logits of a raw output for ``inputs`` images, checked to be what every gate relies on:
+    a floating-point tensor (B, C, H, W) with one row per image; anything else is one line."""
+    logits = output_tensor(output)
+    shape = tuple(logits.shape)
+    if logits.ndim == 3:
+        raise SegcheckError(
+            f"the model returned a tensor of shape {shape} for {inputs} image(s): no class dimension; segcheck "
+            "judges logits (B, C, H, W), so return the scores before argmax (one channel for a binary model)"
+        )
+    if logits.ndim != 4 or logits.shape[0] != inputs:
+        raise SegcheckError(
+            f"the model returned a tensor of shape {shape} for {inputs} image(s); segcheck expects logits "
+            f"(B, C, H, W) with B = {inputs}"
+        )
+    if not logits.is_floating_point():
+        raise SegcheckError(
+            f"the model returned {str(logits.dtype).removeprefix('torch.')} values; segcheck judges logits (floating "
+            "point scores before argmax or thresholding), so return the raw scores"
+        )
+    return logits
+
+
 @contextmanager
 def seeded(seed: int, device: str | torch.device = "cpu"):
     """Run the block under torch's RNG seeded with ``seed`` (also ``device``'s, when CUDA),
@@ -185,6 +225,11 @@ def first_normalization(*candidates: tuple[object, object, str]) -> Normalizatio
     """The first ``(mean, std, source)`` whose mean and std are both given, else ImageNet's."""
     for mean, std, source in candidates:
         if mean is not None and std is not None:
+            if not normalization_ok(mean, std):
+                raise SegcheckError(
+                    f"the normalization from {source} is mean {list(mean)}, std {list(std)}; expected three finite "
+                    "numbers each on the 0-1 pixel scale, std > 0"
+                )
             return Normalization(tuple(float(v) for v in mean), tuple(float(v) for v in std), source)
     return IMAGENET
 
@@ -253,6 +298,35 @@ class ModelUnderTest(SegModel):
         self.fresh_normalization = fresh_normalization or self.normalization
         self._passes: dict[tuple, tuple[object, object]] = {}
 
+    def head_channels(self, data) -> int:
+        """The output channels of the module on ``data``'s first eval image: the probe every run
+        makes at set-up (one forward pass), which raises one line when the output is not logits
+        (B, C, H, W) of a floating type (:func:`checked_logits`)."""
+
+        def probe() -> int:
+            x = self.normalize(data.images[:1])
+            prompts = data.prompts()[:1] if self.prompted else None
+            with torch.no_grad():
+                try:
+                    output = self.call(self.pad(x), prompts)
+                except SegcheckError:
+                    raise
+                except Exception as exc:
+                    raise SegcheckError(
+                        f"the model raised {type(exc).__name__} on the first eval image ({x.shape[-2]}x{x.shape[-1]}): "
+                        f"{exc}"
+                    ) from exc
+            return int(checked_logits(output, 1).shape[1])
+
+        return self.memo("probe", data, probe)
+
+    def head_mismatch(self, data) -> str | None:
+        """Why the head does not fit ``data``'s classes (one channel for a binary model), or None."""
+        channels, expected = self.head_channels(data), 1 if self.binary else data.spec.num_classes
+        if channels == expected:
+            return None
+        return f"the head has {channels} channels for {data.spec.num_classes} classes (expected {expected})"
+
     def fresh(self, seed: int, **kwargs) -> SegModel:
         """A new, untrained module from the builder (initialized under ``seed`` without touching
         the global RNG), adapted like this model but normalized without the checkpoint's sidecar
@@ -288,7 +362,9 @@ class ModelUnderTest(SegModel):
         def forward() -> Predictions:
             prompts = data.prompts() if self.prompted else None
             labels, finite = self.predict_pixels(data.images, data.batch_size, prompts)
-            miou = data.score(labels) if data.masks is not None else float("nan")
+            # labels past the classes (a head with too many channels): no mIoU; gates that score skip
+            scored = data.masks is not None and (not labels.size or int(labels.max()) < data.spec.num_classes)
+            miou = data.score(labels) if scored else float("nan")
             return Predictions(labels, finite, miou)
 
         return self.memo("predictions", data, forward)

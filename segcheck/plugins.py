@@ -67,6 +67,7 @@ MODEL_META = (
     "frozen",
     "checkpoint_folder",
     "checkpoints",
+    "wraps",
     "args",
     "description",
 )

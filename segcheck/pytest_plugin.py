@@ -257,7 +257,8 @@ def _agreeing(record: GateRecord, report: pytest.TestReport) -> GateRecord:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item):
     """In a gate, a SegcheckError (bad checkpoint, unreadable data, ...) is one line, not a
-    traceback; a long forward pass of a gate says so on the terminal as it ends."""
+    traceback, and so is any other exception (naming the model when it raised inside it) unless
+    ``--tb=long`` asks for the traceback; a long forward pass of a gate says so as it ends."""
     from segcheck import progress
 
     progress.SINK = _progress_sink(item)
@@ -267,9 +268,31 @@ def pytest_runtest_call(item: pytest.Item):
         if item.get_closest_marker("gate") is None or item.get_closest_marker("xfail") is not None:
             raise  # not a gate, or an expected failure that xfail(raises=...) must see as it is
         message = str(exc)
+    except Exception as exc:
+        gated = item.get_closest_marker("gate") is not None and item.get_closest_marker("xfail") is None
+        if not gated or item.config.getoption("tbstyle", "auto") == "long":
+            raise
+        ident = item.stash.get(GATE_ID, None) or {"gate": item.name}
+        who = "the model" if _raised_in_a_module(exc) else "it"
+        text = " ".join(str(exc).split()).rstrip(".")
+        message = f"gate {ident['gate']}: {who} raised {type(exc).__name__}: {text}; see --tb=long"
     finally:
         progress.SINK = None
     pytest.fail(message, pytrace=False)  # outside the except: no "during handling" chain
+
+
+def _raised_in_a_module(exc: BaseException) -> bool:
+    """Whether the traceback passes through a torch module's own ``forward`` (not segcheck's code)."""
+    import torch
+
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        owner = frame.f_locals.get("self")
+        if frame.f_code.co_name == "forward" and isinstance(owner, torch.nn.Module):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _progress_sink(item: pytest.Item):
@@ -298,7 +321,7 @@ def _record(item: pytest.Item, record: GateRecord) -> None:
 def segcheck_gate(request):
     """``check()``: run the parametrized (target, gate) pair, record it, assert it passed.
     An unmet need of the gate, or a gate that finds nothing to judge, is a SKIP with the reason."""
-    from segcheck.gates.registered import NotApplicable, run, unmet_need
+    from segcheck.gates.registered import NotApplicable, TargetProblem, run, unmet_need
 
     target_id, name = request.param
     state = _state(request.config)
@@ -319,6 +342,11 @@ def segcheck_gate(request):
             result = run(gate, target, state.config)
         except NotApplicable as exc:
             pytest.skip(str(exc))
+        except TargetProblem as exc:
+            first = state.first_to_meet(target_id, exc.key, gate.name)
+            if first != gate.name:
+                pytest.skip(f"not run: {exc.key} (see {first})")
+            raise
         _record(request.node, GateRecord.from_result(result, target_id, request.node.nodeid, gate.name))
         if state.figures_wanted and gate.figures is not None:
             from segcheck.figures import drawn

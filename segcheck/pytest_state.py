@@ -50,6 +50,7 @@ class SegcheckState:
         self._resident: dict[str, object] = {}  # at most one resolved target
         self.failed: dict[str, str] = {}  # target id -> why it could not be set up
         self._failure_shown: set[str] = set()
+        self._problems: dict[tuple[str, str], str] = {}  # (target id, target problem) -> the gate that reported it
         self.fleet: dict | None = None  # the fleet view, computed at session finish (two or more targets)
         self.shard: dict | None = None  # with --shard K/N: {"index": K, "count": N, "fleet_targets": all ids}
         self.target_figures: dict[str, dict] = {}  # target id -> {"figures": paths, "figure_notes": notes}
@@ -205,6 +206,11 @@ class SegcheckState:
             pytest.skip(f"not run: target {target_id!r} could not be set up (see its first gate)")
         self._failure_shown.add(target_id)
         pytest.fail(f"target {target_id!r} could not be set up: {self.failed[target_id]}", pytrace=False)
+
+    def first_to_meet(self, target_id: str, problem: str, gate: str) -> str:
+        """The first gate of ``target_id`` that met target problem ``problem`` (``gate`` if none
+        before it): that gate reports the problem, the later ones point to it."""
+        return self._problems.setdefault((target_id, problem), gate)
 
     def default_target_id(self) -> str:
         """The id of hand-written gate tests' target: the first target (the only one, usually)."""

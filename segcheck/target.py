@@ -101,6 +101,10 @@ class Target:
         """What is under test, for report headers: provenance, data and normalization."""
         described = dict(self.model.provenance)
         described.setdefault("dataset", self.data.identity)
+        n, asked = len(self.data.images), self.data.size
+        described["eval_sample"] = f"{n} image{'s' if n != 1 else ''} of split {self.data.split!r}" + (
+            f" (eval.size {asked}: the split holds {n})" if n < asked else ""
+        )
         described.update(
             device=str(self.model.device),
             normalization={
@@ -176,7 +180,7 @@ def load_model(plugins: Plugins, spec: TargetSpec, data: EvalData | SegDataset) 
     check_prompted(entry, spec, data)
     folder = path is not None and Path(path).is_dir()
     sidecar = ckpt.read_sidecar(path) if path is not None else None
-    _check_sidecar_classes(sidecar, path, spec, data)
+    _check_sidecar_classes(sidecar, path, spec, data, entry.meta.get("wraps"))
     architecture = dict((sidecar or {}).get("model_kwargs") or {}) | {k: thawed(v) for k, v in spec.model_args}
     if folder:
         architecture.setdefault("config", Path(path))
@@ -290,19 +294,27 @@ def guarded(what: str, function, **kwargs):
         return function(**kwargs)
     except SegcheckError:
         raise
+    except MemoryError as exc:
+        raise SegcheckError(
+            f"{what} ran out of memory ({str(exc) or 'the allocation that failed gave no size'}); lower eval.size or "
+            "eval.batch_size, or resize the images (--eval-resize)"
+        ) from exc
     except Exception as exc:
         raise SegcheckError(f"{what} raised {type(exc).__name__}: {exc}") from exc
 
 
 def resolve(plugins: Plugins, spec: TargetSpec, config: dict) -> Target:
-    """Load what ``spec`` names: its eval data, then its model. Any problem is one SegcheckError,
+    """Load what ``spec`` names: its eval data, then its model, and probe the model once on the
+    first eval image (:meth:`ModelUnderTest.head_channels`). Any problem is one SegcheckError,
     and names and paths are checked before anything is loaded."""
     entry = plugins.models.get(spec.model)
     plugins.datasets.get(spec.dataset)
     resolve_device(spec.device)
     check_checkpoint_path(entry, spec.checkpoint)
     data = eval_data(plugins, spec, config)
-    return Target(load_model(plugins, spec, data), data, spec.id, spec, plugins.scorers.functions())
+    model = load_model(plugins, spec, data)
+    model.head_channels(data)
+    return Target(model, data, spec.id, spec, plugins.scorers.functions())
 
 
 def check_checkpoint_path(entry: Entry, path: Path | None) -> None:
@@ -315,7 +327,16 @@ def check_checkpoint_path(entry: Entry, path: Path | None) -> None:
         raise SegcheckError(f"checkpoint {path} {what}; pass --checkpoint PATH to a weights file")
 
 
-def _check_sidecar_classes(sidecar: dict | None, path, spec: TargetSpec, data: EvalData) -> None:
+def _check_sidecar_classes(sidecar: dict | None, path, spec: TargetSpec, data: EvalData, wraps=None) -> None:
+    """The sidecar's model (or the one the target's model ``wraps``) and classes are the
+    target's: else its weights, mean and std belong to another model."""
+    trained = (sidecar or {}).get("model")
+    if trained is not None and str(trained) not in (spec.model, wraps):
+        raise SegcheckError(
+            f"checkpoint {path} was trained as model {trained!r} (its sidecar {ckpt.sidecar_path(path).name} says "
+            f"so), but it is loaded into model {spec.model!r}; pass --model {trained}, or the checkpoint of "
+            f"{spec.model!r} (a wrapper of {trained!r} registers with wraps={trained!r})"
+        )
     classes = (sidecar or {}).get("classes")
     if classes is not None and list(classes) != list(data.spec.classes):
         raise SegcheckError(

@@ -27,7 +27,7 @@ class Deaf(PromptedUNet):
 
 @hookimpl
 def segcheck_register_models(registry):
-    registry.add("deaf-unet", lambda num_classes: Deaf(), binary=True, prompted=True)
+    registry.add("deaf-unet", lambda num_classes: Deaf(), binary=True, prompted=True, wraps="unet-prompted")
 """
 
 

@@ -205,13 +205,13 @@ import os
 from segcheck.gates import GateResult
 
 
-def pid(target, cfg):
-    return GateResult("pid", float(os.getpid()), 0.0, True, "the worker's process id", rule="value > threshold")
+def pid(target, cfg, name):
+    return GateResult(name, float(os.getpid()), 0.0, True, "the worker's process id", rule="value > threshold")
 
 
 def segcheck_register_gates(registry):
     for i in range(4):
-        registry.add(f"pid_{i}", pid)
+        registry.add(f"pid_{i}", lambda target, cfg, name=f"pid_{i}": pid(target, cfg, name))
 """
 
 

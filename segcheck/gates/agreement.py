@@ -137,7 +137,9 @@ def cpu_cuda_agreement(target: Target, cfg: dict, device: str = "cuda") -> GateR
 
 @hookimpl
 def segcheck_register_gates(registry):
-    for audit in (batch_independence, deterministic_eval):
-        registry.add(audit.__name__, audit, section=audit.__name__, needs=("finite_logits",))
+    # a batch of one image is its own single pass: batch independence needs two
+    registry.add("batch_independence", batch_independence, section="batch_independence", needs=("finite_logits",),
+                 min_images=2)  # fmt: skip
+    registry.add("deterministic_eval", deterministic_eval, section="deterministic_eval", needs=("finite_logits",))
     needs = ("cuda", "finite_logits")
     registry.add("cpu_cuda_agreement", cpu_cuda_agreement, section="cpu_cuda_agreement", needs=needs, markers=("gpu",))

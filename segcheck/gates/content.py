@@ -173,4 +173,11 @@ def input_gradient(target: Target, cfg: dict) -> GateResult:
 def segcheck_register_gates(registry):
     for gate in (derangement_gap, shift_equivariance, input_gradient):
         varied = ("varied_prediction",) if gate is shift_equivariance else ()  # an agreement of predictions
-        registry.add(gate.__name__, gate, section="content_sensitivity", needs=("labels", "finite_logits", *varied))
+        least = 2 if gate is derangement_gap else 1  # a derangement moves every image's labels to another
+        registry.add(
+            gate.__name__,
+            gate,
+            section="content_sensitivity",
+            needs=("labels", "finite_logits", *varied),
+            min_images=least,
+        )

@@ -94,4 +94,4 @@ def label_integrity(target: Target, cfg: dict | None = None) -> GateResult:
 
 @hookimpl
 def segcheck_register_gates(registry):
-    registry.add("label_integrity", label_integrity, needs=("labels",))
+    registry.add("label_integrity", label_integrity, needs=("masks",))

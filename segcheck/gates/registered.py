@@ -4,6 +4,8 @@ whether a target meets a gate's needs (a SKIP with the reason) before running it
 from __future__ import annotations
 
 import math
+import operator
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,11 +18,17 @@ from segcheck.gates.result import GateResult
 from segcheck.registry import Registry
 
 #: what a gate may need of its target: an unmet need is a SKIP with its reason, except
-#: ``finite_logits`` (the gate judges the model's predictions): unmet, the gate is an ERROR;
-#: ``varied_prediction``: a pass on a clean prediction of one class everywhere is a SKIP;
+#: ``finite_logits`` (the gate judges the model's predictions): unmet, the gate is an ERROR, and
+#: with ``labels``, a head whose channels do not fit the classes is a SKIP pointing to
+#: head_matches_classes;
+#: ``labels``: eval masks with labelled pixels (masks that hold none: an ERROR, once a target);
+#: ``masks``: eval masks, whatever they hold (a gate that audits them);
+#: ``varied_prediction``: a pass on a clean prediction of one class everywhere, or on a
+#: prediction that does not depend on the input, is a SKIP;
 #: ``prompts``: a prompted model on a prompted dataset (a gate without it skips a prompted model)
 NEEDS = (
     "labels",
+    "masks",
     "prompts",
     "train_split",
     "held_out_split",
@@ -31,12 +39,22 @@ NEEDS = (
 )
 #: cost markers: pytest markers the gate's test carries (``-m "not train"``)
 MARKERS = ("train", "gpu", "fleet")
-GATE_META = ("section", "defaults", "needs", "markers", "suite", "description", "figures")
+GATE_META = ("section", "defaults", "needs", "markers", "suite", "description", "figures", "min_images")
 
 
 class NotApplicable(SegcheckError):
     """Raised by a gate that finds, once it looks, that the target gives it nothing to judge
     (e.g. a held-out split that holds the eval images themselves): a SKIP with this reason."""
+
+
+class TargetProblem(SegcheckError):
+    """A problem of the target, not of one gate (e.g. eval masks without a labelled pixel): the
+    first gate that meets it is an ERROR with this line, the target's later ones SKIP naming
+    that gate. ``key`` tells one problem from another."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass(frozen=True)
@@ -46,7 +64,8 @@ class Gate:
     needing ``needs``, marked ``markers``, run by the suite ``suite`` (``gates``, ``anomaly``,
     ``prompted``), from ``plugin``; ``description`` defaults to the docstring's first line.
     ``figures(target, result, cfg) -> list[segcheck.figures.Figure]``, when given, draws the
-    result's pictures for the HTML/Markdown reports (called only when a report asks for them)."""
+    result's pictures for the HTML/Markdown reports (called only when a report asks for them).
+    ``min_images``: the fewest eval images the gate can judge (fewer: a SKIP saying so)."""
 
     name: str
     function: Callable[..., GateResult]
@@ -58,6 +77,7 @@ class Gate:
     description: str = ""
     plugin: str = "?"
     figures: Callable[..., list] | None = None
+    min_images: int = 1
 
 
 class GateRegistry(Registry):
@@ -101,8 +121,15 @@ def unmet_need(gate: Gate, target, config: dict) -> str | None:
         return f"{gate.name} judges a text-prompted model on a dataset with prompts; this target is closed-set"
     if "prompts" not in gate.needs and getattr(model, "prompted", False):
         return f"{gate.name} is a closed-set gate; this model takes a text prompt (run suites/prompted)"
+    if len(data.images) < gate.min_images:
+        n = len(data.images)
+        why = f"split {data.split!r} holds {n}" if n < data.size else f"eval.size {data.size}: raise it"
+        return f"{gate.name} needs at least {gate.min_images} eval images; the eval sample has {n} ({why})"
+    mismatch = model.head_mismatch(data) if {"finite_logits", "labels"} <= set(gate.needs) else None
+    if mismatch:
+        return f"{gate.name} judges predictions, but {mismatch} (see head_matches_classes)"
     for need in gate.needs:
-        if need == "labels" and data.masks is None:
+        if need in ("labels", "masks") and data.masks is None:
             return f"{gate.name} needs labelled eval masks; the eval split {data.split!r} has none"
         if need == "labels" and not data.spec.class_labels:
             return (
@@ -150,20 +177,71 @@ def run(gate: Gate, target, config: dict) -> GateResult:
             f"{gate.name} cannot judge this model: its logits on the eval images are not finite "
             "(NaN/inf; see finite_outputs)"
         )
+    if "labels" in gate.needs and target.data.masks is not None and not target.data.labelled_pixels:
+        raise TargetProblem("no labelled pixels", _no_labelled_pixels(target.data))
     result = gate.function(target, config[gate.section] if gate.section else {})
-    if not isinstance(result, GateResult):
-        raise SegcheckError(
-            f"gate {gate.name!r} from plugin {gate.plugin} returned {type(result).__name__}, "
-            "expected a segcheck.gates.GateResult"
-        )
+    _check_result(gate, result)
     if result.passed and "varied_prediction" in gate.needs:
         _not_trivially(gate, target)
+    if _nan(result.value) or _nan(result.threshold):
+        raise SegcheckError(
+            f"{gate.name} measured {result.value} against {result.threshold}: NaN is no measurement, so the gate "
+            f"cannot judge ({result.message})"
+        )
     if result.passed and not all(_finite(v) for v in (result.value, result.threshold)):
         raise SegcheckError(
             f"{gate.name} measured {result.value} against {result.threshold}: a non-finite number "
             "cannot pass; the model or the data gave NaN/inf"
         )
     return result
+
+
+def _no_labelled_pixels(data) -> str:
+    values = np.unique(data.masks).tolist()
+    shown = ", ".join(map(str, values[:8])) + (f" and {len(values) - 8} more" if len(values) > 8 else "")
+    return (
+        f"no labelled pixel in the eval sample: its {len(data.masks)} masks of split {data.split!r} hold only "
+        f"{shown} (ignore_index {data.spec.ignore_index}"
+        + (f", anomaly {data.spec.anomaly_index}" if data.spec.anomaly_index is not None else "")
+        + "), so nothing can be scored; check the masks and the dataset's label mapping (label_integrity)"
+    )
+
+
+#: rules of the form ``value OP threshold`` (what follows a comma, or "and", adds conditions)
+_RULE = re.compile(r"value (>=|<=|==|<|>) threshold")
+_OPERATORS = {">=": operator.ge, "<=": operator.le, "==": operator.eq, "<": operator.lt, ">": operator.gt}
+
+
+def _check_result(gate: Gate, result) -> None:
+    """``result`` is a GateResult of this gate (its registered name), and its verdict agrees
+    with its rule: a pass satisfies ``value OP threshold``, and a rule that is only that decides
+    the verdict."""
+    where = f"gate {gate.name!r} from plugin {gate.plugin}"
+    if not isinstance(result, GateResult):
+        raise SegcheckError(f"{where} returned {type(result).__name__}, expected a segcheck.gates.GateResult")
+    if result.name != gate.name:
+        raise SegcheckError(
+            f"{where} returned a result named {result.name!r}; a gate's result carries its registered name "
+            f"(GateResult({gate.name!r}, ...))"
+        )
+    rule = _RULE.match(result.rule or "")
+    if rule is None or not (_is_number(result.value) and _is_number(result.threshold)):
+        return
+    holds = bool(_OPERATORS[rule.group(1)](float(result.value), float(result.threshold)))
+    if (result.passed and not holds) or (rule.group(0) == result.rule and result.passed != holds):
+        verdict = "passed" if result.passed else "failed"
+        raise SegcheckError(
+            f"{where} says it {verdict}, but its value {result.value} against {result.threshold} "
+            f"{'satisfies' if holds else 'does not satisfy'} its rule {result.rule!r}; fix the gate's verdict"
+        )
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float | np.number) and not isinstance(value, bool | np.bool_)
+
+
+def _nan(value) -> bool:
+    return _is_number(value) and math.isnan(float(value))
 
 
 def _finite(value) -> bool:
@@ -174,8 +252,9 @@ def _finite(value) -> bool:
 
 
 def _not_trivially(gate: Gate, target) -> None:
-    """A passing agreement gate whose clean prediction is one class everywhere proves nothing:
-    a SKIP saying so (a failing one stays a failure: its prediction did change)."""
+    """A passing agreement gate whose clean prediction is one class everywhere, or does not
+    depend on the input at all, proves nothing: a SKIP saying so (a failing one stays a
+    failure: its prediction did change)."""
     classes = np.unique(target.predictions.labels)
     if len(classes) < 2:
         spec = target.data.spec
@@ -184,3 +263,19 @@ def _not_trivially(gate: Gate, target) -> None:
             f"{gate.name} compares predictions, but the clean prediction is one class everywhere ({name!r}): "
             "agreement there is trivially high (see prediction_collapse)"
         )
+    if target.model.memo("input independent", target.data, lambda: _input_independent(target)):
+        raise NotApplicable(
+            f"{gate.name} compares predictions, but the prediction does not depend on the input (every eval image "
+            "and a constant gray image give the same label map): agreement there is trivially 1 (see noise_input, "
+            "input_gradient)"
+        )
+
+
+def _input_independent(target) -> bool:
+    """Whether every eval image, and a constant mid-gray image, get the same label map."""
+    labels = target.predictions.labels
+    if any(not np.array_equal(labels[0], other) for other in labels[1:]):
+        return False
+    gray = np.full_like(target.data.images[:1], 128)
+    prompts = target.data.prompts()[:1] if target.model.prompted else None
+    return bool(np.array_equal(target.model.predict_pixels(gray, 1, prompts)[0][0], labels[0]))

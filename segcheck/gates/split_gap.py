@@ -77,6 +77,6 @@ def generalization(target: Target, cfg: dict) -> GateResult:
 
 @hookimpl
 def segcheck_register_gates(registry):
-    registry.add(
-        "generalization", generalization, section="generalization", needs=("labels", "held_out_split", "finite_logits")
-    )
+    # one image per split says nothing about either split
+    needs = ("labels", "held_out_split", "finite_logits")
+    registry.add("generalization", generalization, section="generalization", needs=needs, min_images=2)
