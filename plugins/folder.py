@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from segcheck import SegcheckError
 from segcheck.config import read_yaml
@@ -327,19 +327,21 @@ class FolderDataset:
 
 
 def _read(path: Path, what: str, convert) -> np.ndarray:
-    """Open ``path`` with PIL and ``convert`` it; any decoding failure becomes a SegcheckError."""
+    """Open ``path`` with PIL, turn it as its EXIF orientation says (as viewers and labelling
+    tools show it: a phone photo's pixels are often stored sideways) and ``convert`` it; any
+    decoding failure becomes a SegcheckError."""
     try:
         with Image.open(path) as im:
             im.load()
-            return convert(im)
+            return convert(ImageOps.exif_transpose(im))
     except _READ_ERRORS as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise SegcheckError(f"cannot read {what} {path}: {reason}; replace or remove the file") from None
 
 
 def read_image(path: Path) -> np.ndarray:
-    """The image file ``path`` (any mode PIL reads) as RGB uint8 (H, W, 3); an unreadable file
-    is a one-line ``SegcheckError``."""
+    """The image file ``path`` (any mode PIL reads) as RGB uint8 (H, W, 3), EXIF orientation
+    applied; an unreadable file is a one-line ``SegcheckError``."""
     return _read(path, "image", lambda im: np.asarray(im.convert("RGB"), dtype=np.uint8))
 
 

@@ -64,7 +64,7 @@ CONFIG_NAME = "dataset.yaml"
 CONFIG_KEYS = ("prompts", "mask_values", "ignore_index", "mean", "std")
 MASK_VALUES = ([0, 255], [0, 1])
 SEPARATOR = "__"  # between the image id and the concept in a mask's file name
-_CONCEPT = re.compile(r"^[A-Za-z0-9_-]+$")
+_CONCEPT = re.compile(r"[A-Za-z0-9_-]+")  # the whole name (fullmatch: no trailing newline slips through)
 _EXAMPLE = (
     "e.g. 'prompts: {crack: [segment crack, segment wall crack]}' (optional: mask_values, ignore_index, mean, std)"
 )
@@ -82,7 +82,7 @@ def load_config(root: Path) -> dict[str, Any]:
     if not isinstance(prompts, dict) or not prompts:
         raise SegcheckError(f"{path} needs 'prompts', a mapping of each concept to its prompts, {_EXAMPLE}")
     for concept, listed in prompts.items():
-        if not isinstance(concept, str) or not _CONCEPT.match(concept):
+        if not isinstance(concept, str) or not _CONCEPT.fullmatch(concept):
             raise SegcheckError(
                 f"{path}: concept name {concept!r} is not file-name safe; use letters, digits, '-' and '_' "
                 f"(masks are named <image id>{SEPARATOR}<concept>.png)"

@@ -11,7 +11,16 @@ from segcheck import SegcheckError
 
 DEFAULTS: dict[str, dict] = {
     "target": {"model": "unet", "dataset": "synthetic-streets", "device": "auto", "init_seed": 0},
-    "eval": {"split": "val", "size": 32, "seed": 0, "batch_size": 8, "mean": [], "std": [], "resize": ""},
+    "eval": {
+        "split": "val",
+        "size": 32,
+        "seed": 0,
+        "batch_size": 8,
+        "mean": [],
+        "std": [],
+        "resize": "",
+        "max_megapixels": 64.0,
+    },
     "noise_input": {"max_miou": 0.10, "max_ratio": 0.7, "seed": 0},
     "overfit_tiny": {
         "min_miou": 0.90,
@@ -86,6 +95,7 @@ RANGES: dict[str, str] = {
     "shift_px": "[1, inf)",
     "severity": "[1, 3]",
     "lr": "(0, inf)",
+    "max_megapixels": "(0, inf)",
     "class_weight_power": "[0, 2]",
     "max_miou": "(0, 1]",
     "max_ratio": "(0, 1]",
@@ -226,7 +236,7 @@ def model_arg(text: str) -> tuple[str, object]:
 def eval_sample(config: dict) -> dict:
     """The keyword arguments of ``EvalData.from_dataset`` that ``config["eval"]`` sets."""
     ev = config["eval"]
-    return {key: ev[key] for key in ("split", "size", "seed", "batch_size", "resize")}
+    return {key: ev[key] for key in ("split", "size", "seed", "batch_size", "resize", "max_megapixels")}
 
 
 def explicit_normalization(config: dict) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:

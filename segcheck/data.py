@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Protocol
 
 import numpy as np
@@ -63,8 +66,11 @@ class DatasetSpec:
             raise SegcheckError(f"a dataset needs at least 2 classes, got {list(self.classes)}")
         if (self.mean is None) != (self.std is None):
             raise SegcheckError("a dataset declares both mean and std, or neither")
-        if self.mean is not None and (len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0):
-            raise SegcheckError(f"mean and std need 3 values with std > 0, got mean={self.mean} std={self.std}")
+        if self.mean is not None and not normalization_ok(self.mean, self.std):
+            raise SegcheckError(
+                f"mean and std need 3 finite numbers each (pixel scale 0-1) with std > 0, got mean={list(self.mean)} "
+                f"std={list(self.std)}"
+            )
         if 0 <= self.ignore_index < len(self.classes):
             raise SegcheckError(
                 f"ignore_index {self.ignore_index} collides with class {self.classes[self.ignore_index]!r}; "
@@ -108,6 +114,15 @@ class DatasetSpec:
                 )
             if len(set(prompts)) != len(prompts):
                 raise SegcheckError(f"concept {concept!r} lists a prompt twice: {list(prompts)}")
+        owners: dict[str, str] = {}
+        for concept, prompts in self.prompts:
+            for prompt in prompts:
+                if prompt in owners:
+                    raise SegcheckError(
+                        f"concepts {owners[prompt]!r} and {concept!r} share the prompt {prompt!r}: the model cannot "
+                        "tell them apart by it; give each concept its own prompts"
+                    )
+                owners[prompt] = concept
 
     @property
     def num_classes(self) -> int:
@@ -184,6 +199,14 @@ class DatasetSpec:
         return out
 
 
+def normalization_ok(mean, std) -> bool:
+    """Three finite numbers each, every std > 0 (a NaN or inf would poison every input)."""
+    values = [*mean, *std]
+    if len(mean) != 3 or len(std) != 3 or any(isinstance(v, bool) or not isinstance(v, numbers.Real) for v in values):
+        return False
+    return all(math.isfinite(v) for v in values) and min(std) > 0
+
+
 class SegDataset(Protocol):
     """A split of a dataset: ``len()`` samples, each ``(image, mask)``.
 
@@ -215,35 +238,51 @@ def eval_indices(length: int, size: int, seed: int) -> list[int]:
 
 
 def concepts_of(dataset: SegDataset, indices: Sequence[int]) -> tuple[str, ...] | None:
-    """The concept of each sample of a prompted dataset (None for a closed-set one)."""
+    """The concept of each sample of a prompted dataset (None for a closed-set one). A declared
+    concept without any sample in the whole split is an error naming it (no eval size finds it)."""
     if not dataset.spec.prompted:
         return None
-    concepts = tuple(dataset.pair(i)[1] for i in indices)
-    unknown = sorted(set(concepts) - set(dataset.spec.concepts))
+    everywhere = [dataset.pair(i)[1] for i in range(len(dataset))]
+    unknown = sorted(set(everywhere) - set(dataset.spec.concepts))
     if unknown:
         raise SegcheckError(
             f"samples name concepts {unknown} that the dataset's prompts do not declare "
             f"({', '.join(dataset.spec.concepts)}); add their prompts to dataset.yaml"
         )
-    return concepts
+    absent = [c for c in dataset.spec.concepts if c not in set(everywhere)]
+    if absent:
+        split = getattr(dataset, "split", "this")
+        raise SegcheckError(
+            f"concept(s) {', '.join(map(repr, absent))} have prompts but no mask in the {split!r} split "
+            f"({len(everywhere)} masks, all of {', '.join(sorted(set(everywhere)))}); add their masks or remove their "
+            "prompts from dataset.yaml"
+        )
+    return tuple(everywhere[i] for i in indices)
 
 
 def stack(dataset: SegDataset, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray | None]:
     """Images (N, H, W, 3) uint8 and masks (N, H, W) int64 of ``indices`` (masks None for an
     unlabelled split); sizes must agree."""
     images, masks = zip(*(dataset[i] for i in indices))
-    shapes = {im.shape[:2] for im in images}
+    shapes = {np.shape(im)[:2] for im in images}
     if len(shapes) != 1:
         shown = ", ".join(f"{h}x{w}" for h, w in sorted(shapes)[:4]) + (", ..." if len(shapes) > 4 else "")
         raise SegcheckError(
             f"the {len(images)} images read have {len(shapes)} different sizes ({shown}); segcheck batches "
             "them, so set an eval.resize policy (segcheck.yaml or --eval-resize, e.g. 512x512 or short:512)"
         )
-    if all(m is None for m in masks):
-        return np.stack(images).astype(np.uint8, copy=False), None
-    if any(m is None for m in masks):
+    if any(m is None for m in masks) and not all(m is None for m in masks):
         raise SegcheckError("some samples of this split have masks and others none; a split is labelled or not")
-    return np.stack(images).astype(np.uint8, copy=False), np.stack(masks).astype(np.int64, copy=False)
+    (h, w), n = shapes.pop(), len(images)
+    try:
+        stacked = np.stack(images).astype(np.uint8, copy=False)
+        return stacked, None if masks[0] is None else np.stack(masks).astype(np.int64, copy=False)
+    except MemoryError:
+        need = n * h * w * (3 + (8 if masks[0] is not None else 0)) / 2**30
+        raise SegcheckError(
+            f"out of memory holding {n} images of {h}x{w} ({need:.1f} GiB as uint8 images and int64 masks); "
+            "lower eval.size (--eval-size) or resize the images (--eval-resize)"
+        ) from None
 
 
 Splits = Callable[[str], SegDataset] | Mapping[str, SegDataset]
@@ -277,9 +316,10 @@ class EvalData:
     seed: int = 0
     resize: str = ""
     concepts: tuple[str, ...] | None = None
+    max_megapixels: float = resizing.MAX_MEGAPIXELS
 
     def __post_init__(self):
-        resizing.parse(self.resize)
+        resizing.check_policy(self.resize, self.max_megapixels)
         self.images = np.asarray(self.images)
         self.size = len(self.images) if self.size is None else self.size
         if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
@@ -299,6 +339,11 @@ class EvalData:
         self.masks = np.asarray(self.masks).astype(np.int64, copy=False)
         if self.masks.shape != self.images.shape[:3]:
             raise SegcheckError(f"eval masks {self.masks.shape} do not match the images {self.images.shape[:3]}")
+
+    @cached_property
+    def labelled_pixels(self) -> int:
+        """How many eval mask pixels the metrics count (:meth:`DatasetSpec.counted`); 0 without masks."""
+        return 0 if self.masks is None else int(self.spec.counted(self.masks).sum())
 
     def prompts(self, choice: int | str | None = 0) -> list[str]:
         """The prompt of each sample: its concept's prompt number ``choice`` (0: canonical;
@@ -324,7 +369,7 @@ class EvalData:
             there = ", ".join(self.spec.splits) if self.splits is not None else f"only the eval sample ({self.split})"
             raise SegcheckError(f"no {split!r} split to read here (there is {there}); give EvalData its splits")
         dataset = self.splits[split] if isinstance(self.splits, Mapping) else self.splits(split)
-        return resizing.resized(dataset, self.resize)
+        return resizing.resized(dataset, self.resize, self.max_megapixels)
 
     def sample(self, split: str, size: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Images and masks (None: an unlabelled split) of a seeded sample of ``size`` images of
@@ -344,13 +389,25 @@ class EvalData:
 
     @classmethod
     def from_dataset(
-        cls, splits: Splits, split: str, size: int, seed: int, batch_size: int = 8, resize: str = ""
+        cls,
+        splits: Splits,
+        split: str,
+        size: int,
+        seed: int,
+        batch_size: int = 8,
+        resize: str = "",
+        max_megapixels: float = resizing.MAX_MEGAPIXELS,
     ) -> EvalData:
-        """The seeded eval sample of ``size`` images of ``split`` under the ``resize`` policy,
-        keeping ``splits`` for the others."""
-        dataset = resizing.resized(splits[split] if isinstance(splits, Mapping) else splits(split), resize)
+        """The seeded eval sample of ``size`` images of ``split`` under the ``resize`` policy (no
+        image above ``max_megapixels``), keeping ``splits`` for the others."""
+        resizing.check_policy(resize, max_megapixels)
+        raw = splits[split] if isinstance(splits, Mapping) else splits(split)
+        dataset = resizing.resized(raw, resize, max_megapixels)
         indices = eval_indices(len(dataset), size, seed)
         images, masks = stack(dataset, indices)
         identity = getattr(dataset, "identity", "dataset")
         concepts = concepts_of(dataset, indices)
-        return cls(images, masks, dataset.spec, split, batch_size, splits, identity, size, seed, resize, concepts)
+        return cls(
+            images, masks, dataset.spec, split, batch_size, splits, identity, size, seed, resize, concepts,
+            max_megapixels,
+        )  # fmt: skip

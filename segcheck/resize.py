@@ -9,7 +9,9 @@ Policies (a string):
 - ``"short:S"`` (e.g. ``"short:512"``): the short side resized to S with the aspect ratio
   kept (image bilinear, mask nearest), then the centre S x S crop.
 
-Every split a target reads (eval, train, held-out, anomaly) goes through the same policy.
+Every split a target reads (eval, train, held-out, anomaly) goes through the same policy, and
+through one size limit (``eval.max_megapixels``): a policy, or an image, larger than that is
+one line naming the setting, before anything that size is allocated.
 """
 
 from __future__ import annotations
@@ -42,6 +44,34 @@ def parse(policy: str) -> tuple[str, tuple[int, ...]]:
     )
 
 
+#: the default of ``eval.max_megapixels``: 32 images of 64 Mpx are 6 GiB as uint8 already
+MAX_MEGAPIXELS = 64.0
+
+
+def check_policy(policy: str, max_megapixels: float = MAX_MEGAPIXELS) -> None:
+    """A fixed or ``short:S`` policy whose output exceeds ``max_megapixels`` is one line, up front."""
+    kind, args = parse(policy)
+    if kind == "none":
+        return
+    h, w = args if kind == "fixed" else (args[0], args[0])
+    if h * w > max_megapixels * 1e6:
+        raise SegcheckError(
+            f"eval.resize {policy!r} makes images of {h}x{w} = {h * w / 1e6:.0f} Mpx, above eval.max_megapixels "
+            f"{max_megapixels:g}; choose a smaller size (e.g. --eval-resize short:1024) or raise eval.max_megapixels "
+            "in segcheck.yaml"
+        )
+
+
+def check_image(image: np.ndarray, max_megapixels: float, where: str) -> None:
+    """An image of more than ``max_megapixels`` is one line naming ``where`` and the setting."""
+    h, w = image.shape[:2]
+    if h * w > max_megapixels * 1e6:
+        raise SegcheckError(
+            f"{where} is {h}x{w} = {h * w / 1e6:.0f} Mpx, above eval.max_megapixels {max_megapixels:g}; resize the "
+            "data (--eval-resize, e.g. short:1024) or raise eval.max_megapixels in segcheck.yaml"
+        )
+
+
 def output_size(policy: str, height: int, width: int) -> tuple[int, int, tuple[int, int] | None]:
     """(resized height, resized width, crop offset (top, left) or None) of an image under ``policy``."""
     kind, args = parse(policy)
@@ -72,25 +102,32 @@ def apply(policy: str, image: np.ndarray, mask: np.ndarray | None) -> tuple[np.n
 
 
 class Resized:
-    """A dataset split whose samples come out under ``policy``; everything else is the split's."""
+    """A dataset split whose samples come out under ``policy`` (none larger than
+    ``max_megapixels``, when given); everything else is the split's."""
 
-    def __init__(self, dataset, policy: str):
-        parse(policy)
-        self.dataset, self.policy = dataset, policy
+    def __init__(self, dataset, policy: str, max_megapixels: float | None = None):
+        check_policy(policy, max_megapixels or float("inf"))
+        self.dataset, self.policy, self.max_megapixels = dataset, policy, max_megapixels
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int):
         image, mask = self.dataset[index]
-        return apply(self.policy, np.asarray(image), mask)
+        image = np.asarray(image)
+        if self.max_megapixels is not None:
+            check_image(image, self.max_megapixels, f"image {index} of {getattr(self.dataset, 'identity', 'the data')}")
+        return apply(self.policy, image, mask)
 
     def __getattr__(self, name: str):
-        if name in ("dataset", "policy"):  # not set yet (e.g. while unpickling)
+        if name in ("dataset", "policy", "max_megapixels"):  # not set yet (e.g. while unpickling)
             raise AttributeError(name)
         return getattr(self.dataset, name)
 
 
-def resized(dataset, policy: str):
-    """``dataset`` itself when ``policy`` is empty, else its :class:`Resized` view."""
-    return dataset if parse(policy)[0] == "none" else Resized(dataset, policy)
+def resized(dataset, policy: str, max_megapixels: float | None = None):
+    """``dataset`` itself when ``policy`` is empty and no size limit is given, else its
+    :class:`Resized` view."""
+    if parse(policy)[0] == "none" and max_megapixels is None:
+        return dataset
+    return Resized(dataset, policy, max_megapixels)

@@ -14,6 +14,7 @@ CAUGHT_BY = {
     "absent_as_zero": "test_absent_classes_are_nan",
     "counts_ignore": "test_ignored_pixels_never_matter",
     "drops_out_of_range": "test_out_of_range_labels_raise",
+    "zeroes_its_inputs": "test_inputs_are_left_unchanged",
 }
 
 

@@ -82,11 +82,11 @@ def test_closed_set_folder_ids_mixed_sizes_and_resize(tmp_path):
 
 def test_safe_names_and_colliding_prompts():
     assert safe_name("segment joint/tape") == "segment_joint_tape" and safe_name("a-b_c9") == "a-b_c9"
-    spec = DatasetSpec(classes=("background", "foreground"), prompts={"x": ["a b", "c"], "y": ["c", "a/b"]})
+    spec = DatasetSpec(classes=("background", "foreground"), prompts={"x": ["a b", "c"], "y": ["d", "a/b"]})
     with pytest.raises(SegcheckError, match=r"prompts 'a b' and 'a/b' both become 'a_b'"):
         prompt_names(spec)
-    spec = DatasetSpec(classes=("background", "foreground"), prompts={"x": ["a b", "c"], "y": ["c"]})
-    assert prompt_names(spec) == {"a b": "a_b", "c": "c"}  # a prompt of two concepts: one file
+    spec = DatasetSpec(classes=("background", "foreground"), prompts={"x": ["a b", "c"], "y": ["d"]})
+    assert prompt_names(spec) == {"a b": "a_b", "c": "c", "d": "d"}
 
 
 def test_errors_are_one_line(tmp_path, capsys):

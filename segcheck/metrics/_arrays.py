@@ -34,10 +34,14 @@ def is_device_tensor(x) -> bool:
 
 
 def host_or_device(x):
-    """A numpy array, or the tensor itself when it lives on an accelerator."""
+    """A numpy array, or the tensor itself when it lives on an accelerator (a CPU bfloat16
+    tensor, which numpy cannot hold, becomes float32 first)."""
     tensor = torch_tensor_type()
     if tensor is not None and isinstance(x, tensor):
-        return x.detach() if x.device.type != "cpu" else x.detach().numpy()
+        if x.device.type != "cpu":
+            return x.detach()
+        torch = sys.modules["torch"]
+        return (x.detach().float() if x.dtype == torch.bfloat16 else x.detach()).numpy()
     return np.asarray(x)
 
 

@@ -33,7 +33,11 @@ threshold from its pixel-level best-F1 curve; :meth:`OODMetrics.best_f1` gives o
 Deliberate differences from SMIYC's code: its GT size filter also visits label 0 (all
 non-anomaly pixels) and voids it in an image with fewer than ``min_gt_size`` such pixels;
 here only anomaly components are filtered. Empty sets give NaN where SMIYC divides by zero.
-NaN scores on valid pixels raise (SMIYC counts them as not anomalous).
+NaN scores on valid pixels raise (SMIYC counts them as not anomalous). SMIYC stores each
+anomaly map as float16 before it is scored (``process_frame`` takes ``anomaly_p: HxW float16``),
+so its threshold and comparisons act on scores rounded to 11 significant bits; here the scores
+are compared as given (float32, float16 and bfloat16 widened): a pixel within one float16 step
+of the threshold can fall on the other side.
 
 Memory: per component, a few integers (image, size, intersection, adjusted union); never maps.
 """

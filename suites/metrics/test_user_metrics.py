@@ -44,6 +44,19 @@ def test_agrees_with_reference(user_metric, case):
     assert_per_class_equal(run(user_metric, case), expected(case, user_metric), case)
 
 
+@given(case=cases)
+def test_inputs_are_left_unchanged(user_metric, case):
+    """The metric reads the caller's arrays and leaves them as they were (an evaluation loop
+    goes on using them: a metric that edits them in place corrupts what is scored next)."""
+    assume(case.num_classes >= user_metric.meta.get("min_classes", 1))
+    label_case(case)
+    pred, tgt = case.pred.copy(), case.target.copy()
+    user_metric.obj(pred, tgt, case.num_classes, case.ignore_index)
+    for name, given_array, after in (("prediction", case.pred, pred), ("target", case.target, tgt)):
+        changed = int(np.sum(given_array != after))
+        assert changed == 0, f"the metric changed {changed} of the {given_array.size} values of its {name} array"
+
+
 @given(case=cases, extra=st.integers(1, 3))
 def test_absent_classes_are_nan(user_metric, case, extra):
     """Classes that appear nowhere are NaN, not 0 (which would drag mIoU down) and not 1."""
