@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -206,5 +207,11 @@ def write_json(path: Path, targets: dict[str, dict], thresholds: dict, records: 
     prompts = prompt_tables(records)
     if prompts:
         report["prompted"] = prompts
-    path.write_text(json.dumps(report, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    text = json.dumps(report, indent=2, sort_keys=True, default=_jsonable) + "\n"
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")  # replaced at once: never read half-written
+    try:
+        partial.write_text(text)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
