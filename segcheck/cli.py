@@ -88,6 +88,7 @@ def cmd_train(args) -> int:
         resume=args.resume,
         init=args.init,
         model_args=dict(args.model_arg),
+        overwrite=args.overwrite,
         **overrides,
     )
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 writes and reports
@@ -295,6 +296,9 @@ def parser() -> argparse.ArgumentParser:
         "--out", type=Path, required=True, help="checkpoint path (.safetensors); a .yaml sidecar is written beside it"
     )
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.add_argument(
+        "--overwrite", action="store_true", help="replace OUT and its sidecar even when segcheck did not write them"
+    )
     tr.set_defaults(run=cmd_train)
     pr = sub.add_parser(
         "predict",
