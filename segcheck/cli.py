@@ -128,6 +128,7 @@ def cmd_predict(args) -> int:
         resize=args.eval_resize,
         limit=args.limit,
         progress=not args.quiet,
+        overwrite=args.overwrite,
     )
     print(written.summary())
     return 0
@@ -336,6 +337,11 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=_positive(int), default=8, help="masks per forward pass (default 8)")
     pr.add_argument("--limit", type=_positive(int), metavar="N", help="only the first N images, in the dataset's order")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into OUT even inside the dataset root, replacing files segcheck predict did not write",
+    )
     pr.set_defaults(run=cmd_predict)
     ab = sub.add_parser("ablate", help="train one unet per recipe ingredient and tabulate the gates' verdicts")
     ab.add_argument("--out", type=Path, required=True, help="folder for checkpoints, reports and ablation.md")
