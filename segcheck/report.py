@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -73,6 +74,24 @@ class GateRecord:
             ("segcheck_threshold", self.threshold),
             ("segcheck_verdict", self.verdict),
         ]
+
+
+def non_finite_pass(gate: str, value, threshold) -> str | None:
+    """Why a pass measured as ``value`` against ``threshold`` cannot stand (one of them NaN or
+    infinite), or None when it can: the rule of a live run and of a merge."""
+    if all(_finite(v) for v in (value, threshold)):
+        return None
+    return (
+        f"{gate} measured {value} against {threshold}: a non-finite number cannot pass; "
+        "the model or the data gave NaN/inf"
+    )
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return True  # not a number (e.g. a count as a string): nothing to say
 
 
 def _jsonable(value):

@@ -3,7 +3,6 @@ whether a target meets a gate's needs (a SKIP with the reason) before running it
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +13,7 @@ import torch
 from segcheck import SegcheckError
 from segcheck.gates.result import GateResult
 from segcheck.registry import Registry
+from segcheck.report import non_finite_pass
 
 #: what a gate may need of its target: an unmet need is a SKIP with its reason, except
 #: ``finite_logits`` (the gate judges the model's predictions): unmet, the gate is an ERROR;
@@ -158,19 +158,10 @@ def run(gate: Gate, target, config: dict) -> GateResult:
         )
     if result.passed and "varied_prediction" in gate.needs:
         _not_trivially(gate, target)
-    if result.passed and not all(_finite(v) for v in (result.value, result.threshold)):
-        raise SegcheckError(
-            f"{gate.name} measured {result.value} against {result.threshold}: a non-finite number "
-            "cannot pass; the model or the data gave NaN/inf"
-        )
+    problem = non_finite_pass(gate.name, result.value, result.threshold) if result.passed else None
+    if problem:
+        raise SegcheckError(problem)
     return result
-
-
-def _finite(value) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return True  # not a number (e.g. a count as a string): nothing to say
 
 
 def _not_trivially(gate: Gate, target) -> None:
