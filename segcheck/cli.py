@@ -88,6 +88,7 @@ def cmd_train(args) -> int:
         resume=args.resume,
         init=args.init,
         model_args=dict(args.model_arg),
+        overwrite=args.overwrite,
         **overrides,
     )
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 writes and reports
@@ -127,6 +128,7 @@ def cmd_predict(args) -> int:
         resize=args.eval_resize,
         limit=args.limit,
         progress=not args.quiet,
+        overwrite=args.overwrite,
     )
     print(written.summary())
     return 0
@@ -154,16 +156,19 @@ def cmd_report(args) -> int:
     """``segcheck report merge A.json B.json ... -o FLEET.json`` or ``segcheck report [render]
     RUN.json -o OUT``: the first word of REPORT decides the form."""
     if args.reports[0] == "merge":
-        return report_merge(args.reports[1:], args.out, args.plugin)
-    return report_render(args.reports[1:] if args.reports[0] == "render" else args.reports, args.out, args.plugin)
+        return report_merge(args.reports[1:], args.out, args.plugin, overwrite=args.overwrite)
+    paths = args.reports[1:] if args.reports[0] == "render" else args.reports
+    return report_render(paths, args.out, args.plugin, overwrite=args.overwrite)
 
 
-def report_merge(paths: list[str], out: Path | None, plugin_specs: list[str]) -> int:
+def report_merge(paths: list[str], out: Path | None, plugin_specs: list[str], *, overwrite: bool = False) -> int:
     """Combine JSON reports (the shards of a fleet) into one, with the fleet view recomputed
-    over all of them (the fleet-level gates run again, with the reports' settings); print the view."""
+    over all of them (the fleet-level gates run again, with the reports' settings); print the view.
+    ``out`` is checked (``segcheck.outputs``) before anything is read."""
     import json
 
     from segcheck import fleet
+    from segcheck.outputs import check_output
     from segcheck.report import write_json
 
     if not paths:
@@ -172,6 +177,7 @@ def report_merge(paths: list[str], out: Path | None, plugin_specs: list[str]) ->
         )
     if out is None:
         raise SegcheckError("segcheck report merge needs -o FLEET.json, the merged report to write")
+    check_output(out, "-o", suffixes=(".json",), inputs=[Path(p) for p in paths], overwrite=overwrite)
     reports = []
     for path in paths:
         path = Path(path)
@@ -196,15 +202,17 @@ def report_merge(paths: list[str], out: Path | None, plugin_specs: list[str]) ->
     return 0
 
 
-def report_render(paths: list[str], out: Path | None, plugin_specs: list[str]) -> int:
-    """``segcheck report [render] RUN.json -o RUN.html`` (or ``.md``): re-render a saved run."""
-    from segcheck.render import render
+def report_render(paths: list[str], out: Path | None, plugin_specs: list[str], *, overwrite: bool = False) -> int:
+    """``segcheck report [render] RUN.json -o RUN.html`` (or ``.md``): re-render a saved run;
+    ``out`` (and a Markdown page's figures folder) checked first (``segcheck.outputs``)."""
+    from segcheck.render import check_page, render
 
     if len(paths) != 1 or out is None:
         raise SegcheckError(
             "segcheck report render takes one JSON report and -o OUT.html or OUT.md: "
             "segcheck report render segcheck-report.json -o run.html"
         )
+    check_page(out, "-o", inputs=[Path(paths[0])], overwrite=overwrite)
     print(f"wrote {render(Path(paths[0]), out)}")
     return 0
 
@@ -295,6 +303,9 @@ def parser() -> argparse.ArgumentParser:
         "--out", type=Path, required=True, help="checkpoint path (.safetensors); a .yaml sidecar is written beside it"
     )
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.add_argument(
+        "--overwrite", action="store_true", help="replace OUT and its sidecar even when segcheck did not write them"
+    )
     tr.set_defaults(run=cmd_train)
     pr = sub.add_parser(
         "predict",
@@ -332,6 +343,11 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=_positive(int), default=8, help="masks per forward pass (default 8)")
     pr.add_argument("--limit", type=_positive(int), metavar="N", help="only the first N images, in the dataset's order")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into OUT even inside the dataset root, replacing files segcheck predict did not write",
+    )
     pr.set_defaults(run=cmd_predict)
     ab = sub.add_parser("ablate", help="train one unet per recipe ingredient and tabulate the gates' verdicts")
     ab.add_argument("--out", type=Path, required=True, help="folder for checkpoints, reports and ablation.md")
@@ -367,6 +383,9 @@ def parser() -> argparse.ArgumentParser:
         "reports", nargs="+", metavar="REPORT", help="'merge' or 'render' (default), then the JSON report(s)"
     )
     rp.add_argument("-o", "--out", type=Path, help="the file to write (merge: the combined JSON report)")
+    rp.add_argument(
+        "--overwrite", action="store_true", help="replace OUT even when segcheck did not write it, or it is an input"
+    )
     rp.set_defaults(run=cmd_report)
     return p
 

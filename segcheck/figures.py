@@ -327,14 +327,31 @@ def slug(text: str) -> str:
 class FigureFiles:
     """The PNG files of one JSON report: in ``<report stem>.figures/`` beside it, one folder per
     target, named by gate and figure; paths are returned relative to the report's folder. The
-    first write of a run removes the PNGs an earlier run left there."""
+    first write of a run removes the PNGs that the earlier segcheck report at ``report_path``
+    lists in that folder; nothing else there is touched. Written by one process (the controller)."""
 
     def __init__(self, report_path: Path):
-        report_path = Path(report_path)
-        self.base = report_path.parent
-        self.folder = self.base / f"{report_path.stem}.figures"
+        self.report_path = Path(report_path)
+        self.base = self.report_path.parent
+        self.folder = self.base / f"{self.report_path.stem}.figures"
         self._folders: dict[str, Path] = {}  # target id -> its folder
         self._cleared = False
+
+    def _clear(self) -> None:
+        """Remove the earlier report's PNG files (those inside :attr:`folder` only)."""
+        import json
+
+        from segcheck.outputs import inside, report_version
+
+        if not self.folder.is_dir() or report_version(self.report_path) is None:
+            return
+        earlier = json.loads(self.report_path.read_text(encoding="utf-8"))
+        entries = [*(earlier.get("targets") or {}).values(), *(earlier.get("gates") or [])]
+        for entry in entries:
+            for listed in (entry.get("figures") or []) if isinstance(entry, dict) else ():
+                file = self.base / str(listed)
+                if file.suffix == ".png" and file.is_file() and inside(file, self.folder):
+                    file.unlink()
 
     def _target_folder(self, target: str) -> Path:
         if target not in self._folders:
@@ -349,8 +366,7 @@ class FigureFiles:
         """Write ``figures`` (:meth:`Figure.to_dict` form) of ``owner`` (a gate, or ``target``):
         (relative paths of the PNGs written, notes of the figures without one)."""
         if not self._cleared:
-            for stale in self.folder.rglob("*.png") if self.folder.is_dir() else ():
-                stale.unlink()
+            self._clear()
             self._cleared = True
         paths, notes = [], []
         for data in figures:

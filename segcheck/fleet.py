@@ -16,8 +16,8 @@ import functools
 import math
 from collections.abc import Iterable
 
-from segcheck import SegcheckError
-from segcheck.report import GateRecord, _aligned, _fmt
+from segcheck import SegcheckError, __version__
+from segcheck.report import GateRecord, _aligned, _fmt, unjudged
 
 #: the per-target fields of a fleet row that describe what was tested (from ``spec_row``)
 SPEC_KEYS = ("model", "dataset", "data_root", "checkpoint", "init_seed", "model_args")
@@ -267,8 +267,9 @@ def shard_of(ids: Iterable[str], index: int, count: int) -> list[str]:
 def merge_reports(reports: list[tuple[str, dict]]) -> tuple[dict, dict, list[GateRecord]]:
     """``(targets, thresholds, records)`` of several JSON reports (``(name, parsed JSON)``
     pairs; shard reports of one fleet, or reports of disjoint runs). One-line errors: a file
-    that is not a segcheck report, a target in two reports, different settings, and shard
-    reports that are not exactly the shards 1..N of one fleet."""
+    that is not a segcheck report, one of another segcheck version, a target in two reports,
+    different settings, and shard reports that are not exactly the shards 1..N of one fleet.
+    A record that passed on a non-finite value or threshold becomes an error, as in a live run."""
     if not reports:
         raise SegcheckError("segcheck report merge needs at least one JSON report")
     targets: dict[str, dict] = {}
@@ -279,6 +280,11 @@ def merge_reports(reports: list[tuple[str, dict]]) -> tuple[dict, dict, list[Gat
         if not isinstance(report, dict) or not isinstance(report.get("gates"), list):
             raise SegcheckError(
                 f"{name} is not a segcheck JSON report (no 'gates' list); pass files --segcheck-report wrote"
+            )
+        if report.get("segcheck") != __version__:
+            raise SegcheckError(
+                f"{name} was written by segcheck {report.get('segcheck') or '(no version)'}, this is segcheck "
+                f"{__version__}; merge reports of one version: re-run it with this segcheck, or merge with its own"
             )
         if (report.get("thresholds") or {}) != (first.get("thresholds") or {}):
             a, b = first.get("thresholds") or {}, report.get("thresholds") or {}
@@ -294,9 +300,18 @@ def merge_reports(reports: list[tuple[str, dict]]) -> tuple[dict, dict, list[Gat
             )
         where.update(dict.fromkeys(mine, name))
         targets.update(report.get("targets") or {})
-        records += [GateRecord.from_dict(g) for g in report["gates"]]
+        records += [_judged(GateRecord.from_dict(g)) for g in report["gates"]]
     _check_shards(reports)
     return targets, first.get("thresholds") or {}, sorted(records, key=lambda r: (r.target, r.test))
+
+
+def _judged(record: GateRecord) -> GateRecord:
+    """``record``, an error where a live run would have made it one (``report.unjudged``)."""
+    measured = record.outcome in ("passed", "failed")
+    problem = unjudged(record.gate, record.value, record.threshold, record.passed) if measured else None
+    if problem:
+        record.outcome, record.message = "error", problem
+    return record
 
 
 def _check_shards(reports: list[tuple[str, dict]]) -> None:

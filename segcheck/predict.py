@@ -10,11 +10,16 @@ checkpoint, sidecar, normalization, padding). Output files, in ``out``:
 Image ids are the dataset's (``image_ids()``, ``pair(i)``, ``image_id(i)``) or else the
 zero-padded sample index. Images of different sizes are batched by size; ``resize`` (an
 ``eval.resize`` policy) resizes them first, and the masks are written at that size.
+
+``out`` also gets ``segcheck-predict.json`` (:data:`segcheck.outputs.PREDICT_MANIFEST`), the
+files segcheck wrote there, so that a later run replaces those and refuses (unless
+``overwrite``) any other file of the same name, and any ``out`` inside the dataset's root.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -24,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segcheck import SegcheckError
+from segcheck import SegcheckError, __version__, outputs
 from segcheck import resize as resizing
 from segcheck.target import TargetSpec, dataset_splits, guarded, load_model
 
@@ -70,14 +75,18 @@ def predict(
     resize: str = "",
     limit: int | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Written:
     """Write the masks of ``spec``'s model for the images of ``split`` of its dataset (the
-    first ``limit`` images when given) into ``out``, ``batch_size`` masks per forward pass."""
+    first ``limit`` images when given) into ``out``, ``batch_size`` masks per forward pass.
+    ``out`` is checked before the model loads, and the files it would replace before any is written."""
     from tqdm import tqdm
 
     resizing.parse(resize)
     if batch_size < 1 or (limit is not None and limit < 1):
         raise SegcheckError(f"batch size {batch_size} and limit {limit} must be positive")
+    out = Path(out)
+    check_out(out, spec.data_root, overwrite=overwrite)
     splits = dataset_splits(plugins, spec)
     dataset = guarded(f"dataset {spec.dataset!r}", lambda: splits(split))
     model = load_model(plugins, spec, dataset)
@@ -85,10 +94,7 @@ def predict(
     prompts = prompt_names(dataset.spec) if model.prompted else {}
     classes = max(dataset.spec.num_classes, int(model.meta.get("num_classes") or 0))
     dtype = np.uint16 if classes > 256 else np.uint8
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SegcheckError(f"--out {out}: cannot write there ({exc}); pass a folder you can write") from None
+    claim(out, [name for image_id, _ in images for name, _ in _files(image_id, prompts)], overwrite=overwrite)
     items = _items(images, prompts, resize)
     total, finite = len(images) * max(len(prompts), 1), True
     with tqdm(total=total, unit="mask", desc="segcheck predict", disable=not progress) as bar:
@@ -103,6 +109,40 @@ def predict(
                     _save(array, out / name)
             bar.update(len(chunk))
     return Written(out, split, len(images), len(prompts), total, finite)
+
+
+def check_out(out: Path, data_root: Path | None, *, overwrite: bool = False) -> None:
+    """Raise (one line) unless ``out`` may take predicted masks: a folder (or none yet) that
+    segcheck can write, outside the dataset root, whose manifest (if any) is segcheck's (unless ``overwrite``)."""
+    if out.exists() and not out.is_dir():
+        raise SegcheckError(f"--out {out} is a file; pass a folder for the masks (it is created)")
+    if not overwrite and data_root is not None and outputs.inside(out, data_root):
+        raise SegcheckError(
+            f"--out {out} lies inside the dataset root {data_root}, whose masks it could replace; choose a folder "
+            "outside it, or pass --overwrite"
+        )
+    manifest = out / outputs.PREDICT_MANIFEST
+    outputs.refuse(manifest, "--out", overwrite=overwrite, owned=outputs.predicted_files(out) is not None)
+    outputs.check_writable(out, "--out", folder=True)
+
+
+def claim(out: Path, names: list[str], *, overwrite: bool = False) -> None:
+    """Raise (one line) when a file of ``names`` exists in ``out`` and segcheck did not write it
+    (unless ``overwrite``); else record ``names`` in ``out``'s manifest, before any is written."""
+    earlier = outputs.predicted_files(out) or set()
+    foreign = [n for n in names if n not in earlier and (out / n).exists()]
+    if foreign and not overwrite:
+        raise SegcheckError(
+            f"--out {out} holds {len(foreign)} file(s) that segcheck predict would replace but did not write "
+            f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); choose another folder, or pass "
+            "--overwrite to replace them"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        listing = {"segcheck": __version__, "files": sorted(earlier | set(names))}
+        (out / outputs.PREDICT_MANIFEST).write_text(json.dumps(listing, indent=1) + "\n")
+    except OSError as exc:
+        raise SegcheckError(f"--out {out}: cannot write there ({exc}); pass a folder you can write") from None
 
 
 def image_listing(dataset) -> list[tuple[str, Callable[[], np.ndarray]]]:
@@ -166,10 +206,15 @@ def _items(images, prompts: dict[str, str], resize: str) -> Iterator[tuple[str, 
         if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
             raise SegcheckError(f"image {image_id!r} is {image.dtype} {image.shape}; a dataset gives uint8 (H, W, 3)")
         image = resizing.apply(resize, image, None)[0]
-        if not prompts:
-            yield f"{image_id}.png", image, None
-        for prompt, name in prompts.items():
-            yield f"{image_id}__{name}.png", image, prompt
+        for name, prompt in _files(image_id, prompts):
+            yield name, image, prompt
+
+
+def _files(image_id: str, prompts: dict[str, str]) -> list[tuple[str, str | None]]:
+    """``(file name, prompt)`` of each mask of one image: one per prompt, or one without prompts."""
+    if not prompts:
+        return [(f"{image_id}.png", None)]
+    return [(f"{image_id}__{name}.png", prompt) for prompt, name in prompts.items()]
 
 
 def _chunks(items: Iterator, size: int) -> Iterator[list]:

@@ -129,6 +129,13 @@ OPTIONS = {
         {},
     ),
     "--segcheck-md": ("segcheck_md", "PATH.md", "also write a Markdown report, its PNG figures beside it", {}),
+    "--segcheck-overwrite": (
+        "segcheck_overwrite",
+        None,
+        "let the JSON/HTML/Markdown reports replace files segcheck did not write (or inside --data-root); "
+        "without it such a path is a usage error before any test (segcheck's own earlier reports are replaced)",
+        {"action": "store_true", "default": False},
+    ),
 }
 
 

@@ -44,8 +44,28 @@ def pytest_configure(config: pytest.Config):
             _ = state.session  # load the named plugins now: a broken one is a usage error
     except SegcheckError as exc:
         raise pytest.UsageError(str(exc)) from None
-    if any(config.getoption(o) for o in TARGET_OPTIONS) or _gate_suite_requested(config):
+    targets_named = any(config.getoption(o) for o in TARGET_OPTIONS) or _gate_suite_requested(config)
+    writes = targets_named or any(config.getoption(o) for o in REPORT_OPTIONS)
+    if writes and not hasattr(config, "workerinput") and not config.option.collectonly:
+        _check_outputs(state, targets_named)
+    if targets_named:
         _resolve_single_target(state)
+
+
+REPORT_OPTIONS = ("segcheck_report", "segcheck_html", "segcheck_md", "segcheck_overwrite")
+
+
+def _check_outputs(state: SegcheckState, with_targets: bool) -> None:
+    """The files the run writes may be written (``SegcheckState.check_outputs``): a usage
+    error before any test otherwise. Checked on the controller, where they are written."""
+    try:
+        specs = list(state.targets.values()) if with_targets else []
+    except SegcheckError:
+        specs = []  # the target's own error is reported next, by _resolve_single_target
+    try:
+        state.check_outputs(specs)
+    except SegcheckError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _check_page_option(config: pytest.Config, option: str, kind: str) -> None:

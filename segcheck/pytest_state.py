@@ -57,6 +57,8 @@ class SegcheckState:
         self._drawn_targets: set[str] = set()  # targets whose per-image grid this process drew
         self._figure_files = None
         self.pages: list[str] = []  # for the terminal: each HTML/Markdown page written, or why it was not
+        self._outputs_checked = False
+        self.output_problem: str | None = None  # why this run writes no file (segcheck.outputs), found late
 
     # --- set-up -----------------------------------------------------------------------------
     @cached_property
@@ -71,6 +73,41 @@ class SegcheckState:
         pytest-html's ``--html``)."""
         opt = self.pytest_config.getoption
         return bool(opt("segcheck_html") or opt("segcheck_md") or opt("htmlpath", None))
+
+    def check_outputs(self, specs=()) -> None:
+        """Raise (one line, :mod:`segcheck.outputs`) unless this run may write its JSON report, the
+        report's figures folder and its HTML/Markdown pages; ``specs`` (the targets, when known)
+        add their checkpoints as inputs and their data roots."""
+        from segcheck.outputs import check_figures_folder, check_output
+        from segcheck.render import check_page
+
+        opt = self.pytest_config.getoption
+        inputs = [opt("segcheck_checkpoint"), opt("segcheck_manifest"), opt("segcheck_config")]
+        inputs += [*(opt("segcheck_plugin") or []), *(s.checkpoint for s in specs)]
+        roots = [opt("segcheck_data_root"), *(s.data_root for s in specs)]
+        overwrite = {"overwrite": bool(opt("segcheck_overwrite")), "overwrite_flag": "--segcheck-overwrite"}
+        rule = {"inputs": [Path(p) for p in inputs if p], "data_roots": [Path(r) for r in roots if r], **overwrite}
+        given = opt("segcheck_report")
+        flag = "--segcheck-report" if given else "the JSON report"
+        elsewhere = "choose another path" if given else "pass --segcheck-report OTHER.json"
+        check_output(self.report_path, flag, suffixes=(".json",), elsewhere=elsewhere, **rule)
+        if self.figures_wanted:  # FigureFiles' folder
+            folder = self.report_path.parent / f"{self.report_path.stem}.figures"
+            check_figures_folder(folder, f"{flag} {self.report_path}", [self.report_path], **overwrite)
+        for option in ("segcheck_html", "segcheck_md"):
+            if opt(option):
+                check_page(Path(opt(option)), "--" + option.replace("_", "-"), **rule)
+        self._outputs_checked = True
+
+    def outputs_ok(self) -> bool:
+        """Whether this run may write its files: :meth:`check_outputs`, once (the controller checks
+        at start-up; a run that did not, before its first file); else ``output_problem`` says why."""
+        if not self._outputs_checked and self.output_problem is None:
+            try:
+                self.check_outputs(list(self.targets.values()) if "targets" in vars(self) else [])
+            except SegcheckError as exc:
+                self.output_problem = str(exc)
+        return self.output_problem is None
 
     def target_figures_due(self, target_id: str) -> bool:
         """True once per target and process: the first gate test of a target draws its per-image grid."""
@@ -223,17 +260,21 @@ class SegcheckState:
     def pytest_runtest_logreport(self, report: pytest.TestReport):
         """Collect records; with xdist they arrive here from the workers' reports. A gate test
         that errors or skips without recording is reported too, and one that recorded a pass
-        and then errors (teardown) becomes an error: none is dropped or doubled."""
+        and then errors (teardown) becomes an error: none is dropped or doubled. Only the
+        controller collects, and only it writes figure files (a worker's reports reach it)."""
+        if hasattr(self.pytest_config, "workerinput"):
+            return
         self.described.update(getattr(report, "segcheck_described", None) or {})
         data = getattr(report, "segcheck_record", None)
         if data is not None and report.when == "call":
             record = GateRecord.from_dict(data)
             figures = getattr(report, "segcheck_figures", None)
-            if figures:
+            if figures and self.outputs_ok():
                 record.figures, record.figure_notes = self._files().write(record.target, record.gate, figures)
             self.records.append(record)
             self._by_test[report.nodeid] = record
-        for target_id, figures in (getattr(report, "segcheck_target_figures", None) or {}).items():
+        drawn = getattr(report, "segcheck_target_figures", None) if self.outputs_ok() else None
+        for target_id, figures in (drawn or {}).items():
             paths, notes = self._files().write(target_id, "target", figures)
             self.target_figures[target_id] = {"figures": paths, "figure_notes": notes}
         ident = getattr(report, "segcheck_gate", None)
@@ -265,9 +306,17 @@ class SegcheckState:
             i: {**(self.described.get(i) or self._spec_description(i)), **self.target_figures.get(i, {})} for i in ids
         }
         self.fleet = self._fleet_view(targets)
-        write_json(self.report_path, targets, self._thresholds(), self._sorted(), fleet=self.fleet, shard=self.shard)
         if failed_fleet_gates(self.fleet) and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a failing fleet-level gate fails the run
+        if not self.outputs_ok():
+            return
+        try:
+            write_json(
+                self.report_path, targets, self._thresholds(), self._sorted(), fleet=self.fleet, shard=self.shard
+            )
+        except OSError as exc:
+            self.output_problem = f"{self.report_path}: cannot write there ({exc.strerror or exc})"
+            return
         for option in ("segcheck_html", "segcheck_md"):
             out = self.pytest_config.getoption(option)
             if out:
@@ -309,7 +358,10 @@ class SegcheckState:
             failed = failed_fleet_gates(self.fleet)
             if failed:
                 terminalreporter.write_line(f"fleet gates failed: {', '.join(failed)}", red=True)
-        terminalreporter.write_line(f"segcheck report: {self.report_path}")
+        if self.output_problem:
+            terminalreporter.write_line(f"segcheck report NOT written: {self.output_problem}", red=True)
+        else:
+            terminalreporter.write_line(f"segcheck report: {self.report_path}")
         for page in self.pages:
             terminalreporter.write_line(f"segcheck page: {page}")
 

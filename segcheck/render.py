@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 
 from segcheck import SegcheckError
+from segcheck.outputs import check_figures_folder, check_output, html_mark, md_mark
 from segcheck.report import GateRecord, _fmt, summary_table
 
 FORMATS = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md"}
@@ -59,6 +60,19 @@ def page_format(path: Path) -> str:
             f"{', '.join(FORMATS)})"
         )
     return kind
+
+
+def check_page(out: Path, flag: str, **rule) -> None:
+    """Raise (one line) unless a page may be written at ``out`` (its suffix, and
+    ``segcheck.outputs.check_output`` with ``rule``), and, for Markdown, its figures folder
+    ``<stem>.figures/`` (segcheck's when a segcheck page or report of that stem sits beside it)."""
+    out = Path(out)
+    page_format(out)
+    check_output(out, flag, **rule)
+    if page_format(out) == "md":
+        overwrite = {k: rule[k] for k in ("overwrite", "overwrite_flag") if k in rule}
+        owners = (out, out.with_suffix(".json"))
+        check_figures_folder(out.parent / f"{out.stem}.figures", f"{flag} {out}", owners, **overwrite)
 
 
 def load(path: Path) -> dict:
@@ -158,7 +172,7 @@ class Page:
         e = html.escape
         out = [
             "<!DOCTYPE html>",
-            '<html lang="en"><head><meta charset="utf-8">',
+            f'<html lang="en"><head><meta charset="utf-8">{html_mark()}',
             f"<title>segcheck report: {e(', '.join(self.targets) or 'no targets')}</title>",
             f"<style>{CSS}</style></head><body>",
             "<h1>segcheck report</h1>",
@@ -210,7 +224,13 @@ class Page:
     def markdown(self, out: Path) -> str:
         """The Markdown page for ``out``; its figures are copied to ``<out stem>.figures/`` beside it."""
         folder = out.parent / f"{out.stem}.figures"
-        lines = ["# segcheck report", "", f"{self.tally()} · segcheck {self.report.get('segcheck', '?')}", ""]
+        lines = [
+            md_mark(),
+            "# segcheck report",
+            "",
+            f"{self.tally()} · segcheck {self.report.get('segcheck', '?')}",
+            "",
+        ]
         lines += ["## What was tested", ""]
         for target, described in self.targets.items():
             lines += [f"### {target}", ""]

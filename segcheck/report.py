@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -72,6 +74,35 @@ class GateRecord:
             ("segcheck_threshold", self.threshold),
             ("segcheck_verdict", self.verdict),
         ]
+
+
+def unjudged(gate: str, value, threshold, passed: bool, message: str = "") -> str | None:
+    """Why a verdict measured as ``value`` against ``threshold`` cannot stand, or None when it
+    can: NaN is no measurement (whatever the verdict), and a pass on an infinite number is
+    none either. The rule of a live run and of a merge."""
+    if any(_nan(v) for v in (value, threshold)):
+        because = f" ({message})" if message else ""
+        return f"{gate} measured {value} against {threshold}: NaN is no measurement, so the gate cannot judge{because}"
+    if passed and not all(_finite(v) for v in (value, threshold)):
+        return (
+            f"{gate} measured {value} against {threshold}: a non-finite number cannot pass; "
+            "the model or the data gave NaN/inf"
+        )
+    return None
+
+
+def _nan(value) -> bool:
+    try:
+        return math.isnan(float(value))
+    except (TypeError, ValueError):
+        return False  # not a number (e.g. a count as a string)
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return True  # not a number (e.g. a count as a string): nothing to say
 
 
 def _jsonable(value):
@@ -206,5 +237,11 @@ def write_json(path: Path, targets: dict[str, dict], thresholds: dict, records: 
     prompts = prompt_tables(records)
     if prompts:
         report["prompted"] = prompts
-    path.write_text(json.dumps(report, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    text = json.dumps(report, indent=2, sort_keys=True, default=_jsonable) + "\n"
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")  # replaced at once: never read half-written
+    try:
+        partial.write_text(text)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path

@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from segcheck import SegcheckError, fleet
+from segcheck import SegcheckError, __version__, fleet
 from segcheck import config as segconfig
 from segcheck.cli import main
 from segcheck.gates.cross_dataset import cross_dataset
@@ -194,6 +194,7 @@ def test_shards_split_sorted_ids_round_robin_whatever_the_order():
 
 def shard_report(index, count, ids, fleet_ids, thresholds=None):
     return {
+        "segcheck": __version__,
         "targets": {t: target() for t in ids},
         "thresholds": thresholds or {"noise_input.max_miou": 0.1},
         "gates": [noise(t, 0.4, 0.05).to_dict() for t in ids],

@@ -24,7 +24,7 @@ def run(*argv) -> int:
 def pngs(out: Path) -> dict[str, np.ndarray]:
     """``{file name: pixel values}`` of the PNGs in ``out``, each checked single-channel."""
     found = {}
-    for path in sorted(out.iterdir()):
+    for path in sorted(out.glob("*.png")):
         with Image.open(path) as im:
             assert im.mode in ("L", "I;16"), path
             found[path.name] = np.asarray(im)

@@ -3,7 +3,6 @@ whether a target meets a gate's needs (a SKIP with the reason) before running it
 
 from __future__ import annotations
 
-import math
 import operator
 import re
 from collections.abc import Callable
@@ -16,6 +15,7 @@ import torch
 from segcheck import SegcheckError
 from segcheck.gates.result import GateResult
 from segcheck.registry import Registry
+from segcheck.report import unjudged
 
 #: what a gate may need of its target: an unmet need is a SKIP with its reason, except
 #: ``finite_logits`` (the gate judges the model's predictions): unmet, the gate is an ERROR, and
@@ -183,16 +183,9 @@ def run(gate: Gate, target, config: dict) -> GateResult:
     _check_result(gate, result)
     if result.passed and "varied_prediction" in gate.needs:
         _not_trivially(gate, target)
-    if _nan(result.value) or _nan(result.threshold):
-        raise SegcheckError(
-            f"{gate.name} measured {result.value} against {result.threshold}: NaN is no measurement, so the gate "
-            f"cannot judge ({result.message})"
-        )
-    if result.passed and not all(_finite(v) for v in (result.value, result.threshold)):
-        raise SegcheckError(
-            f"{gate.name} measured {result.value} against {result.threshold}: a non-finite number "
-            "cannot pass; the model or the data gave NaN/inf"
-        )
+    problem = unjudged(gate.name, result.value, result.threshold, result.passed, result.message)
+    if problem:
+        raise SegcheckError(problem)
     return result
 
 
@@ -238,17 +231,6 @@ def _check_result(gate: Gate, result) -> None:
 
 def _is_number(value) -> bool:
     return isinstance(value, int | float | np.number) and not isinstance(value, bool | np.bool_)
-
-
-def _nan(value) -> bool:
-    return _is_number(value) and math.isnan(float(value))
-
-
-def _finite(value) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return True  # not a number (e.g. a count as a string): nothing to say
 
 
 def _not_trivially(gate: Gate, target) -> None:

@@ -67,6 +67,7 @@ def train(
     resume: bool = False,
     init: Path | None = None,
     model_args: dict | None = None,
+    overwrite: bool = False,
     **overrides,
 ) -> TrainResult:
     """Train registered ``model`` on registered ``dataset`` and save safetensors + YAML sidecar.
@@ -77,18 +78,24 @@ def train(
     resumed (``resume=True``) from ``out``'s ``.resume.pt`` state ends with the same weights.
     ``init``: a checkpoint (safetensors, or a weights-only ``.pt``) whose weights the model
     starts from instead of its initialization (fine-tuning: a fresh optimizer and schedule);
-    it must fit the model strictly, and the sidecar names it.
+    it must fit the model strictly, its sidecar's classes (when it has one) must be the dataset's,
+    and the new sidecar names it. ``out`` must end in ``.safetensors``; it, its ``.yaml`` sidecar and
+    its ``.resume.pt`` state are replaced only when segcheck wrote them, unless ``overwrite``
+    (:mod:`segcheck.outputs`), and this is checked before anything trains.
     Under ``torchrun`` it trains with DistributedDataParallel; rank 0 writes the files.
     """
     # one flat loop read top to bottom, as torchvision's references/segmentation train.py
     recipe = (get_recipe(recipe) if isinstance(recipe, str) else recipe).with_(**overrides)
-    out = writable(Path(out))
+    out = writable(_check_out(Path(out), init, data_root, overwrite=overwrite, resume=resume))
     rank, world = _distributed()
     from segcheck.session import open_session  # the session loads the gates, which use the loop
 
     session = open_session(plugin_specs)
     entry, splits = session.plugins.models.get(model), _splits(session.plugins, dataset, data_root)
     train_set = _Pairs(splits("train"))
+    _check_batches(len(train_set), world, recipe.batch_size)
+    if init is not None:
+        _check_init_classes(Path(init), dataset, list(train_set.dataset.spec.classes))
     weights = loop.class_weights(recipe, train_set.dataset)
     dev = _device(device, world)
     torch.manual_seed(seed)
@@ -143,6 +150,53 @@ def train(
         state_path.unlink(missing_ok=True)
     done = (recipe.epochs - first_epoch) * per_epoch * world
     return TrainResult(out, val_miou, seconds, done / seconds if seconds else float("nan"), foreground)
+
+
+def _check_out(out: Path, init: Path | None, data_root: Path | None, *, overwrite: bool, resume: bool) -> Path:
+    """``out``, once ``segcheck.outputs`` lets training write it, its sidecar and its resume state
+    (the state is what ``resume`` continues from, so it is checked only without it). A trained
+    checkpoint is never replaced without ``overwrite``, even one segcheck wrote: it took a run."""
+    from segcheck.outputs import check_output, refuse
+
+    inputs = [init, checkpoint.sidecar_path(init)] if init is not None else []
+    rule = {"inputs": inputs, "data_roots": [data_root], "overwrite": overwrite}
+    check_output(out, "--out", suffixes=(".safetensors",), **rule)
+    if out.exists() and not overwrite:
+        raise SegcheckError(
+            f"--out {out} exists: a trained checkpoint is not replaced without a word; choose another path, or pass "
+            "--overwrite to replace it and its sidecar"
+        )
+    refuse(checkpoint.sidecar_path(out), f"--out {out}: its sidecar", **rule)
+    if not resume:
+        refuse(out.with_suffix(".resume.pt"), f"--out {out}: its resume state", **rule)
+    return out
+
+
+def _check_batches(images: int, world: int, batch_size: int) -> None:
+    """Raise (one line) when one rank's share of the training split is not one whole batch."""
+    if images // world // batch_size == 0:
+        share = f"{images} images," + (f" {images // world} per process," if world > 1 else "")
+        raise SegcheckError(
+            f"the training split has {share} fewer than one batch of {batch_size}; "
+            f"pass --batch-size {max(1, images // world)} or less, or train on more images"
+        )
+
+
+def _check_init_classes(init: Path, dataset: str, classes: list[str]) -> None:
+    """Raise (one line) when ``init``'s sidecar lists other classes, or another order, than the training data."""
+    sidecar = checkpoint.read_sidecar(init)
+    given = (sidecar or {}).get("classes")
+    if given is not None and list(given) != classes:
+        raise SegcheckError(
+            f"--init {init} was trained on classes {_short(list(given))}, but dataset {dataset!r} has "
+            f"{_short(classes)}; fine-tune on data with the same classes in the same order, or train without --init"
+        )
+
+
+def _short(items: list, most: int = 6) -> str:
+    """``items`` as a list, at most ``most`` of them shown."""
+    shown = ", ".join(map(str, items[:most]))
+    return f"[{shown}{', ...' if len(items) > most else ''}] ({len(items)})"
 
 
 def writable(out: Path) -> Path:
