@@ -21,6 +21,8 @@ sizes and label values when a sample is read.
     std: [0.229, 0.224, 0.225]
     anomaly_index: 254                 # optional label of out-of-distribution pixels
     binary_255: true                   # masks stored as 0/255: 255 is read as class 1
+    segcheck:                          # settings this data needs, as in segcheck.yaml (below it
+      overfit_tiny: {epochs: 120}      #   and above the defaults; the report names this file)
 
 The other on-disk dataset plugins (streethazards, smiyc, cityscapes, ade20k, voc) share this module's readers:
 :func:`read_config`, :func:`check_classes`, :func:`check_index`, :func:`read_normalization`,
@@ -57,6 +59,7 @@ __all__ = [
     "map_labels",
     "mask_files",
     "read_config",
+    "declared_settings",
     "read_image",
     "read_mask",
     "read_normalization",
@@ -70,7 +73,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MASK_SUFFIXES = (".png",)
 DEFAULT_SPLITS = ("train", "val", "test")
 CONFIG_NAME = "dataset.yaml"
-CONFIG_KEYS = ("classes", "ignore_index", "mean", "std", "anomaly_index", "binary_255")
+CONFIG_KEYS = ("classes", "ignore_index", "mean", "std", "anomaly_index", "binary_255", "segcheck")
+#: the key of ``dataset.yaml`` under which a dataset declares gate and eval settings
+SETTINGS_KEY = "segcheck"
 _MASK_MODES = ("L", "P", "I", "I;16", "1")
 _MASK_ADVICE = "save masks as mode L or P PNGs whose pixel values are class ids"
 _EXAMPLE = "e.g. 'classes: [background, road, car]' (optional: ignore_index, mean, std, anomaly_index, binary_255)"
@@ -94,6 +99,23 @@ def read_config(path: Path, keys: tuple[str, ...], example: str) -> dict[str, An
     if unknown:
         raise SegcheckError(f"{path} has unknown keys {unknown}; allowed keys: {', '.join(keys)}")
     return raw
+
+
+def declared_settings(root: Path | None) -> tuple[dict, str]:
+    """The ``segcheck:`` mapping of ``root/dataset.yaml`` (the settings the data declares, checked
+    later like ``segcheck.yaml``) and the file's path; ``({}, "")`` without one (registry meta
+    ``settings`` of the file datasets)."""
+    path = Path(root) / CONFIG_NAME if root is not None else None
+    if path is None or not path.is_file():
+        return {}, ""
+    raw = read_yaml(path, "dataset config", "; fix it")
+    declared = raw.get(SETTINGS_KEY) if isinstance(raw, dict) else None
+    if declared is not None and not isinstance(declared, dict):
+        raise SegcheckError(
+            f"{path}: {SETTINGS_KEY} must be a mapping of settings sections, e.g. '{SETTINGS_KEY}: "
+            f"{{overfit_tiny: {{epochs: 120}}}}', got {declared!r}"
+        )
+    return declared or {}, str(path)
 
 
 def _bad(path: Path, key: str, value: object, expected: str) -> SegcheckError:
@@ -443,5 +465,6 @@ def segcheck_register_datasets(registry):
         "folder",
         _factory,
         description="images/ and masks/ with matching stems (optionally per split folder) plus dataset.yaml",
+        settings=declared_settings,
         needs_root=True,
     )

@@ -47,6 +47,7 @@ from segcheck_plugins.folder import (
     IMAGE_SUFFIXES,
     check_index,
     dataset_root,
+    declared_settings,
     files_by_stem,
     map_labels,
     mask_files,
@@ -61,7 +62,7 @@ from segcheck_plugins.folder import (
 __all__ = ["PromptedFolder", "load_config", "segcheck_register_datasets"]
 
 CONFIG_NAME = "dataset.yaml"
-CONFIG_KEYS = ("prompts", "mask_values", "ignore_index", "mean", "std")
+CONFIG_KEYS = ("prompts", "mask_values", "ignore_index", "mean", "std", "segcheck")
 MASK_VALUES = ([0, 255], [0, 1])
 SEPARATOR = "__"  # between the image id and the concept in a mask's file name
 _CONCEPT = re.compile(r"[A-Za-z0-9_-]+")  # the whole name (fullmatch: no trailing newline slips through)
@@ -235,4 +236,5 @@ def segcheck_register_datasets(registry):
         description="images/<id>.* and masks/<id>__<concept>.png (optionally per split folder) plus dataset.yaml "
         "with each concept's prompts",
         needs_root=True,
+        settings=declared_settings,
     )

@@ -48,6 +48,7 @@ from segcheck_plugins.folder import (
     MappedPairs,
     check_classes,
     check_paired,
+    declared_settings,
     files_by_stem,
     read_config,
     read_normalization,
@@ -61,7 +62,7 @@ ON_DISK_INLIER, ON_DISK_ANOMALY, ON_DISK_VOID = 0, 1, 255
 IGNORE_INDEX = 255
 SPLITS = ("val",)
 CONFIG_NAME = "dataset.yaml"
-CONFIG_KEYS = ("classes", "mean", "std")
+CONFIG_KEYS = ("classes", "mean", "std", "segcheck")
 _EXAMPLE = "e.g. 'classes: [road, sidewalk, building]' (optional keys: classes, mean, std)"
 _EXPECTED = "SMIYC's on-disk labels 0 (not anomaly), 1 (anomaly) and 255 (void)"
 
@@ -179,4 +180,5 @@ def segcheck_register_datasets(registry):
         _factory,
         description="SegmentMeIfYouCan-style anomaly-only labels (0 usual, 1 anomaly, 255 void), split val",
         needs_root=True,
+        settings=declared_settings,
     )

@@ -51,6 +51,7 @@ from segcheck_plugins.folder import (
     MASK_SUFFIXES,
     MappedPairs,
     check_paired,
+    declared_settings,
     files_by_path,
     read_config,
 )
@@ -98,7 +99,7 @@ LABELS = _table([-1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13])
 LABELS_UNLABELED_AS_IGNORE = _table([-1, IGNORE_INDEX, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12])
 
 CONFIG_NAME = "dataset.yaml"
-CONFIG_KEYS = ("unlabeled_as_ignore",)
+CONFIG_KEYS = ("unlabeled_as_ignore", "segcheck")
 _EXAMPLE = "e.g. 'unlabeled_as_ignore: true' (the only key; default false)"
 _EXPECTED = "StreetHazards' on-disk labels 1..14 (1 unlabeled .. 13 traffic sign, 14 anomaly)"
 
@@ -190,4 +191,5 @@ def segcheck_register_datasets(registry):
         _factory,
         description="StreetHazards (official layout): 13 classes, anomalies (on disk 14) in the test split only",
         needs_root=True,
+        settings=declared_settings,
     )

@@ -171,17 +171,8 @@ def load(path: Path | None = None, overrides: dict | None = None, defaults: dict
 
     Unknown sections or keys and values of the wrong type are errors that name them.
     """
-    config = copy.deepcopy(DEFAULTS if defaults is None else defaults)
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise SegcheckError(f"config file {path} does not exist")
-        data = read_yaml(path, "config file") or {}
-        if not isinstance(data, dict):
-            raise SegcheckError(f"config file {path} must be a YAML mapping of sections, got {type(data).__name__}")
-        merge(config, data, str(path))
-    merge(config, overrides or {}, "command line")
-    return config
+    layers = [(str(path), read_file(path))] if path is not None else []
+    return layered(DEFAULTS if defaults is None else defaults, [*layers, ("command line", overrides or {})])[0]
 
 
 def merge(config: dict, update: dict, source: str) -> None:
@@ -200,6 +191,49 @@ def merge(config: dict, update: dict, source: str) -> None:
                 from segcheck.resize import parse
 
                 parse(value)
+
+
+#: a layer of settings: where they were declared, and ``{section: {key: value}}``
+Layer = tuple[str, dict]
+
+
+def layered(defaults: dict, layers: list[Layer]) -> tuple[dict, dict[str, tuple[object, str]]]:
+    """``defaults`` updated by each layer in turn, lowest first, each checked like ``segcheck.yaml``
+    (names, types, ranges; an error names the layer's source), and ``{"section.key": (value,
+    source)}`` of every value that differs from its default, with the layer that set it last."""
+    config, sources = copy.deepcopy(defaults), {}
+    for source, values in layers:
+        if not isinstance(values, dict):
+            raise SegcheckError(f"{source}: settings must be a mapping of sections, got {type(values).__name__}")
+        merge(config, values, source)
+        for section, keys in values.items():
+            for key in keys:
+                if config[section][key] != defaults[section][key]:
+                    sources[f"{section}.{key}"] = (config[section][key], source)
+                else:
+                    sources.pop(f"{section}.{key}", None)
+    return config, sources
+
+
+def changes(before: dict, after: dict) -> dict:
+    """``{section: {key: value}}`` of the values of ``after`` that differ from ``before``."""
+    changed: dict = {}
+    for section, values in after.items():
+        for key, value in values.items():
+            if before.get(section, {}).get(key) != value:
+                changed.setdefault(section, {})[key] = value
+    return changed
+
+
+def read_file(path: Path) -> dict:
+    """The settings of the YAML file ``path`` (``segcheck.yaml``), a mapping of sections."""
+    path = Path(path)
+    if not path.is_file():
+        raise SegcheckError(f"config file {path} does not exist")
+    data = read_yaml(path, "config file") or {}
+    if not isinstance(data, dict):
+        raise SegcheckError(f"config file {path} must be a YAML mapping of sections, got {type(data).__name__}")
+    return data
 
 
 def with_sections(sections: dict[str, dict]) -> dict:

@@ -54,8 +54,12 @@ def segcheck_register_datasets(registry):
 
     ``factory(root: pathlib.Path | None, split: str) -> segcheck.data.SegDataset``. A
     prompted dataset declares ``spec.prompts`` and gives ``pair(index) -> (image_id, concept)``.
-    Recognised ``meta``: ``needs_root`` (bool: ``--data-root`` required),
-    ``description``. Any other key, or a name registered twice, is an error.
+    Recognised ``meta``: ``needs_root`` (bool: ``--data-root`` required), ``settings`` (the
+    gate and eval settings the data needs, as in ``segcheck.yaml``: a mapping, or a function of
+    the data root giving ``(mapping, where it was declared)``, e.g. a ``segcheck:`` mapping in its
+    ``dataset.yaml``; they rank above the defaults and below ``segcheck_configure``,
+    ``segcheck.yaml`` and the command line), ``description``. Any other key, or a name
+    registered twice, is an error.
     """
 
 
@@ -102,10 +106,12 @@ def segcheck_load_checkpoint(model, path):
 
 @hookspec
 def segcheck_configure(config):
-    """Adjust thresholds and settings before a run.
+    """Adjust thresholds and settings before a run (called once per process).
 
-    :param dict config: the merged configuration (defaults, then ``segcheck.yaml``),
-        mutable in place; see ``segcheck.config.DEFAULTS`` for its keys.
+    :param dict config: the defaults (with the registered gates' sections), mutable in place;
+        see ``segcheck.config.DEFAULTS`` for its keys. What a hook changes is checked like
+        ``segcheck.yaml`` and ranks above a dataset's declarations and below ``segcheck.yaml``
+        and the command line; the report names the hook as the source of each value it set.
     """
 
 

@@ -71,7 +71,7 @@ MODEL_META = (
     "args",
     "description",
 )
-DATASET_META = ("needs_root", "description")
+DATASET_META = ("needs_root", "settings", "description")
 METRIC_META = ("kind", "description", "min_classes", "absent")
 #: what a registered metric may declare (documented in segcheck.hookspecs)
 METRIC_CHOICES = {"kind": ("per_class_iou",), "absent": ("nan", "zero"), "min_classes": tuple(range(1, 65))}
@@ -149,12 +149,6 @@ def call_hook(impl, hook_name: str, **kwargs):
             f"plugin {impl.plugin_name}: its {hook_name} raised {type(exc).__name__}: {exc}; fix the plugin "
             "or leave it out (--plugin)"
         ) from exc
-
-
-def configure(manager: pluggy.PluginManager, config: dict) -> None:
-    """Call every ``segcheck_configure`` (in pluggy's order), each failure one line naming its plugin."""
-    for impl in reversed(manager.hook.segcheck_configure.get_hookimpls()):
-        call_hook(impl, "segcheck_configure", config=config)
 
 
 def load(plugin_specs: list[str] | tuple[str, ...] = (), *, entry_points: bool = True) -> Plugins:

@@ -114,25 +114,39 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         lines.append(f"segcheck shard {state.shard['index']}/{state.shard['count']}: {share} of {n} targets")
     for target_id, spec in targets.items():
         described = state.described.get(target_id)
+        named = "segcheck" if len(targets) == 1 else f"segcheck: {target_id}"
         if described is None:
             lines.append(
                 f"segcheck: {target_id}: model {spec.model}, dataset {spec.dataset} (resolved when its gates run)"
             )
-            continue
-        parts = ", ".join(f"{k} {v}" for k, v in described.items() if v and k not in ("normalization", "spec"))
-        n = described["normalization"]
-        lines += [
-            f"segcheck: {parts}" if len(targets) == 1 else f"segcheck: {target_id}: {parts}",
-            f"segcheck normalization: mean {tuple(n['mean'])}, std {tuple(n['std'])} from {n['source']}",
-        ]
+        else:
+            shown = ("normalization", "spec", "settings")
+            parts = ", ".join(f"{k} {v}" for k, v in described.items() if v and k not in shown)
+            n = described["normalization"]
+            lines += [
+                f"segcheck: {parts}" if len(targets) == 1 else f"segcheck: {target_id}: {parts}",
+                f"segcheck normalization: mean {tuple(n['mean'])}, std {tuple(n['std'])} from {n['source']}",
+            ]
+        lines += _settings_line(state, target_id, named)
         if spec.trust_checkpoint:
             lines.append(
                 f"segcheck WARNING: --trust-checkpoint: {spec.checkpoint} may run code when unpickled; "
                 "use it only for files you trust"
             )
-    from segcheck.config import thresholds
+    return lines
 
-    return lines + [f"segcheck thresholds: {', '.join(f'{k}={v}' for k, v in thresholds(state.config).items())}"]
+
+def _settings_line(state: SegcheckState, target_id: str, named: str) -> list[str]:
+    """The target's settings that are not defaults, each with its source (none: a line saying so);
+    nothing when its dataset's declarations cannot be read yet (its first gate says why)."""
+    try:
+        settings = state.settings_of(target_id)
+    except SegcheckError:
+        return []
+    if not settings:
+        return [f"{named} settings: the defaults (the JSON report lists them)"]
+    listed = "; ".join(f"{key} = {value} ({source})" for key, (value, source) in settings.items())
+    return [f"{named} settings: {listed}"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc):
@@ -355,11 +369,12 @@ def segcheck_gate(request):
             drawn = figures.drawn(f"{target_id}: per-image grid", gate_figures.predictions, target)
             request.node.stash[TARGET_FIGURES] = {target_id: [f.to_dict() for f in drawn]}
         gate = next(g for g in state.plugins.gates.gates() if g.name == name)
-        reason = unmet_need(gate, target, state.config)
+        config = state.config_of(target_id)
+        reason = unmet_need(gate, target, config)
         if reason:
             pytest.skip(reason)
         try:
-            result = run(gate, target, state.config)
+            result = run(gate, target, config)
         except NotApplicable as exc:
             pytest.skip(str(exc))
         except TargetProblem as exc:
@@ -371,7 +386,7 @@ def segcheck_gate(request):
         if state.figures_wanted and gate.figures is not None:
             from segcheck.figures import drawn
 
-            cfg = state.config[gate.section] if gate.section else {}
+            cfg = config[gate.section] if gate.section else {}
             request.node.stash[FIGURES] = [f.to_dict() for f in drawn(gate.name, gate.figures, target, result, cfg)]
         if not result.passed:
             pytest.fail(f"{gate.name}: {result.message}", pytrace=False)

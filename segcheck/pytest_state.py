@@ -50,6 +50,7 @@ class SegcheckState:
         self._resident: dict[str, object] = {}  # at most one resolved target
         self.failed: dict[str, str] = {}  # target id -> why it could not be set up
         self._failure_shown: set[str] = set()
+        self._target_settings: dict[str, tuple[dict, dict]] = {}  # target id -> (settings, their sources)
         self._problems: dict[tuple[str, str], str] = {}  # (target id, target problem) -> the gate that reported it
         self.fleet: dict | None = None  # the fleet view, computed at session finish (two or more targets)
         self.shard: dict | None = None  # with --shard K/N: {"index": K, "count": N, "fleet_targets": all ids}
@@ -210,10 +211,29 @@ class SegcheckState:
         if target_id not in self._resident:
             self.release()
             spec = self.targets[target_id]
-            target = resolve(self.plugins, spec, self.config)
+            target = resolve(self.plugins, spec, self.config_of(target_id))
             self._resident[target_id] = target
-            self.described[target_id] = {**target.describe(), "spec": spec_row(spec)}
+            settings = {k: {"value": v, "source": src} for k, (v, src) in self.settings_of(target_id).items()}
+            self.described[target_id] = {**target.describe(), "spec": spec_row(spec), "settings": settings}
         return self._resident[target_id]
+
+    def config_of(self, target_id: str) -> dict:
+        """The settings ``target_id`` is judged with: the run's, with its dataset's declarations."""
+        return self._settings(target_id)[0]
+
+    def settings_of(self, target_id: str) -> dict[str, tuple[object, str]]:
+        """``{"section.key": (value, source)}`` of ``target_id``'s settings that are not defaults
+        (the ``target`` section, which the header states otherwise, left out)."""
+        return {k: v for k, v in self._settings(target_id)[1].items() if not k.startswith("target.")}
+
+    def _settings(self, target_id: str) -> tuple[dict, dict]:
+        if target_id not in self._target_settings:
+            from segcheck.target import declared_settings
+
+            spec = self.targets[target_id]
+            declared = declared_settings(self.plugins, spec.dataset, spec.data_root)
+            self._target_settings[target_id] = self.session.settings(declared)
+        return self._target_settings[target_id]
 
     def release(self) -> None:
         """Let the resident target go (its model, eval data and forward pass) and collect it now,

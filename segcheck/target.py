@@ -152,6 +152,17 @@ def dataset_splits(plugins: Plugins, spec: TargetSpec):
     return functools.partial(entry.obj, spec.data_root)
 
 
+def declared_settings(plugins: Plugins, dataset: str, data_root: Path | None) -> list[tuple[str, dict]]:
+    """The settings dataset ``dataset`` declares (registry meta ``settings``: a mapping, or a
+    function of the data root giving ``(mapping, where)``), as layers for ``Session.settings``."""
+    declared = plugins.datasets.get(dataset).meta.get("settings")
+    if callable(declared):
+        values, where = guarded(f"dataset {dataset!r}: its declared settings", declared, root=data_root)
+    else:
+        values, where = declared, f"dataset {dataset!r}"
+    return [(where or f"dataset {dataset!r}", values)] if values else []
+
+
 def eval_data(plugins: Plugins, spec: TargetSpec, config: dict) -> EvalData:
     """The seeded eval sample of ``spec``'s dataset (``config["eval"]``), with its other splits."""
     entry = plugins.datasets.get(spec.dataset)

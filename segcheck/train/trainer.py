@@ -17,7 +17,7 @@ from segcheck import SegcheckError, __version__, checkpoint
 from segcheck.config import eval_sample
 from segcheck.data import EvalData
 from segcheck.model import SegModel, architecture_normalization
-from segcheck.target import build_module, guarded, module_meta, resolve_device
+from segcheck.target import build_module, declared_settings, guarded, module_meta, resolve_device
 from segcheck.train import loop
 from segcheck.train.recipes import Recipe
 from segcheck.train.recipes import get as get_recipe
@@ -137,7 +137,8 @@ def train(
             if rank == 0:
                 _save_state(state_path, epoch + 1, module, optimizer, scheduler, recipe)
     seconds = time.perf_counter() - start
-    val_data = EvalData.from_dataset(splits, **eval_sample(session.config))
+    config = session.settings(declared_settings(session.plugins, dataset, data_root))[0]
+    val_data = EvalData.from_dataset(splits, **eval_sample(config))
     val_miou = loop.evaluate(segmodel, val_data)
     foreground = loop.foreground_iou(segmodel, val_data) if segmodel.prompted else None
     if rank == 0:
