@@ -324,10 +324,18 @@ class FolderDataset:
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image_path, mask_path = self.pairs[operator.index(index)]
         image, mask = read_pair(image_path, mask_path)
+        return image, self._labels(mask, mask_path)
+
+    def mask(self, index: int) -> np.ndarray:
+        """Sample ``index``'s mask alone (its image's size read from the file's header, not decoded)."""
+        image_path, mask_path = self.pairs[operator.index(index)]
+        return self._labels(read_mask_of(image_path, mask_path), mask_path)
+
+    def _labels(self, mask: np.ndarray, mask_path: Path) -> np.ndarray:
         if self.binary_255:
             mask[mask == 255] = 1
         self._check_labels(mask, mask_path)
-        return image, mask
+        return mask
 
     def _check_labels(self, mask: np.ndarray, path: Path) -> None:
         spec = self.spec
@@ -396,6 +404,27 @@ def read_pair(image_path: Path, mask_path: Path, advice: str = _MASK_ADVICE) -> 
     return image, mask
 
 
+def read_mask_of(image_path: Path, mask_path: Path, advice: str = _MASK_ADVICE) -> np.ndarray:
+    """:func:`read_mask` of one sample without decoding its image: the image's size (turned by
+    its EXIF orientation) comes from the file's header; a size mismatch is the one-line error of
+    :func:`read_pair`."""
+    mask = read_mask(mask_path, advice)
+    try:
+        with Image.open(image_path) as im:
+            width, height = im.size
+            if im.getexif().get(0x0112) in (5, 6, 7, 8):  # turned a quarter: sides swap
+                width, height = height, width
+    except _READ_ERRORS as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise SegcheckError(f"cannot read image {image_path}: {reason}; replace or remove the file") from None
+    if (height, width) != mask.shape:
+        raise SegcheckError(
+            f"image {image_path} is {height}x{width} but its mask {mask_path} is "
+            f"{mask.shape[0]}x{mask.shape[1]} (HxW); make them the same size"
+        )
+    return mask
+
+
 def map_labels(mask: np.ndarray, table: np.ndarray, path: Path, expected: str) -> np.ndarray:
     """``table[mask]``: the on-disk values of ``mask`` (read from ``path``) mapped through the
     lookup ``table`` (int64, indexed by on-disk value; -1 marks a value that may not occur).
@@ -444,6 +473,14 @@ class MappedPairs:
         image, mask = read_pair(image_path, mask_path, self.MASK_ADVICE)
         table, expected = self.labels_of(mask_path)
         return image, map_labels(mask, table, mask_path, expected)
+
+    def mask(self, index: int) -> np.ndarray | None:
+        """Sample ``index``'s mask alone (its image's size read from the file's header, not decoded)."""
+        image_path, mask_path = self.pairs[operator.index(index)]
+        if mask_path is None:
+            return None
+        table, expected = self.labels_of(mask_path)
+        return map_labels(read_mask_of(image_path, mask_path, self.MASK_ADVICE), table, mask_path, expected)
 
     def labels_of(self, mask_path: Path) -> tuple[np.ndarray, str]:
         """The lookup table of mask file ``mask_path`` and how its values are described in errors."""

@@ -20,6 +20,8 @@ DEFAULTS: dict[str, dict] = {
         "std": [],
         "resize": "",
         "max_megapixels": 64.0,
+        "batch_pixels": 4194304,
+        "backward_pixels": 1048576,
     },
     "noise_input": {"max_miou": 0.10, "max_ratio": 0.7, "seed": 0},
     "overfit_tiny": {
@@ -96,6 +98,8 @@ RANGES: dict[str, str] = {
     "severity": "[1, 3]",
     "lr": "(0, inf)",
     "max_megapixels": "(0, inf)",
+    "batch_pixels": "[1, inf)",
+    "backward_pixels": "[1, inf)",
     "class_weight_power": "[0, 2]",
     "max_miou": "(0, 1]",
     "max_ratio": "(0, 1]",
@@ -270,7 +274,8 @@ def model_arg(text: str) -> tuple[str, object]:
 def eval_sample(config: dict) -> dict:
     """The keyword arguments of ``EvalData.from_dataset`` that ``config["eval"]`` sets."""
     ev = config["eval"]
-    return {key: ev[key] for key in ("split", "size", "seed", "batch_size", "resize", "max_megapixels")}
+    keys = ("split", "size", "seed", "batch_size", "resize", "max_megapixels", "batch_pixels", "backward_pixels")
+    return {key: ev[key] for key in keys}
 
 
 def explicit_normalization(config: dict) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:

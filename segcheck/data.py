@@ -13,6 +13,7 @@ import numpy as np
 
 from segcheck import SegcheckError
 from segcheck import resize as resizing
+from segcheck.metrics import ConfusionMatrix, miou
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -260,29 +261,97 @@ def concepts_of(dataset: SegDataset, indices: Sequence[int]) -> tuple[str, ...] 
     return tuple(everywhere[i] for i in indices)
 
 
+def mask_dtype(low: int, high: int) -> np.dtype:
+    """The smallest integer type that holds label values ``low..high``: uint8 for 0..255 (the
+    usual case, ignore 255 included), uint16 up to 65535, else int32 or int64."""
+    for dtype in (np.uint8, np.uint16, np.int32):
+        info = np.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
+
+
+def compact_masks(masks: np.ndarray) -> np.ndarray:
+    """``masks`` in :func:`mask_dtype` of their own values (every value kept exactly)."""
+    masks = np.asarray(masks)
+    if masks.dtype == np.bool_ or np.issubdtype(masks.dtype, np.floating):
+        if masks.dtype != np.bool_ and not np.array_equal(masks, np.round(masks)):
+            raise SegcheckError(f"masks must hold whole-number labels, got {masks.dtype} values with fractions")
+        masks = masks.astype(np.int64)
+    if not np.issubdtype(masks.dtype, np.integer):
+        raise SegcheckError(f"masks must hold integer labels, got {masks.dtype}")
+    if not masks.size:
+        return masks.astype(np.uint8)
+    return masks.astype(mask_dtype(int(masks.min()), int(masks.max())), copy=False)
+
+
+def read_mask(dataset: SegDataset, index: int) -> np.ndarray | None:
+    """Sample ``index``'s mask, without decoding its image when the dataset can (``mask(index)``)."""
+    if hasattr(dataset, "mask"):
+        return dataset.mask(index)
+    return dataset[index][1]
+
+
 def stack(dataset: SegDataset, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray | None]:
-    """Images (N, H, W, 3) uint8 and masks (N, H, W) int64 of ``indices`` (masks None for an
-    unlabelled split); sizes must agree."""
-    images, masks = zip(*(dataset[i] for i in indices))
-    shapes = {np.shape(im)[:2] for im in images}
-    if len(shapes) != 1:
-        shown = ", ".join(f"{h}x{w}" for h, w in sorted(shapes)[:4]) + (", ..." if len(shapes) > 4 else "")
-        raise SegcheckError(
-            f"the {len(images)} images read have {len(shapes)} different sizes ({shown}); segcheck batches "
-            "them, so set an eval.resize policy (segcheck.yaml or --eval-resize, e.g. 512x512 or short:512)"
-        )
-    if any(m is None for m in masks) and not all(m is None for m in masks):
-        raise SegcheckError("some samples of this split have masks and others none; a split is labelled or not")
-    (h, w), n = shapes.pop(), len(images)
+    """Images (N, H, W, 3) uint8 and masks (N, H, W) of ``indices`` (masks None for an
+    unlabelled split), filled in place one sample at a time; masks in the smallest integer type
+    that holds their values (:func:`mask_dtype`). Sizes must agree."""
+    images = masks = None
+    n = len(indices)
+    for k, index in enumerate(indices):
+        image, mask = dataset[index]
+        image = np.asarray(image)
+        if images is None:
+            (h, w), labelled = image.shape[:2], mask is not None
+            images = _allocated((n, h, w, 3), np.uint8, n, (h, w), labelled)
+            masks = _allocated((n, h, w), np.uint8, n, (h, w), labelled) if labelled else None
+        if image.shape[:2] != (h, w):
+            _different_sizes(dataset, indices, k)
+        if (mask is not None) != labelled:
+            raise SegcheckError("some samples of this split have masks and others none; a split is labelled or not")
+        images[k] = image
+        if mask is not None:
+            mask = np.asarray(mask)
+            if mask.size:
+                wanted = mask_dtype(min(int(mask.min()), 0), max(int(mask.max()), int(np.iinfo(masks.dtype).max)))
+                if wanted != masks.dtype and np.can_cast(masks.dtype, wanted):
+                    masks = masks.astype(wanted)  # a label the compact type cannot hold: never wrapped
+            masks[k] = mask
+    return images, masks
+
+
+def _allocated(shape: tuple[int, ...], dtype, n: int, size: tuple[int, int], labelled: bool) -> np.ndarray:
+    """``np.empty(shape, dtype)``; out of memory, one line saying what and how big."""
     try:
-        stacked = np.stack(images).astype(np.uint8, copy=False)
-        return stacked, None if masks[0] is None else np.stack(masks).astype(np.int64, copy=False)
+        return np.empty(shape, dtype)
     except MemoryError:
-        need = n * h * w * (3 + (8 if masks[0] is not None else 0)) / 2**30
+        need = n * size[0] * size[1] * (3 + labelled) / 2**30
         raise SegcheckError(
-            f"out of memory holding {n} images of {h}x{w} ({need:.1f} GiB as uint8 images and int64 masks); "
+            f"out of memory holding {n} images of {size[0]}x{size[1]} ({need:.1f} GiB as uint8 images and masks); "
             "lower eval.size (--eval-size) or resize the images (--eval-resize)"
         ) from None
+
+
+def _different_sizes(dataset: SegDataset, indices: Sequence[int], mismatch: int) -> None:
+    """Raise: the images of ``indices`` differ in size (every size read, for the message)."""
+    shapes = sorted({np.shape(dataset[i][0])[:2] for i in indices})
+    shown = ", ".join(f"{h}x{w}" for h, w in shapes[:4]) + (", ..." if len(shapes) > 4 else "")
+    raise SegcheckError(
+        f"the {len(indices)} images read have {len(shapes)} different sizes ({shown}); segcheck batches "
+        "them, so set an eval.resize policy (segcheck.yaml or --eval-resize, e.g. 512x512 or short:512)"
+    )
+
+
+#: the defaults of ``eval.batch_pixels`` and ``eval.backward_pixels``: the pixels one forward
+#: pass takes at most (two 1024x2048 images; 512 of 64x128), and one pass with a backward
+BATCH_PIXELS = 1 << 22
+BACKWARD_PIXELS = 1 << 20
+
+
+def batch_for(size: tuple[int, int], batch_size: int, pixels: int) -> int:
+    """Images of ``size`` (H, W) a pass takes: ``batch_size``, fewer when they exceed ``pixels``
+    (never fewer than one)."""
+    return max(1, min(batch_size, pixels // max(1, size[0] * size[1])))
 
 
 Splits = Callable[[str], SegDataset] | Mapping[str, SegDataset]
@@ -298,9 +367,11 @@ class EvalData:
     name (a factory or a mapping; any sequence of ``(image, mask)`` pairs will do): gates that
     need training masks or a held-out split read them through :meth:`sample`; without it only
     the eval sample exists.
-    ``batch_size`` is how many images one forward pass takes; ``size`` and ``seed`` are how
-    the sample was drawn (other splits are sampled the same way); ``resize`` is the
-    ``eval.resize`` policy every split read through :meth:`dataset` goes through.
+    ``batch_size`` is how many images one forward pass takes, and :attr:`backward_batch` one
+    pass with a backward (``backward_pixels`` a batch at most; a pass with a backward keeps
+    every activation); ``size`` and ``seed`` are how the sample was drawn (other splits are
+    sampled the same way); ``resize`` is the ``eval.resize`` policy every split read through
+    :meth:`dataset` goes through. Masks are kept in the smallest integer type of their values.
     ``concepts`` (a prompted dataset) name each sample's concept; :meth:`prompts` gives the
     prompt each sample is asked with.
     """
@@ -317,6 +388,8 @@ class EvalData:
     resize: str = ""
     concepts: tuple[str, ...] | None = None
     max_megapixels: float = resizing.MAX_MEGAPIXELS
+    backward_pixels: int = BACKWARD_PIXELS
+    batch_pixels: int = BATCH_PIXELS
 
     def __post_init__(self):
         resizing.check_policy(self.resize, self.max_megapixels)
@@ -336,14 +409,41 @@ class EvalData:
                 self.spec.prompts_of(concept)
         if self.masks is None:  # an unlabelled split: gates that need labels skip it
             return
-        self.masks = np.asarray(self.masks).astype(np.int64, copy=False)
+        self.masks = compact_masks(self.masks)
         if self.masks.shape != self.images.shape[:3]:
             raise SegcheckError(f"eval masks {self.masks.shape} do not match the images {self.images.shape[:3]}")
 
     @cached_property
     def labelled_pixels(self) -> int:
         """How many eval mask pixels the metrics count (:meth:`DatasetSpec.counted`); 0 without masks."""
-        return 0 if self.masks is None else int(self.spec.counted(self.masks).sum())
+        if self.masks is None:
+            return 0
+        return sum(int(self.spec.counted(self.masks[b]).sum()) for b in self.batches())
+
+    @cached_property
+    def class_counts(self) -> np.ndarray:
+        """Counted eval pixels of each class (C,) int64, closed-set; an error for a label out of range."""
+        if self.masks is None:
+            raise SegcheckError("these images have no masks to count (an unlabelled split)")
+        return np.diag(self.confusion(self.masks, self.masks)).copy()  # the masks as a prediction: the counts
+
+    @property
+    def chunk(self) -> int:
+        """Images a computation without the model takes at once (statistics, scores): as many as
+        ``batch_pixels`` allows, the whole sample when it fits."""
+        return batch_for(self.images.shape[1:3], len(self.images), self.batch_pixels)
+
+    @property
+    def backward_batch(self) -> int:
+        """Images a pass with a backward takes: ``batch_size``, fewer when they exceed ``backward_pixels``."""
+        return batch_for(self.images.shape[1:3], self.batch_size, self.backward_pixels)
+
+    def batches(self, count: int | None = None, size: int | None = None) -> list[slice]:
+        """Slices of the first ``count`` eval images (all by default), ``size`` (default
+        ``batch_size``) at a time: how every pass over the eval sample is cut."""
+        count = len(self.images) if count is None else min(count, len(self.images))
+        size = size or self.batch_size
+        return [slice(start, min(start + size, count)) for start in range(0, count, size)]
 
     def prompts(self, choice: int | str | None = 0) -> list[str]:
         """The prompt of each sample: its concept's prompt number ``choice`` (0: canonical;
@@ -377,15 +477,38 @@ class EvalData:
         dataset = self.dataset(split)
         return stack(dataset, eval_indices(len(dataset), size, seed))
 
-    def score(self, pred: np.ndarray, masks: np.ndarray | object = EVAL_MASKS) -> float:
-        """Dataset-level mIoU of class maps ``pred`` against ``masks`` (default: the eval masks);
-        masks None (an unlabelled sample) is an error, never a fallback to the eval masks."""
-        from segcheck.evaluate import score
+    def sample_masks(self, split: str, size: int, seed: int) -> np.ndarray:
+        """The masks alone of the sample :meth:`sample` draws (images not decoded where the dataset
+        can read a mask alone), compact (:func:`compact_masks`); an unlabelled split is an error."""
+        dataset = self.dataset(split)
+        masks = [read_mask(dataset, i) for i in eval_indices(len(dataset), size, seed)]
+        if any(m is None for m in masks):
+            raise SegcheckError(f"split {split!r} is unlabelled: it has no masks to read")
+        if len({np.shape(m) for m in masks}) > 1:
+            raise SegcheckError(
+                f"the masks of split {split!r} differ in size; set an eval.resize policy (e.g. --eval-resize 512x512)"
+            )
+        return compact_masks(np.stack([compact_masks(m) for m in masks]))
 
+    def score(self, pred: np.ndarray, masks: np.ndarray | object = EVAL_MASKS) -> float:
+        """Dataset-level mIoU of class maps ``pred`` against ``masks`` (default: the eval masks),
+        counted ``batch_size`` images at a time; masks None (an unlabelled sample) is an error,
+        never a fallback to the eval masks."""
         masks = self.masks if masks is EVAL_MASKS else masks
         if masks is None:
             raise SegcheckError("these images have no masks to score against (an unlabelled split)")
-        return score(pred, masks, self.spec)
+        return miou(self.confusion(pred, masks))
+
+    def confusion(self, pred: np.ndarray, masks: np.ndarray, matrix: ConfusionMatrix | None = None) -> np.ndarray:
+        """The closed-set confusion matrix of class maps ``pred`` against ``masks`` (added to
+        ``matrix`` when given: a score streamed over batches), ``batch_size`` images at a time."""
+        matrix = matrix or ConfusionMatrix(self.spec.num_classes, self.spec.ignore_index)
+        if np.shape(pred) != np.shape(masks):
+            raise SegcheckError(f"prediction shape {np.shape(pred)} != target shape {np.shape(masks)}")
+        for start in range(0, len(masks), self.batch_size):
+            part = slice(start, start + self.batch_size)
+            matrix.update(pred[part], self.spec.closed_set(masks[part]))
+        return matrix.matrix
 
     @classmethod
     def from_dataset(
@@ -397,9 +520,12 @@ class EvalData:
         batch_size: int = 8,
         resize: str = "",
         max_megapixels: float = resizing.MAX_MEGAPIXELS,
+        batch_pixels: int = BATCH_PIXELS,
+        backward_pixels: int = BACKWARD_PIXELS,
     ) -> EvalData:
         """The seeded eval sample of ``size`` images of ``split`` under the ``resize`` policy (no
-        image above ``max_megapixels``), keeping ``splits`` for the others."""
+        image above ``max_megapixels``), keeping ``splits`` for the others; a forward pass takes
+        ``batch_size`` images, fewer when they exceed ``batch_pixels`` (:func:`batch_for`)."""
         resizing.check_policy(resize, max_megapixels)
         raw = splits[split] if isinstance(splits, Mapping) else splits(split)
         dataset = resizing.resized(raw, resize, max_megapixels)
@@ -407,7 +533,8 @@ class EvalData:
         images, masks = stack(dataset, indices)
         identity = getattr(dataset, "identity", "dataset")
         concepts = concepts_of(dataset, indices)
+        batch = batch_for(images.shape[1:3], batch_size, batch_pixels)
         return cls(
-            images, masks, dataset.spec, split, batch_size, splits, identity, size, seed, resize, concepts,
-            max_megapixels,
+            images, masks, dataset.spec, split, batch, splits, identity, size, seed, resize, concepts,
+            max_megapixels, backward_pixels, batch_pixels,
         )  # fmt: skip

@@ -1,20 +1,20 @@
-"""Scoring class maps against masks with a dataset's spec (the one way segcheck computes mIoU)."""
+"""The scores of predictions that need no model: what predicting one class everywhere scores."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from segcheck.data import DatasetSpec
-from segcheck.metrics import ConfusionMatrix, miou
+from segcheck.metrics import miou
 
 
-def score(pred: np.ndarray, masks: np.ndarray, spec: DatasetSpec) -> float:
-    """Dataset-level mIoU of class maps ``pred`` against ``masks``: the pixels ``spec`` counts."""
-    return miou(ConfusionMatrix(spec.num_classes, spec.ignore_index).update(pred, spec.closed_set(masks)).matrix)
-
-
-def constant_class_floor(masks: np.ndarray, spec: DatasetSpec) -> tuple[float, str]:
-    """The best mIoU of predicting one class everywhere, and that class's name."""
-    floors = [score(np.full_like(masks, c), masks, spec) for c in range(spec.num_classes)]
+def constant_class_floor(counts: np.ndarray, classes: tuple[str, ...]) -> tuple[float, str]:
+    """The best mIoU of predicting one class everywhere, and that class's name, from the counted
+    pixels of each class (``counts``, e.g. ``EvalData.class_counts``): the confusion matrix of
+    such a prediction is the counts in one column."""
+    floors = []
+    for c in range(len(classes)):
+        matrix = np.zeros((len(classes), len(classes)), np.int64)
+        matrix[:, c] = counts
+        floors.append(miou(matrix))
     best = int(np.argmax(floors))
-    return floors[best], spec.classes[best]
+    return floors[best], classes[best]

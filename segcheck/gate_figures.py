@@ -40,12 +40,26 @@ def _shown(target) -> int:
 def confidence(model, images: np.ndarray) -> np.ndarray:
     """The probability of the predicted class per pixel (N, H, W): softmax max, or for a binary
     model max(p, 1 - p) of its sigmoid."""
+    out = []
     with torch.no_grad():
-        logits = model.logits(model.normalize(images)).float()
-        if model.binary:
-            p = torch.sigmoid(logits[:, 0])
-            return torch.maximum(p, 1 - p).cpu().numpy()
-        return logits.softmax(1).amax(1).cpu().numpy()
+        for image in images:  # one at a time: a full-size image's softmax is large enough
+            logits = model.logits(model.normalize(image[None])).float()
+            if model.binary:
+                p = torch.sigmoid(logits[:, 0])
+                out.append(torch.maximum(p, 1 - p).cpu().numpy())
+            else:
+                out.append(logits.softmax(1).amax(1).cpu().numpy())
+    return np.concatenate(out)
+
+
+def _first(batches, k: int) -> np.ndarray:
+    """The first ``k`` images of an iterable of batches (the later batches are not made)."""
+    taken = []
+    for batch in batches:
+        taken.append(batch[: k - sum(map(len, taken))])
+        if sum(map(len, taken)) >= k:
+            break
+    return np.concatenate(taken)
 
 
 def predictions(target) -> list[Figure]:
@@ -90,13 +104,12 @@ def predictions(target) -> list[Figure]:
 
 def noise_input(target, result, cfg: dict) -> list[Figure]:
     """The predictions on each noise kind next to the real ones, and the mIoU per input kind."""
-    from segcheck.gates.noise import noise_images
+    from segcheck.noise import noise_images
 
     data, model, spec = target.data, target.model, target.data.spec
     k, d = _shown(target), result.details
-    noise_pred = {
-        kind: model.predict_pixels(noise[:k], data.batch_size)[0] for kind, noise in noise_images(target, cfg["seed"])
-    }
+    noise_pred = {kind: model.predict_pixels(_first(batches, k), data.batch_size)[0]
+                  for kind, batches in noise_images(target, cfg["seed"])}  # fmt: skip
     pred = target.predictions.labels[:k]
     rows = [
         [data.images[i], colour_mask(data.masks[i], spec), colour_mask(pred[i], spec)]
@@ -138,7 +151,8 @@ def perturbation_stability(target, result, cfg: dict) -> list[Figure]:
     data, model, spec = target.data, target.model, target.data.spec
     k, d = _shown(target), result.details
     corruption, severity = d["corruption"], d["severity"]
-    corrupted = perturb.corrupt(corruption, data.images, severity, cfg["seed"])[:k]  # drawn as the gate drew it
+    batches = perturb.corrupted_batches(corruption, data.images, severity, cfg["seed"], data.batch_size)
+    corrupted = _first(batches, k)  # drawn as the gate drew it
     clean, noisy = target.predictions.labels[:k], model.predict_pixels(corrupted, data.batch_size)[0]
     rows = [
         [
@@ -360,7 +374,7 @@ def overfit_tiny(target, result, cfg: dict) -> list[Figure]:
 
 def positional_prior(target, result, cfg: dict) -> list[Figure]:
     """The per-position majority class of the training masks, beside an eval mask and its prediction."""
-    from segcheck.gates.prior import prior_map
+    from segcheck.layout import prior_map
 
     data, spec, d = target.data, target.data.spec, result.details
     prior, used = prior_map(target, cfg)

@@ -115,48 +115,67 @@ class SegModel:
         return out[..., :h, :w]
 
     def labels(self, logits: torch.Tensor) -> torch.Tensor:
-        """Class map (B, H, W) from logits."""
+        """Class map (B, H, W) from logits, in the smallest integer type of the classes
+        (uint8 up to 256 channels, else int32)."""
         if self.binary:
-            return (torch.sigmoid(logits[:, 0]) > self.threshold).long()
-        return logits.argmax(1)
+            return (torch.sigmoid(logits[:, 0]) > self.threshold).to(torch.uint8)
+        return logits.argmax(1).to(torch.uint8 if logits.shape[1] <= 256 else torch.int32)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 8, prompts=None) -> tuple[np.ndarray, bool]:
-        """Class maps (N, H, W) int64 for normalized ``x`` (``prompts``: one per image, when
-        prompted), and whether every logit was finite."""
+        """Class maps (N, H, W) (:meth:`labels`' type) for normalized ``x`` (``prompts``: one per
+        image, when prompted), and whether every logit was finite."""
         labels, finite = [], True
         for start in range(0, len(x), batch_size):
             part = None if prompts is None else prompts[start : start + batch_size]
             out = self.logits(x[start : start + batch_size].to(self.device), part)
             finite &= bool(torch.isfinite(out).all())
             labels.append(self.labels(out).cpu().numpy())
+            del out  # not alive while the next batch is computed
         return np.concatenate(labels), finite
 
     def predict_pixels(self, pixels, batch_size: int = 8, prompts=None) -> tuple[np.ndarray, bool]:
         """``predict`` for pixel-scale images (N, H, W, 3), normalizing batch by batch; a long
         pass reports its progress (``segcheck.progress``)."""
+        batches = (pixels[start : start + batch_size] for start in range(0, len(pixels), batch_size))
+        return self.predict_batches(batches, len(pixels), prompts)
+
+    def predict_batches(self, batches, count: int, prompts=None) -> tuple[np.ndarray, bool]:
+        """Class maps (``count``, H, W) of an iterable of pixel-scale batches (N_i, H, W, 3), made
+        one at a time (a corruption, noise, a shift: never the whole set at once), and whether
+        every logit was finite; ``prompts``: one per image of all batches, when prompted."""
         from segcheck.progress import forward_pass
 
-        labels, finite = [], True
-        with forward_pass(len(pixels)) as done:
-            for start in range(0, len(pixels), batch_size):
-                part = None if prompts is None else prompts[start : start + batch_size]
-                out, ok = self.predict(self.normalize(pixels[start : start + batch_size]), batch_size, part)
-                labels.append(out)
+        labels, finite, done_count = None, True, 0
+        with forward_pass(count) as done:
+            for pixels in batches:
+                part = None if prompts is None else prompts[done_count : done_count + len(pixels)]
+                out, ok = self.predict(self.normalize(pixels), len(pixels), part)
+                if labels is None:
+                    labels = np.empty((count, *out.shape[1:]), out.dtype)
+                labels[done_count : done_count + len(out)] = out
+                done_count += len(out)
                 finite &= ok
                 done(len(out))
-        return np.concatenate(labels), finite
+        if labels is None:
+            raise SegcheckError("no images to predict")
+        return labels, finite
 
     @torch.no_grad()
     def probabilities(self, pixels, batch_size: int = 8, prompts=None) -> np.ndarray:
-        """Foreground probabilities (N, H, W) float32 of a binary model for pixel-scale images."""
+        """Foreground probabilities (N, H, W) float32 of a binary model for pixel-scale images
+        (N, H, W, 3), or for an iterable of such batches (made one at a time)."""
         if not self.binary:
             raise SegcheckError("probabilities are those of a binary (one sigmoid channel) model")
-        out = []
-        for start in range(0, len(pixels), batch_size):
-            part = None if prompts is None else prompts[start : start + batch_size]
-            logits = self.logits(self.normalize(pixels[start : start + batch_size]), part)
+        batches = pixels
+        if isinstance(pixels, np.ndarray | torch.Tensor):
+            batches = (pixels[start : start + batch_size] for start in range(0, len(pixels), batch_size))
+        out, done = [], 0
+        for batch in batches:
+            part = None if prompts is None else prompts[done : done + len(batch)]
+            logits = self.logits(self.normalize(batch), part)
             out.append(torch.sigmoid(logits[:, 0].float()).cpu().numpy())
+            done += len(batch)
         return np.concatenate(out)
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -137,6 +137,75 @@ def corrupt(name: str, images: np.ndarray, severity: int, seed: int = 0) -> np.n
     except KeyError:
         raise SegcheckError(f"unknown corruption {name!r}; known: {', '.join(CORRUPTIONS)}") from None
     return fn(images, severity, seed)
+
+
+def corrupted_batches(name: str, images: np.ndarray, severity: int, seed: int, batch: int) -> Iterator[np.ndarray]:
+    """:func:`corrupt` of ``images``, ``batch`` images at a time, the same bytes as one call on
+    all of them: the random draws of ``gaussian_noise`` come from one generator, in order."""
+    if name not in CORRUPTIONS:
+        raise SegcheckError(f"unknown corruption {name!r}; known: {', '.join(CORRUPTIONS)}")
+    if name != "gaussian_noise":
+        for start in range(0, len(images), batch):
+            yield CORRUPTIONS[name](images[start : start + batch], severity, seed)
+        return
+    sigma = _check(images, severity, "gaussian_noise")
+    rng = np.random.default_rng([seed, severity])
+    for start in range(0, len(images), batch):
+        part = images[start : start + batch]
+        noise = rng.standard_normal(part.shape, dtype=np.float32) * np.float32(sigma * 255)
+        yield _to_uint8(part.astype(np.float32) + noise)
+
+
+# --- noise in place of the images (noise_input) ---------------------------------------------------
+NOISE_KINDS = ("gaussian", "uniform", "matched", "gray")
+
+
+def noise_pixels(
+    kind: str, shape: tuple[int, ...], mean, std, rng: np.random.Generator, data_mean=None, data_std=None
+) -> np.ndarray:
+    """Noise images (N, H, W, 3) in pixel scale 0..255 (float32).
+
+    ``gaussian`` is N(0, 1) in the model's normalized space (``mean``/``std``, mapped back to
+    pixels); ``uniform`` is U(0, 255) per pixel; ``matched`` has the eval data's own per-channel
+    mean and std (``data_mean``/``data_std``, 0-1 scale; the model's when not given); ``gray``
+    is the constant mean colour of the model's normalization.
+    """
+    mean, std = np.asarray(mean, np.float32) * 255, np.asarray(std, np.float32) * 255
+    if kind == "gaussian":
+        return rng.standard_normal(shape, dtype=np.float32) * std + mean
+    if kind == "uniform":
+        return rng.uniform(0, 255, size=shape).astype(np.float32)
+    if kind == "matched":
+        m = mean if data_mean is None else np.asarray(data_mean, np.float32) * 255
+        s = std if data_std is None else np.asarray(data_std, np.float32) * 255
+        return np.clip(rng.standard_normal(shape, dtype=np.float32) * s + m, 0, 255)
+    if kind == "gray":
+        return np.broadcast_to(mean, shape).astype(np.float32)
+    raise ValueError(f"unknown noise kind {kind!r}; known: {NOISE_KINDS}")
+
+
+def channel_statistics(images: np.ndarray, batch: int = 8) -> dict[str, np.ndarray]:
+    """Per-channel mean and std (0-1 scale) of uint8 images (N, H, W, 3), read ``batch`` images
+    at a time: the very numbers of ``(images.reshape(-1, 3) / 255).mean(0)`` and ``.std(0)``
+    (numpy sums rows in order; the running sums carry from batch to batch)."""
+    n = images.shape[0] * images.shape[1] * images.shape[2]
+    total = np.zeros(3)
+    for start in range(0, len(images), batch):
+        total = np.concatenate([total[None], images[start : start + batch].reshape(-1, 3) / 255.0]).sum(0)
+    mean, squares = total / n, np.zeros(3)
+    for start in range(0, len(images), batch):
+        d = images[start : start + batch].reshape(-1, 3) / 255.0 - mean
+        squares = np.concatenate([squares[None], d * d]).sum(0)
+    return {"data_mean": mean, "data_std": np.sqrt(squares / n)}
+
+
+def noise_batches(
+    kind: str, shape: tuple[int, ...], mean, std, rng: np.random.Generator, batch: int, **stats
+) -> Iterator[np.ndarray]:
+    """:func:`noise_pixels` of ``shape`` (N, H, W, 3), ``batch`` images at a time, drawn in order
+    from ``rng``: the same numbers as one draw of the whole shape."""
+    for start in range(0, shape[0], batch):
+        yield noise_pixels(kind, (min(batch, shape[0] - start), *shape[1:]), mean, std, rng, **stats)
 
 
 def shift(array, offset: int, axis: int):

@@ -90,15 +90,22 @@ def apply(policy: str, image: np.ndarray, mask: np.ndarray | None) -> tuple[np.n
     h, w, crop = output_size(policy, *image.shape[:2])
     if (h, w) != image.shape[:2]:
         image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
-        if mask is not None:
-            labels = Image.fromarray(np.asarray(mask, dtype=np.int32), mode="I")
-            mask = np.asarray(labels.resize((w, h), Image.NEAREST), dtype=np.int64)
     if crop is not None:
         side = parse(policy)[1][0]
-        top, left = crop
-        image = image[top : top + side, left : left + side]
-        mask = None if mask is None else mask[top : top + side, left : left + side]
-    return np.ascontiguousarray(image), None if mask is None else np.ascontiguousarray(mask)
+        image = image[crop[0] : crop[0] + side, crop[1] : crop[1] + side]
+    return np.ascontiguousarray(image), None if mask is None else apply_mask(policy, mask)
+
+
+def apply_mask(policy: str, mask: np.ndarray) -> np.ndarray:
+    """``mask`` (H, W) under ``policy``: nearest neighbour (no label is invented), then the crop."""
+    h, w, crop = output_size(policy, *np.shape(mask)[:2])
+    if (h, w) != np.shape(mask)[:2]:
+        labels = Image.fromarray(np.asarray(mask, dtype=np.int32), mode="I")
+        mask = np.asarray(labels.resize((w, h), Image.NEAREST), dtype=np.int64)
+    if crop is not None:
+        side = parse(policy)[1][0]
+        mask = mask[crop[0] : crop[0] + side, crop[1] : crop[1] + side]
+    return np.ascontiguousarray(mask)
 
 
 class Resized:
@@ -118,6 +125,16 @@ class Resized:
         if self.max_megapixels is not None:
             check_image(image, self.max_megapixels, f"image {index} of {getattr(self.dataset, 'identity', 'the data')}")
         return apply(self.policy, image, mask)
+
+    def mask(self, index: int):
+        """Sample ``index``'s mask alone under ``policy`` (its image not decoded where the split can)."""
+        mask = self.dataset.mask(index) if hasattr(self.dataset, "mask") else self.dataset[index][1]
+        if mask is None:
+            return None
+        mask = np.asarray(mask)
+        if self.max_megapixels is not None:
+            check_image(mask, self.max_megapixels, f"mask {index} of {getattr(self.dataset, 'identity', 'the data')}")
+        return apply_mask(self.policy, mask)
 
     def __getattr__(self, name: str):
         if name in ("dataset", "policy", "max_megapixels"):  # not set yet (e.g. while unpickling)

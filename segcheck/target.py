@@ -105,6 +105,10 @@ class Target:
         described["eval_sample"] = f"{n} image{'s' if n != 1 else ''} of split {self.data.split!r}" + (
             f" (eval.size {asked}: the split holds {n})" if n < asked else ""
         )
+        described["batch"] = (
+            f"{self.data.batch_size} a forward pass, {self.data.backward_batch} with a backward (eval.batch_size, "
+            f"eval.batch_pixels {self.data.batch_pixels}, eval.backward_pixels {self.data.backward_pixels})"
+        )
         described.update(
             device=str(self.model.device),
             normalization={

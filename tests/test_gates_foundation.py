@@ -8,7 +8,7 @@ import pytest
 from segcheck import config as segconfig
 from segcheck import gates
 from segcheck.data import EvalData
-from segcheck.gates.noise import NOISE_KINDS, noise_pixels
+from segcheck.perturb import NOISE_KINDS, noise_pixels
 from segcheck.target import Target
 from tests.conftest import REPO, build_target
 from tests.models import ConstantModel, PositionalModel

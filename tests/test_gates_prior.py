@@ -6,7 +6,7 @@ import pytest
 from segcheck import config as segconfig
 from segcheck import gates
 from segcheck.data import DatasetSpec
-from segcheck.gates.prior import majority_map, resize_nearest
+from segcheck.layout import majority_map, resize_nearest
 from tests.models import PositionalModel
 
 CFG = segconfig.DEFAULTS["positional_prior"]

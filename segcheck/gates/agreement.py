@@ -25,16 +25,20 @@ def batch_independence(target: Target, cfg: dict) -> GateResult:
     when max |difference| <= ``cfg["atol"]`` + ``cfg["rtol"]`` x max |logit|.
     """
     model = target.model
-    images = target.data.images[: cfg["images"]]
+    images = target.data.images[: _batched(target, cfg)]
     x = model.normalize(images)
     with torch.no_grad():
         together = model.logits(x)
-        alone = torch.cat([model.logits(x[i : i + 1]) for i in range(len(x))])
+        diff, labels = 0.0, []
+        for i in range(len(x)):  # one image's logits at a time beside the batch's
+            alone = model.logits(x[i : i + 1])
+            diff = max(diff, _max_difference(together[i : i + 1], alone))
+            labels.append(model.labels(alone))
     return _same_logits(
         "batch_independence",
         model,
         together,
-        alone,
+        (diff, torch.cat(labels)),
         cfg,
         f"between a batch of {len(x)} and single images",
         "an image's prediction depends on the other images in its batch; normalization uses "
@@ -49,15 +53,16 @@ def deterministic_eval(target: Target, cfg: dict) -> GateResult:
     max |difference| <= ``cfg["atol"]`` + ``cfg["rtol"]`` x max |logit|.
     """
     model = target.model
-    images = target.data.images[: cfg["images"]]
+    images = target.data.images[: _batched(target, cfg)]
     x = model.normalize(images)
     with torch.no_grad():
-        first, second = model.logits(x), model.logits(x)
+        first = model.logits(x)
+        second = model.logits(x)
     return _same_logits(
         "deterministic_eval",
         model,
         first,
-        second,
+        (_max_difference(first, second), model.labels(second)),
         cfg,
         "between two eval passes",
         "evaluation is random; dropout or other sampling stays active in eval mode "
@@ -65,11 +70,23 @@ def deterministic_eval(target: Target, cfg: dict) -> GateResult:
     )
 
 
-def _same_logits(name: str, model, a: torch.Tensor, b: torch.Tensor, cfg: dict, between: str, cause: str) -> GateResult:
-    """Pass when max |a - b| <= the tolerance of ``cfg``; the message names ``cause`` on failure."""
-    diff = float((a - b).abs().max()) if torch.isfinite(a).all() else float("inf")
+def _batched(target: Target, cfg: dict) -> int:
+    """The images these audits compare: ``cfg["images"]``, no more than one forward batch (at
+    least two: a batch of one is its own single pass)."""
+    return min(cfg["images"], max(2, target.data.batch_size))
+
+
+def _max_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b|, or inf when ``a`` is not finite."""
+    return float((a - b).abs().max()) if torch.isfinite(a).all() else float("inf")
+
+
+def _same_logits(name: str, model, a: torch.Tensor, b: tuple, cfg: dict, between: str, cause: str) -> GateResult:
+    """Pass when the max |a - b| of ``b`` = (that difference, b's labels) is <= the tolerance of
+    ``cfg``; the message names ``cause`` on failure."""
+    diff, b_labels = b
     limit = _logit_tolerance(cfg, a)
-    changed = float((model.labels(a) != model.labels(b)).float().mean())
+    changed = float((model.labels(a) != b_labels).float().mean())
     passed = diff <= limit
     measured = f"max |logit difference| {between} {diff:.3g} (max {limit:.3g}), {changed:.2%} of pixels change class"
     message = measured if passed else f"{measured}: {cause}"
@@ -95,7 +112,7 @@ def cpu_cuda_agreement(target: Target, cfg: dict, device: str = "cuda") -> GateR
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SegcheckError("cpu_cuda_agreement needs CUDA, which is not available here (run it on a GPU machine)")
     base = target.model
-    images = target.data.images[: cfg["images"]]
+    images = target.data.images[: _batched(target, cfg)]
     outputs = {}
     for where in ("cpu", device):
         model = SegModel(

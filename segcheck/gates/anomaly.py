@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from segcheck import SegcheckError, gate_figures
 from segcheck.anomaly import anomaly_split, evaluate
+from segcheck.data import read_mask
 from segcheck.gates.audits import head_matches_classes
 from segcheck.gates.registered import NotApplicable
 from segcheck.gates.result import GateResult
@@ -103,7 +104,7 @@ def anomaly_free_training(target: Target, cfg: dict) -> GateResult:
         raise NotApplicable("the 'train' split is empty: nothing to audit")
     hits, pixels = [], 0
     for i in tqdm(range(len(dataset)), desc="anomaly_free_training: train masks", delay=2, leave=False, disable=None):
-        count = int(np.count_nonzero(np.asarray(dataset[i][1]) == spec.anomaly_index))
+        count = int(np.count_nonzero(np.asarray(read_mask(dataset, i)) == spec.anomaly_index))
         if count:
             hits.append(i)
             pixels += count

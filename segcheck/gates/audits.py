@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from segcheck import perturb
 from segcheck.gates.result import GateResult
 from segcheck.hookspecs import hookimpl
 from segcheck.target import Target
@@ -69,10 +70,11 @@ def output_size(target: Target, cfg: dict | None = None) -> GateResult:
 
 def finite_outputs(target: Target, cfg: dict | None = None) -> GateResult:
     """Every logit on the eval images and on uniform noise is finite (no NaN/inf)."""
-    images = target.data.images
+    data = target.data
     clean_finite = target.predictions.finite
-    noise = np.random.default_rng(0).uniform(0, 255, size=images[:4].shape).astype(np.float32)
-    _, noise_finite = target.model.predict_pixels(noise, target.data.batch_size)
+    shape, rng = data.images[:4].shape, np.random.default_rng(0)
+    noise = perturb.noise_batches("uniform", shape, (0.5,) * 3, (0.5,) * 3, rng, data.batch_size)
+    _, noise_finite = target.model.predict_batches(noise, shape[0])
     passed = clean_finite and noise_finite
     message = f"logits finite on eval images: {clean_finite}, on uniform noise: {noise_finite}"
     if not passed:
@@ -91,9 +93,7 @@ def input_normalization(target: Target, cfg: dict) -> GateResult:
     in 0-255: std ~50+) and images stored as 0-1 values (std ~0).
     """
     images = target.data.images
-    x = target.model.normalize(images).double()
-    mean = x.mean(dim=(0, 2, 3)).cpu().numpy()
-    std = x.std(dim=(0, 2, 3)).cpu().numpy()
+    mean, std = _normalized_statistics(target)
     low, high = int(images.min()), int(images.max())
     worst_mean = float(np.abs(mean).max())
     ok_mean = worst_mean <= cfg["max_abs_mean"]
@@ -130,6 +130,29 @@ def input_normalization(target: Target, cfg: dict) -> GateResult:
         rule=f"value <= threshold, std {cfg['min_std']}..{cfg['max_std']}",
         details={"mean": mean.tolist(), "std": std.tolist(), "pixel_range": [low, high]},
     )
+
+
+def _normalized_statistics(target: Target) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and (unbiased) std of the normalized eval images, in double: over the
+    whole sample at once when it fits ``data.chunk``, else chunk by chunk, combined exactly in
+    the counts and to rounding in the moments (Chan et al.'s parallel variance)."""
+    data, model = target.data, target.model
+    n_total, mean_total, m2_total = 0, None, None
+    for part in data.batches(size=data.chunk):
+        x = model.normalize(data.images[part]).double()
+        if part.stop - part.start == len(data.images):  # one chunk: the statistics as they are
+            return x.mean(dim=(0, 2, 3)).cpu().numpy(), x.std(dim=(0, 2, 3)).cpu().numpy()
+        n = x.shape[0] * x.shape[2] * x.shape[3]
+        mean = x.mean(dim=(0, 2, 3))
+        m2 = ((x - mean.view(1, -1, 1, 1)) ** 2).sum(dim=(0, 2, 3))
+        if mean_total is None:
+            n_total, mean_total, m2_total = n, mean, m2
+            continue
+        delta = mean - mean_total
+        m2_total = m2_total + m2 + delta**2 * n_total * n / (n_total + n)
+        mean_total = mean_total + delta * n / (n_total + n)
+        n_total += n
+    return mean_total.cpu().numpy(), (m2_total / max(n_total - 1, 1)).sqrt().cpu().numpy()
 
 
 @hookimpl

@@ -26,6 +26,17 @@ def class_fractions(labels: np.ndarray, counted: np.ndarray, num_classes: int) -
     return counts / max(int(counts.sum()), 1)
 
 
+def fractions(data, labels: np.ndarray) -> np.ndarray:
+    """:func:`class_fractions` of label maps ``labels`` (N, H, W) over the eval masks' counted
+    pixels, counted a batch at a time."""
+    c = data.spec.num_classes
+    counts = np.zeros(c, np.int64)
+    for part in data.batches():
+        counted = data.spec.counted(data.masks[part])
+        counts += np.bincount(labels[part][counted].ravel(), minlength=c)[:c]
+    return counts / max(int(counts.sum()), 1)
+
+
 def probabilities(target: Target) -> np.ndarray:
     """Sigmoid probabilities (N, H, W) float32 of a binary model on the eval images, in batches."""
     return target.model.probabilities(target.data.images, target.data.batch_size)
@@ -46,11 +57,10 @@ def prediction_collapse(target: Target, cfg: dict) -> GateResult:
     the masks hold positives.
     """
     # measuring and explaining in one place: the message names every number the verdict used
-    masks, spec, model = target.data.masks, target.data.spec, target.model
-    pred = target.predictions.labels
-    counted = spec.counted(masks)
-    truth = class_fractions(masks, counted, spec.num_classes)
-    predicted = class_fractions(pred, counted, spec.num_classes)
+    data, spec, model = target.data, target.data.spec, target.model
+    masks, pred = data.masks, target.predictions.labels
+    truth = fractions(data, masks)
+    predicted = fractions(data, pred)
     present = np.flatnonzero(truth > 0)
     missing = [spec.classes[c] for c in present if predicted[c] == 0]
     coverage = 1 - len(missing) / max(len(present), 1)

@@ -20,6 +20,8 @@ from segcheck.gates.registered import NotApplicable
 from segcheck.gates.result import GateResult
 from segcheck.hookspecs import hookimpl
 from segcheck.loss import pixel_loss
+from segcheck.metrics import ConfusionMatrix, miou
+from segcheck.metrics import agreement as pixel_agreement
 from segcheck.target import Target
 
 DIRECTIONS = {"down": (1, 1), "up": (1, -1), "right": (2, 1), "left": (2, -1)}  # name -> (axis of NHW(C), sign)
@@ -43,11 +45,14 @@ def derangement_gap(target: Target, cfg: dict) -> GateResult:
     The other image is fixed by a seeded derangement (``cfg["seed"]``). Passes when the gap
     is >= ``cfg["min_gap"]``.
     """
-    masks = target.data.masks
+    data = target.data
     pred = target.predictions.labels
-    perm = derangement(len(masks), cfg["seed"])
+    perm = derangement(len(data.masks), cfg["seed"])
     matched = target.predictions.miou
-    deranged = target.data.score(pred, masks[perm])
+    matrix = ConfusionMatrix(data.spec.num_classes, data.spec.ignore_index)
+    for part in data.batches():  # masks[perm] a batch at a time: no whole-set copy
+        data.confusion(pred[part], data.masks[perm[part]], matrix)
+    deranged = miou(matrix.matrix)
     gap = matched - deranged
     passed = bool(gap >= cfg["min_gap"])
     measured = f"mIoU against own labels {matched:.3f}, against other images' labels {deranged:.3f}: gap {gap:.3f}"
@@ -93,9 +98,10 @@ def shift_equivariance(target: Target, cfg: dict) -> GateResult:
     batch = target.data.batch_size
     agreement = {}
     for name, (axis, sign) in DIRECTIONS.items():
-        pred, _ = model.predict_pixels(perturb.shift(images, sign * px, axis), batch)
+        batches = (perturb.shift(images[part], sign * px, axis) for part in target.data.batches())
+        pred, _ = model.predict_batches(batches, len(images))
         shifted, original = perturb.valid_slices(3, sign * px, axis)
-        agreement[name] = float((pred[shifted] == clean[original]).mean())
+        agreement[name] = pixel_agreement(pred[shifted], clean[original], batch)
     worst = min(agreement, key=agreement.get)
     value = agreement[worst]
     passed = bool(value >= cfg["min_agreement"])
@@ -130,15 +136,9 @@ def input_gradient(target: Target, cfg: dict) -> GateResult:
     model whose metadata declares ``frozen`` parameters (a backbone under ``no_grad`` by
     design) is a SKIP that says so.
     """
-    images, masks = target.data.images, target.data.masks
-    model = target.model
-    count = min(cfg["grad_images"], len(images))
-    x = model.normalize(images[:count]).requires_grad_(True)
-    loss = pixel_loss(model.logits(x), torch.from_numpy(masks[:count]), target.data.spec, model.binary)
-    grad = None
-    if loss.requires_grad:
-        (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
-    norm = float(grad.norm()) if grad is not None else 0.0
+    data, model = target.data, target.model
+    count = min(cfg["grad_images"], len(data.images))
+    loss, norm, connected = _input_gradient(data, model, count)
     finite = math.isfinite(norm)
     passed = finite and norm > cfg["min_grad_norm"]
     measured = f"input-gradient L2 norm of the loss {norm:.3g} over {count} images"
@@ -165,8 +165,31 @@ def input_gradient(target: Target, cfg: dict) -> GateResult:
         passed,
         message,
         rule="value > threshold",
-        details={"images": count, "loss": float(loss.detach()), "connected": grad is not None},
+        details={"images": count, "loss": loss, "connected": connected},
     )
+
+
+def _input_gradient(data, model, count: int) -> tuple[float, float, bool]:
+    """The mean loss over the first ``count`` eval images, the L2 norm of its gradient with
+    respect to their pixels, and whether any gradient reached them. One backward pass when
+    they fit ``data.backward_batch``; else one per part, each part's gradient scaled by its
+    share of the counted pixels (the mean's gradient is the sum of the parts')."""
+    parts = data.batches(count, data.backward_batch)
+    weights = [int(data.spec.counted(data.masks[p]).sum()) for p in parts] if len(parts) > 1 else [1]
+    total, squares, loss_sum, connected = max(sum(weights), 1), 0.0, 0.0, False
+    for part, weight in zip(parts, weights):
+        x = model.normalize(data.images[part]).requires_grad_(True)
+        loss = pixel_loss(model.logits(x), torch.from_numpy(data.masks[part]), data.spec, model.binary)
+        grad = torch.autograd.grad(loss, x, allow_unused=True)[0] if loss.requires_grad else None
+        share = weight / total
+        if len(parts) == 1:  # the whole pass at once: the gradient's own norm
+            return float(loss.detach()), float(grad.norm()) if grad is not None else 0.0, grad is not None
+        loss_sum += float(loss.detach()) * share
+        if grad is not None:
+            connected = True
+            squares += float((grad * share).norm()) ** 2
+        del x, loss, grad  # one part's activations at a time
+    return loss_sum, math.sqrt(squares), connected
 
 
 @hookimpl

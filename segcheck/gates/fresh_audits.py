@@ -19,8 +19,16 @@ from segcheck.train.recipes import get as get_recipe
 HEAD_LOSSES = {"recon": ("recon", 0.5), "embed": ("contrastive", 0.1)}
 
 
-def _batch(target: Target, count: int) -> tuple[np.ndarray, np.ndarray]:
-    return target.data.images[:count], target.data.masks[:count]
+def _parts(target: Target, count: int, size: int) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """The first ``count`` eval images and masks in parts of ``size`` images, each with its
+    share of their counted pixels (one part: share 1, the whole batch as it is)."""
+    data = target.data
+    parts = data.batches(count, size)
+    if len(parts) == 1:
+        return [(data.images[parts[0]], data.masks[parts[0]], 1.0)]
+    weights = [int(data.spec.counted(data.masks[p]).sum()) for p in parts]
+    total = max(sum(weights), 1)
+    return [(data.images[p], data.masks[p], w / total) for p, w in zip(parts, weights)]
 
 
 def _training_loss(target: Target, model, images: np.ndarray, masks: np.ndarray, seed: int, heads: bool = False):
@@ -54,10 +62,12 @@ def loss_at_init(target: Target, cfg: dict) -> GateResult:
     segmodel = target.model.fresh(cfg["seed"])
     module = segmodel.module
     module.train()
-    images, masks = _batch(target, cfg["images"])
-    with torch.no_grad():
-        loss = float(_training_loss(target, segmodel, images, masks, cfg["seed"]))
+    parts = _parts(target, cfg["images"], target.data.batch_size)
+    with torch.no_grad():  # the mean over all counted pixels: each part's mean weighted by its share
+        losses = [float(_training_loss(target, segmodel, images, masks, cfg["seed"])) for images, masks, _ in parts]
+    loss = losses[0] if len(parts) == 1 else sum(v * share for v, (_, _, share) in zip(losses, parts))
     module.eval()
+    images = [image for part in parts for image in part[0]]
     classes = 2 if segmodel.binary else target.data.spec.num_classes
     expected = math.log(classes)
     deviation = abs(loss - expected) if math.isfinite(loss) else float("inf")
@@ -106,14 +116,15 @@ def gradient_coverage(target: Target, cfg: dict) -> GateResult:
     segmodel = target.model.fresh(cfg["seed"], **kwargs)
     module = segmodel.module
     module.train()
-    images, masks = _batch(target, cfg["images"])
     named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
-    loss = _training_loss(target, segmodel, images, masks, cfg["seed"], heads=True)
-    grads = (
-        torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
-        if loss.requires_grad
-        else [None] * len(named)
-    )
+    grads = [None] * len(named)
+    for images, masks, share in _parts(target, cfg["images"], target.data.backward_batch):
+        loss = _training_loss(target, segmodel, images, masks, cfg["seed"], heads=True)
+        if not loss.requires_grad:
+            continue
+        found = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
+        grads = [g if f is None else (f * share if g is None else g + f * share) for g, f in zip(grads, found)]
+        del loss, found  # one part's activations at a time
     module.eval()
     without = [name for (name, _), g in zip(named, grads) if g is None or not bool(torch.any(g != 0))]
     allowed_prefixes = tuple(target.model.meta.get("frozen", ())) + tuple(cfg["allow"])

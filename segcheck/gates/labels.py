@@ -7,6 +7,7 @@ import numpy as np
 from tqdm import tqdm
 
 from segcheck import SegcheckError
+from segcheck.data import read_mask
 from segcheck.gates.result import GateResult
 from segcheck.hookspecs import hookimpl
 from segcheck.target import Target
@@ -34,7 +35,7 @@ def _scan(sources, spec) -> dict:
     for split, dataset in sources:
         for i in tqdm(range(len(dataset)), desc=f"label_integrity: {split} masks", delay=2, leave=False, disable=None):
             try:
-                mask = np.asarray(dataset[i][1])
+                mask = np.asarray(read_mask(dataset, i))
             except SegcheckError as exc:  # the dataset's own check (e.g. a folder mask's values): a finding
                 found["rejected"].append(str(exc))
                 continue

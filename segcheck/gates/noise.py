@@ -2,56 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from segcheck import gate_figures
+from segcheck import gate_figures, perturb
 from segcheck.evaluate import constant_class_floor
 from segcheck.gates.result import GateResult
 from segcheck.hookspecs import hookimpl
+from segcheck.noise import noise_images
 from segcheck.target import Target
-
-NOISE_KINDS = ("gaussian", "uniform", "matched", "gray")
-
-
-def noise_pixels(
-    kind: str, shape: tuple[int, ...], mean, std, rng: np.random.Generator, data_mean=None, data_std=None
-) -> np.ndarray:
-    """Noise images (N, H, W, 3) in pixel scale 0..255 (float32).
-
-    ``gaussian`` is N(0, 1) in the model's normalized space (``mean``/``std``, mapped back to
-    pixels); ``uniform`` is U(0, 255) per pixel; ``matched`` has the eval data's own per-channel
-    mean and std (``data_mean``/``data_std``, 0-1 scale; the model's when not given); ``gray``
-    is the constant mean colour of the model's normalization.
-    """
-    mean, std = np.asarray(mean, np.float32) * 255, np.asarray(std, np.float32) * 255
-    if kind == "gaussian":
-        return rng.standard_normal(shape, dtype=np.float32) * std + mean
-    if kind == "uniform":
-        return rng.uniform(0, 255, size=shape).astype(np.float32)
-    if kind == "matched":
-        m = mean if data_mean is None else np.asarray(data_mean, np.float32) * 255
-        s = std if data_std is None else np.asarray(data_std, np.float32) * 255
-        return np.clip(rng.standard_normal(shape, dtype=np.float32) * s + m, 0, 255)
-    if kind == "gray":
-        return np.broadcast_to(mean, shape).astype(np.float32)
-    raise ValueError(f"unknown noise kind {kind!r}; known: {NOISE_KINDS}")
-
-
-def data_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
-    """The eval images' own per-channel mean and std (0-1 scale), as ``matched`` noise takes them."""
-    pixels = images.reshape(-1, 3) / 255.0
-    return {"data_mean": pixels.mean(0), "data_std": pixels.std(0)}
-
-
-def noise_images(target: Target, seed: int):
-    """``(kind, noise images)`` for each of :data:`NOISE_KINDS`, the shape of the eval images,
-    drawn in this order from one generator seeded with ``seed`` (what noise_input scores)."""
-    images, model = target.data.images, target.model
-    rng = np.random.default_rng(seed)
-    stats = data_statistics(images)
-    normalization = model.mean.cpu().numpy().ravel(), model.std.cpu().numpy().ravel()
-    for kind in NOISE_KINDS:
-        yield kind, noise_pixels(kind, images.shape, *normalization, rng, **stats)
 
 
 def noise_input(target: Target, cfg: dict) -> GateResult:
@@ -63,16 +19,15 @@ def noise_input(target: Target, cfg: dict) -> GateResult:
     better on images than on noise).
     """
     data, model = target.data, target.model
-    masks, spec = data.masks, data.spec
     real = target.predictions.miou
-    stats = data_statistics(data.images)
     per_kind = {}
-    for kind, noise in noise_images(target, cfg["seed"]):
-        per_kind[kind] = data.score(model.predict_pixels(noise, data.batch_size)[0])
+    for kind, batches in noise_images(target, cfg["seed"]):
+        per_kind[kind] = data.score(model.predict_batches(batches, len(data.images))[0])
+    stats = target.model.memo("channel statistics", data, lambda: perturb.channel_statistics(data.images))
     worst_kind = max(per_kind, key=per_kind.get)
     worst = per_kind[worst_kind]
     threshold = min(cfg["max_miou"], cfg["max_ratio"] * real)
-    floor, floor_class = constant_class_floor(masks, spec)
+    floor, floor_class = constant_class_floor(data.class_counts, data.spec.classes)
     passed = bool(worst < threshold)
     details = {
         "real_miou": real,

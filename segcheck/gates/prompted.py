@@ -13,19 +13,20 @@ import numpy as np
 
 from segcheck import SegcheckError, gate_figures
 from segcheck.gates.collapse import SWEEP
-from segcheck.gates.noise import noise_images
 from segcheck.gates.registered import NotApplicable
 from segcheck.gates.result import GateResult
 from segcheck.hookspecs import hookimpl
+from segcheck.noise import noise_images
 from segcheck.target import Target
 
 NEEDS = ("labels", "prompts")
 
 
-def probabilities(target: Target, prompts: list[str], images: np.ndarray | None = None, key: str = "") -> np.ndarray:
+def probabilities(target: Target, prompts: list[str], images=None, key: str = "") -> np.ndarray:
     """Foreground probabilities (N, H, W) of the model asked with ``prompts`` (one per sample)
-    on the eval images (or ``images``, named by ``key``), computed once per run and weights;
-    non-finite probabilities are an error (the gate cannot judge them)."""
+    on the eval images (or ``images``, an array or an iterable of batches, named by ``key``),
+    computed once per run and weights; non-finite probabilities are an error (the gate cannot
+    judge them)."""
     data, model = target.data, target.model
     pixels = data.images if images is None else images
 

@@ -9,6 +9,7 @@ import numpy as np
 from segcheck import SegcheckError, gate_figures, perturb
 from segcheck.gates.result import GateResult
 from segcheck.hookspecs import hookimpl
+from segcheck.metrics import agreement as pixel_agreement
 from segcheck.target import Target
 
 CORRUPTIONS = tuple(perturb.CORRUPTIONS)
@@ -36,8 +37,9 @@ def perturbation_stability(target: Target, cfg: dict, corruption: str) -> GateRe
         raise SegcheckError(f"perturbation_stability.severity must be one of {list(levels)}, got {gated!r}")
     agreement, mious = {}, {}
     for severity in levels:
-        pred, _ = model.predict_pixels(perturb.corrupt(corruption, images, severity, cfg["seed"]), batch)
-        agreement[severity] = float((pred == clean_pred).mean())
+        batches = perturb.corrupted_batches(corruption, images, severity, cfg["seed"], batch)
+        pred, _ = model.predict_batches(batches, len(images))
+        agreement[severity] = pixel_agreement(pred, clean_pred, batch)
         mious[severity] = data.score(pred)
     value, drop = agreement[gated], clean - mious[gated]
     relative = float(np.mean(list(mious.values())) / clean) if clean > 0 else float("nan")

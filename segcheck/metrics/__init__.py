@@ -3,7 +3,8 @@
 - :mod:`~segcheck.metrics.confusion`: ``ConfusionMatrix``, ``confusion_matrix``,
   ``confusion_matrices`` (numpy or torch on CPU/CUDA, exact int64, rows = target).
 - :mod:`~segcheck.metrics.iou`: ``iou``, ``miou`` (dataset-level nanmean), ``per_image_miou``,
-  ``dice``, ``recall``, ``precision``, ``pixel_accuracy``, ``per_class_iou``.
+  ``dice``, ``recall``, ``precision``, ``pixel_accuracy``, ``per_class_iou``; ``agreement`` of
+  two label maps.
 - :mod:`~segcheck.metrics.binary`: ``binary_iou``/``binary_dice`` at a threshold.
 - :mod:`~segcheck.metrics.ood`: ``OODMetrics``/``ood_metrics`` (AUROC, AUPR, FPR95), exact
   or streaming histograms with a stated error bound; pixel thresholds (``best_f1``,
@@ -24,11 +25,22 @@ from segcheck.metrics.components import (
     component_metrics,
 )
 from segcheck.metrics.confusion import ConfusionMatrix, confusion_matrices, confusion_matrix
-from segcheck.metrics.iou import dice, iou, miou, per_class_iou, per_image_miou, pixel_accuracy, precision, recall
+from segcheck.metrics.iou import (
+    agreement,
+    dice,
+    iou,
+    miou,
+    per_class_iou,
+    per_image_miou,
+    pixel_accuracy,
+    precision,
+    recall,
+)
 from segcheck.metrics.ood import OODMetrics, OODResult, ood_metrics
 from segcheck.metrics.thresholds import OperatingPoint
 
 __all__ = [
+    "agreement",
     "ConfusionMatrix",
     "confusion_matrix",
     "confusion_matrices",

@@ -102,3 +102,12 @@ def pixel_accuracy(matrix) -> float:
         raise SegcheckError(f"pixel_accuracy takes one (C, C) matrix, got shape {m.shape}")
     total = m.sum()
     return float(np.trace(m) / total) if total else float("nan")
+
+
+def agreement(a, b, batch: int = 8) -> float:
+    """The share of pixels where label maps ``a`` and ``b`` (N, ...) agree, compared ``batch``
+    images at a time (no whole-set temporary): the very number of ``(a == b).mean()``."""
+    if np.shape(a) != np.shape(b):
+        raise SegcheckError(f"label maps of shapes {np.shape(a)} and {np.shape(b)} cannot be compared")
+    equal = sum(int(np.count_nonzero(a[i : i + batch] == b[i : i + batch])) for i in range(0, len(a), batch))
+    return float(equal / np.size(a)) if np.size(a) else float("nan")
