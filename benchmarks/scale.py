@@ -125,16 +125,24 @@ def main() -> None:
     p.add_argument("--only", choices=("gates", "anomaly"), help="one part of the table")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--quick", action="store_true", help="512x1024, eval sizes 4 and 8, 100 anomaly images")
+    p.add_argument("--batch-size", type=int, default=8, help="eval.batch_size and anomaly.batch_size (default 8)")
+    p.add_argument("--repo", type=Path, default=ROOT, help="the segcheck checkout to measure (default: this one)")
     args = p.parse_args()
+    repo = args.repo.resolve()
     if args.quick:
         args.shape, args.sizes, args.anomaly = "512x1024", "4,8", "100"
     shape = tuple(int(v) for v in args.shape.split("x"))
     sizes = [int(v) for v in args.sizes.split(",")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(repo), os.environ.get("PYTHONPATH", "")])}
+    args.data.mkdir(parents=True, exist_ok=True)
+    settings = args.data / f"batch-{args.batch_size}.yaml"
+    settings.write_text(
+        yaml.safe_dump({"eval": {"batch_size": args.batch_size}, "anomaly": {"batch_size": args.batch_size}})
+    )
     base = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--plugin", "_scale_models"]
-    base += ["--device", args.device, "--segcheck-overwrite"]
+    base += ["--device", args.device, "--segcheck-config", str(settings)]
     clock = args.data / "clock.txt"
-    print(f"segcheck scale benchmark: {os.cpu_count()} CPUs, device {args.device}, one run each\n")
+    print(f"segcheck scale benchmark of {repo}: {os.cpu_count()} CPUs, device {args.device}, batch {args.batch_size}\n")
     if args.only != "anomaly":
         folder = args.data / f"folder-{args.shape}"
         if not (folder / "dataset.yaml").exists():
@@ -144,9 +152,9 @@ def main() -> None:
             bundled = ROOT / "plugins" / "checkpoints" / "unet_synthetic-streets_robust.safetensors"
             checkpoint = ["--checkpoint", "none" if model == "null" else str(bundled)]
             for n in sizes:
-                cmd = [*base, str(ROOT / "suites" / "gates"), "-m", "not train and not gpu", "--model", model,
+                cmd = [*base, str(repo / "suites" / "gates"), "-m", "not train and not gpu", "--model", model,
                        *checkpoint, "--dataset", "folder", "--data-root", str(folder), "--eval-size", str(n),
-                       "--segcheck-report", str(args.data / "gates.json")]  # fmt: skip
+                       "--segcheck-report", str(args.data / f"gates-{model}-{n}.json")]  # fmt: skip
                 r = measured(cmd, clock, env)
                 ratio = r["wall"] / r["inside"] if r["inside"] else float("nan")
                 rows.append((model, f"{args.shape} x {n}", f"{r['wall']:.1f}", f"{r['inside']:.1f}", f"{ratio:.2f}",
@@ -159,9 +167,9 @@ def main() -> None:
             root = args.data / f"streethazards-{n}"
             if not (root / "test").exists():
                 write_streethazards(root, n)
-            cmd = [*base, str(ROOT / "suites" / "anomaly"), "--model", "null", "--checkpoint", "none",
+            cmd = [*base, str(repo / "suites" / "anomaly"), "--model", "null", "--checkpoint", "none",
                    "--dataset", "streethazards", "--data-root", str(root),
-                   "--segcheck-report", str(args.data / "anomaly.json")]  # fmt: skip
+                   "--segcheck-report", str(args.data / f"anomaly-{n}.json")]  # fmt: skip
             r = measured(cmd, clock, env)
             pixels = n * 1280 * 720
             rows.append((f"{n} x 1280x720", f"{r['wall']:.1f}", f"{r['rss']:.0f}", f"{pixels / r['wall'] / 1e6:.2f}",

@@ -432,6 +432,10 @@ def map_labels(mask: np.ndarray, table: np.ndarray, path: Path, expected: str) -
     A value outside the table or marked -1 is one ``SegcheckError`` naming the file, (up to
     10 of) the values and ``expected`` (what the values should be, e.g. ``"1..14"``).
     """
+    if mask.size and 0 <= int(mask.min()) and int(mask.max()) < len(table):
+        mapped = table[mask]
+        if int(mapped.min()) >= 0:  # every value known: no need to list them
+            return mapped
     values = np.unique(mask)
     inside = (values >= 0) & (values < len(table))
     inside[inside] = table[values[inside]] >= 0

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 
-from torchvision.models import segmentation
-
 from segcheck.data import IMAGENET_MEAN, IMAGENET_STD
 from segcheck.hookspecs import hookimpl
 
@@ -21,7 +19,10 @@ MODELS = {
 
 
 def build(name: str, num_classes: int, *, aux_loss: bool = False):
-    """torchvision's ``name`` with a ``num_classes`` head, random weights, no downloads."""
+    """torchvision's ``name`` with a ``num_classes`` head, random weights, no downloads (torchvision
+    is imported here, when a model is built: it costs about 170 MB a process that uses none)."""
+    from torchvision.models import segmentation
+
     kwargs = {"aux_loss": aux_loss} if MODELS[name] else {}
     return getattr(segmentation, name)(weights=None, weights_backbone=None, num_classes=num_classes, **kwargs)
 

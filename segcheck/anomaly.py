@@ -10,20 +10,23 @@ recomputes them. Memory beyond the model and one batch stays bounded (histograms
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from segcheck import SegcheckError
-from segcheck.data import eval_indices, stack
+from segcheck.data import batch_for, eval_indices, stack
 from segcheck.gates.registered import NotApplicable, TargetProblem
 from segcheck.metrics import ConfusionMatrix, OODMetrics, OODResult, miou
-from segcheck.metrics.components import ComponentMetrics, ComponentResult
+from segcheck.metrics.components import ComponentMetrics, ComponentResult, ground_truth
 from segcheck.metrics.thresholds import OperatingPoint
+from segcheck.model import all_finite
 from segcheck.progress import forward_pass
-from segcheck.scoring import BUILTIN_SCORERS, ClassStats, context_names, score
+from segcheck.scoring import BUILTIN_SCORERS, ClassStats, context_names, logit_statistics, score
 
 KEEP_BYTES = 32 << 20  # score maps kept for the component metrics instead of a second pass
 
@@ -118,7 +121,7 @@ def _evaluate(target, cfg: dict, scorers: dict[str, Callable]) -> AnomalyEvaluat
 
     def class_stats() -> ClassStats:
         if not stats:
-            stats.append(max_logit_stats(target, cfg["stats_images"]))
+            stats.append(max_logit_stats(target, cfg["stats_images"], pass_batch(target, cfg)))
         return stats[0]
 
     options = dict(exact=None, bins=cfg["bins"], exact_limit=cfg["exact_limit"])
@@ -131,23 +134,24 @@ def _evaluate(target, cfg: dict, scorers: dict[str, Callable]) -> AnomalyEvaluat
     pixels_kept: list[tuple[np.ndarray, np.ndarray]] = []  # (is_ood, valid) of the kept maps
     budget, area = KEEP_BYTES, 0
     failed: dict[str, str] = {}  # scorer -> its one-line error; the other scorers go on
+    batch = pass_batch(target, cfg)
     for masks, logits, maps in _scored(
-        model, dataset, indices, scorers, cfg, class_stats, split, failed, spec.num_classes
+        model, dataset, indices, scorers, cfg, class_stats, split, failed, spec.num_classes, batch
     ):
         area = area or masks.shape[-1] * masks.shape[-2]
-        confusion.update(logits.argmax(1).cpu().numpy(), spec.closed_set(masks))
+        predicted = logit_statistics(logits).argmax  # shared with the built-in scorers of this batch
+        confusion.update(predicted.cpu().numpy(), spec.closed_set(masks))
         is_ood, valid = spec.ood_pixels(masks)
-        for name, m in maps.items():
-            pooled[name].update(m, is_ood, valid)
-            per_image[name].update(m, is_ood, valid)
-        budget -= sum(m.nbytes for m in maps.values()) + is_ood.nbytes + valid.nbytes
+        flags = spec.ood_pixels(torch.from_numpy(masks).to(logits.device))  # ranked where the maps were made
+        _each(maps, functools.partial(_rank, pooled, per_image, flags))
+        budget -= sum(m.numel() * m.element_size() for m in maps.values()) + is_ood.nbytes + valid.nbytes
         if kept is not None and budget >= 0:
             for name, m in maps.items():
-                kept[name].append(m)
+                kept[name].append(m.cpu().numpy())
             pixels_kept.append((is_ood, valid))
         else:
             kept, pixels_kept = None, []
-        del masks, logits, maps  # not alive while the next batch is computed
+        del masks, logits, maps, flags  # not alive while the next batch is computed
     scorers = {n: f for n, f in scorers.items() if n not in failed}
     if not scorers:
         raise SegcheckError(f"every scorer failed on the {split!r} split: {'; '.join(failed.values())}")
@@ -171,11 +175,11 @@ def _evaluate(target, cfg: dict, scorers: dict[str, Callable]) -> AnomalyEvaluat
     else:  # the maps did not fit: score the split again
         passes = 2
         for masks, _logits, maps in _scored(
-            model, dataset, indices, scorers, cfg, class_stats, split, failed, spec.num_classes
+            model, dataset, indices, scorers, cfg, class_stats, split, failed, spec.num_classes, batch
         ):
             is_ood, valid = spec.ood_pixels(masks)
-            for name, m in maps.items():
-                components[name].update(m, is_ood, valid)
+            ground_truth(is_ood, valid, sizes["min_gt_size"])  # labelled once, in this thread, for every scorer
+            _each(maps, functools.partial(_label, components, is_ood, valid))
             del masks, _logits, maps
     first = results[next(iter(scorers))]
     return AnomalyEvaluation(
@@ -210,13 +214,57 @@ def component_sizes(cfg: dict, area: int) -> dict[str, int]:
     return {k: round(cfg[k] * scale) for k in ("min_gt_size", "min_pred_size")}
 
 
-def _scored(model, dataset, indices, scorers, cfg, class_stats, split, failed: dict, classes: int) -> Iterator[tuple]:
-    """``(masks, logits, {scorer: scores (B, H, W) float32 numpy})`` per batch of ``indices``; a
-    scorer that fails is entered in ``failed`` with its one-line error and left out from then on."""
-    batch = cfg["batch_size"]
+def pass_batch(target, cfg: dict) -> int:
+    """Images one batch of the anomaly pass takes: ``anomaly.batch_size``, fewer when they exceed
+    ``anomaly.batch_pixels`` (sized by the eval images; the anomaly split goes through the same
+    ``eval.resize`` policy). Every scorer's map and the OOD counts of a batch are made at once,
+    so its budget is below a plain forward pass's."""
+    return batch_for(target.data.images.shape[1:3], cfg["batch_size"], cfg["batch_pixels"])
+
+
+def _rank(pooled: dict, per_image: dict, flags: tuple, name: str, scores) -> None:
+    """Add one scorer's map of a batch to its pooled and per-image OOD metrics."""
+    pooled[name].update(scores, *flags)
+    per_image[name].update(scores, *flags)
+
+
+def _label(components: dict, is_ood, valid, name: str, scores) -> None:
+    """Add one scorer's map of a batch to its component metrics (labelled on the host)."""
+    components[name].update(scores.cpu().numpy(), is_ood, valid)
+
+
+def _each(maps: dict, work: Callable[[str, object], object]) -> None:
+    """``work(name, map)`` for every scorer's map of a batch, two at a time: the counting and
+    labelling are numpy and scipy work that releases the GIL (an exception is raised here)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for done in [pool.submit(work, name, m) for name, m in maps.items()]:
+            done.result()
+
+
+def read_ahead(dataset, parts: list) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """:func:`segcheck.data.stack` of each list of indices in ``parts``, in order, the next one
+    read in a background thread while the caller works on the current one (image decoding
+    releases the GIL): at most two batches are held."""
+    if not parts:
+        return
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = reader.submit(stack, dataset, parts[0])
+        for part in parts[1:]:
+            current, pending = pending.result(), reader.submit(stack, dataset, part)
+            yield current
+            del current
+        yield pending.result()
+
+
+def _scored(
+    model, dataset, indices, scorers, cfg, class_stats, split, failed: dict, classes: int, batch: int
+) -> Iterator[tuple]:
+    """``(masks, logits, {scorer: scores (B, H, W) float32 tensor on the model's device})`` per
+    batch of ``batch`` images of ``indices``; a scorer that fails is entered in ``failed`` with
+    its one-line error and left out from then on."""
+    parts = [indices[start : start + batch] for start in range(0, len(indices), batch)]
     with forward_pass(len(indices)) as done, torch.no_grad():
-        for start in range(0, len(indices), batch):
-            images, masks = stack(dataset, indices[start : start + batch])
+        for images, masks in read_ahead(dataset, parts):
             x = model.normalize(images)
             logits = model.logits(x).float()
             if logits.shape[1] != classes:
@@ -224,7 +272,7 @@ def _scored(model, dataset, indices, scorers, cfg, class_stats, split, failed: d
                     f"the head has {logits.shape[1]} channels for {classes} known classes, so no "
                     "anomaly score of the known classes can be read (see anomaly_head)"
                 )
-            if not bool(torch.isfinite(logits).all()):
+            if not all_finite(logits):
                 raise SegcheckError(
                     f"the model's logits on the {split!r} split are not finite (NaN/inf); no anomaly score can be "
                     "ranked (see finite_outputs)"
@@ -236,7 +284,7 @@ def _scored(model, dataset, indices, scorers, cfg, class_stats, split, failed: d
                     continue
                 try:
                     s = score(scorer, logits, context, name)
-                    if not bool(torch.isfinite(s).all()):
+                    if not all_finite(s):
                         raise SegcheckError(
                             f"scorer {name!r} gave NaN/inf scores on the {split!r} split; fix the scorer"
                         )
@@ -248,7 +296,7 @@ def _scored(model, dataset, indices, scorers, cfg, class_stats, split, failed: d
                 except Exception as exc:
                     failed[name] = f"scorer {name!r} raised {type(exc).__name__}: {exc}"
                     continue
-                maps[name] = s.cpu().numpy()
+                maps[name] = s
             done(len(images))
             del images, x, context
             yield masks, logits, maps
@@ -271,7 +319,7 @@ def score_maps(target, cfg: dict, scorer: str, count: int, scan: int = 8) -> tup
     stats = (
         (lambda: ev.class_stats)
         if ev.class_stats is not None
-        else (lambda: max_logit_stats(target, cfg["stats_images"]))
+        else (lambda: max_logit_stats(target, cfg["stats_images"], pass_batch(target, cfg)))
     )
     with torch.no_grad():
         x = model.normalize(images)
@@ -281,9 +329,10 @@ def score_maps(target, cfg: dict, scorer: str, count: int, scan: int = 8) -> tup
     return images, masks, maps
 
 
-def max_logit_stats(target, images: int) -> ClassStats:
+def max_logit_stats(target, images: int, batch: int = 8) -> ClassStats:
     """Per-class mean and std of the max logit over the pixels predicted as that class, on a
-    seeded sample of ``images`` training images (standardized max logit's statistics)."""
+    seeded sample of ``images`` training images, ``batch`` at a time (standardized max logit's
+    statistics)."""
     data, model = target.data, target.model
     if not data.has_split("train"):
         raise NotApplicable("standardized max logit needs the training split's statistics; this data has no 'train'")
@@ -293,14 +342,15 @@ def max_logit_stats(target, images: int) -> ClassStats:
     count = torch.zeros(c, dtype=torch.int64)
     indices = eval_indices(len(dataset), images, data.seed)
     with torch.no_grad():
-        for start in range(0, len(indices), data.batch_size):
-            pixels, _ = stack(dataset, indices[start : start + data.batch_size])
+        for start in range(0, len(indices), batch):
+            pixels, _ = stack(dataset, indices[start : start + batch])
             logits = model.logits(model.normalize(pixels)).float()
-            if not bool(torch.isfinite(logits).all()):
+            if not all_finite(logits):
                 raise SegcheckError(
                     "the model's logits on the 'train' split are not finite (NaN/inf): no SML statistics"
                 )
-            top, predicted = logits.amax(1).flatten().double().cpu(), logits.argmax(1).flatten().cpu()
+            top, predicted = logits.max(1)  # amax(1) and argmax(1) in one pass
+            top, predicted = top.flatten().double().cpu(), predicted.flatten().cpu()
             if predicted.numel() and int(predicted.max()) >= c:
                 raise SegcheckError(f"the model predicts class {int(predicted.max())} with {c} known classes")
             total += torch.bincount(predicted, top, c)

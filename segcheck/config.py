@@ -57,6 +57,7 @@ DEFAULTS: dict[str, dict] = {
         "split": "",
         "max_images": 0,
         "batch_size": 8,
+        "batch_pixels": 2097152,
         "temperature": 1.0,
         "stats_images": 64,
         "bins": 65536,

@@ -12,6 +12,7 @@ exactly like a user's scorer.
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -39,33 +40,72 @@ class ClassStats:
     fallback: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True)
+class LogitStatistics:
+    """What the built-in scorers read from logits (B, C, H, W), per pixel: the max logit and
+    its class, the log-sum-exp, and the softmax mean of the logits ``sum_c p_c x_c``."""
+
+    top: torch.Tensor
+    argmax: torch.Tensor
+    logsumexp: torch.Tensor
+    mean_logit: torch.Tensor
+
+
+STATISTICS_PIXELS = 1 << 20  # pixels of the exp(x - max) temporary of logit_statistics
+_LAST: list = []  # [(weak reference to the logits, their version, LogitStatistics)]: one batch
+
+
+def logit_statistics(logits: torch.Tensor) -> LogitStatistics:
+    """:class:`LogitStatistics` of ``logits`` (B, C, H, W), computed once per batch and shared by
+    the built-in scorers: exp(x - max) summed in float32 as softmax does (within ~1e-6 of torch's
+    own softmax and logsumexp kernels, and several times faster on the channels-last logits that
+    convolutions give)."""
+    if _LAST and _LAST[0][0]() is logits and _LAST[0][1] == logits._version:
+        return _LAST[0][2]
+    top, argmax = logits.max(1)
+    last = logits.movedim(1, -1)  # (B, H, W, C): the classes contiguous for channels-last logits
+    total, weighted = torch.empty_like(top), torch.empty_like(top)
+    rows = max(1, STATISTICS_PIXELS // max(1, last.shape[0] * last.shape[2]))
+    for h in range(0, last.shape[1], rows):  # a band of rows at a time: the exp never held whole
+        part = last[:, h : h + rows]
+        e = (part - top[:, h : h + rows].unsqueeze(-1)).exp_()
+        total[:, h : h + rows] = e.sum(-1)
+        weighted[:, h : h + rows] = torch.einsum("bhwc,bhwc->bhw", e, part)
+    stats = LogitStatistics(top, argmax, top + total.log(), weighted / total)
+    _LAST[:] = [(weakref.ref(logits), logits._version, stats)]
+    return stats
+
+
 def msp(logits: torch.Tensor) -> torch.Tensor:
-    """Negative maximum softmax probability (Hendrycks & Gimpel 2017)."""
-    return -logits.softmax(1).amax(1)
+    """Negative maximum softmax probability (Hendrycks & Gimpel 2017): ``-exp(max - logsumexp)``."""
+    s = logit_statistics(logits)
+    return -torch.exp(s.top - s.logsumexp)
 
 
 def max_logit(logits: torch.Tensor) -> torch.Tensor:
     """Negative maximum logit (Hendrycks et al. 2022, the StreetHazards paper)."""
-    return -logits.amax(1)
+    return -logit_statistics(logits).top
 
 
 def energy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Free energy ``-T logsumexp(logits / T)`` (Liu et al. 2020)."""
+    if temperature == 1:
+        return -logit_statistics(logits).logsumexp
     return -temperature * torch.logsumexp(logits / temperature, 1)
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy of the softmax, in nats."""
-    log_p = logits.log_softmax(1)
-    return -(log_p.exp() * log_p).sum(1)
+    """Shannon entropy of the softmax, in nats: ``logsumexp - sum_c p_c x_c``."""
+    s = logit_statistics(logits)
+    return s.logsumexp - s.mean_logit
 
 
 def standardized_max_logit(logits: torch.Tensor, class_stats: ClassStats) -> torch.Tensor:
     """Negative max logit standardized by the predicted class's max-logit mean and std on the
     training split (Jung et al. 2021, without their boundary suppression and dilated smoothing)."""
-    top, predicted = logits.amax(1), logits.argmax(1)
+    s = logit_statistics(logits)
     mean, std = class_stats.mean.to(logits.device), class_stats.std.to(logits.device)
-    return -(top - mean[predicted]) / std[predicted]
+    return -(s.top - mean[s.argmax]) / std[s.argmax]
 
 
 def context_names(scorer: Callable, name: str = "?") -> tuple[str, ...]:

@@ -272,7 +272,7 @@ def test_an_image_above_the_limit_and_a_memory_error_say_what_and_how_big(monkey
     def no_memory(*args, **kwargs):
         raise MemoryError()
 
-    monkeypatch.setattr(np, "stack", no_memory)
+    monkeypatch.setattr(np, "empty", no_memory)  # what the eval sample is read into
     with pytest.raises(SegcheckError, match=r"out of memory holding 2 images of 300x400 \(0.0 GiB as uint8 images"):
         EvalData.from_dataset({"val": big}, "val", 2, 0)
 

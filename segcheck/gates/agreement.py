@@ -10,7 +10,7 @@ import torch
 from segcheck import SegcheckError
 from segcheck.gates.result import GateResult
 from segcheck.hookspecs import hookimpl
-from segcheck.model import SegModel
+from segcheck.model import SegModel, all_finite
 from segcheck.target import Target
 
 
@@ -78,7 +78,7 @@ def _batched(target: Target, cfg: dict) -> int:
 
 def _max_difference(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b|, or inf when ``a`` is not finite."""
-    return float((a - b).abs().max()) if torch.isfinite(a).all() else float("inf")
+    return float((a - b).abs().max()) if all_finite(a) else float("inf")
 
 
 def _same_logits(name: str, model, a: torch.Tensor, b: tuple, cfg: dict, between: str, cause: str) -> GateResult:

@@ -45,6 +45,7 @@ Memory: per component, a few integers (image, size, intersection, adjusted union
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import asdict, dataclass
 from types import MappingProxyType
 
@@ -159,27 +160,23 @@ class ComponentMetrics:
             raise SegcheckError(
                 f"scores contain {int(nan.sum())} NaN values on valid pixels; fix the model output or mark them void"
             )
-        records = [self._image(x[i], y[i], keep[i], self.images + i) for i in range(x.shape[0])]
+        gts = ground_truth(y, keep, self.min_gt_size)
+        records = [self._image(x[i], gts[i], keep[i], self.images + i) for i in range(x.shape[0])]
         for gt, pred in records:  # only after every image passed: a failing batch adds nothing
             self._gt.append(gt)
             self._pred.append(pred)
         self.images += x.shape[0]
         return self
 
-    def _image(self, score, anomaly, valid, image: int) -> tuple[np.ndarray, np.ndarray]:
+    def _image(self, score, gt: GroundTruth, valid, image: int) -> tuple[np.ndarray, np.ndarray]:
         from scipy import ndimage
 
         t = np.float64(self.threshold)  # a strong float64: compared exactly, not rounded to the score dtype
         predicted = (score >= t if self.inclusive else score > t) & valid
         pred, n_pred = ndimage.label(predicted, STRUCTURE)
-        gt, n_gt = ndimage.label(anomaly & valid, STRUCTURE)
         pred_size = np.bincount(pred.reshape(-1), minlength=n_pred + 1)
-        gt_size = np.bincount(gt.reshape(-1), minlength=n_gt + 1)
-        small_gt = gt_size < self.min_gt_size
-        small_gt[0] = False
-        roi = valid & ~small_gt[gt]  # small GT components become void
-        g = gt[roi].astype(np.int64)
-        p = pred[roi].astype(np.int64)
+        g, n_gt = gt.labels, gt.count
+        p = pred[gt.roi].astype(np.int64)
         small_pred = pred_size < self.min_pred_size  # sizes before the small GT components left the ROI
         small_pred[0] = True
         p[small_pred[p]] = 0
@@ -239,6 +236,43 @@ class ComponentMetrics:
             self.min_gt_size,
             self.min_pred_size,
         )
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """One image's GT components as every threshold and scorer sees them: ``roi`` (valid pixels
+    outside the GT components too small to count, which become void), the component id of each
+    ROI pixel (``labels``, 0 outside every component) and how many components were labelled."""
+
+    roi: np.ndarray
+    labels: np.ndarray
+    count: int
+
+
+_LAST_GT: list = []  # [(weak references to the batch's is_ood and valid, min_gt_size, [GroundTruth])]
+
+
+def ground_truth(anomaly: np.ndarray, valid: np.ndarray, min_gt_size: int) -> list[GroundTruth]:
+    """:class:`GroundTruth` of each image of a batch (N, H, W), labelled once per batch and
+    shared by the metrics of every scorer that is given the same arrays."""
+    if _LAST_GT:
+        a, v, size, found = _LAST_GT[0]
+        if a() is anomaly and v() is valid and size == min_gt_size:
+            return found
+    from scipy import ndimage
+
+    found = []
+    for y, keep in zip(anomaly, valid):
+        gt, n_gt = ndimage.label(y & keep, STRUCTURE)
+        small_gt = np.bincount(gt.reshape(-1), minlength=n_gt + 1) < min_gt_size
+        small_gt[0] = False
+        roi = keep & ~small_gt[gt]
+        found.append(GroundTruth(roi, gt[roi].astype(np.int64), n_gt))
+    try:
+        _LAST_GT[:] = [(weakref.ref(anomaly), weakref.ref(valid), min_gt_size, found)]
+    except TypeError:  # an array that takes no weak reference: nothing shared
+        _LAST_GT.clear()
+    return found
 
 
 def _mean(values: np.ndarray, image: np.ndarray) -> float:
