@@ -16,7 +16,9 @@ def noise_images(target, seed: int):
     drawn then, so every kind starts where the whole draw puts it."""
     images, model = target.data.images, target.model
     rng = np.random.default_rng(seed)
-    stats = target.model.memo("channel statistics", target.data, lambda: perturb.channel_statistics(images))
+    stats = target.model.memo(
+        "channel statistics", target.data, lambda: perturb.channel_statistics(images, target.data.batch_size)
+    )
     normalization = model.mean.cpu().numpy().ravel(), model.std.cpu().numpy().ravel()
     for kind in perturb.NOISE_KINDS:
         batches = perturb.noise_batches(kind, images.shape, *normalization, rng, target.data.batch_size, **stats)

@@ -23,7 +23,9 @@ def noise_input(target: Target, cfg: dict) -> GateResult:
     per_kind = {}
     for kind, batches in noise_images(target, cfg["seed"]):
         per_kind[kind] = data.score(model.predict_batches(batches, len(data.images))[0])
-    stats = target.model.memo("channel statistics", data, lambda: perturb.channel_statistics(data.images))
+    stats = target.model.memo(
+        "channel statistics", data, lambda: perturb.channel_statistics(data.images, data.batch_size)
+    )
     worst_kind = max(per_kind, key=per_kind.get)
     worst = per_kind[worst_kind]
     threshold = min(cfg["max_miou"], cfg["max_ratio"] * real)
