@@ -4,6 +4,8 @@ resident at a time), and the gate records, which it reports at the end of the ru
 from __future__ import annotations
 
 import gc
+import importlib
+import importlib.util
 import weakref
 from functools import cached_property
 from pathlib import Path
@@ -63,9 +65,11 @@ class SegcheckState:
     # --- set-up -----------------------------------------------------------------------------
     @cached_property
     def report_path(self) -> Path:
-        """Where the JSON report goes (its figures in ``<stem>.figures/`` beside it)."""
+        """Where the JSON report goes (its figures in ``<stem>.figures/`` beside it): by default
+        ``segcheck-report.json`` in the folder pytest was invoked from (not the rootdir, which
+        may lie outside the user's project)."""
         given = self.pytest_config.getoption("segcheck_report")
-        return Path(given) if given else self.pytest_config.rootpath / "segcheck-report.json"
+        return Path(given) if given else self.pytest_config.invocation_params.dir / "segcheck-report.json"
 
     @cached_property
     def figures_wanted(self) -> bool:
@@ -135,10 +139,7 @@ class SegcheckState:
         """The default target of the gate suite on the command line (``SEGCHECK_DEFAULT_TARGET``
         in its conftest, e.g. suites/prompted's prompted model); segcheck's own when suites
         with different defaults run together."""
-        plugins = self.pytest_config.pluginmanager.get_plugins()
-        suites = [
-            getattr(p, "SEGCHECK_DEFAULT_TARGET", {}) for p in plugins if getattr(p, "SEGCHECK_GATE_SUITE", False)
-        ]
+        suites = [getattr(c, "SEGCHECK_DEFAULT_TARGET", {}) for c in suite_conftests(self.pytest_config)]
         distinct = {tuple(sorted(d.items())) for d in suites}
         return dict(next(iter(distinct))) if len(distinct) == 1 else {}
 
@@ -387,6 +388,29 @@ class SegcheckState:
             "spec": spec_row(spec),
             **({"tags": dict(spec.tags)} if spec.tags else {}),
         }
+
+
+def suite_conftests(config: pytest.Config) -> list:
+    """The conftest modules of the gate suites this run names (``SEGCHECK_GATE_SUITE``): those
+    pytest loaded before configure (a suite's folder on the command line) and, under
+    ``--pyargs``, those of the ``segcheck.suites.<name>`` packages named (pytest loads a
+    package's conftest only when it collects it; the same module object then)."""
+    found = [p for p in config.pluginmanager.get_plugins() if getattr(p, "SEGCHECK_GATE_SUITE", False)]
+    if not config.option.pyargs:
+        return found
+    for arg in config.args:
+        parts = str(arg).split("::")[0].split(".")
+        if parts[:2] != ["segcheck", "suites"] or len(parts) < 3:
+            continue
+        name = ".".join([*parts[:3], "conftest"])
+        try:
+            known = importlib.util.find_spec(name) is not None
+        except ImportError:  # no such suite: pytest says so when it collects the argument
+            known = False
+        module = importlib.import_module(name) if known else None
+        if getattr(module, "SEGCHECK_GATE_SUITE", False) and all(module is not f for f in found):
+            found.append(module)
+    return found
 
 
 def _reason(report: pytest.TestReport) -> str:
