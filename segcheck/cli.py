@@ -240,8 +240,11 @@ def cmd_check(rest: list[str]) -> int:
         return 2
     import pytest
 
-    # -p names the plugin its pytest11 entry point registers (once), also when PYTEST_DISABLE_PLUGIN_AUTOLOAD is set
-    return int(pytest.main(["-p", "segcheck.pytest_plugin", "--pyargs", f"segcheck.suites.{suite}", *options]))
+    # -p names the plugin its pytest11 entry point registers (once), also when PYTEST_DISABLE_PLUGIN_AUTOLOAD is
+    # set; -W: pytest would rewrite the asserts of segcheck's package, which this command has imported already
+    quiet = "ignore:Module already imported so cannot be rewritten; segcheck:pytest.PytestAssertRewriteWarning"
+    args = ["-p", "segcheck.pytest_plugin", "-W", quiet, "--pyargs", f"segcheck.suites.{suite}", *options]
+    return int(pytest.main(args))
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,5 +1,6 @@
 """The state of one pytest run of segcheck: its session (plugins, settings), its targets (one
-resident at a time), and the gate records, which it reports at the end of the run."""
+resident at a time), and the gate records, which it reports at the end of the run. Imported by
+every pytest run (through the plugin): its module-level imports stay light (no YAML, no torch)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from segcheck import SegcheckError
-from segcheck import config as segconfig
 from segcheck.fleet import failed_fleet_gates, fleet_lines, fleet_view, shard_of, spec_row
 from segcheck.report import (
     GateRecord,
@@ -154,6 +154,7 @@ class SegcheckState:
     @cached_property
     def targets(self) -> dict:
         """``{id: TargetSpec}``: the manifest's targets, or the one the options name."""
+        from segcheck import config as segconfig
         from segcheck.manifest import read_manifest, target_spec, unique
 
         opt = self.pytest_config.getoption
@@ -255,7 +256,9 @@ class SegcheckState:
         try:
             return next(iter(self.targets))
         except SegcheckError:  # reported by whatever needs the target; the id still names it
-            return self.pytest_config.getoption("segcheck_model") or segconfig.DEFAULTS["target"]["model"]
+            from segcheck.config import DEFAULTS
+
+            return self.pytest_config.getoption("segcheck_model") or DEFAULTS["target"]["model"]
 
     # --- pytest hooks of this run ------------------------------------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport):
@@ -370,8 +373,10 @@ class SegcheckState:
         return sorted(self.records, key=lambda r: (r.target, r.test))
 
     def _thresholds(self) -> dict:
+        from segcheck.config import thresholds
+
         try:
-            return segconfig.thresholds(self.config)
+            return thresholds(self.config)
         except SegcheckError:
             return {}
 
