@@ -30,7 +30,7 @@ def test_the_shipped_model_passes_every_quick_gate_by_name_and_by_callable(examp
     by_name, outcomes = gates(example, "--plugin", "mypkg.segcheck_plugin", "--model", "mypkg-net", "--dataset",
                               "mypkg-terrain")  # fmt: skip
     assert by_name.ret == 0, by_name.stdout.str()
-    by_name.stdout.fnmatch_lines(["*segcheck: model mypkg-net (from mypkg.segcheck_plugin), checkpoint *terrain.safe*"])
+    by_name.stdout.fnmatch_lines(["*segcheck: model mypkg-net (from mypkg*), checkpoint *terrain.safe*"])
     assert sorted(set(outcomes.values()) - {"skipped"}) == ["passed"] and len(outcomes) == 22
     by_callable, same = gates(example, "--model", "mypkg.models:trained", "--dataset", "mypkg.data:load")
     assert by_callable.ret == 0 and same == outcomes, by_callable.stdout.str()
