@@ -10,6 +10,7 @@ No pytest run, no report file: the gates are the registered ones (built-ins, ins
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
@@ -120,7 +121,8 @@ def check(
     defaults = segconfig.with_sections(
         {g.section: g.defaults for g in loaded.gates.gates() if g.section and g.defaults}
     )
-    config = segconfig.load(None, dict(settings or {}), defaults, source="segcheck.check(settings=...)")
+    config = copy.deepcopy(defaults)
+    segconfig.merge(config, dict(settings or {}), "segcheck.check(settings=...)")
     configure(loaded.manager, config)
     config = segconfig.validated(config, defaults, "a segcheck_configure hook")
     chosen = _chosen(loaded.gates.gates(), gates)

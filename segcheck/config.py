@@ -165,11 +165,9 @@ def read_yaml(path: Path, what: str, advice: str = ""):
         raise SegcheckError(f"{what} {path} is not valid YAML ({' '.join(str(exc).split())}){advice}") from None
 
 
-def load(
-    path: Path | None = None, overrides: dict | None = None, defaults: dict | None = None, source: str = "command line"
-) -> dict:
+def load(path: Path | None = None, overrides: dict | None = None, defaults: dict | None = None) -> dict:
     """``defaults`` (DEFAULTS unless given), updated by the YAML file at ``path`` (safe-loaded),
-    then by ``overrides`` (named ``source`` in errors).
+    then by ``overrides``.
 
     Unknown sections or keys and values of the wrong type are errors that name them.
     """
@@ -182,7 +180,7 @@ def load(
         if not isinstance(data, dict):
             raise SegcheckError(f"config file {path} must be a YAML mapping of sections, got {type(data).__name__}")
         merge(config, data, str(path))
-    merge(config, overrides or {}, source)
+    merge(config, overrides or {}, "command line")
     return config
 
 
