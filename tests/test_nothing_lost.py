@@ -182,7 +182,7 @@ def test_a_trained_checkpoint_is_replaced_only_with_overwrite_and_never_by_its_o
     train(recipe="naive", out=out, epochs=1, seed=1, overwrite=True, **tiny)
     assert yaml.safe_load(out.with_suffix(".yaml").read_text())["seed"] == 1
     with pytest.raises(SegcheckError, match="is also an input of this command"):
-        train(recipe="naive", out=out, epochs=1, init=out, overwrite=True, **tiny)
+        train(recipe="naive", out=out, epochs=1, init=out, **tiny)
     mine = tmp_path / "mine.safetensors"
     mine.write_bytes(b"x")
     train(recipe="naive", out=mine, epochs=1, overwrite=True, **tiny)
@@ -303,9 +303,13 @@ def test_case_10_merge_applies_the_non_finite_rule_and_refuses_another_version(t
     assert capsys.readouterr().out.strip().endswith(f"2 of 3 gates passed over 3 targets from 2 reports; wrote {out}")
     (record,) = [g for g in json.loads(out.read_text())["gates"] if g["target"] == "a"]
     assert record["outcome"] == "error" and math.isnan(record["value"])
-    assert record["message"] == (
-        "noise_input measured nan against 0.1: a non-finite number cannot pass; the model or the data gave NaN/inf"
-    )
+    assert record["message"] == "noise_input measured nan against 0.1: NaN is no measurement, so the gate cannot judge"
+    report["gates"][0] = noise("a", 0.5, float("inf"), passed=True).to_dict()
+    a.write_text(json.dumps(report))
+    assert cli.main(["report", "merge", str(a), str(b), "-o", str(out), "--overwrite"]) == 0
+    (record,) = [g for g in json.loads(out.read_text())["gates"] if g["target"] == "a"]
+    assert record["outcome"] == "error" and "a non-finite number cannot pass" in record["message"]
+    capsys.readouterr()
     old, new = shards(tmp_path, __version__, "9.9.9")
     assert cli.main(["report", "merge", str(old), str(new), "-o", str(out)]) == 2
     assert capsys.readouterr().err.strip() == (
