@@ -20,8 +20,8 @@ from segcheck import config as segconfig
 from segcheck.data import DatasetSpec, EvalData
 from segcheck.gates.registered import NotApplicable, TargetProblem, run, unmet_need
 from segcheck.model import ModelUnderTest, Normalization
-from segcheck.plugins import configure, load
 from segcheck.report import GateRecord, summary_table
+from segcheck.session import open_session
 from segcheck.target import Target, resolve_device
 
 #: what did not pass: the outcomes ``assert_passed`` fails on
@@ -117,14 +117,9 @@ def check(
     """
     if (mean is None) != (std is None):
         raise SegcheckError("segcheck.check: give mean and std together (the training normalization), or neither")
-    loaded = load(list(plugins))
-    defaults = segconfig.with_sections(
-        {g.section: g.defaults for g in loaded.gates.gates() if g.section and g.defaults}
-    )
-    config = copy.deepcopy(defaults)
+    session = open_session(list(plugins))  # plugins, defaults, segcheck_configure hooks: as a run sets up
+    loaded, config = session.plugins, copy.deepcopy(session.config)
     segconfig.merge(config, dict(settings or {}), "segcheck.check(settings=...)")
-    configure(loaded.manager, config)
-    config = segconfig.validated(config, defaults, "a segcheck_configure hook")
     chosen = _chosen(loaded.gates.gates(), gates)
     normalization = Normalization(tuple(mean), tuple(std), "segcheck.check(mean=, std=)") if mean is not None else None
     if splits is not None:  # the eval sample is split "val", unless a "val" is given
