@@ -1,4 +1,4 @@
-"""The ``segcheck`` console script: ``list``, ``train``, ``ablate``, ``report`` and ``predict``."""
+"""The ``segcheck`` console script: ``check``, ``list``, ``train``, ``ablate``, ``report`` and ``predict``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from segcheck import SegcheckError
+from segcheck import SegcheckError, __version__
 
 
 def _plugins(args):
@@ -217,9 +217,46 @@ def report_render(paths: list[str], out: Path | None, plugin_specs: list[str], *
     return 0
 
 
+CHECK_USAGE = "segcheck check {gates,anomaly,prompted,metrics} [pytest options and segcheck options]"
+
+
+def cmd_check(rest: list[str]) -> int:
+    """``segcheck check SUITE [options]``: ``pytest --pyargs segcheck.suites.SUITE [options]`` in
+    this process (the suites ship in the package, so it runs from any folder); pytest's exit code."""
+    from segcheck.suites import SUITES
+
+    if not rest or rest[0] in ("-h", "--help"):
+        print(
+            f"usage: {CHECK_USAGE}\n\nRuns one of segcheck's suites with pytest, from any folder: the same as "
+            "pytest --pyargs segcheck.suites.SUITE [options], with pytest's exit codes. Every pytest option "
+            "works (-k, -m, -x, -n 2, --junitxml) and every segcheck option (--model, --checkpoint, --dataset, "
+            "--data-root, --plugin, ...); segcheck check gates --help lists them."
+        )
+        return 0 if rest else 2
+    suite, options = rest[0], rest[1:]
+    if suite not in SUITES:
+        print(f"segcheck: error: unknown suite {suite!r}; expected one of {', '.join(SUITES)}: {CHECK_USAGE}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    import pytest
+
+    # -p names the plugin its pytest11 entry point registers (once), also when PYTEST_DISABLE_PLUGIN_AUTOLOAD is
+    # set; -W: pytest would rewrite the asserts of segcheck's package, which this command has imported already
+    quiet = "ignore:Module already imported so cannot be rewritten; segcheck:pytest.PytestAssertRewriteWarning"
+    args = ["-p", "segcheck.pytest_plugin", "-W", quiet, "--pyargs", f"segcheck.suites.{suite}", *options]
+    return int(pytest.main(args))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="segcheck", description="Validity gates for semantic-segmentation models.")
+    p.add_argument("--version", action="version", version=f"segcheck {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser(
+        "check",
+        help="run a suite (gates, anomaly, prompted, metrics) with pytest from any folder: "
+        "segcheck check gates -m 'not train' --model mypkg.models:build",
+        usage=CHECK_USAGE,
+    )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--plugin",
@@ -391,6 +428,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["check"]:  # everything after the suite is pytest's: argparse never sees it
+        return cmd_check(argv[1:])
     args = parser().parse_args(argv)
     try:
         return args.run(args)

@@ -270,17 +270,18 @@ def first_normalization(*candidates: tuple[object, object, str]) -> Normalizatio
     return IMAGENET
 
 
-def _reinitialized(module: torch.nn.Module) -> torch.nn.Module:
-    """``module`` with every layer's parameters reset (``reset_parameters``); an error when a
-    layer with parameters cannot be reset (its trained weights would pass for fresh ones)."""
+def reinitialized(module: torch.nn.Module, why: str = "the builder returned the module under test") -> torch.nn.Module:
+    """``module`` with every layer's parameters reset (``reset_parameters``); an error (saying
+    ``why`` a reset was needed) when a layer with parameters cannot be reset (its trained
+    weights would pass for fresh ones)."""
     for layer in module.modules():
         own = list(layer.parameters(recurse=False))
         if hasattr(layer, "reset_parameters"):
             layer.reset_parameters()
         elif own:
             raise SegcheckError(
-                f"the builder returned the module under test, and its {type(layer).__name__} layer "
-                "cannot be re-initialized; give ModelUnderTest a builder that builds a new module"
+                f"{why}, and its {type(layer).__name__} layer cannot be re-initialized; give ModelUnderTest a "
+                "builder that builds a new module (a registered model's builder)"
             )
     return module
 
@@ -377,7 +378,7 @@ class ModelUnderTest(SegModel):
             module = self.builder(**kwargs)
         if module is self.module:  # a builder that hands back the module under test: copy it, untrained
             with seeded(seed):
-                module = _reinitialized(copy.deepcopy(module))
+                module = reinitialized(copy.deepcopy(module))
         n = self.fresh_normalization
         return SegModel(
             module,

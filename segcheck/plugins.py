@@ -2,15 +2,14 @@
 
 Plugins come from, in order: the built-in modules (``BUILTIN_PLUGINS``, registered exactly
 like external ones), installed packages of the ``segcheck`` entry-point group, and the
-files or modules the user names with ``--plugin``.
+files or modules the user names with ``--plugin``. A model or dataset may also be named by
+its callable, ``module.path:callable`` or ``file.py:callable`` (``segcheck.references``).
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import pkgutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -19,6 +18,7 @@ import pluggy
 
 from segcheck import SegcheckError, hookspecs
 from segcheck.gates.registered import GateRegistry
+from segcheck.references import import_file, importable
 from segcheck.registry import Registry
 from segcheck.scoring import ScorerRegistry
 
@@ -94,21 +94,18 @@ class Plugins:
 
 
 def import_plugin(spec: str) -> ModuleType:
-    """Import ``spec``: a path to a ``.py`` file or a dotted module name."""
+    """Import ``spec``: a path to a ``.py`` file or a dotted module name. The file's folder and
+    the invocation folder are importable (``segcheck.references.importable``), so a plugin file
+    may import the user's own modules beside it."""
     path = Path(spec)
     if spec.endswith(".py") or path.exists():
         if not path.is_file():
             raise SegcheckError(f"--plugin {spec}: no such file; give a .py file or an importable module name")
-        name = f"segcheck_user_plugin_{path.stem}_{abs(hash(str(path.resolve())))}"
-        module_spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[name] = module
         try:
-            module_spec.loader.exec_module(module)
+            return import_file(path, "segcheck_user_plugin")
         except Exception as exc:
-            del sys.modules[name]
             raise SegcheckError(f"--plugin {spec} failed to import: {type(exc).__name__}: {exc}") from exc
-        return module
+    importable()
     try:
         return importlib.import_module(spec)
     except ImportError as exc:
@@ -178,8 +175,8 @@ def load(plugin_specs: list[str] | tuple[str, ...] = (), *, entry_points: bool =
     hints = {OPTIONAL_PLUGINS[name][2]: f"plugin {name} is absent ({note})" for name, note in absent.items()}
     return Plugins(
         manager=manager,
-        models=_fill(manager, "segcheck_register_models", Registry("model", MODEL_META, hints=hints)),
-        datasets=_fill(manager, "segcheck_register_datasets", Registry("dataset", DATASET_META)),
+        models=_fill(manager, "segcheck_register_models", Registry("model", MODEL_META, hints=hints, references=True)),
+        datasets=_fill(manager, "segcheck_register_datasets", Registry("dataset", DATASET_META, references=True)),
         metrics=_fill(
             manager, "segcheck_register_metrics", Registry("metric", METRIC_META, METRIC_CHOICES, required=("kind",))
         ),

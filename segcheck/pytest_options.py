@@ -118,7 +118,8 @@ OPTIONS = {
     "--segcheck-report": (
         "segcheck_report",
         "PATH.json",
-        "where to write the JSON report (default: segcheck-report.json when gates ran); figures go to "
+        "where to write the JSON report (default: segcheck-report.json in the current folder, when gates ran); "
+        "figures go to "
         "<report>.figures/ beside it",
         {},
     ),

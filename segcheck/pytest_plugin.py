@@ -1,9 +1,12 @@
 """segcheck's pytest plugin: options, markers, the gate parametrization, fixtures and records.
 
-Loaded through the ``pytest11`` entry point. It stays cheap for test runs that use no
-segcheck fixture: plugins, models and data are resolved on first use, or at start-up when a
-gate suite runs or a segcheck option is given (a wrong name, a missing file or an
-unloadable checkpoint of a single target is then a usage error before any test).
+Loaded through the ``pytest11`` entry point. It is inert in a run that collects no segcheck
+suite, gives no segcheck option and asks for no segcheck fixture (another project's tests): no
+torch import, no header line, no file, xdist's own scheduling. Plugins, models and data are
+resolved on first use, or at start-up when a gate suite runs (``pytest suites/gates``,
+``pytest --pyargs segcheck.suites.gates``) or a segcheck option is given (a wrong name, a
+missing file or an unloadable checkpoint of a single target is then a usage error before any
+test).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import pytest
 
 from segcheck import SegcheckError
 from segcheck.pytest_options import add_options
-from segcheck.pytest_state import TARGET_OPTIONS, SegcheckState
+from segcheck.pytest_state import TARGET_OPTIONS, SegcheckState, suite_conftests
 from segcheck.report import GateRecord
 
 STATE = pytest.StashKey[SegcheckState]()
@@ -96,14 +99,20 @@ def _resolve_single_target(state: SegcheckState) -> None:
 
 
 def _gate_suite_requested(config: pytest.Config) -> bool:
-    """Whether the command line names a gate suite (its conftest, loaded before configure, says so)."""
-    return any(getattr(plugin, "SEGCHECK_GATE_SUITE", False) for plugin in config.pluginmanager.get_plugins())
+    """Whether the command line names a gate suite (its conftest says so: ``suite_conftests``)."""
+    return bool(suite_conftests(config))
+
+
+def _active(config: pytest.Config) -> bool:
+    """Whether this run tests a segcheck target: its session is open (a gate suite, a segcheck
+    option or a segcheck fixture opened it). An inactive run is another project's: inert."""
+    return "session" in vars(_state(config))
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     state = _state(config)
-    if "session" not in vars(state):
-        return ["segcheck: targets are resolved when a gate runs"]
+    if not _active(config):
+        return []
     try:
         targets = state.targets
     except SegcheckError as exc:  # a gate needing them fails with this line; the header only says it
@@ -174,10 +183,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc):
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]):
-    """Name each gate test's gate and target; skip other ``gpu`` tests without CUDA (gate tests
-    are skipped where every need is decided: ``segcheck.gates.unmet_need``)."""
+    """Name each gate test's gate and target; in a segcheck run, skip other ``gpu`` tests without
+    CUDA (gate tests are skipped where every need is decided: ``segcheck.gates.unmet_need``);
+    another project's ``gpu`` marker is its own business."""
     gpu_items = [i for i in items if i.get_closest_marker("gpu") and i.get_closest_marker("gate") is None]
-    if gpu_items:
+    if gpu_items and (_active(config) or any(i.get_closest_marker("gate") for i in items)):
         import torch
 
         if not torch.cuda.is_available():
@@ -200,14 +210,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """``-n N`` (xdist's ``load``): each target's gates on one worker (``segcheck.xdist_scheduling``)."""
-    if config.getoption("dist") != "load":
-        return None  # the user chose a distribution mode; keep it
+    """``-n N`` (xdist's ``load``) in a segcheck run: each target's gates on one worker
+    (``segcheck.xdist_scheduling``). Another project's run keeps xdist's own scheduling."""
+    if config.getoption("dist") != "load" or not _active(config):
+        return None  # the user chose a distribution mode, or this is not a segcheck run; keep it
     from segcheck.xdist_scheduling import TargetScheduling
 
     state = _state(config)
     try:
-        targets = list(state.targets) if "session" in vars(state) else []
+        targets = list(state.targets)
     except SegcheckError:
         targets = []
     return TargetScheduling(config, log, targets)

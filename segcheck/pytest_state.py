@@ -1,9 +1,12 @@
 """The state of one pytest run of segcheck: its session (plugins, settings), its targets (one
-resident at a time), and the gate records, which it reports at the end of the run."""
+resident at a time), and the gate records, which it reports at the end of the run. Imported by
+every pytest run (through the plugin): its module-level imports stay light (no YAML, no torch)."""
 
 from __future__ import annotations
 
 import gc
+import importlib
+import importlib.util
 import weakref
 from functools import cached_property
 from pathlib import Path
@@ -11,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from segcheck import SegcheckError
-from segcheck import config as segconfig
 from segcheck.fleet import failed_fleet_gates, fleet_lines, fleet_view, shard_of, spec_row
 from segcheck.report import (
     GateRecord,
@@ -64,9 +66,11 @@ class SegcheckState:
     # --- set-up -----------------------------------------------------------------------------
     @cached_property
     def report_path(self) -> Path:
-        """Where the JSON report goes (its figures in ``<stem>.figures/`` beside it)."""
+        """Where the JSON report goes (its figures in ``<stem>.figures/`` beside it): by default
+        ``segcheck-report.json`` in the folder pytest was invoked from (not the rootdir, which
+        may lie outside the user's project)."""
         given = self.pytest_config.getoption("segcheck_report")
-        return Path(given) if given else self.pytest_config.rootpath / "segcheck-report.json"
+        return Path(given) if given else self.pytest_config.invocation_params.dir / "segcheck-report.json"
 
     @cached_property
     def figures_wanted(self) -> bool:
@@ -136,10 +140,7 @@ class SegcheckState:
         """The default target of the gate suite on the command line (``SEGCHECK_DEFAULT_TARGET``
         in its conftest, e.g. suites/prompted's prompted model); segcheck's own when suites
         with different defaults run together."""
-        plugins = self.pytest_config.pluginmanager.get_plugins()
-        suites = [
-            getattr(p, "SEGCHECK_DEFAULT_TARGET", {}) for p in plugins if getattr(p, "SEGCHECK_GATE_SUITE", False)
-        ]
+        suites = [getattr(c, "SEGCHECK_DEFAULT_TARGET", {}) for c in suite_conftests(self.pytest_config)]
         distinct = {tuple(sorted(d.items())) for d in suites}
         return dict(next(iter(distinct))) if len(distinct) == 1 else {}
 
@@ -154,6 +155,7 @@ class SegcheckState:
     @cached_property
     def targets(self) -> dict:
         """``{id: TargetSpec}``: the manifest's targets, or the one the options name."""
+        from segcheck import config as segconfig
         from segcheck.manifest import read_manifest, target_spec, unique
 
         opt = self.pytest_config.getoption
@@ -274,7 +276,9 @@ class SegcheckState:
         try:
             return next(iter(self.targets))
         except SegcheckError:  # reported by whatever needs the target; the id still names it
-            return self.pytest_config.getoption("segcheck_model") or segconfig.DEFAULTS["target"]["model"]
+            from segcheck.config import DEFAULTS
+
+            return self.pytest_config.getoption("segcheck_model") or DEFAULTS["target"]["model"]
 
     # --- pytest hooks of this run ------------------------------------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport):
@@ -389,8 +393,10 @@ class SegcheckState:
         return sorted(self.records, key=lambda r: (r.target, r.test))
 
     def _thresholds(self) -> dict:
+        from segcheck.config import thresholds
+
         try:
-            return segconfig.thresholds(self.config)
+            return thresholds(self.config)
         except SegcheckError:
             return {}
 
@@ -407,6 +413,29 @@ class SegcheckState:
             "spec": spec_row(spec),
             **({"tags": dict(spec.tags)} if spec.tags else {}),
         }
+
+
+def suite_conftests(config: pytest.Config) -> list:
+    """The conftest modules of the gate suites this run names (``SEGCHECK_GATE_SUITE``): those
+    pytest loaded before configure (a suite's folder on the command line) and, under
+    ``--pyargs``, those of the ``segcheck.suites.<name>`` packages named (pytest loads a
+    package's conftest only when it collects it; the same module object then)."""
+    found = [p for p in config.pluginmanager.get_plugins() if getattr(p, "SEGCHECK_GATE_SUITE", False)]
+    if not config.option.pyargs:
+        return found
+    for arg in config.args:
+        parts = str(arg).split("::")[0].split(".")
+        if parts[:2] != ["segcheck", "suites"] or len(parts) < 3:
+            continue
+        name = ".".join([*parts[:3], "conftest"])
+        try:
+            known = importlib.util.find_spec(name) is not None
+        except ImportError:  # no such suite: pytest says so when it collects the argument
+            known = False
+        module = importlib.import_module(name) if known else None
+        if getattr(module, "SEGCHECK_GATE_SUITE", False) and all(module is not f for f in found):
+            found.append(module)
+    return found
 
 
 def _reason(report: pytest.TestReport) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from segcheck import SegcheckError
+from segcheck.references import import_reference, is_reference
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,15 @@ class Registry:
         choices: dict[str, tuple] | None = None,
         required: tuple[str, ...] = (),
         hints: dict[str, str] | None = None,
+        references: bool = False,
     ):
         self.kind = kind
         self.meta_keys = meta_keys
         self.choices = choices or {}  # meta key -> the values it may take
         self.required = required
         self.hints = hints or {}  # name prefix -> why names with it are missing (an absent optional plugin)
+        self.references = references  # whether an unknown module:callable name is imported (segcheck.references)
+        self.referenced: set[str] = set()  # the names added that way
         self._entries: dict[str, Entry] = {}
         self._plugin = "?"
 
@@ -72,15 +76,28 @@ class Registry:
         self._entries[name] = Entry(name, obj, dict(meta), self._plugin)
 
     def get(self, name: str) -> Entry:
-        """The entry called ``name``; an unknown name raises, listing the known ones."""
-        try:
+        """The entry called ``name``; an unknown name raises, listing the known ones. With
+        ``references``, an unknown ``module.path:callable`` or ``file.py:callable`` (whose part
+        before the colon is no prefix of registered or hinted names, e.g. ``smp:``) is imported
+        and registered under ``name``, from the module or file it names."""
+        if name in self._entries:
             return self._entries[name]
-        except KeyError:
-            hint = next((why for prefix, why in self.hints.items() if name.startswith(prefix)), None)
-            if hint:
-                raise SegcheckError(f"unknown {self.kind} {name!r}: {hint}") from None
-            known = ", ".join(sorted(self._entries)) or "(none)"
-            raise SegcheckError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}") from None
+        hint = next((why for prefix, why in self.hints.items() if name.startswith(prefix)), None)
+        if hint:
+            raise SegcheckError(f"unknown {self.kind} {name!r}: {hint}")
+        known = ", ".join(sorted(self._entries)) or "(none)"
+        if self.references and is_reference(name) and not self._prefixed(name):
+            obj, origin = import_reference(name, self.kind, f"known {self.kind}s: {known}")
+            with self.provided_by(origin):
+                self.add(name, obj)
+            self.referenced.add(name)
+            return self._entries[name]
+        raise SegcheckError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}")
+
+    def _prefixed(self, name: str) -> bool:
+        """Whether ``name``'s part before its first colon, colon included, begins registered names."""
+        prefix = name.split(":", 1)[0] + ":"
+        return any(known.startswith(prefix) for known in self._entries)
 
     def names(self) -> list[str]:
         return sorted(self._entries)

@@ -20,6 +20,7 @@ from segcheck.model import (
     Predictions,
     architecture_normalization,
     first_normalization,
+    reinitialized,
     seeded,
 )
 from segcheck.registry import Entry
@@ -135,10 +136,14 @@ def resolve_device(name: str) -> str:
 
 def bundled_checkpoint(plugins: Plugins, model: str, dataset: str, given: str | Path | None) -> Path | None:
     """The checkpoint a run means: ``given`` as a path, None for ``"none"`` (random init), or
-    when nothing is given the model's bundled checkpoint for ``dataset`` (an error if it has none)."""
+    when nothing is given the model's bundled checkpoint for ``dataset`` (an error if it has none).
+    A model named by its callable (``module:callable``) bundles what the callable returns: None."""
     if given is not None:
         return None if str(given) == "none" else Path(given)
-    found = (plugins.models.get(model).meta.get("checkpoints") or {}).get(dataset)
+    entry = plugins.models.get(model)
+    if model in plugins.models.referenced:
+        return None
+    found = (entry.meta.get("checkpoints") or {}).get(dataset)
     if found is None:
         raise SegcheckError(
             f"model {model!r} bundles no checkpoint for dataset {dataset!r}; pass --checkpoint PATH "
@@ -195,13 +200,17 @@ def load_model(plugins: Plugins, spec: TargetSpec, data: EvalData | SegDataset) 
     check_prompted(entry, spec, data)
     folder = path is not None and Path(path).is_dir()
     sidecar = ckpt.read_sidecar(path) if path is not None else None
-    _check_sidecar_classes(sidecar, path, spec, data, entry.meta.get("wraps"))
+    same = [n for n in plugins.models.names() if plugins.models.get(n).obj is entry.obj]  # e.g. mypkg-net, mypkg:build
+    _check_sidecar_classes(sidecar, path, spec, data, entry.meta.get("wraps"), same)
     architecture = dict((sidecar or {}).get("model_kwargs") or {}) | {k: thawed(v) for k, v in spec.model_args}
     if folder:
         architecture.setdefault("config", Path(path))
     builder = functools.partial(build_module, entry, data.spec.num_classes, **architecture)
     with seeded(spec.init_seed):  # a random-init target is the same model every run
         module = guarded(f"model {spec.model!r}: its builder", builder, **_loading_kwargs(entry, spec, sidecar))
+    if spec.model in plugins.models.referenced:  # the callable may return trained weights: fresh copies are reset
+        why = f"fresh copies of {spec.model} are its module re-initialized"
+        builder = functools.partial(_reset_build, builder, why)
     if path is not None and spec.trust_checkpoint and path.suffix != ".safetensors" and not folder:
         module = guarded(f"unpickling trusted checkpoint {path}", ckpt.load_trusted, model=module, path=path)
     elif path is not None:
@@ -213,7 +222,7 @@ def load_model(plugins: Plugins, spec: TargetSpec, data: EvalData | SegDataset) 
     fresh = architecture_normalization(data.spec, entry.meta, spec.dataset, spec.model, (spec.mean, spec.std))
     provenance = {
         "model": f"{spec.model} (from {entry.plugin})",
-        "checkpoint": _checkpoint_note(spec, path, module),
+        "checkpoint": _checkpoint_note(spec, path, module, spec.model in plugins.models.referenced),
         "data_root": str(spec.data_root) if spec.data_root else None,
     }
     if spec.model_args:
@@ -285,8 +294,11 @@ def _trained_normalization(sidecar: dict | None, path, explicit) -> list[tuple[o
     return found
 
 
-def _checkpoint_note(spec: TargetSpec, path: Path | None, module: torch.nn.Module) -> str:
-    """The checkpoint as the report names it, saying when a wrapper prefix was stripped."""
+def _checkpoint_note(spec: TargetSpec, path: Path | None, module: torch.nn.Module, referenced: bool = False) -> str:
+    """The checkpoint as the report names it, saying when a wrapper prefix was stripped (a model
+    named by its callable, without a checkpoint: the module as the callable returns it)."""
+    if path is None and referenced:
+        return f"none: the module as {spec.model} returns it (built under target.init_seed {spec.init_seed})"
     if path is None:
         return f"none (random init, target.init_seed {spec.init_seed})"
     if Path(path).is_dir():
@@ -342,11 +354,17 @@ def check_checkpoint_path(entry: Entry, path: Path | None) -> None:
         raise SegcheckError(f"checkpoint {path} {what}; pass --checkpoint PATH to a weights file")
 
 
-def _check_sidecar_classes(sidecar: dict | None, path, spec: TargetSpec, data: EvalData, wraps=None) -> None:
-    """The sidecar's model (or the one the target's model ``wraps``) and classes are the
-    target's: else its weights, mean and std belong to another model."""
+def _reset_build(builder, why: str, **kwargs) -> torch.nn.Module:
+    """``builder(**kwargs)`` with its parameters re-initialized (:func:`segcheck.model.reinitialized`)."""
+    return reinitialized(builder(**kwargs), why)
+
+
+def _check_sidecar_classes(sidecar: dict | None, path, spec: TargetSpec, data: EvalData, wraps=None, same=()) -> None:
+    """The sidecar's model (the target's, one the target's model ``wraps``, or one registered
+    with the ``same`` builder) and classes are the target's: else its weights, mean and std
+    belong to another model."""
     trained = (sidecar or {}).get("model")
-    if trained is not None and str(trained) not in (spec.model, wraps):
+    if trained is not None and str(trained) not in (spec.model, wraps, *same):
         raise SegcheckError(
             f"checkpoint {path} was trained as model {trained!r} (its sidecar {ckpt.sidecar_path(path).name} says "
             f"so), but it is loaded into model {spec.model!r}; pass --model {trained}, or the checkpoint of "

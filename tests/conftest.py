@@ -28,6 +28,25 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config, items):
+    """segcheck's own ``gpu`` tests skip without CUDA (segcheck's pytest plugin skips ``gpu``
+    tests only in a run that tests a target: another project's marker is left alone)."""
+    if not torch.cuda.is_available():
+        for item in items:
+            if item.get_closest_marker("gpu") and item.get_closest_marker("gate") is None:
+                item.add_marker(pytest.mark.skip(reason="needs CUDA; none available on this machine"))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``-n``, segcheck's own tests go to workers by module, as they always have (segcheck's
+    plugin leaves xdist's scheduling alone in a run that tests no target)."""
+    if config.getoption("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    return LoadScopeScheduling(config, log)
+
+
 def build_target(plugins, config: dict, model: str, dataset: str, checkpoint=BUNDLED, **spec) -> Target:
     """``resolve`` of a TargetSpec; ``checkpoint`` a path, ``"none"`` (random init) or, by
     default, the model's bundled checkpoint for the dataset."""

@@ -100,9 +100,10 @@ def test_the_shortcut_rows_hold_each_field_proposal_alone_and_together():
     assert rows[ablation.VARIANT_ROBUST] == ablation.VARIANTS[ablation.VARIANT_ROBUST]
 
 
-def test_judge_outside_a_checkout_is_a_clear_error(tmp_path, monkeypatch):
+def test_judge_without_the_suites_is_a_clear_error(tmp_path, monkeypatch):
+    assert (ablation.SUITE / "test_gates.py").is_file()  # the suites ship in the package: no checkout needed
     monkeypatch.setattr(ablation, "SUITE", tmp_path / "missing")
-    with pytest.raises(SegcheckError, match="run the ablation from a segcheck checkout"):
+    with pytest.raises(SegcheckError, match="reinstall segcheck"):
         ablation.judge(tmp_path / "x.safetensors", tmp_path / "x.json", "not train")
 
 

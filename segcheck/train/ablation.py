@@ -64,7 +64,7 @@ BINARY_VARIANTS: dict[str, str] = {
     "focal-binary (focal, gamma 2)": "focal-binary",
     "robust-binary (balanced BCE + Dice)": "robust-binary",
 }
-SUITES = Path(__file__).resolve().parents[2] / "suites"
+SUITES = Path(__file__).resolve().parents[1] / "suites"  # the package segcheck.suites
 SUITE = SUITES / "gates"
 ANOMALY_SUITE = SUITES / "anomaly"
 PROMPTED_SUITE = SUITES / "prompted"
@@ -77,7 +77,7 @@ def judge(
     when given); return their JSON report."""
     suites = (SUITE, ANOMALY_SUITE) if suites is None else suites
     if not all(s.is_dir() for s in suites):
-        raise SegcheckError(f"the gate suites are not at {SUITES}; run the ablation from a segcheck checkout")
+        raise SegcheckError(f"the gate suites are not at {SUITES}; reinstall segcheck (its suites ship in the package)")
     cmd = [
         sys.executable,
         "-m",

@@ -1,6 +1,3 @@
-"""Marks this folder as a segcheck gate suite: at start-up the pytest plugin resolves what is
-under test (a wrong name is a usage error before any test runs) and states it in the header.
-Without ``--model``/``--dataset`` it judges the embedded prompted default."""
+"""Points at ``segcheck.suites.prompted.conftest``: the suite ships in the package (one copy)."""
 
-SEGCHECK_GATE_SUITE = True
-SEGCHECK_DEFAULT_TARGET = {"model": "unet-prompted", "dataset": "synthetic-drywall"}
+from segcheck.suites.prompted.conftest import *  # noqa: F403

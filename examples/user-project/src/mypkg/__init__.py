@@ -1,0 +1,1 @@
+"""mypkg: a user's own segmentation package (segcheck's example of a project that depends on it)."""

@@ -1,0 +1,1 @@
+"""The anomaly suite (see ``segcheck.suites``)."""

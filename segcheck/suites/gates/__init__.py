@@ -1,0 +1,1 @@
+"""The gates suite (see ``segcheck.suites``)."""

@@ -1,0 +1,1 @@
+"""The metrics suite (see ``segcheck.suites``)."""

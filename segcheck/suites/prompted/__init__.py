@@ -1,0 +1,1 @@
+"""The prompted suite (see ``segcheck.suites``)."""

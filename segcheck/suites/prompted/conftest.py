@@ -1,0 +1,6 @@
+"""Marks this folder as a segcheck gate suite: at start-up the pytest plugin resolves what is
+under test (a wrong name is a usage error before any test runs) and states it in the header.
+Without ``--model``/``--dataset`` it judges the embedded prompted default."""
+
+SEGCHECK_GATE_SUITE = True
+SEGCHECK_DEFAULT_TARGET = {"model": "unet-prompted", "dataset": "synthetic-drywall"}
