@@ -156,14 +156,17 @@ def cmd_report(args) -> int:
     """``segcheck report merge A.json B.json ... -o FLEET.json`` or ``segcheck report [render]
     RUN.json -o OUT``: the first word of REPORT decides the form."""
     if args.reports[0] == "merge":
-        return report_merge(args.reports[1:], args.out, args.plugin, overwrite=args.overwrite)
+        return report_merge(args.reports[1:], args.out, args.plugin, overwrite=args.overwrite, unrelated=args.unrelated)
     paths = args.reports[1:] if args.reports[0] == "render" else args.reports
     return report_render(paths, args.out, args.plugin, overwrite=args.overwrite)
 
 
-def report_merge(paths: list[str], out: Path | None, plugin_specs: list[str], *, overwrite: bool = False) -> int:
-    """Combine JSON reports (the shards of a fleet) into one, with the fleet view recomputed
-    over all of them (the fleet-level gates run again, with the reports' settings); print the view.
+def report_merge(
+    paths: list[str], out: Path | None, plugin_specs: list[str], *, overwrite: bool = False, unrelated: bool = False
+) -> int:
+    """Combine JSON reports (the shards of a fleet; separate runs only with ``unrelated``) into
+    one, with the fleet view recomputed over all of them (the fleet-level gates run again, with
+    the reports' settings); print the view.
     ``out`` is checked (``segcheck.outputs``) before anything is read."""
     import json
 
@@ -189,7 +192,7 @@ def report_merge(paths: list[str], out: Path | None, plugin_specs: list[str], *,
             raise SegcheckError(
                 f"report {path} is not JSON ({exc}); pass the JSON files --segcheck-report wrote"
             ) from None
-    targets, thresholds, records = fleet.merge_reports(reports)
+    targets, thresholds, records = fleet.merge_reports(reports, unrelated=unrelated)
     gates = _plugins(argparse.Namespace(plugin=plugin_specs)).gates.gates("fleet")
     view = fleet.fleet_view(targets, records, fleet.thresholds_config(thresholds), gates)
     write_json(out, targets, thresholds, records, fleet=view)
@@ -422,6 +425,12 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("-o", "--out", type=Path, help="the file to write (merge: the combined JSON report)")
     rp.add_argument(
         "--overwrite", action="store_true", help="replace OUT even when segcheck did not write it, or it is an input"
+    )
+    rp.add_argument(
+        "--unrelated",
+        action="store_true",
+        help="merge: accept reports of separate runs (not the --shard K/N reports of one run); the fleet view "
+        "then compares targets that need not share a cause",
     )
     rp.set_defaults(run=cmd_report)
     return p

@@ -75,7 +75,9 @@ DEFAULTS: dict[str, dict] = {
     "prompted_collapse": {"min_positive_ratio": 0.5, "max_positive_ratio": 4.0},
     "prompted_noise_input": {"max_iou": 0.10, "max_ratio": 0.7, "seed": 0},
     "prompt_sensitivity": {"min_gap": 0.10},
-    "paraphrase_consistency": {"min_iou": 0.80},
+    # min_prompt_gap: below it (another concept's prompt gives about the same mask), paraphrases
+    # agree trivially and the gate is not applicable
+    "paraphrase_consistency": {"min_iou": 0.80, "min_prompt_gap": 0.10},
     # fleet-level (a run of several targets): the fleet_spread finding and the cross_dataset gate
     "fleet_spread": {"max_fail_fraction": 0.5, "min_tag_spread": 0.01},
     "cross_dataset": {"min_spread": 0.0},
@@ -108,6 +110,7 @@ RANGES: dict[str, str] = {
     "stop_miou": "(0, 1]",
     "margin": "[0, 1)",
     "min_gap": "[0, 1)",
+    "min_prompt_gap": "[0, 1)",
     "min_agreement": "(0, 1]",
     "max_miou_drop": "[0, 1)",
     "min_grad_norm": "[0, inf)",

@@ -66,9 +66,21 @@ def target_rows(targets: dict[str, dict], records: Iterable[GateRecord]) -> list
                 "failed": sorted({r.gate for r in recs if r.outcome == "failed"}),
                 "errors": sorted({r.gate for r in recs if r.outcome == "error"}),
                 "setup_error": described.get("error"),
+                "random_init": str(described.get("checkpoint", "")).startswith("none (random init"),
             }
         )
     return rows
+
+
+def judged(row: dict) -> bool:
+    """Whether a target row counts in the fleet's findings: set up, and with trained weights."""
+    return not (row["random_init"] or row["setup_error"])
+
+
+def listed(names: list[str], most: int = 6) -> str:
+    """``names`` joined with commas, the first ``most`` of them and "and N more"."""
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def _number(value) -> bool:
@@ -113,21 +125,24 @@ def tag_summary(rows: list[dict]) -> dict[str, dict]:
 
 
 def spread_findings(rows: list[dict], tags: dict[str, dict], cfg: dict) -> list[str]:
-    """The ``fleet_spread`` finding: a sentence, with its numbers, for each gate failing on more
-    than ``cfg["max_fail_fraction"]`` of the targets, and for each tag whose values' mean real
-    mIoU differ by less than ``cfg["min_tag_spread"]`` (a systematic pattern no single target
-    shows). Empty when there is nothing of the kind."""
+    """The ``fleet_spread`` finding: a sentence, with its numbers and the targets it rests on, for
+    each gate failing on more than ``cfg["max_fail_fraction"]`` of the judged targets (random-init
+    targets and targets that could not be set up are left out, and named), and for each tag whose
+    values' mean real mIoU differ by less than ``cfg["min_tag_spread"]`` (``tags`` of the judged
+    targets: a systematic pattern no single target shows). Empty when there is nothing of the kind."""
+    rows = [r for r in rows if judged(r)]  # a random model or a broken target says nothing of the fleet
     findings, n = [], len(rows)
     for gate in sorted({g for r in rows for g in r["failed"]}):
         failing = [r for r in rows if gate in r["failed"]]
         if len(failing) <= cfg["max_fail_fraction"] * n:
             continue
-        sentence = f"{gate} fails on {len(failing)} of {n} targets ({len(failing) / n:.0%})"
+        who = listed([r["target"] for r in failing])
+        sentence = f"{gate} fails on {len(failing)} of {n} targets ({len(failing) / n:.0%}: {who})"
         noise, real = _stats(r["noise_miou"] for r in failing)["mean"], _stats(r["real_miou"] for r in failing)["mean"]
         if gate == "noise_input" and noise is not None and real is not None:
             sentence += (
-                f": their mean noise mIoU is {noise:.3f} against {real:.3f} on real images, so the fleet scores "
-                "without reading its images; a shared shortcut (the recipe, or the labels' layout), not one bad run"
+                f": their mean noise mIoU is {noise:.3f} against {real:.3f} on real images, so these targets score "
+                "without reading their images; a shared shortcut (the recipe, or the labels' layout), not one bad run"
             )
         else:
             sentence += ": a cause the targets share (recipe, data or code), not one bad run"
@@ -181,8 +196,8 @@ def fleet_gate_records(gates, rows: list[dict], config: dict) -> list[GateRecord
 def fleet_view(targets: dict[str, dict], records: Iterable[GateRecord], config: dict, gates=()) -> dict | None:
     """The fleet view (plain JSON values) of a run, or None with fewer than 2 targets:
     ``targets`` (:func:`target_rows`), ``tags`` (:func:`tag_summary`), ``fleet_spread``
-    (:func:`spread_findings`, settings ``config["fleet_spread"]``) and ``gates`` (the records
-    of the fleet-level ``gates``)."""
+    (:func:`spread_findings`, settings ``config["fleet_spread"]``), ``left_out`` (the targets
+    the findings leave out, and why) and ``gates`` (the records of the fleet-level ``gates``)."""
     rows = target_rows(targets, records)
     if len(rows) < 2:
         return None
@@ -193,7 +208,10 @@ def fleet_view(targets: dict[str, dict], records: Iterable[GateRecord], config: 
     return {
         "targets": rows,
         "tags": tags,
-        "fleet_spread": spread_findings(rows, tags, cfg),
+        "fleet_spread": spread_findings(rows, tag_summary([r for r in rows if judged(r)]), cfg),
+        "left_out": [
+            f"{r['target']} ({'random init' if r['random_init'] else 'not set up'})" for r in rows if not judged(r)
+        ],
         "gates": [r.to_dict() for r in fleet_gate_records(gates, rows, config)],
     }
 
@@ -237,7 +255,10 @@ def fleet_lines(view: dict) -> list[str]:
     found = view["fleet_spread"] or [
         "nothing systematic: no gate fails on most targets, and no tag's values lie closer than its limit"
     ]
-    lines += ["", *(f"fleet_spread: {sentence}" for sentence in found)]
+    lines += [""]
+    if view.get("left_out"):
+        lines.append(f"fleet_spread: left out of the findings: {listed(view['left_out'])}")
+    lines += [f"fleet_spread: {sentence}" for sentence in found]
     return lines
 
 
@@ -264,11 +285,12 @@ def shard_of(ids: Iterable[str], index: int, count: int) -> list[str]:
     return [t for i, t in enumerate(sorted(ids)) if i % count == index - 1]
 
 
-def merge_reports(reports: list[tuple[str, dict]]) -> tuple[dict, dict, list[GateRecord]]:
+def merge_reports(reports: list[tuple[str, dict]], *, unrelated: bool = False) -> tuple[dict, dict, list[GateRecord]]:
     """``(targets, thresholds, records)`` of several JSON reports (``(name, parsed JSON)``
-    pairs; shard reports of one fleet, or reports of disjoint runs). One-line errors: a file
-    that is not a segcheck report, one of another segcheck version, a target in two reports,
-    different settings, and shard reports that are not exactly the shards 1..N of one fleet.
+    pairs: the shard reports of one fleet, or, with ``unrelated``, reports of separate runs).
+    One-line errors: a file that is not a segcheck report, one of another segcheck version, a
+    target in two reports, different settings, shard reports that are not exactly the shards
+    1..N of one fleet, and several reports of separate runs without ``unrelated``.
     A record that passed on a non-finite value or threshold becomes an error, as in a live run."""
     if not reports:
         raise SegcheckError("segcheck report merge needs at least one JSON report")
@@ -301,7 +323,7 @@ def merge_reports(reports: list[tuple[str, dict]]) -> tuple[dict, dict, list[Gat
         where.update(dict.fromkeys(mine, name))
         targets.update(report.get("targets") or {})
         records += [_judged(GateRecord.from_dict(g)) for g in report["gates"]]
-    _check_shards(reports)
+    _check_shards(reports, unrelated=unrelated)
     return targets, first.get("thresholds") or {}, sorted(records, key=lambda r: (r.target, r.test))
 
 
@@ -314,10 +336,18 @@ def _judged(record: GateRecord) -> GateRecord:
     return record
 
 
-def _check_shards(reports: list[tuple[str, dict]]) -> None:
-    """Shard reports (with a ``shard`` entry) must be exactly shards 1..N of one fleet."""
+def _check_shards(reports: list[tuple[str, dict]], *, unrelated: bool = False) -> None:
+    """Shard reports (with a ``shard`` entry) must be exactly shards 1..N of one fleet; several
+    reports of separate runs (no ``shard`` entry) only when ``unrelated``: the fleet view's
+    findings read a cause the targets share, which separate runs need not have."""
     shards = [(name, r["shard"]) for name, r in reports if r.get("shard")]
     if not shards:
+        if len(reports) > 1 and not unrelated:
+            raise SegcheckError(
+                f"{reports[0][0]} and {reports[1][0]} are not shards of one run (written without --shard K/N), so "
+                "their fleet view would compare unrelated targets as one fleet; merge the shard reports of one run, "
+                "or pass --unrelated to merge separate runs anyway"
+            )
         return
     if len(shards) != len(reports):
         plain = next(name for name, r in reports if not r.get("shard"))

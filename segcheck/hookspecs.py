@@ -40,7 +40,9 @@ def segcheck_register_models(registry):
     model whose checkpoints this one loads, e.g. a wrapper around it: their sidecars name that
     model, and a sidecar naming any other model is an error), ``args`` (``{kwarg: what it
     does}``: the ``--model-arg K=V`` the builder takes, shown by ``segcheck list``),
-    ``description``. ``divisible_by`` and ``frozen`` may be functions of
+    ``builds_weights`` (True when the builder returns the module with its weights, trained or set
+    by hand: ``--checkpoint none`` then tests it as built, which messages do not call a random
+    init), ``description``. ``divisible_by`` and ``frozen`` may be functions of
     the built module (``f(module=...)``), for constraints that depend on the model args.
     Any other key, or a name registered twice, is an error.
     """

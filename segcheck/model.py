@@ -104,12 +104,12 @@ class SegModel:
         """The module's own logits for normalized ``x`` padded by :meth:`pad`, before any resizing."""
         return output_tensor(self.call(self.pad(x), prompts))
 
-    def logits(self, x: torch.Tensor, prompts=None) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, prompts=None, module=None) -> torch.Tensor:
         """Logits (B, C, H, W) for normalized ``x`` (B, 3, H, W) (and one prompt per image when
-        prompted); gradients flow."""
+        prompted) of ``module`` (default: this one, e.g. a copy in another mode); gradients flow."""
         h, w = x.shape[-2:]
         x = self.pad(x)
-        out = output_tensor(self.call(x, prompts))
+        out = output_tensor(self.call(x, prompts, module))
         if out.shape[-2:] != x.shape[-2:]:
             out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return out[..., :h, :w]

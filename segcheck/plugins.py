@@ -69,6 +69,7 @@ MODEL_META = (
     "checkpoints",
     "wraps",
     "args",
+    "builds_weights",
     "description",
 )
 DATASET_META = ("needs_root", "settings", "description")

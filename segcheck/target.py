@@ -222,7 +222,9 @@ def load_model(plugins: Plugins, spec: TargetSpec, data: EvalData | SegDataset) 
     fresh = architecture_normalization(data.spec, entry.meta, spec.dataset, spec.model, (spec.mean, spec.std))
     provenance = {
         "model": f"{spec.model} (from {entry.plugin})",
-        "checkpoint": _checkpoint_note(spec, path, module, spec.model in plugins.models.referenced),
+        "checkpoint": _checkpoint_note(
+            spec, path, module, spec.model in plugins.models.referenced or bool(entry.meta.get("builds_weights"))
+        ),
         "data_root": str(spec.data_root) if spec.data_root else None,
     }
     if spec.model_args:
@@ -296,7 +298,8 @@ def _trained_normalization(sidecar: dict | None, path, explicit) -> list[tuple[o
 
 def _checkpoint_note(spec: TargetSpec, path: Path | None, module: torch.nn.Module, referenced: bool = False) -> str:
     """The checkpoint as the report names it, saying when a wrapper prefix was stripped (a model
-    named by its callable, without a checkpoint: the module as the callable returns it)."""
+    named by its callable, or whose builder sets its weights, without a checkpoint: the module as
+    the builder returns it)."""
     if path is None and referenced:
         return f"none: the module as {spec.model} returns it (built under target.init_seed {spec.init_seed})"
     if path is None:

@@ -82,6 +82,7 @@ def make_target(loaded_plugins):
         if module is None:
             return build_target(loaded_plugins, config, "unet", "synthetic-streets", mean=mean, std=std)
         built = []  # the first build is the model under test; later ones are fresh copies
+        meta.setdefault("builds_weights", True)  # a hand-made module is tested as built, not as a random init
         plugins = with_model(
             "adhoc",
             lambda num_classes: built.append(1) or (module if len(built) == 1 or fresh is None else fresh()),

@@ -99,7 +99,7 @@ def test_fleet_spread_names_a_gate_most_targets_fail_and_a_tag_whose_values_lie_
     found = view["fleet_spread"]
     assert len(found) == 2, found
     assert found[0].startswith(
-        "noise_input fails on 3 of 4 targets (75%): their mean noise mIoU is 0.313 against 0.418"
+        "noise_input fails on 3 of 4 targets (75%: a, c, d): their mean noise mIoU is 0.313 against 0.418"
     )
     assert "the 2 values of tag 'strategy' differ by less than 0.01 in real mIoU" in found[1]
     assert "spread 0.0020, from 0.4250 (x) to 0.4270 (y)" in found[1]  # datasets differ by 0.05: not named
@@ -107,6 +107,20 @@ def test_fleet_spread_names_a_gate_most_targets_fail_and_a_tag_whose_values_lie_
     assert any(line.startswith("a       0.4000     0.3100      noise_input") for line in lines), lines
     assert any(line.startswith("strategy  (across 2 values)  4") for line in lines), lines
     assert lines[-2:] == [f"fleet_spread: {s}" for s in found]
+
+
+def test_a_random_init_target_is_left_out_of_the_fleets_findings_and_named():
+    targets = {
+        "good": target(),
+        "rand": {**target(checkpoint="none"), "checkpoint": "none (random init, target.init_seed 0)"},
+        "good2": target(),
+    }
+    records = [noise("good", 0.60, 0.05), noise("rand", 0.30, 0.29), noise("good2", 0.61, 0.31)]
+    view = fleet.fleet_view(targets, records, CONFIG)
+    assert not any("fails on" in finding for finding in view["fleet_spread"]), view["fleet_spread"]
+    random_init = {row["target"]: row["random_init"] for row in view["targets"]}
+    assert random_init == {"good": False, "good2": False, "rand": True}
+    assert any("rand (random init)" in line for line in fleet.fleet_lines(view)), fleet.fleet_lines(view)
 
 
 def test_half_the_fleet_failing_is_not_most_and_the_limits_are_settings():
@@ -246,6 +260,20 @@ def test_segcheck_report_merge_writes_one_report_with_the_fleet_view(tmp_path, c
     printed = capsys.readouterr().out
     assert "target  real mIoU  noise mIoU  failed gates" in printed
     assert printed.strip().endswith(f"3 of 3 gates passed over 3 targets from 2 reports; wrote {out}")
+
+
+def test_merging_reports_of_separate_runs_needs_unrelated(tmp_path, capsys):
+    paths = []
+    for name in ("x", "y"):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(shard_report(0, 0, [name], [])))
+    out = tmp_path / "both.json"
+    assert main(["report", "merge", *map(str, paths), "-o", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "x.json and " in error and "are not shards of one run (written without --shard K/N)" in error, error
+    assert "pass --unrelated" in error and not out.exists()
+    assert main(["report", "merge", *map(str, paths), "-o", str(out), "--unrelated"]) == 0
+    assert sorted(json.loads(out.read_text())["targets"]) == ["x", "y"]
 
 
 def test_segcheck_report_merge_errors_are_one_line(tmp_path, capsys):

@@ -26,7 +26,7 @@ def positional():
     plugins = segplugins.load()
     with plugins.models.provided_by("tests"):
         module = PositionalModel()
-        plugins.models.add("positional", lambda num_classes: module)
+        plugins.models.add("positional", lambda num_classes: module, builds_weights=True)
     return build_target(
         plugins, segconfig.load(overrides={"eval": {"size": 8}}), "positional", "synthetic-streets", checkpoint="none"
     )

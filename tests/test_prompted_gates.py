@@ -132,6 +132,16 @@ def test_a_model_that_ignores_its_prompt_fails_prompt_sensitivity():
     assert "ignores its prompt" in result.message
 
 
+def test_paraphrase_consistency_is_not_applicable_to_a_model_that_ignores_its_prompt():
+    # issue 36: it passed at 1.0 here (every paraphrase gives the same mask, as every prompt does)
+    with pytest.raises(NotApplicable) as info:
+        paraphrase_consistency(_target(ColourByPrompt(ignore_prompt=True)), CFG["paraphrase_consistency"])
+    assert str(info.value) == (
+        "the model gives about the same mask whatever it is asked ('apple': gap 0.000 to another concept's prompt "
+        "< 0.10), so its paraphrases agree trivially; prompt_sensitivity judges this"
+    )
+
+
 def test_collapse_to_background_fails_and_names_the_sweeps_best_threshold():
     # foreground probability sigmoid(8 * 0.1 - 1.6) = 0.31 at most: nothing above 0.5
     target = _target(ColourByPrompt(offset=-1.6))

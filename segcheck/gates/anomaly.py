@@ -12,6 +12,7 @@ from tqdm import tqdm
 from segcheck import SegcheckError, gate_figures
 from segcheck.anomaly import anomaly_split, evaluate
 from segcheck.data import read_mask
+from segcheck.gates import diagnosis
 from segcheck.gates.audits import head_matches_classes
 from segcheck.gates.registered import NotApplicable
 from segcheck.gates.result import GateResult
@@ -45,10 +46,11 @@ def anomaly_detection(target: Target, cfg: dict, scorer: str = "max_logit") -> G
     if passed:
         message = f"{measured}: {scorer} detects the anomalies"
     else:
-        message = (
-            f"{measured}: {scorer} does not separate anomaly pixels from known ones; the model is as sure on "
-            "objects it never saw (train with outlier exposure, e.g. segcheck train --outlier-paste 0.03)"
+        cause = diagnosis.random_init_clause(target) or (
+            "the model is as sure on objects it never saw (train with outlier exposure, e.g. segcheck train "
+            "--outlier-paste 0.03)"
         )
+        message = f"{measured}: {scorer} does not separate anomaly pixels from known ones; {cause}"
     details = {
         "scorer": scorer,
         "split": ev.split,

@@ -9,12 +9,17 @@ masks have positives; the probability range and a threshold sweep are reported.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
+import torch
 
 from segcheck import gate_figures
+from segcheck.gates import diagnosis
 from segcheck.gates.result import GateResult
 from segcheck.hookspecs import hookimpl
 from segcheck.metrics import binary_iou
+from segcheck.model import seeded
 from segcheck.target import Target
 
 SWEEP = tuple(round(0.1 * i, 1) for i in range(1, 10))
@@ -96,13 +101,24 @@ def prediction_collapse(target: Target, cfg: dict) -> GateResult:
     if missing:
         measured += f"; never predicted: {', '.join(missing)}"
     passed = not problems
+    modes = None if passed or diagnosis.random_init(target) else train_mode_difference(target)
+    if modes:
+        details["train_mode_classes"], details["eval_mode_classes"] = modes
     if passed:
         message = measured
-    else:
+    elif modes:
         message = (
-            f"{measured}: {'; '.join(problems)}: the model collapses towards few classes (class imbalance "
-            "without weighting, wrong label mapping, or a threshold/sigmoid mix-up)"
+            f"{measured}: {'; '.join(problems)}: in train mode the same weights predict {modes[0]} classes on the "
+            f"first eval images, in eval mode {modes[1]}: its BatchNorm running statistics (or dropout) are not "
+            "what it was trained with; re-estimate them (more training steps, a pass over training data in train "
+            "mode, or a smaller BatchNorm momentum), and check that training calls model.eval() before evaluating"
         )
+    else:
+        cause = diagnosis.random_init_clause(target) or (
+            "the model collapses towards few classes (class imbalance without weighting, wrong label mapping, a "
+            "threshold/sigmoid mix-up)"
+        )
+        message = f"{measured}: {'; '.join(problems)}: {cause}"
     return GateResult(
         "prediction_collapse",
         coverage,
@@ -112,6 +128,21 @@ def prediction_collapse(target: Target, cfg: dict) -> GateResult:
         rule=f"value >= threshold, excess <= {cfg['max_dominance_excess']}",
         details=details,
     )
+
+
+def train_mode_difference(target: Target, images: int = 4) -> tuple[int, int] | None:
+    """(classes predicted in train mode, in eval mode) on the first ``images`` eval images when
+    train mode predicts more of them (BatchNorm statistics, dropout), else None. Run on a copy:
+    a train-mode pass updates BatchNorm's running statistics."""
+    model = target.model
+    if model.binary or model.prompted:
+        return None
+    x = model.normalize(target.data.images[:images])
+    copy_ = copy.deepcopy(model.module).train()
+    with torch.no_grad(), seeded(0, model.device):
+        trained = len(torch.unique(model.labels(model.logits(x, module=copy_))))
+    evaluated = len(np.unique(target.predictions.labels[:images]))
+    return (trained, evaluated) if trained > evaluated else None
 
 
 def _binary_checks(

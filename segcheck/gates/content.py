@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from segcheck import SegcheckError, perturb
+from segcheck.gates import diagnosis
 from segcheck.gates.registered import NotApplicable
 from segcheck.gates.result import GateResult
 from segcheck.hookspecs import hookimpl
@@ -59,9 +60,9 @@ def derangement_gap(target: Target, cfg: dict) -> GateResult:
     if passed:
         message = f"{measured} >= {cfg['min_gap']:.2f}"
     else:
+        cause = diagnosis.state(target) or "so they barely depend on the image (positional prior or collapsed output)"
         message = (
-            f"{measured} < {cfg['min_gap']:.2f}: predictions fit any image's labels about as well as their own, "
-            "so they barely depend on the image (positional prior or collapsed output)"
+            f"{measured} < {cfg['min_gap']:.2f}: predictions fit any image's labels about as well as their own, {cause}"
         )
     return GateResult(
         "derangement_gap",
@@ -110,11 +111,11 @@ def shift_equivariance(target: Target, cfg: dict) -> GateResult:
     if passed:
         message = f"{measured}; worst {value:.3f} >= {cfg['min_agreement']:.2f}"
     else:
-        message = (
-            f"{measured}; worst ({worst}) {value:.3f} < {cfg['min_agreement']:.2f}: predictions stay where "
-            "classes usually are instead of moving with the content (positional shortcut; "
+        cause = diagnosis.state(target) or (
+            "predictions stay where classes usually are instead of moving with the content (positional shortcut; "
             "train with flips/rolls/crops)"
         )
+        message = f"{measured}; worst ({worst}) {value:.3f} < {cfg['min_agreement']:.2f}: {cause}"
     return GateResult(
         "shift_equivariance",
         value,

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from segcheck import gate_figures, perturb
+from segcheck.data import DatasetSpec
 from segcheck.evaluate import constant_class_floor
+from segcheck.gates import diagnosis
 from segcheck.gates.result import GateResult
 from segcheck.hookspecs import hookimpl
+from segcheck.layout import PositionCounts
 from segcheck.noise import noise_images
 from segcheck.target import Target
 
@@ -20,9 +25,13 @@ def noise_input(target: Target, cfg: dict) -> GateResult:
     """
     data, model = target.data, target.model
     real = target.predictions.miou
-    per_kind = {}
+    per_kind, worst_labels = {}, None
     for kind, batches in noise_images(target, cfg["seed"]):
-        per_kind[kind] = data.score(model.predict_batches(batches, len(data.images))[0])
+        labels = model.predict_batches(batches, len(data.images))[0]
+        per_kind[kind] = data.score(labels)
+        if per_kind[kind] >= max(per_kind.values()):
+            worst_labels = labels  # the worst kind's predictions: whether they form a layout
+        del labels
     stats = target.model.memo(
         "channel statistics", data, lambda: perturb.channel_statistics(data.images, data.batch_size)
     )
@@ -41,27 +50,56 @@ def noise_input(target: Target, cfg: dict) -> GateResult:
         "data_std": stats["data_std"].tolist(),
     }
     measured = f"noise mIoU {worst:.3f} ({worst_kind}) vs real {real:.3f}"
+    layout = layout_agreement(worst_labels, data.spec.num_classes)
+    details["noise_layout_agreement"] = layout
+    explained = None if passed else diagnosis.state(target)
     if passed:
         message = (
             f"{measured} < {threshold:.3f}: predictions depend on image content (constant-class floor {floor:.3f})"
         )
+    elif explained:
+        message = f"{measured} >= {threshold:.3g}: {explained}"
     elif floor >= cfg["max_miou"] and worst < cfg["max_ratio"] * real:  # only the unreachable absolute limit failed
         message = (
-            f"{measured} >= {threshold:.3f}, but predicting {floor_class!r} everywhere already scores "
+            f"{measured} >= {threshold:.3g}, but predicting {floor_class!r} everywhere already scores "
             f"{floor:.3f} on this data (constant-class floor), so the threshold cannot separate content from "
             f"prior here; set noise_input.max_miou above {worst:.2f} in segcheck.yaml"
         )
-    elif worst >= cfg["max_miou"]:
+    elif real <= floor + FLOOR_MARGIN:
         message = (
-            f"{measured} >= {cfg['max_miou']:.2f}: predictions follow pixel position, not content "
-            f"(constant-class floor {floor:.3f})"
+            f"{measured} >= {threshold:.3g}: on real images the model does not beat predicting {floor_class!r} "
+            f"everywhere ({floor:.3f}, the constant-class floor), so noise scores like real images: it does not "
+            "segment these data yet (untrained, the wrong checkpoint or normalization); see prediction_collapse"
+        )
+    elif layout >= LAYOUT_AGREEMENT:
+        message = (
+            f"{measured} >= {threshold:.3g}: on noise it predicts the same layout whatever the noise ({layout:.0%} "
+            "of pixels agree between noise images): predictions follow pixel position, not content"
         )
     else:
+        share = f"{worst / real:.0%} of the real mIoU" if real > 0 else "more than the real mIoU (0)"
         message = (
-            f"{measured}: noise reaches {worst / real if real else float('inf'):.0%} of the real mIoU "
-            f"(limit {cfg['max_ratio']:.0%}): the model scores without reading the image"
+            f"{measured}: noise reaches {share} (limit {cfg['max_ratio']:.0%}): the model scores about as well "
+            "without reading the image (it predicts the data's frequent classes on any input)"
         )
     return GateResult("noise_input", worst, threshold, passed, message, rule="value < threshold", details=details)
+
+
+#: real mIoU within this of the constant-class floor: the model does not segment at all
+FLOOR_MARGIN = 0.05
+#: predictions on noise that agree this much from one noise image to the next form a layout
+LAYOUT_AGREEMENT = 0.8
+
+
+def layout_agreement(labels, num_classes: int) -> float:
+    """How alike the label maps (N, H, W) predicted on different noise images are: the share of
+    pixels that agree with the per-position majority of all of them (1: one fixed map; near
+    the largest class's share: no layout)."""
+    counts = PositionCounts(DatasetSpec(tuple(map(str, range(max(num_classes, 2))))), labels.shape[1:3], len(labels))
+    for label_map in labels:
+        counts.add(label_map)
+    majority = counts.majority()
+    return float(sum(int(np.count_nonzero(m == majority)) for m in labels) / labels.size) if labels.size else 0.0
 
 
 @hookimpl

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from segcheck import gate_figures
+from segcheck.gates import diagnosis
 from segcheck.gates.result import GateResult
 from segcheck.hookspecs import hookimpl
 from segcheck.layout import prior_map
@@ -28,8 +29,11 @@ def positional_prior(target: Target, cfg: dict) -> GateResult:
         f"real mIoU {real:.3f} vs positional prior {prior_miou:.3f} "
         f"(majority training class per pixel, {used} train masks)"
     )
+    explained = None if passed else diagnosis.state(target)
     if passed:
         message = f"{measured}: {real - prior_miou:+.3f} >= margin {cfg['margin']:.2f}"
+    elif explained:
+        message = f"{measured}: {real:.3f} < {threshold:.3f} (prior + margin {cfg['margin']:.2f}): {explained}"
     else:
         message = (
             f"{measured}: {real:.3f} < {threshold:.3f} (prior + margin {cfg['margin']:.2f}): the model does not "

@@ -276,35 +276,42 @@ def prompted_noise_input(target: Target, cfg: dict) -> GateResult:
     )
 
 
-def prompt_sensitivity(target: Target, cfg: dict) -> GateResult:
-    """Does the prompt matter? For each concept: foreground IoU with its own canonical prompt
-    minus the highest IoU (against the same masks) when asked with another concept's canonical
-    prompt; passes when the smallest gap is >= ``min_gap``."""
+def prompt_gaps(target: Target) -> tuple[dict, dict, dict]:
+    """``(own, other, gaps)`` per concept with foreground in the eval sample: IoU with its own
+    canonical prompt, IoU (against the same masks) asked with each other concept's canonical
+    prompt, and own minus the best other (NaN counted as 0). NotApplicable with one concept, or
+    none with foreground."""
     data = target.data
-    present = by_concept(target)
     if len(data.spec.concepts) < 2:
         raise NotApplicable("prompt_sensitivity asks with another concept's prompt; this dataset has one concept")
     own_scores = concept_scores(target, probabilities(target, data.prompts()))
-    present = {c: i for c, i in present.items() if own_scores[c]["true_fraction"] > 0}
+    present = [c for c in by_concept(target) if own_scores[c]["true_fraction"] > 0]
     if not present:
         raise NotApplicable("no concept of the eval sample has foreground in its masks; nothing to tell apart")
     own = {c: own_scores[c]["iou"] for c in present}
-    other = {}
+    other: dict[str, dict[str, float]] = {}
     for asked in data.spec.concepts:
-        prompt = data.spec.prompts_of(asked)[0]
-        per = concept_scores(target, probabilities(target, data.prompts(prompt)))
+        per = concept_scores(target, probabilities(target, data.prompts(data.spec.prompts_of(asked)[0])))
         for concept in present:
             if concept != asked:
                 other.setdefault(concept, {})[asked] = per[concept]["iou"]
-    gaps = {}
-    for concept in present:
-        other_best = max((v if np.isfinite(v) else 0.0) for v in other[concept].values())
-        gaps[concept] = (own[concept] if np.isfinite(own[concept]) else 0.0) - other_best
+    gaps = {
+        c: (own[c] if np.isfinite(own[c]) else 0.0) - max((v if np.isfinite(v) else 0.0) for v in other[c].values())
+        for c in present
+    }
+    return own, other, gaps
+
+
+def prompt_sensitivity(target: Target, cfg: dict) -> GateResult:
+    """Does the prompt matter? For each concept: foreground IoU with its own canonical prompt
+    minus the highest IoU (against the same masks) when asked with another concept's canonical
+    prompt (:func:`prompt_gaps`); passes when the smallest gap is >= ``min_gap``."""
+    own, other, gaps = prompt_gaps(target)
     worst, value = _worst(gaps)
     passed = value >= cfg["min_gap"]
     listed = "; ".join(
         f"{c}: own prompt IoU {fmt(own[c])}, others' best {fmt(max(other[c].values()))} (gap {gaps[c]:.3f})"
-        for c in present
+        for c in gaps
     )
     message = listed if passed else (
         f"{listed}: {worst!r} gap {value:.3f} < {cfg['min_gap']:.2f}: the model gives about the same mask whatever "
@@ -324,7 +331,10 @@ def prompt_sensitivity(target: Target, cfg: dict) -> GateResult:
 def paraphrase_consistency(target: Target, cfg: dict) -> GateResult:
     """Do paraphrases of one concept give the same mask? For each concept with several
     prompts: IoU between the foreground predicted with the canonical prompt and with each
-    paraphrase, pooled over its samples; passes when the lowest is >= ``min_iou``."""
+    paraphrase, pooled over its samples; passes when the lowest is >= ``min_iou``. Not
+    applicable when another concept's prompt gives about the same mask (a smallest
+    :func:`prompt_gaps` gap < ``min_prompt_gap``): a model that ignores its prompt agrees with
+    itself trivially, and prompt_sensitivity judges it."""
     data = target.data
     canonical = probabilities(target, data.prompts()) > target.model.threshold
     pairs, empty = {}, []
@@ -345,6 +355,9 @@ def paraphrase_consistency(target: Target, cfg: dict) -> GateResult:
     if not pairs:
         reason = "no concept has two prompts" if not empty else f"no varied prediction for {', '.join(empty)}"
         raise NotApplicable(f"paraphrase_consistency has nothing to compare: {reason} (see prompted_collapse)")
+    ignored = _prompt_ignored(target, cfg["min_prompt_gap"])
+    if ignored:
+        raise NotApplicable(ignored)
     worst, value = _worst(pairs)
     passed = value >= cfg["min_iou"]
     listed = ", ".join(f"{p}: {v:.3f}" for p, v in pairs.items())
@@ -359,6 +372,21 @@ def paraphrase_consistency(target: Target, cfg: dict) -> GateResult:
         message,
         rule="value >= threshold",
         details={"pairs": pairs, "no_foreground": empty},
+    )
+
+
+def _prompt_ignored(target: Target, min_gap: float) -> str | None:
+    """Why paraphrases cannot be judged when the prompt barely matters (a gap < ``min_gap``), else None."""
+    try:
+        _, _, gaps = prompt_gaps(target)
+    except NotApplicable:  # one concept, or none with foreground: nothing says the prompt is ignored
+        return None
+    worst, gap = _worst(gaps)
+    if gap >= min_gap:
+        return None
+    return (
+        f"the model gives about the same mask whatever it is asked ({worst!r}: gap {gap:.3f} to another concept's "
+        f"prompt < {min_gap:.2f}), so its paraphrases agree trivially; prompt_sensitivity judges this"
     )
 
 

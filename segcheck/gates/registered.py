@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from segcheck import SegcheckError
+from segcheck.gates import diagnosis
 from segcheck.gates.result import GateResult
 from segcheck.registry import Registry
 from segcheck.report import unjudged
@@ -237,27 +238,15 @@ def _not_trivially(gate: Gate, target) -> None:
     """A passing agreement gate whose clean prediction is one class everywhere, or does not
     depend on the input at all, proves nothing: a SKIP saying so (a failing one stays a
     failure: its prediction did change)."""
-    classes = np.unique(target.predictions.labels)
-    if len(classes) < 2:
-        spec = target.data.spec
-        name = spec.classes[classes[0]] if len(classes) and 0 <= classes[0] < spec.num_classes else "?"
+    name = diagnosis.one_class(target)
+    if name is not None:
         raise NotApplicable(
             f"{gate.name} compares predictions, but the clean prediction is one class everywhere ({name!r}): "
             "agreement there is trivially high (see prediction_collapse)"
         )
-    if target.model.memo("input independent", target.data, lambda: _input_independent(target)):
+    if diagnosis.input_independent(target):
         raise NotApplicable(
             f"{gate.name} compares predictions, but the prediction does not depend on the input (every eval image "
             "and a constant gray image give the same label map): agreement there is trivially 1 (see noise_input, "
             "input_gradient)"
         )
-
-
-def _input_independent(target) -> bool:
-    """Whether every eval image, and a constant mid-gray image, get the same label map."""
-    labels = target.predictions.labels
-    if any(not np.array_equal(labels[0], other) for other in labels[1:]):
-        return False
-    gray = np.full_like(target.data.images[:1], 128)
-    prompts = target.data.prompts()[:1] if target.model.prompted else None
-    return bool(np.array_equal(target.model.predict_pixels(gray, 1, prompts)[0][0], labels[0]))

@@ -7,6 +7,7 @@ import functools
 import numpy as np
 
 from segcheck import SegcheckError, gate_figures, perturb
+from segcheck.gates import diagnosis
 from segcheck.gates.result import GateResult
 from segcheck.hookspecs import hookimpl
 from segcheck.metrics import agreement as pixel_agreement
@@ -53,10 +54,11 @@ def perturbation_stability(target: Target, cfg: dict, corruption: str) -> GateRe
     if passed:
         message = measured
     else:
-        message = (
-            f"{measured}: a mild {corruption.replace('_', ' ')} changes the prediction, so the model relies on "
-            "fragile low-level cues; train with photometric/noise augmentation or a consistency loss"
+        cause = diagnosis.random_init_clause(target) or (
+            "so the model relies on fragile low-level cues; train with photometric/noise augmentation or a "
+            "consistency loss"
         )
+        message = f"{measured}: a mild {corruption.replace('_', ' ')} changes the prediction, {cause}"
     details = {
         "corruption": corruption,
         "severity": gated,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from segcheck.gates import diagnosis
 from segcheck.gates.result import GateResult
 from segcheck.hookspecs import hookimpl
 from segcheck.target import Target
@@ -47,8 +48,9 @@ def input_baseline(target: Target, cfg: dict) -> GateResult:
         f"real mIoU {real:.3f} vs input-independent baseline {baseline:.3f} (+{cfg['margin']:.2f} = {threshold:.3f})"
     )
     if not passed:
-        message += (
-            ": a model that never sees the image does about as well; the labels' layout explains the score, "
+        message += ": " + (
+            diagnosis.state(target)
+            or "a model that never sees the image does about as well; the labels' layout explains the score, "
             "train with positional jitter and check the model reads its input"
         )
     return GateResult(
