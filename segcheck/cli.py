@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 import sys
+import textwrap
 from pathlib import Path
 
 from segcheck import SegcheckError, __version__
@@ -42,7 +44,7 @@ def _model_arg(text: str):
 
 
 def cmd_list(args) -> int:
-    from segcheck.gates.registered import first_line
+    from segcheck.gates.registered import summary
 
     loaded = _plugins(args)
     registries = (
@@ -52,19 +54,29 @@ def cmd_list(args) -> int:
         ("scorers", loaded.scorers),
         ("metrics", loaded.metrics),
     )
+    columns = shutil.get_terminal_size((100, 24)).columns
     for title, registry in registries:
         print(f"{title}:")
-        width = max((len(e.name) for e in registry), default=0)
         for entry in registry:
-            description = entry.meta.get("description") or first_line(entry.obj)
-            print(f"  {entry.name.ljust(width)}  [{entry.plugin}]  {description}".rstrip())
+            description = entry.meta.get("description") or summary(entry.obj)
+            print(f"  {entry.name}  [{entry.plugin}]")
+            _wrapped(description, 6, columns)
             for arg, what in (entry.meta.get("args") or {}).items():
-                print(f"  {''.ljust(width)}    --model-arg {arg}=...: {what}")
+                _wrapped(f"--model-arg {arg}=...: {what}", 6, columns, hang=4)
     if loaded.absent:
         print("absent (optional extras not installed):")
         for name, note in loaded.absent.items():
-            print(f"  {name}  {note}")
+            print(f"  {name}")
+            _wrapped(note, 6, columns)
     return 0
+
+
+def _wrapped(text: str, indent: int, columns: int, hang: int = 0) -> None:
+    """Print ``text`` whole, wrapped at word boundaries to ``columns`` (at least 60 wide), every
+    line ``indent`` in and continuation lines ``hang`` further."""
+    width = max(columns - 1, indent + 60)
+    lines = textwrap.wrap(text, width, initial_indent=" " * indent, subsequent_indent=" " * (indent + hang))
+    print("\n".join(lines))
 
 
 def cmd_train(args) -> int:

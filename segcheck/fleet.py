@@ -18,6 +18,7 @@ from collections.abc import Iterable
 
 from segcheck import SegcheckError, __version__
 from segcheck.report import GateRecord, _aligned, _fmt, unjudged
+from segcheck.wording import listed
 
 #: the per-target fields of a fleet row that describe what was tested (from ``spec_row``)
 SPEC_KEYS = ("model", "dataset", "data_root", "checkpoint", "init_seed", "model_args")
@@ -77,12 +78,6 @@ def judged(row: dict) -> bool:
     return not (row["random_init"] or row["setup_error"])
 
 
-def listed(names: list[str], most: int = 6) -> str:
-    """``names`` joined with commas, the first ``most`` of them and "and N more"."""
-    shown = ", ".join(names[:most])
-    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
-
-
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -136,7 +131,7 @@ def spread_findings(rows: list[dict], tags: dict[str, dict], cfg: dict) -> list[
         failing = [r for r in rows if gate in r["failed"]]
         if len(failing) <= cfg["max_fail_fraction"] * n:
             continue
-        who = listed([r["target"] for r in failing])
+        who = listed([r["target"] for r in failing], most=6)
         sentence = f"{gate} fails on {len(failing)} of {n} targets ({len(failing) / n:.0%}: {who})"
         noise, real = _stats(r["noise_miou"] for r in failing)["mean"], _stats(r["real_miou"] for r in failing)["mean"]
         if gate == "noise_input" and noise is not None and real is not None:
@@ -257,7 +252,7 @@ def fleet_lines(view: dict) -> list[str]:
     ]
     lines += [""]
     if view.get("left_out"):
-        lines.append(f"fleet_spread: left out of the findings: {listed(view['left_out'])}")
+        lines.append(f"fleet_spread: left out of the findings: {listed(view['left_out'], most=6)}")
     lines += [f"fleet_spread: {sentence}" for sentence in found]
     return lines
 

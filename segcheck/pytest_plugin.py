@@ -134,7 +134,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
             n = described["normalization"]
             lines += [
                 f"segcheck: {parts}" if len(targets) == 1 else f"segcheck: {target_id}: {parts}",
-                f"segcheck normalization: mean {tuple(n['mean'])}, std {tuple(n['std'])} from {n['source']}",
+                f"segcheck normalization: mean {_rounded(n['mean'])}, std {_rounded(n['std'])} from {n['source']}",
             ]
         lines += _settings_line(state, target_id, named)
         if spec.trust_checkpoint:
@@ -143,6 +143,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
                 "use it only for files you trust"
             )
     return lines
+
+
+def _rounded(values) -> str:
+    """``(0.4, 0.456, 0.398)``: float32 statistics read back as float64, shown to 4 significant digits."""
+    return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ")"
 
 
 def _settings_line(state: SegcheckState, target_id: str, named: str) -> list[str]:

@@ -114,9 +114,12 @@ def _jsonable(value):
 
 
 def _fmt(value) -> str:
-    """Floats with 4 decimals; tiny non-zero ones (tolerances, gradient norms) in 3 significant digits."""
+    """Floats with 4 decimals; zero as ``0``; tiny non-zero ones (tolerances, gradient norms) in 3
+    significant digits, so no threshold reads ``0.0000``."""
     if isinstance(value, float):
-        return f"{value:.3g}" if 0 < abs(value) < 1e-3 else f"{value:.4f}"
+        if value == 0:
+            return "0"
+        return f"{value:.3g}" if abs(value) < 1e-3 else f"{value:.4f}"
     return str(value)
 
 

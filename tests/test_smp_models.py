@@ -181,4 +181,4 @@ def test_without_the_package_the_plugin_is_absent_with_a_hint(monkeypatch, capsy
     message = str(raised.value)
     assert "\n" not in message and f"plugin {PLUGIN} is absent" in message and "segcheck[smp]" in message
     assert cli.main(["list"]) == 0
-    assert f"  {PLUGIN}  needs segmentation_models_pytorch" in capsys.readouterr().out
+    assert f"  {PLUGIN}\n      needs segmentation_models_pytorch" in capsys.readouterr().out

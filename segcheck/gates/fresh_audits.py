@@ -13,6 +13,7 @@ from segcheck.model import seeded
 from segcheck.target import Target
 from segcheck.train.loop import criterion
 from segcheck.train.recipes import get as get_recipe
+from segcheck.wording import listed
 
 #: a module output head -> the recipe ingredient that trains it, and a weight (any weight > 0:
 #: gradient_coverage asks whether the head gets a gradient, not how much)
@@ -140,7 +141,7 @@ def gradient_coverage(target: Target, cfg: dict) -> GateResult:
     if passed:
         message = measured
     else:
-        shown = ", ".join(dead[:8]) + (f", ... ({len(dead)} in all)" if len(dead) > 8 else "")
+        shown = listed(dead)
         message = (
             f"{measured}; none reaches {shown}: these weights never train; a head or branch that the forward "
             "pass or the loss does not use (an auxiliary head left out of the loss), or a detached graph; "

@@ -11,6 +11,7 @@ from segcheck.data import read_mask
 from segcheck.gates.result import GateResult
 from segcheck.hookspecs import hookimpl
 from segcheck.target import Target
+from segcheck.wording import listed
 
 
 def _mask_sources(data) -> list[tuple[str, object]]:
@@ -68,9 +69,10 @@ def label_integrity(target: Target, cfg: dict | None = None) -> GateResult:
     if found["rejected"]:
         problems.append(f"{len(found['rejected'])} masks rejected by the dataset, e.g. {found['rejected'][0]}")
     if found["empty"]:
-        problems.append(f"{len(found['empty'])} masks have no counted pixel ({', '.join(found['empty'][:5])})")
+        problems.append(f"{len(found['empty'])} masks have no counted pixel ({listed(found['empty'], most=5)})")
     if missing:
-        problems.append(f"classes {missing[:8]} occur in no mask")
+        counted = "1 class occurs" if len(missing) == 1 else f"{len(missing)} classes occur"
+        problems.append(f"{counted} in no mask: {listed(missing)}")
         if spec.ignore_index == 255 and set(values) <= {0, 255} and 255 in values:
             problems.append(
                 "the masks hold only 0 and 255, and 255 is ignore_index: binary masks stored as 0/255 lose every "

@@ -17,6 +17,7 @@ from segcheck.gates import diagnosis
 from segcheck.gates.result import GateResult
 from segcheck.registry import Registry
 from segcheck.report import unjudged
+from segcheck.wording import listed
 
 #: what a gate may need of its target: an unmet need is a SKIP with its reason, except
 #: ``finite_logits`` (the gate judges the model's predictions): unmet, the gate is an ERROR, and
@@ -103,15 +104,18 @@ class GateRegistry(Registry):
     def gates(self, suite: str | None = None) -> list[Gate]:
         """Every registered gate (of ``suite``), in registration order within each plugin."""
         return [
-            Gate(e.name, e.obj, plugin=e.plugin, **{"description": first_line(e.obj), **e.meta})
+            Gate(e.name, e.obj, plugin=e.plugin, **{"description": summary(e.obj), **e.meta})
             for e in self._entries.values()
             if suite is None or e.meta.get("suite", "gates") == suite
         ]
 
 
-def first_line(function) -> str:
-    """A gate's default description: the first line of its docstring."""
-    return ((getattr(function, "__doc__", None) or "").strip().splitlines() or [""])[0]
+def summary(function) -> str:
+    """A gate's default description: the first paragraph of its docstring, as one line (a
+    docstring's first line may end mid-sentence), its reST roles and literals as plain text."""
+    paragraph = (getattr(function, "__doc__", None) or "").strip().split("\n\n")[0]
+    text = " ".join(line.strip() for line in paragraph.splitlines())
+    return re.sub(r"(?::\w+:)?``?([^`]+)``?", r"\1", text)
 
 
 def unmet_need(gate: Gate, target, config: dict) -> str | None:
@@ -192,7 +196,7 @@ def run(gate: Gate, target, config: dict) -> GateResult:
 
 def _no_labelled_pixels(data) -> str:
     values = np.unique(data.masks).tolist()
-    shown = ", ".join(map(str, values[:8])) + (f" and {len(values) - 8} more" if len(values) > 8 else "")
+    shown = listed(values)
     return (
         f"no labelled pixel in the eval sample: its {len(data.masks)} masks of split {data.split!r} hold only "
         f"{shown} (ignore_index {data.spec.ignore_index}"

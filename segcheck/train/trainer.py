@@ -324,6 +324,13 @@ def _restore(path: Path, module, optimizer, scheduler, recipe: Recipe) -> int:
     return int(state["epoch"])
 
 
+def _tensor(array, dtype) -> torch.Tensor:
+    """``array`` as a tensor of ``dtype``, copied when it is read-only (a cached or memory-mapped
+    sample): ``torch.from_numpy`` of a read-only array warns, and a write would reach the cache."""
+    array = np.ascontiguousarray(array, dtype=dtype)
+    return torch.from_numpy(array if array.flags.writeable else array.copy())
+
+
 class _Pairs(torch.utils.data.Dataset):
     """A SegDataset as tensors (uint8 image (H, W, 3), int64 mask) for the DataLoader; a
     prompted dataset's samples also give their concept's index in ``spec.concepts``."""
@@ -336,7 +343,7 @@ class _Pairs(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         image, mask = self.dataset[i]
-        pair = torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.asarray(mask, dtype=np.int64))
+        pair = _tensor(image, np.uint8), _tensor(mask, np.int64)
         if not self.dataset.spec.prompted:
             return pair
         return (*pair, self.dataset.spec.concepts.index(self.dataset.pair(i)[1]))
