@@ -132,10 +132,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
             shown = ("normalization", "spec", "settings")
             parts = ", ".join(f"{k} {v}" for k, v in described.items() if v and k not in shown)
             n = described["normalization"]
-            lines += [
-                f"segcheck: {parts}" if len(targets) == 1 else f"segcheck: {target_id}: {parts}",
-                f"segcheck normalization: mean {_rounded(n['mean'])}, std {_rounded(n['std'])} from {n['source']}",
-            ]
+            normalization = f"mean {_rounded(n['mean'])}, std {_rounded(n['std'])} from {n['source']}"
+            if len(targets) == 1:
+                lines += [f"segcheck: {parts}", f"segcheck normalization: {normalization}"]
+            else:  # one line per target of a fleet
+                lines.append(f"segcheck: {target_id}: {parts}; normalization {normalization}")
         lines += _settings_line(state, target_id, named)
         if spec.trust_checkpoint:
             lines.append(
@@ -151,14 +152,15 @@ def _rounded(values) -> str:
 
 
 def _settings_line(state: SegcheckState, target_id: str, named: str) -> list[str]:
-    """The target's settings that are not defaults, each with its source (none: a line saying so);
-    nothing when its dataset's declarations cannot be read yet (its first gate says why)."""
+    """The target's settings that are not defaults, each with its source, on one line; nothing
+    when all are defaults, or when its dataset's declarations cannot be read yet (its first
+    gate says why)."""
     try:
         settings = state.settings_of(target_id)
     except SegcheckError:
         return []
-    if not settings:
-        return [f"{named} settings: the defaults (the JSON report lists them)"]
+    if not settings:  # the defaults: nothing to say (the JSON report lists every setting)
+        return []
     listed = "; ".join(f"{key} = {value} ({source})" for key, (value, source) in settings.items())
     return [f"{named} settings: {listed}"]
 

@@ -1,26 +1,26 @@
 """A saved run as a page people look at: the JSON report and its figure files rendered as one
-self-contained HTML file (images as data URIs, no external CSS or JS) or as Markdown with
-the PNG files beside it. pytest writes ``--segcheck-html``/``--segcheck-md`` through
-:func:`render` from the JSON it has just written, so ``segcheck report render run.json -o
-run.html`` gives the same page again.
+HTML file (``segcheck.render_html``: thumbnails embedded, the full-size PNGs beside it, no
+external CSS or JS) or as Markdown with the PNG files beside it. pytest writes
+``--segcheck-html``/``--segcheck-md`` through :func:`render` from the JSON it has just
+written, so ``segcheck report render run.json -o run.html`` gives the same page again.
 
-A page holds: what was tested (each target's description, normalization and its source),
-the thresholds, the summary table, a ``fleet`` section when the report has one (any table of
-rows), the anomaly scorer tables, each target's per-image grid, and per gate its verdict,
-message, figures and details. A figure that could not be drawn, or whose file is gone, is a
-note in its place.
+A page holds, failures first: the verdict counts, each failing gate with its message, figures
+and details, the other gates one line each, the ``fleet`` section when the report has one, the
+anomaly scorer tables, each target's per-image grid, what was tested (each target's
+description, normalization and its source) and the settings that differ from the defaults. A
+figure that could not be drawn, or whose file is gone, is a note in its place.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import shutil
 from pathlib import Path
 
-from segcheck import SegcheckError
+from segcheck import SegcheckError, render_html
+from segcheck import config as segconfig
 from segcheck.outputs import check_figures_folder, check_output, html_mark, md_mark
+from segcheck.render_html import plain as _plain
 from segcheck.report import GateRecord, _fmt, summary_table
 
 FORMATS = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md"}
@@ -28,27 +28,6 @@ NO_FIGURES = (
     "This run drew no figures: run pytest with --segcheck-html PATH or --segcheck-md PATH to draw them "
     "(they are written beside the JSON report and re-rendered from it)."
 )
-VERDICT_STYLE = {
-    "PASS": ("#1a7f37", "#dafbe1"),
-    "FAIL": ("#cf222e", "#ffebe9"),
-    "ERROR": ("#9a3412", "#ffedd5"),
-    "SKIP": ("#57606a", "#eaeef2"),
-    "XFAIL": ("#7d4e00", "#fff8c5"),
-}
-CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1400px;
-padding:0 16px;color:#1f2328;line-height:1.4}
-h1{margin-bottom:4px}h2{border-bottom:1px solid #d0d7de;padding-bottom:4px;margin-top:32px}
-table{border-collapse:collapse;margin:8px 0}th,td{border:1px solid #d0d7de;padding:3px 8px;text-align:left;
-vertical-align:top}th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.verdict{font-weight:600;text-align:center}.badge{font-size:0.8em;padding:2px 8px;border-radius:10px;
-margin-left:8px;vertical-align:middle}
-section.gate{border:1px solid #d0d7de;border-radius:6px;padding:4px 16px 12px;margin:16px 0}
-section.gate h3{margin:8px 0}.measured{color:#57606a}.note{background:#fff8c5;border:1px solid #d4a72c;
-padding:4px 8px;border-radius:4px}figure{margin:8px 0}img{max-width:100%;height:auto;border:1px solid #eaeef2}
-pre{background:#f6f8fa;padding:8px;overflow-x:auto;font-size:0.85em}details{margin-top:6px}
-.tally{color:#57606a}
-"""
 
 
 def page_format(path: Path) -> str:
@@ -96,17 +75,21 @@ def render(report_path: Path, out: Path) -> Path:
     report = load(report_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     page = Page(report, report_path.parent)
-    out.write_text(page.html() if kind == "html" else page.markdown(out))
+    out.write_text(render_html.page(page, out) if kind == "html" else page.markdown(out))
     return out
 
 
 class Page:
     """The content of one report page, from the JSON report and the folder its figure paths are relative to."""
 
+    mark = html_mark()
+    no_figures = NO_FIGURES
+
     def __init__(self, report: dict, base: Path):
         self.report, self.base = report, Path(base)
         self.records = [GateRecord.from_dict(g) for g in report["gates"]]
         self.targets: dict[str, dict] = report.get("targets") or {}
+        self.anchors = self._anchors()
 
     # --- shared ---------------------------------------------------------------------------
     def tally(self) -> str:
@@ -143,11 +126,38 @@ class Page:
 
     def thresholds(self) -> list[tuple[str, str]]:
         """(section, "key=value, ...") rows of the thresholds and settings used."""
+        return self.settings()[1]
+
+    def settings(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """(the settings that differ from segcheck's defaults as ``(section.key, "value from
+        source")``, once for all targets when they agree, else per target; every setting used as
+        ``(section, "key=value, ...")`` rows)."""
+        defaults = segconfig.thresholds(segconfig.DEFAULTS)
+        used = self.report.get("thresholds") or {}
+        per_target: dict[tuple[str, str], list[str]] = {}
+        for target, described in self.targets.items():
+            declared = described.get("settings") if isinstance(described, dict) else None
+            for key, entry in (declared or {}).items():
+                value, source = (entry.get("value"), entry.get("source")) if isinstance(entry, dict) else (entry, "")
+                shown = _plain(value) + (f" from {source}" if source else "")
+                per_target.setdefault((key, shown), []).append(target)
+        everyone = len(self.targets)
+        changed = [
+            (key if len(targets) == everyone else f"{key} ({', '.join(targets)})", shown)
+            for (key, shown), targets in per_target.items()
+        ]
+        named = {key for key, _ in per_target}
+        changed += [
+            (key, _plain(value))
+            for key, value in used.items()
+            if key not in named and defaults.get(key, value) != value
+        ]
+        changed += [(key, _plain(value)) for key, value in used.items() if key not in named and key not in defaults]
         sections: dict[str, list[str]] = {}
-        for key, value in (self.report.get("thresholds") or {}).items():
+        for key, value in used.items():
             section, _, name = key.partition(".")
             sections.setdefault(section, []).append(f"{name or section}={_plain(value)}")
-        return [(section, ", ".join(items)) for section, items in sections.items()]
+        return sorted(changed), [(section, ", ".join(items)) for section, items in sections.items()]
 
     def summary(self) -> list[tuple[str, str, str, str, str]]:
         rows = []
@@ -167,54 +177,6 @@ class Page:
         }
         return [(title, self.report[key]) for key, title in titles.items() if self.report.get(key)]
 
-    # --- HTML -----------------------------------------------------------------------------
-    def html(self) -> str:
-        e = html.escape
-        out = [
-            "<!DOCTYPE html>",
-            f'<html lang="en"><head><meta charset="utf-8">{html_mark()}',
-            f"<title>segcheck report: {e(', '.join(self.targets) or 'no targets')}</title>",
-            f"<style>{CSS}</style></head><body>",
-            "<h1>segcheck report</h1>",
-            f'<p class="tally">{e(self.tally())} &middot; segcheck {e(str(self.report.get("segcheck", "?")))}</p>',
-            "<h2>What was tested</h2>",
-        ]
-        for target, described in self.targets.items():
-            out.append(f"<h3>{e(target)}</h3>")
-            out.append(_html_rows(self.facts(described if isinstance(described, dict) else {"note": described})))
-        out += ["<h2>Thresholds and settings</h2>", _html_rows(self.thresholds())]
-        out += ["<h2>Summary</h2>", '<table class="summary"><tr>']
-        out.append("".join(f"<th>{h}</th>" for h in ("gate", "target", "measured", "threshold", "verdict")) + "</tr>")
-        for (gate, target, measured, threshold, verdict), anchor in zip(self.summary(), self._anchors()):
-            out.append(
-                f'<tr><td><a href="#{anchor}">{e(gate)}</a></td><td>{e(target)}</td><td class="num">{e(measured)}</td>'
-                f"<td>{e(threshold)}</td>{_html_verdict(verdict)}</tr>"
-            )
-        out.append("</table>")
-        for title, value in self.extra_sections():
-            out += [f"<h2>{e(title)}</h2>", _html_value(value)]
-        if not self.any_figures():
-            out.append(f'<p class="note">{e(NO_FIGURES)}</p>')
-        for target, described in self.targets.items():
-            shown = self.figures(described) if isinstance(described, dict) else []
-            if shown:
-                out += [f"<h2>{e(target)}: eval images</h2>", *(_html_figure(*f) for f in shown)]
-        out.append("<h2>Gates</h2>")
-        for r, anchor in zip(self.records, self._anchors()):
-            out.append(f'<section class="gate" id="{anchor}">')
-            out.append(f"<h3>{e(r.gate)} <small>({e(r.target)})</small>{_html_badge(r.verdict)}</h3>")
-            if r.value is not None:
-                rule = r.rule.replace("threshold", _fmt(r.threshold))
-                out.append(f'<p class="measured">measured {e(_fmt(r.value))}; passes when {e(rule)}</p>')
-            out.append(f"<p>{e(r.message)}</p>")
-            out += [_html_figure(*f) for f in self.figures(r.to_dict())]
-            if r.details:
-                details = json.dumps(r.details, indent=1, sort_keys=True)
-                out.append(f"<details><summary>details</summary><pre>{e(details)}</pre></details>")
-            out.append(f'<p class="measured">test: {e(r.test)}</p></section>')
-        out.append("</body></html>")
-        return "\n".join(out) + "\n"
-
     def _anchors(self) -> list[str]:
         from segcheck.figures import slug
 
@@ -222,7 +184,9 @@ class Page:
 
     # --- Markdown ---------------------------------------------------------------------------
     def markdown(self, out: Path) -> str:
-        """The Markdown page for ``out``; its figures are copied to ``<out stem>.figures/`` beside it."""
+        """The Markdown page for ``out``, failures first: the counts, each failing or erroring gate
+        in full, one table row per other gate, then the eval images, what was tested and the
+        settings that differ from the defaults; its figures are copied to ``<out stem>.figures/``."""
         folder = out.parent / f"{out.stem}.figures"
         lines = [
             md_mark(),
@@ -231,16 +195,25 @@ class Page:
             f"{self.tally()} · segcheck {self.report.get('segcheck', '?')}",
             "",
         ]
-        lines += ["## What was tested", ""]
-        for target, described in self.targets.items():
-            lines += [f"### {target}", ""]
-            lines += _md_table(("what", "value"), self.facts(described if isinstance(described, dict) else {}))
-        lines += ["## Thresholds and settings", "", *_md_table(("section", "settings"), self.thresholds())]
-        lines += [
-            "## Summary",
-            "",
-            *_md_table(("gate", "target", "measured", "threshold", "verdict"), self._md_summary()),
+        failing = [r for r in self.records if r.verdict in ("FAIL", "ERROR", "XFAIL")]
+        lines += [f"## Failures and errors ({sum(r.verdict != 'XFAIL' for r in failing)})", ""]
+        if not failing:
+            lines += ["None: every gate that could judge its target passed.", ""]
+        for r in failing:
+            lines += [f"### {r.gate} ({r.target}): **{r.verdict}**", ""]
+            if r.value is not None:
+                lines += [f"measured {_fmt(r.value)}; passes when {r.rule.replace('threshold', _fmt(r.threshold))}", ""]
+            lines += [_md_escape(r.message), ""]
+            for f in self.figures(r.to_dict()):
+                lines += [self._md_figure(f, folder, out.parent), ""]
+        rest = [
+            (*row, " ".join(self._md_link(f, folder, out.parent) for f in self.figures(r.to_dict())))
+            for row, r in zip(self._md_summary(), self.records)
+            if r not in failing
         ]
+        if rest:
+            lines += ["## Every other gate", ""]
+            lines += _md_table(("gate", "target", "measured", "threshold", "verdict", "message", "figures"), rest)
         for title, value in self.extra_sections():
             lines += [f"## {title}", "", *_md_value(value), ""]
         if not self.any_figures():
@@ -250,87 +223,39 @@ class Page:
             if shown:
                 lines += [f"## {target}: eval images", ""]
                 lines += [self._md_figure(f, folder, out.parent) for f in shown] + [""]
-        lines += ["## Gates", ""]
-        for r in self.records:
-            lines += [f"### {r.gate} ({r.target}): **{r.verdict}**", ""]
-            if r.value is not None:
-                lines += [f"measured {_fmt(r.value)}; passes when {r.rule.replace('threshold', _fmt(r.threshold))}", ""]
-            lines += [_md_escape(r.message), ""]
-            for f in self.figures(r.to_dict()):
-                lines += [self._md_figure(f, folder, out.parent), ""]
+        lines += ["## What was tested", ""]
+        for target, described in self.targets.items():
+            lines += [f"### {target}", ""]
+            lines += _md_table(("what", "value"), self.facts(described if isinstance(described, dict) else {}))
+        changed, every = self.settings()
+        lines += ["## Settings that differ from the defaults", ""]
+        lines += _md_table(("setting", "value"), changed) if changed else ["None.", ""]
+        lines += ["<details><summary>every setting</summary>", "", *_md_table(("section", "settings"), every)]
+        lines += ["</details>", ""]
         return "\n".join(lines).rstrip() + "\n"
 
     def _md_summary(self) -> list[tuple]:
-        return [(g, t, m, th, f"**{v}**" if v != "PASS" else v) for g, t, m, th, v in self.summary()]
+        rows = zip(self.summary(), self.records)
+        return [(g, t, m, th, f"**{v}**" if v != "PASS" else v, _md_escape(r.message)) for (g, t, m, th, v), r in rows]
 
     def _md_figure(self, figure: tuple[str, str, Path | None], folder: Path, base: Path) -> str:
-        kind, text, file = figure
+        """The figure shown on the page (copied into ``folder``), or its note."""
+        kind, text, _ = figure
         if kind == "note":
             return f"> **figure missing:** {_md_escape(text)}"
+        return f"!{self._md_link(figure, folder, base)}"
+
+    def _md_link(self, figure: tuple[str, str, Path | None], folder: Path, base: Path) -> str:
+        """``[name](path)`` of the figure copied into ``folder`` (a note: ``figure missing``)."""
+        kind, text, file = figure
+        if kind == "note":
+            return "figure missing"
         parts = Path(text).parts
         dest = folder.joinpath(*(parts[1:] if len(parts) > 1 else parts))
         if dest.resolve() != file.resolve():
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(file, dest)
-        return f"![{Path(text).stem}]({dest.relative_to(base).as_posix()})"
-
-
-# --- HTML helpers -----------------------------------------------------------------------------
-def _plain(value) -> str:
-    if isinstance(value, float):
-        return _fmt(value)
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={_plain(v)}" for k, v in value.items())
-    if isinstance(value, list):
-        return ", ".join(_plain(v) for v in value)
-    return str(value)
-
-
-def _html_rows(rows: list[tuple[str, str]]) -> str:
-    cells = "".join(f"<tr><th>{html.escape(a)}</th><td>{html.escape(b)}</td></tr>" for a, b in rows)
-    return f"<table>{cells}</table>" if rows else "<p>(none)</p>"
-
-
-def _html_verdict(verdict: str) -> str:
-    colour, background = VERDICT_STYLE.get(verdict, ("#1f2328", "#ffffff"))
-    return f'<td class="verdict" style="color:{colour};background:{background}">{html.escape(verdict)}</td>'
-
-
-def _html_badge(verdict: str) -> str:
-    colour, background = VERDICT_STYLE.get(verdict, ("#1f2328", "#ffffff"))
-    return f'<span class="badge" style="color:{colour};background:{background}">{html.escape(verdict)}</span>'
-
-
-def _html_figure(kind: str, text: str, file: Path | None) -> str:
-    if kind == "note":
-        return f'<p class="note">figure missing: {html.escape(text)}</p>'
-    data = base64.b64encode(file.read_bytes()).decode("ascii")
-    name = html.escape(Path(text).stem)
-    return f'<figure><img src="data:image/png;base64,{data}" alt="{name}" title="{name}"></figure>'
-
-
-def _html_value(value) -> str:
-    """Any JSON value as HTML: a list of objects as a table (one column per key), an object as
-    rows of key and value, verdict strings coloured."""
-    if isinstance(value, dict):
-        cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_html_value(v)}</td></tr>" for k, v in value.items())
-        return f"<table>{cells}</table>"
-    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        columns = list(dict.fromkeys(k for row in value for k in row))
-        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-        body = "".join("<tr>" + "".join(_html_cell(row.get(c)) for c in columns) + "</tr>" for row in value)
-        return f"<table><tr>{head}</tr>{body}</table>"
-    if isinstance(value, list):
-        return html.escape(", ".join(_plain(v) for v in value))
-    return html.escape(_plain(value))
-
-
-def _html_cell(value) -> str:
-    if isinstance(value, str) and value in VERDICT_STYLE:
-        return _html_verdict(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return f'<td class="num">{html.escape(_plain(value))}</td>'
-    return f"<td>{_html_value(value) if value is not None else ''}</td>"
+        return f"[{Path(text).stem}]({dest.relative_to(base).as_posix()})"
 
 
 # --- Markdown helpers -------------------------------------------------------------------------

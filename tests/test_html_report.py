@@ -7,6 +7,7 @@ import binascii
 import html
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -38,17 +39,21 @@ class _Images(HTMLParser):
             self.sources.append(dict(attrs).get("src", ""))
 
 
-def page_images(page: str) -> list[bytes]:
-    """The bytes of every <img> of ``page``: each must be a PNG data URI that PIL opens."""
+def page_images(page: str, folder=None) -> list[bytes]:
+    """The bytes of every <img> of ``page``: a PNG or JPEG data URI (an embedded thumbnail), or,
+    with ``folder``, a relative path to a file beside the page; each must open in PIL."""
     parser = _Images()
     parser.feed(page)
     images = []
     for src in parser.sources:
-        assert src.startswith("data:image/png;base64,"), src[:80]
-        try:
-            data = base64.b64decode(src.split(",", 1)[1], validate=True)
-        except binascii.Error as exc:
-            pytest.fail(f"an <img> data URI is not base64: {exc}")
+        if folder is not None and not src.startswith("data:"):
+            data = (folder / src).read_bytes()
+        else:
+            assert re.match(r"data:image/(png|jpeg);base64,", src), src[:80]
+            try:
+                data = base64.b64decode(src.split(",", 1)[1], validate=True)
+            except binascii.Error as exc:
+                pytest.fail(f"an <img> data URI is not base64: {exc}")
         with Image.open(io.BytesIO(data)) as image:
             image.verify()
         images.append(data)
@@ -83,26 +88,51 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def test_every_image_of_the_html_page_is_a_data_uri_and_every_listed_figure_is_in_it(cheap_run):
+def test_the_html_page_embeds_failures_as_thumbnails_and_links_every_figure_beside_it(cheap_run):
     out, report, stdout, _ = cheap_run
     page = (out / "run.html").read_text()
-    images = page_images(page)
     listed = listed_figures(report)
     assert {"run.figures/unet/target.predictions.png", "run.figures/unet/noise_input.panels.png"} <= set(listed)
-    assert sorted(images) == sorted((out / path).read_bytes() for path in listed)  # each listed figure, once
-    assert not re.search(r"""(src|href)=["'](?!data:|#)""", page)  # nothing external: no file, no URL
-    assert 'style="color:#1a7f37;background:#dafbe1">PASS</td>' in page
+    assert len(page_images(page, folder=out)) >= len(listed)
+    linked = set(re.findall(r"""(?:src|href)=["'](?!data:|#)([^"']+)""", page))
+    assert linked == set(listed)  # nothing external: only the figure files beside the page, each of them
+    failing = [g for g in report["gates"] if g["outcome"] == "failed"]
+    embedded = re.findall(r'src="data:image/(?:png|jpeg);base64,([^"]+)"', page)
+    for path in (p for g in failing for p in g["figures"]):  # a failure's figures are on the page itself
+        assert f'<a href="{path}"><img src="data:' in page
+        assert all(len(base64.b64decode(d)) <= (out / path).stat().st_size for d in embedded)
+    assert 'style="color:#1a7f37;background:#dafbe1">PASS</span>' in page
     assert "normalization" in page and "checkpoint sidecar" in page
-    assert "<th>noise_input</th><td>max_miou=0.1000, max_ratio=0.7000, seed=0</td>" in page  # thresholds by section
+    assert "<th>noise_input</th><td>max_miou=0.1000, max_ratio=0.7000, seed=0</td>" in page  # every setting
     notes = [n for g in report["gates"] for n in g["figure_notes"]]
     assert all(figures.NO_MATPLOTLIB in n for n in notes) and (notes == []) == _has("matplotlib")
     assert f"segcheck page: {out / 'run.html'}" in stdout
 
 
+def test_the_first_screen_is_the_answer(tmp_path):
+    gate = lambda t, g, o, v: {"target": t, "gate": g, "test": f"x::{g}", "outcome": o, "value": v, "threshold": 0.5}  # noqa: E731
+    gates = [gate("a", "g1", "passed", 0.9), gate("a", "g2", "failed", 0.1), gate("b", "g1", "failed", 0.2)]
+    gates += [gate("b", "g2", "passed", 0.8)]
+    targets = {"a": {"model": "m", "tags": {"recipe": "naive"}}, "b": {"model": "m", "tags": {"recipe": "robust"}}}
+    fleet = {"targets": [], "fleet_spread": ["g1 fails on 1 of 2 targets: " + "a long finding " * 20 + "end"]}
+    report = {"segcheck": "0", "targets": targets, "thresholds": {"noise_input.max_miou": 0.2}, "gates": gates}
+    (tmp_path / "r.json").write_text(json.dumps({**report, "fleet": fleet}))
+    page = render(tmp_path / "r.json", tmp_path / "r.html").read_text()
+    counts, matrix = page.index('class="counts"'), page.index("<h2>Fleet matrix</h2>")
+    failures, passes = page.index("<h2>Failures and errors (2)</h2>"), page.index("<h2>Passed (2)</h2>")
+    assert counts < matrix < failures < passes < page.index("<h2>What was tested</h2>")
+    assert ">2 failed</span>" in page and ">2 passed</span>" in page
+    assert '<details class="line" id="gate-0-a-g1" data-target="a" data-verdict="PASS">' in page  # collapsed
+    assert 'onclick="segcheckSort(this)"' in page and "<td>naive</td>" in page and "<td>robust</td>" in page
+    assert "a long finding " * 20 + "end" in page  # the finding whole, not cut
+    changed = page[page.index("<h2>Settings that differ") : page.index("every setting")]
+    assert "noise_input.max_miou" in changed and "0.2000" in changed and "max_ratio" not in changed
+
+
 def test_markdown_links_png_files_beside_it(cheap_run):
     out, report, _, _ = cheap_run
     page = (out / "md" / "run.md").read_text()
-    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", page)
+    links = re.findall(r"\]\(([^)]+\.png)\)", page)  # a failure's figures shown, the others linked
     assert len(links) == len(listed_figures(report)) > 0
     for link in links:
         assert link.startswith("run.figures/")
@@ -113,8 +143,13 @@ def test_markdown_links_png_files_beside_it(cheap_run):
 
 def test_rerendering_the_json_gives_the_same_page(cheap_run, tmp_path, capsys):
     out, _, _, _ = cheap_run
-    assert cli.main(["report", "render", str(out / "run.json"), "-o", str(tmp_path / "again.html")]) == 0
-    assert (tmp_path / "again.html").read_text() == (out / "run.html").read_text()
+    assert cli.main(["report", "render", str(out / "run.json"), "-o", str(out / "again.html")]) == 0
+    assert (out / "again.html").read_text() == (out / "run.html").read_text()
+    assert cli.main(["report", "render", str(out / "run.json"), "-o", str(tmp_path / "elsewhere.html")]) == 0
+    elsewhere = (tmp_path / "elsewhere.html").read_text()  # links to the figures from where the page is
+    assert set(re.findall(r'href="([^"#]+)"', elsewhere)) == {
+        os.path.relpath(out / p, tmp_path) for p in listed_figures(json.loads((out / "run.json").read_text()))
+    }
     assert cli.main(["report", str(out / "run.json"), "-o", str(tmp_path / "short.md")]) == 0  # the short form
     assert (tmp_path / "short.figures" / "unet" / "noise_input.panels.png").is_file()
     assert cli.main(["report", "render", str(out / "run.json"), "-o", str(tmp_path / "x.pdf")]) == 2
@@ -136,7 +171,7 @@ def test_a_missing_figure_file_and_a_run_without_figures_are_notes(tmp_path):
     (tmp_path / "plain.json").write_text(json.dumps(report))
     page = render(tmp_path / "plain.json", tmp_path / "plain.html").read_text()
     assert html.escape(NO_FIGURES) in page
-    assert 'style="color:#cf222e;background:#ffebe9">FAIL<' in page
+    assert 'style="color:#cf222e;background:#ffebe9">1 failed<' in page
     gate["figures"] = ["gone.figures/t/g.plot.png"]
     (tmp_path / "gone.json").write_text(json.dumps(report))
     page = render(tmp_path / "gone.json", tmp_path / "gone.html").read_text()
@@ -157,7 +192,7 @@ def test_a_fleet_section_renders_as_a_table_of_its_rows(tmp_path):
     report = {"targets": {}, "thresholds": {}, "gates": [], "fleet": fleet}
     (tmp_path / "fleet.json").write_text(json.dumps(report))
     page = render(tmp_path / "fleet.json", tmp_path / "fleet.html").read_text()
-    assert "<h2>Fleet</h2>" in page
+    assert "<h2>Fleet view</h2>" in page  # beside the matrix: the view's other tables
     assert "<th>target</th><th>real_miou</th><th>noise_miou</th><th>failed</th><th>verdict</th>" in page
     assert '<td class="num">0.3200</td><td>noise_input</td><td class="verdict" style="color:#cf222e' in page
     md = render(tmp_path / "fleet.json", tmp_path / "fleet.md").read_text()
@@ -213,7 +248,7 @@ def test_without_matplotlib_plots_are_notes_and_the_page_still_renders(
     record.figures, record.figure_notes = files.write("unet", gate.name, [f.to_dict() for f in drawn])
     write_json(tmp_path / "run.json", {"unet": target.describe()}, {}, [record])
     page = render(tmp_path / "run.json", tmp_path / "run.html").read_text()
-    assert len(page_images(page)) == 1
+    assert len(page_images(page, folder=tmp_path)) == 1
     assert f"figure missing: {html.escape(drawn[1].note)}" in page
 
 

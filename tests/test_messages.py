@@ -67,3 +67,12 @@ def test_the_trainer_reads_read_only_samples_without_a_warning():
         image, mask = _Pairs(ReadOnly())[0]
     image[0, 0, 0] = 1  # a copy: the dataset's arrays are untouched
     assert mask.dtype.is_floating_point is False and image.shape == (4, 4, 3)
+
+
+def test_the_header_on_the_embedded_default_is_two_short_lines(pytester):
+    from tests.conftest import REPO
+
+    result = pytester.runpytest_subprocess(str(REPO / "suites" / "gates"), "--collect-only", "-p", "no:cacheprovider")
+    header = [line for line in result.stdout.lines if line.startswith("segcheck")]
+    assert len(header) == 2, header  # what is tested, and its normalization; the settings are the defaults
+    assert header[1].startswith("segcheck normalization: mean (0.4, 0.456, 0.398), std (0.202, 0.182, 0.27)")
