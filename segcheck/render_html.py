@@ -95,7 +95,7 @@ def page(p, out: Path) -> str:
     ]
     fleet = p.report.get("fleet")
     if len(p.targets) > 1:
-        parts += ["<h2>Fleet matrix</h2>", _matrix(p, fleet)]
+        parts += ['<h2 id="matrix">Fleet matrix</h2>', _matrix(p, fleet)]
     failed = by_outcome["FAIL"] + by_outcome["ERROR"] + by_outcome["XFAIL"]
     parts.append(f"<h2>Failures and errors ({len(by_outcome['FAIL']) + len(by_outcome['ERROR'])})</h2>")
     if not failed:

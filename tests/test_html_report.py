@@ -118,7 +118,7 @@ def test_the_first_screen_is_the_answer(tmp_path):
     report = {"segcheck": "0", "targets": targets, "thresholds": {"noise_input.max_miou": 0.2}, "gates": gates}
     (tmp_path / "r.json").write_text(json.dumps({**report, "fleet": fleet}))
     page = render(tmp_path / "r.json", tmp_path / "r.html").read_text()
-    counts, matrix = page.index('class="counts"'), page.index("<h2>Fleet matrix</h2>")
+    counts, matrix = page.index('class="counts"'), page.index('<h2 id="matrix">Fleet matrix</h2>')
     failures, passes = page.index("<h2>Failures and errors (2)</h2>"), page.index("<h2>Passed (2)</h2>")
     assert counts < matrix < failures < passes < page.index("<h2>What was tested</h2>")
     assert ">2 failed</span>" in page and ">2 passed</span>" in page
