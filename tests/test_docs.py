@@ -151,3 +151,14 @@ def test_the_readme_is_short_and_its_links_resolve():
     for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme):
         if "://" not in target:
             assert (REPO / target).exists(), f"README links to {target}, which does not exist"
+
+
+def test_the_terminal_and_the_json_report_point_a_failure_to_its_page(pytester):
+    from tests.test_pytest_plugin import run_gates
+
+    naive = str(REPO / "plugins" / "checkpoints" / "unet_synthetic-streets_naive.safetensors")
+    result, report = run_gates(pytester, "--checkpoint", naive, "-k", "noise_input", "--eval-size", "8")
+    assert result.ret == 1, result.stdout.str()
+    (record,) = report["gates"]
+    assert record["outcome"] == "failed" and record["message"].endswith("; docs: gates/noise_input.md")
+    result.stdout.fnmatch_lines(["noise_input: noise mIoU * pixel position*; docs: gates/noise_input.md"])
