@@ -95,7 +95,8 @@ def _doc(gate) -> str:
     the docstring's first paragraph, joined into one line."""
     doc = inspect.getdoc(gate.function) or ""
     paragraph = " ".join(doc.split("\n\n")[0].split())
-    return paragraph if gate.description and paragraph.startswith(gate.description.strip()) else gate.description
+    text = paragraph if gate.description and paragraph.startswith(gate.description.strip()) else gate.description
+    return text.replace("``", "`")  # reStructuredText literals as Markdown code
 
 
 def _section(gate) -> dict | None:
