@@ -150,7 +150,7 @@ def gate_facts(name: str, prefix: str = "../") -> str:
     """The generated part of the page of gate family ``name``."""
     members = families()[name]
     first = members[0]
-    label, where = SUITES.get(first.suite, (first.suite, first.suite))
+    label, where = _suites()[first.suite]
     lines = ['!!! abstract "From the gate registry"', ""]
     body = [
         f"**Suite:** {label} (`{where}`). **Registered by:** `{first.plugin}`.",
@@ -210,11 +210,17 @@ def generated_gate_page(name: str) -> str:
     )
 
 
+def _suites() -> dict[str, tuple[str, str]]:
+    """The suites of the registered gates: the known ones in order, then any other a gate names."""
+    named = {gates[0].suite for gates in families().values()}
+    return {**SUITES, **{s: (s, s) for s in sorted(named - set(SUITES))}}
+
+
 def gate_table() -> str:
     """Every registered built-in gate, by suite: name, what it measures, markers."""
     out = []
     grouped = families()
-    for suite, (label, where) in SUITES.items():
+    for suite, (label, where) in _suites().items():
         names = [n for n, gates in grouped.items() if gates[0].suite == suite]
         if not names:
             continue
@@ -353,7 +359,7 @@ def gates_nav() -> list:
     """The nav of the gates: the overview, then each suite's gate pages."""
     grouped = families()
     nav: list = [{"Overview": "gates/index.md"}]
-    for suite, (label, _) in SUITES.items():
+    for suite, (label, _) in _suites().items():
         names = sorted(n for n, gates in grouped.items() if gates[0].suite == suite)
         if names:
             nav.append({label: [{n: f"gates/{n}.md"} for n in names]})

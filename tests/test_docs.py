@@ -74,6 +74,9 @@ def test_a_new_gate_gets_a_generated_page_and_is_reported_missing(monkeypatch):
     assert "| `label_quality.max_flagged` | `0.01` | number |" in page
     assert "docs/gates/label_quality.md` is missing" in page
     assert "label_quality" in str(hooks.gates_nav())
+    odd = Gate("odd", label_quality, plugin="segcheck.gates.odd", suite="calibration")
+    monkeypatch.setattr(hooks, "builtin_gates", lambda: (*registered, new, odd))
+    assert {"calibration": [{"odd": "gates/odd.md"}]} in hooks.gates_nav()  # a suite of its own has its place
 
 
 def test_gate_facts_are_inserted_into_the_hand_written_page():
