@@ -187,8 +187,8 @@ def _shortcut_factory(root: Path | None, split: str, **options) -> SyntheticStre
 
 #: what the shortcut variant declares: ten of its samples (no colour says a class, sensor noise
 #: sigma 30) take a fresh unet about twice the default overfit budget (first >= 0.90 near epoch
-#: 55 at lr 0.001 with inverse-frequency weights, 0.95 by epoch 99; README "The shortcut at full
-#: strength")
+#: 55 at lr 0.001 with inverse-frequency weights, 0.95 by epoch 99; docs/explanation/shortcut.md,
+#: "overfit_tiny on the shortcut variant")
 SHORTCUT_SETTINGS = {"overfit_tiny": {"epochs": 120, "lr": 0.001, "class_weight_power": 1}}
 
 

@@ -164,6 +164,7 @@ def fleet_gate_records(gates, rows: list[dict], config: dict) -> list[GateRecord
     """The records of the fleet-level ``gates`` (``Gate`` descriptors of ``suite="fleet"``):
     ``gate.function(rows, cfg) -> {subject: GateResult}``, a subject being what the result is
     about (e.g. a model and checkpoint across datasets). A gate that raises is one ERROR record."""
+    from segcheck.gates.registered import pointed
     from segcheck.gates.result import GateResult
     from segcheck.target import guarded
 
@@ -184,6 +185,7 @@ def fleet_gate_records(gates, rows: list[dict], config: dict) -> list[GateRecord
             records.append(GateRecord("fleet", gate.name, f"fleet::{gate.name}", "error", message=str(exc)))
             continue
         for subject, result in sorted(results.items()):
+            result = pointed(gate, result)
             records.append(GateRecord.from_result(result, str(subject), f"fleet::{gate.name}[{subject}]", gate.name))
     return records
 

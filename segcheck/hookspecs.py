@@ -151,9 +151,11 @@ def segcheck_register_gates(registry, scorers):
     NaN/inf), ``markers`` (``train``, ``gpu``, ``fleet``: pytest markers of the gate's
     test), ``suite`` (``gates`` by default), ``description``, ``figures`` (a function
     ``figures(target, result, cfg) -> list[segcheck.figures.Figure]`` drawing the result's
-    pictures for ``--segcheck-html``/``--segcheck-md``; ``segcheck.figures`` has the helpers).
-    The suites parametrize over this registry: a gate added here runs, and shows in the
-    table and the JSON report, exactly like a built-in. A gate raising
+    pictures for ``--segcheck-html``/``--segcheck-md``; ``segcheck.figures`` has the helpers),
+    ``min_images`` (the fewest eval images the gate can judge), ``docs`` (the page, a path or
+    URL, that the gate's failure messages end with as ``docs: <page>``; segcheck's own gates
+    point to ``gates/<family>.md`` of its docs). The suites parametrize over this registry: a
+    gate added here runs, and shows in the table and the JSON report, exactly like a built-in. A gate raising
     ``segcheck.gates.NotApplicable`` is a SKIP with its message; a result that passes with a
     non-finite value or threshold is an ERROR.
 

@@ -46,9 +46,9 @@ def test_embedded_default_passes_and_prints_the_scorer_table(pytester):
     assert "first threshold" in msp["fpr95_convention"]
 
 
-def test_a_users_scorer_from_the_readme_is_gated_like_the_builtins(pytester):
-    readme = (REPO / "README.md").read_text()
-    code = re.search(r"```python\n# my_scorer.py\n(.*?)```", readme, re.S).group(1)
+def test_a_users_scorer_from_the_docs_is_gated_like_the_builtins(pytester):
+    guide = (REPO / "docs" / "guides" / "anomaly.md").read_text()
+    code = re.search(r"```python\n# my_scorer.py\n(.*?)```", guide, re.S).group(1)
     plugin = pytester.path / "my_scorer.py"
     plugin.write_text(code)
     result, report = run_suite(pytester, "--plugin", str(plugin), "-k", "margin or msp")

@@ -173,6 +173,7 @@ def test_cross_dataset_is_a_registered_fleet_gate_and_a_failing_one_is_named(loa
         record["target"] == "unet:a"
         and record["outcome"] == "failed"
         and record["test"] == "fleet::cross_dataset[unet:a]"
+        and record["message"].endswith("; docs: gates/cross_dataset.md")
     )
     assert fleet.failed_fleet_gates(view) == ["cross_dataset[unet:a]"]
     assert any(line.startswith("cross_dataset [unet:a]: real mIoU spread 0.0100") for line in fleet.fleet_lines(view))

@@ -28,7 +28,7 @@ def test_the_naive_recipe_scores_on_noise_and_does_not_beat_the_prior(loaded_plu
 
 def test_the_robust_example_passes_the_layout_and_jpeg_gates(loaded_plugins):
     """The depth-4 fine-tune with JPEG views reads its images: noise, the prior, shifts and JPEG
-    (its shift_equivariance margin is thin, 0.9006 against 0.90; README)."""
+    (its shift_equivariance margin is thin, 0.9006 against 0.90; docs/explanation/shortcut.md)."""
     config = segconfig.load()
     target = build_target(loaded_plugins, config, "unet", "synthetic-streets-shortcut", checkpoint=ROBUST)
     gates = {g.name: g for g in loaded_plugins.gates.gates()}

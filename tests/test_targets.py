@@ -71,10 +71,10 @@ def test_one_forward_pass_per_eval_set_is_shared():
     assert target.predictions is first and calls == [2, 2]
 
 
-def test_readme_notebook_example_runs(capsys):
-    readme = (REPO / "README.md").read_text()
-    code = re.search(r"<!-- notebook-example -->\n```python\n(.*?)```", readme, re.S).group(1)
-    exec(compile(code, "README.md", "exec"), {})
+def test_docs_notebook_example_runs(capsys):
+    guide = (REPO / "docs" / "guides" / "python-api.md").read_text()
+    code = re.search(r"<!-- notebook-example -->\n```python\n(.*?)```", guide, re.S).group(1)
+    exec(compile(code, "docs/guides/python-api.md", "exec"), {})
     out = capsys.readouterr().out
     assert re.search(r"^finite_outputs: PASS", out, re.M) and "noise_input: " in out
     assert "prediction_collapse: " in out

@@ -6,7 +6,7 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,9 @@ NEEDS = (
 )
 #: cost markers: pytest markers the gate's test carries (``-m "not train"``)
 MARKERS = ("train", "gpu", "fleet")
-GATE_META = ("section", "defaults", "needs", "markers", "suite", "description", "figures", "min_images")
+GATE_META = ("section", "defaults", "needs", "markers", "suite", "description", "figures", "min_images", "docs")
+#: the plugins whose gates are segcheck's own: a failure of theirs points to its page of segcheck's docs
+BUILTIN_GATE_PLUGINS = ("segcheck.", "segcheck_plugins.")
 
 
 class NotApplicable(SegcheckError):
@@ -67,7 +69,9 @@ class Gate:
     ``prompted``), from ``plugin``; ``description`` defaults to the docstring's first line.
     ``figures(target, result, cfg) -> list[segcheck.figures.Figure]``, when given, draws the
     result's pictures for the HTML/Markdown reports (called only when a report asks for them).
-    ``min_images``: the fewest eval images the gate can judge (fewer: a SKIP saying so)."""
+    ``min_images``: the fewest eval images the gate can judge (fewer: a SKIP saying so).
+    ``docs``: the page (a path or URL) its failure messages point to; segcheck's own gates
+    point to ``gates/<family>.md`` of segcheck's docs without it (:func:`docs_page`)."""
 
     name: str
     function: Callable[..., GateResult]
@@ -80,6 +84,7 @@ class Gate:
     plugin: str = "?"
     figures: Callable[..., list] | None = None
     min_images: int = 1
+    docs: str = ""
 
 
 class GateRegistry(Registry):
@@ -108,6 +113,33 @@ class GateRegistry(Registry):
             for e in self._entries.values()
             if suite is None or e.meta.get("suite", "gates") == suite
         ]
+
+
+def family(name: str) -> str:
+    """A gate's family: its name without the ``[...]`` of a parametrized gate
+    (``perturbation_stability[jpeg]`` -> ``perturbation_stability``); one docs page each."""
+    return name.split("[", 1)[0]
+
+
+def docs_page(gate: Gate) -> str | None:
+    """The docs page a failure of ``gate`` points to: its ``docs`` metadata, else for one of
+    segcheck's own gates ``gates/<family>.md`` (a path inside segcheck's docs site, ``docs/``
+    in the repository), else None (a third-party gate that names no page)."""
+    if gate.docs:
+        return gate.docs
+    if gate.plugin.startswith(BUILTIN_GATE_PLUGINS):
+        return f"gates/{family(gate.name)}.md"
+    return None
+
+
+def pointed(gate: Gate, result: GateResult) -> GateResult:
+    """``result``, its message ending with ``docs: <page>`` when it failed and ``gate`` has a
+    page: the one place a failure message gets its pointer, so the terminal, the JSON and the
+    HTML report lead to the explanation."""
+    page = docs_page(gate)
+    if result.passed or page is None:
+        return result
+    return replace(result, message=f"{result.message.rstrip()}; docs: {page}")
 
 
 def summary(function) -> str:
@@ -191,7 +223,7 @@ def run(gate: Gate, target, config: dict) -> GateResult:
     problem = unjudged(gate.name, result.value, result.threshold, result.passed, result.message)
     if problem:
         raise SegcheckError(problem)
-    return result
+    return pointed(gate, result)
 
 
 def _no_labelled_pixels(data) -> str:
