@@ -76,6 +76,11 @@ def noise_input(target: Target, cfg: dict) -> GateResult:
             f"{measured} >= {threshold:.3g}: on noise it predicts the same layout whatever the noise ({layout:.0%} "
             "of pixels agree between noise images): predictions follow pixel position, not content"
         )
+    elif worst >= cfg["max_miou"]:  # above the absolute limit: noise alone scores, as the scene's layout does
+        message = (
+            f"{measured} >= {cfg['max_miou']:.3g}: predictions follow pixel position, not content (on noise "
+            f"{layout:.0%} of pixels agree between noise images; constant-class floor {floor:.3f})"
+        )
     else:
         share = f"{worst / real:.0%} of the real mIoU" if real > 0 else "more than the real mIoU (0)"
         message = (
