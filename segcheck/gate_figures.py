@@ -394,8 +394,87 @@ def positional_prior(target, result, cfg: dict) -> list[Figure]:
     return [Figure("prior_map", "the positional prior map beside an eval image", png)]
 
 
+def _fitted(panel: np.ndarray, shape: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    """``panel`` (H, W, 3) uint8 resized to ``shape`` (H, W) for a grid of one panel size."""
+    if panel.shape[:2] == tuple(shape):
+        return panel
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(panel)).resize(
+        (shape[1], shape[0]), Image.NEAREST if nearest else Image.BILINEAR
+    )
+    return np.asarray(image)
+
+
+def _expanded(grid: np.ndarray, stride: int, shape: tuple[int, int]) -> np.ndarray:
+    """A map on the grid of every ``stride``-th pixel (sampled at ``stride // 2``) spread over the
+    ``stride x stride`` blocks it stands for, at ``shape`` (H, W)."""
+    full = np.repeat(np.repeat(grid, stride, 0), stride, 1)[: shape[0], : shape[1]]
+    return np.pad(full, ((0, shape[0] - full.shape[0]), (0, shape[1] - full.shape[1])), mode="edge")
+
+
+#: flagged pixels (label_quality): magenta, a colour no class of the palette's first 18 has
+FLAGGED_COLOUR = (255, 0, 255)
+
+
+def flagged_map(image: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """``image`` in faded grey with ``flags`` (H, W) in :data:`FLAGGED_COLOUR`: where labels are suspect."""
+    grey = image.astype(np.float32).mean(-1, keepdims=True) * 0.5 + 96
+    out = np.repeat(grey, 3, -1).astype(np.uint8)
+    out[flags] = FLAGGED_COLOUR
+    return out
+
+
+def label_quality(target, found: list) -> list[Figure]:
+    """Per judged split, its worst images (largest flagged share first): input | mask | flagged
+    pixels | prediction; ``found`` is the gate's ``Judged`` of each split."""
+    data, model, spec = target.data, target.model, target.data.spec
+    figures = []
+    for split in found:
+        shown = [i for i in split.ranked() if i in split.grids][: IMAGES + 1]
+        if not shown:
+            continue
+        rows, labels, maps = [], [], []
+        dataset = None if split.split == data.split else data.dataset(split.split)
+        for i in shown:
+            index = split.indices[i]
+            if dataset is None:
+                image, mask, pred = data.images[index], data.masks[index], target.predictions.labels[index]
+            else:
+                image, mask = (np.asarray(a) for a in dataset[index])
+                pred = model.predict_pixels(image[None], 1)[0][0]
+            flags = _expanded(split.grids[i], split.strides[i], mask.shape)
+            shape = rows[0][0].shape[:2] if rows else image.shape[:2]
+            rows.append(
+                [
+                    _fitted(image, shape),
+                    _fitted(colour_mask(mask, spec), shape, True),
+                    _fitted(flagged_map(image, flags), shape, True),
+                    _fitted(colour_mask(pred, spec), shape, True),
+                ]
+            )
+            maps += [mask, pred]
+            share = split.flagged[i] / max(split.judged[i], 1)
+            labels.append(f"{split.names[i]}\n{share:.1%} flagged")
+        title = (
+            f"label_quality: the {len(shown)} {split.split!r} images with the largest share of labels the model's "
+            "probabilities contradict (confident learning); magenta: flagged pixels, likely mislabelled"
+        )
+        png = grid(
+            title,
+            ["input", "mask", "flagged pixels", "prediction"],
+            rows,
+            row_labels=labels,
+            legend_entries=legend(spec, *maps) + [("flagged: likely mislabelled", FLAGGED_COLOUR)],
+        )
+        what = f"{split.split}: input | mask | flagged pixels | prediction"
+        figures.append(Figure(f"worst_{split.split}", what, png))
+    return figures
+
+
 __all__ = [
     "anomaly_detection",
+    "label_quality",
     "noise_input",
     "overfit_tiny",
     "perturbation_stability",
