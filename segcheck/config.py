@@ -54,7 +54,7 @@ DEFAULTS: dict[str, dict] = {
     "input_normalization": {"max_abs_mean": 1.0, "min_std": 0.25, "max_std": 4.0},
     # data audits: label errors found by the model's probabilities, images shared by splits, shifted splits
     "label_quality": {
-        "max_flagged_share": 0.02,
+        "max_flagged_share": 0.01,
         "min_image_share": 0.01,
         "train_images": 0,
         "pixels_per_image": 16384,

@@ -472,8 +472,80 @@ def label_quality(target, found: list) -> list[Figure]:
     return figures
 
 
+def _split_image(data, split: str, index: int) -> np.ndarray:
+    """Image ``index`` of ``split`` (the eval sample's own, without splits to read)."""
+    if data.splits is None:
+        return data.images[index]
+    return np.asarray(data.dataset(split)[index][0])
+
+
+def split_leakage(target, result, scans: dict) -> list[Figure]:
+    """The near-duplicate pairs side by side, closest first (with none, the closest pairs of the
+    evaluated split and the others, to show how far apart they are); ``scans``: the split scan."""
+    from segcheck.splits import HASH_BITS, distances
+
+    data, d = target.data, result.details
+    pairs = [(p["split_a"], p["index_a"], p["split_b"], p["index_b"], p["distance"]) for p in d["pairs"]]
+    leaked = bool(pairs)
+    if not pairs:
+        mine = scans[d["split"]]
+        for other in (s for s in d["images"] if s != d["split"]):
+            dist = distances(mine.hashes, scans[other].hashes)
+            for flat in np.argsort(dist, axis=None, kind="stable")[: IMAGES + 1]:
+                i, j = np.unravel_index(flat, dist.shape)
+                pairs.append((d["split"], int(i), other, int(j), float(dist[i, j]) / HASH_BITS))
+        pairs.sort(key=lambda p: p[4])
+    rows, labels = [], []
+    for split_a, i, split_b, j, distance in pairs[: IMAGES + 1]:
+        a, b = _split_image(data, split_a, i), _split_image(data, split_b, j)
+        shape = rows[0][0].shape[:2] if rows else a.shape[:2]
+        a, b = _fitted(a, shape), _fitted(b, shape)
+        diff = np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(-1)
+        rows.append([a, b, heat(diff, 0.0, 64.0)])
+        labels.append(f"{scans[split_a].names[i]}\n~ {scans[split_b].names[j]}\ndistance {distance:.3f}")
+    what = "near-duplicates" if leaked else "the closest pairs (none is a near-duplicate)"
+    title = (
+        f"split_leakage: {what} between {d['split']!r} and the other splits, by perceptual-hash distance (share of "
+        f"{HASH_BITS} bits; near-duplicate: <= {d['max_distance']:.2f})"
+    )
+    twin = "its near-duplicate" if leaked else "the closest image of the other split"
+    png = grid(
+        title, ["image", f"{twin} (fitted to the same size)", "difference (grey levels)"], rows,
+        row_labels=labels, ramps=[("difference", 0.0, 64.0)],
+    )  # fmt: skip
+    return [Figure("pairs", f"split_leakage: {what}, side by side", png)]
+
+
+def split_shift(target, result, scans: dict) -> list[Figure]:
+    """Per-class pixel shares per split (bars side by side) and each split's brightness histogram."""
+    d, classes = result.details, target.data.spec.classes
+    shares = d["class_shares"]
+
+    def draw(figure):
+        bars, hist = figure.subplots(1, 2, width_ratios=[3, 1])
+        width = 0.8 / max(len(shares), 1)
+        x = np.arange(len(classes))
+        for k, (split, values) in enumerate(shares.items()):
+            bars.bar(x + k * width, [values[c] for c in classes], width, label=split)
+        bars.set_xticks(x + width * (len(shares) - 1) / 2, classes, rotation=45, ha="right", fontsize=8)
+        bars.set_ylabel("share of the split's labelled pixels")
+        bars.legend(fontsize=8)
+        bars.set_title(f"class shares (divergence train vs {d['split']!r}: {result.value:.4f})", fontsize=9)
+        for split, found in scans.items():
+            if found.same_as is None and len(found.brightness):
+                hist.hist(found.brightness, bins=16, range=(0, 255), density=True, histtype="step", label=split)
+        hist.set_xlabel("image brightness (mean grey level)")
+        hist.set_title("brightness per split", fontsize=9)
+        hist.legend(fontsize=8)
+
+    size = (max(8.0, 0.45 * len(classes) * max(len(shares), 1) + 3), 4.0)
+    return [plot("class_shares", "split_shift: class shares per split, and brightness", draw, size)]
+
+
 __all__ = [
     "anomaly_detection",
+    "split_leakage",
+    "split_shift",
     "label_quality",
     "noise_input",
     "overfit_tiny",

@@ -20,6 +20,7 @@ from segcheck import gate_figures
 from segcheck.data import batch_for, compact_masks, eval_indices
 from segcheck.gates.result import GateResult
 from segcheck.hookspecs import hookimpl
+from segcheck.splits import image_name
 from segcheck.target import Target
 
 if importlib.util.find_spec("cleanlab") is None:
@@ -113,14 +114,6 @@ def _batches(target: Target, split: str, cfg: dict) -> Iterator[tuple[list[int],
         masks.append(compact_masks(mask))
     if group:
         yield group, [image_name(dataset, split, i) for i in group], np.stack(images), np.stack(masks)
-
-
-def image_name(dataset, split: str, index: int) -> str:
-    """How reports name image ``index`` of ``split``: the dataset's ``image_id`` (a file stem)
-    when it has one, else ``split[index]``."""
-    if hasattr(dataset, "image_id"):
-        return f"{split}/{dataset.image_id(index)}"
-    return f"{split}[{index}]"
 
 
 def sample_names(data) -> list[str]:
@@ -223,7 +216,7 @@ def label_quality(target: Target, cfg: dict) -> GateResult:
     file name (``details["flagged_images"]``), drawn as input | mask | flagged pixels | prediction.
 
     **Rule.** Passes when the flagged share of each judged split's labelled pixels is
-    <= ``max_flagged_share`` (default 0.02). Settings: ``min_image_share`` (0.01; an image is
+    <= ``max_flagged_share`` (default 0.01). Settings: ``min_image_share`` (0.01; an image is
     listed as flagged from this share of its pixels), ``train_images`` (0: the eval sample only),
     ``pixels_per_image`` (16384: a larger image is judged on a grid of every s-th pixel in each
     direction, s the smallest stride that leaves at most this many; the memory held is about
