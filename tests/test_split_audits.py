@@ -5,6 +5,7 @@ another class balance; clean splits of one distribution pass."""
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,8 @@ from segcheck.gates.splits import cross_dataset_leakage, split_leakage, split_sh
 from segcheck.report import GateRecord
 from segcheck.splits import HASH_BITS, distances, image_hash, jensen_shannon
 from segcheck_plugins.synthetic_streets import CLASSES, SyntheticStreets
-from tests.conftest import build_target
+from tests.conftest import REPO, build_target
+from tests.test_html_report import page_images
 
 CFG = segconfig.DEFAULTS
 
@@ -83,12 +85,13 @@ def clean(tmp_path_factory):
 # --- the hash -------------------------------------------------------------------------------------------
 
 
-def test_hash_distance_is_small_for_a_copy_and_large_for_another_scene():
+def test_hash_distance_is_small_for_a_copy_or_a_resized_copy_and_large_for_another_scene():
     train = SyntheticStreets(split="train")
     a, other = train[0][0], train[1][0]
-    copy = jpeg_cropped(a)
-    d = distances(np.stack([image_hash(a)]), np.stack([image_hash(copy), image_hash(other), image_hash(a)]))[0]
-    assert d[2] == 0 and d[0] <= 0.2 * HASH_BITS < 0.25 * HASH_BITS < d[1]
+    copy, resized = jpeg_cropped(a), np.asarray(Image.fromarray(a).resize((141, 70), Image.BILINEAR))  # 10% larger
+    hashes = np.stack([image_hash(copy), image_hash(other), image_hash(a), image_hash(resized)])
+    d = distances(np.stack([image_hash(a)]), hashes)[0]
+    assert d[2] == 0 and max(d[0], d[3]) <= 0.2 * HASH_BITS < 0.25 * HASH_BITS < d[1]
 
 
 def test_distances_match_a_bit_by_bit_count():
@@ -163,10 +166,46 @@ def test_split_leakage_skips_a_flat_layout_and_a_lone_eval_sample(tmp_path, make
 
     honest = make_target(eval_size=4)
     alone = Target(honest.model, EvalData(honest.data.images, honest.data.masks, honest.data.spec))
-    with pytest.raises(NotApplicable, match="no other split than 'val'"):
+    with pytest.raises(NotApplicable, match="no other split with images than 'val'"):
         split_leakage(alone, CFG["split_leakage"])
     gate = next(g for g in target_plugins().gates.gates() if g.name == "split_shift")
     assert "needs a 'train' split" in unmet_need(gate, alone, segconfig.load())
+
+
+def test_report_lists_the_pairs_closest_first_and_the_html_page_draws_both_gates(pytester, leaky):
+    report = pytester.path / "report.json"
+    checkpoint = REPO / "plugins" / "checkpoints" / "unet_synthetic-streets_robust.safetensors"
+    result = pytester.runpytest(
+        str(REPO / "suites" / "gates"), "-p", "no:cacheprovider", "-k", "split_leakage or split_shift",
+        "--dataset", "folder", "--data-root", str(leaky), "--model", "unet", "--checkpoint", str(checkpoint),
+        "--eval-size", "8", "--eval-resize", "64x128", "--segcheck-report", str(report),
+        "--segcheck-html", str(pytester.path / "report.html"),
+    )  # fmt: skip
+    assert result.ret == 1, result.stdout.str()
+    records = {g["gate"]: g for g in json.loads(report.read_text())["gates"]}
+    leakage, shift = records["split_leakage"], records["split_shift"]
+    assert (leakage["outcome"], shift["outcome"]) == ("failed", "passed"), (leakage["message"], shift["message"])
+    pairs = leakage["details"]["pairs"]
+    assert [p["distance"] for p in pairs] == sorted(p["distance"] for p in pairs) and len(pairs) == 5
+    assert all(p["a"].startswith("val/copy") and p["b"].startswith("train/train") for p in pairs)
+    embedded = page_images((pytester.path / "report.html").read_text())
+    for record in (leakage, shift):
+        assert record["figures"], record["figure_notes"]
+        for path in record["figures"]:
+            assert (pytester.path / path).read_bytes() in embedded
+
+
+def test_an_empty_train_split_is_a_skip_of_both_gates_not_an_error():
+    import segcheck
+    from tests.models import ConstantModel
+
+    val = SyntheticStreets(split="val")
+    images, masks = (np.stack(a) for a in zip(*(val[i] for i in range(4))))
+    result = segcheck.check(ConstantModel(), images, masks, classes=CLASSES, gates=["split_leakage", "split_shift"],
+                            splits={"train": []}, device="cpu")  # fmt: skip
+    assert [r.outcome for r in result] == ["skipped", "skipped"], str(result)
+    assert "no other split with images than 'val'" in result.get("split_leakage").message
+    assert "split 'train' (0 images) has no labelled pixel" in result.get("split_shift").message
 
 
 # --- split_shift -----------------------------------------------------------------------------------------

@@ -82,12 +82,12 @@ def split_leakage(target: Target, cfg: dict) -> GateResult:
     scans = scan(target)
     evaluated = data.split
     mine = scans[evaluated]
-    others = [s for s in _distinct(scans) if s != evaluated]
+    others = [s for s in _distinct(scans) if s != evaluated and len(scans[s].names)]
     if mine.same_as is not None or not others:
         why = (
             f"split {evaluated!r} serves the same files as {mine.same_as!r} (one images/ folder for every split)"
             if mine.same_as is not None
-            else f"this data has no other split than {evaluated!r}"
+            else f"this data has no other split with images than {evaluated!r}"
         )
         raise NotApplicable(f"split_leakage compares the splits' images, but {why}: nothing to compare")
     max_bits = int(cfg["max_distance"] * HASH_BITS)
@@ -206,12 +206,19 @@ def split_shift(target: Target, cfg: dict) -> GateResult:
         raise NotApplicable("split_shift compares train with the evaluated split, which is train itself (eval.split)")
     scans = scan(target)
     train, mine = scans["train"], scans[evaluated]
-    if mine.same_as is not None and (mine.same_as == "train" or scans.get(mine.same_as) is train):
+    if (train.same_as or "train") == (mine.same_as or evaluated):
         raise NotApplicable(
             f"split_shift compares train with {evaluated!r}, but they are the same files (one images/ folder for "
             "every split): nothing to compare"
         )
+    for found in (train, mine):
+        if found.class_counts is None or not found.class_pixels.sum():
+            raise NotApplicable(
+                f"split_shift compares class shares, but split {found.split!r} ({len(found.names)} images) has no "
+                f"labelled pixel of the {len(spec.classes)} classes: nothing to compare"
+            )
     labelled = {s: f.class_pixels for s, f in scans.items() if f.class_counts is not None and f.same_as is None}
+    labelled.update(train=train.class_pixels, **{evaluated: mine.class_pixels})  # also when they serve another's files
     classes = spec.classes
     shares = {s: pixels / max(int(pixels.sum()), 1) for s, pixels in labelled.items()}
     value = jensen_shannon(labelled["train"], labelled[evaluated])
@@ -224,7 +231,7 @@ def split_shift(target: Target, cfg: dict) -> GateResult:
         if present and missing:
             absent[name] = {"present": present, "absent": missing}
     gaps = sorted(range(len(classes)), key=lambda c: -abs(shares["train"][c] - shares[evaluated][c]))[:3]
-    stats = {s: image_statistics(scans[s]) for s in scans if scans[s].same_as is None}
+    stats = {s: image_statistics(scans[s]) for s in scans if scans[s].same_as is None or s in ("train", evaluated)}
     stat_divergence = {
         what: jensen_shannon(_histogram(getattr(train, what), high), _histogram(getattr(mine, what), high))
         for what, high in (("brightness", 255.0), ("contrast", 128.0))
