@@ -226,6 +226,7 @@ def test_train_and_ablate_check_their_arguments_before_training(tmp_path, argv, 
 # --- gates that could not judge do not pass ---------------------------------------------------------
 
 WEIGHT_INDEPENDENT = {"head_matches_classes", "output_size", "label_integrity", "input_normalization"}
+WEIGHT_INDEPENDENT |= {"split_leakage", "split_shift"}  # they compare the data's splits: no model involved
 FRESH_MODEL = {"loss_at_init", "gradient_coverage"}  # judge a fresh copy of the architecture, not these weights
 
 
