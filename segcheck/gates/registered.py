@@ -164,11 +164,13 @@ def measured(target, name: str, function: Callable[..., GateResult], cfg: dict) 
 
 def _not_reading(gate: Gate, target, config: dict) -> str | None:
     """Why ``target``'s model does not read its images (a gate of :data:`READING_GATES` fails on
-    it), or None. Logits that are not finite are left to :func:`run`, which makes them an ERROR."""
+    it), or None. Logits that are not finite and eval masks without a labelled pixel are left to
+    :func:`run`, which makes them an ERROR (the target's problem, not advice about the model)."""
     from segcheck.gates.collapse import prediction_collapse
     from segcheck.gates.noise import noise_input
 
-    if not target.predictions.finite:
+    data = target.data
+    if not target.predictions.finite or (data.masks is not None and not data.labelled_pixels):
         return None
     functions = {"noise_input": noise_input, "prediction_collapse": prediction_collapse}
     for name in READING_GATES:
