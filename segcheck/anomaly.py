@@ -20,7 +20,7 @@ import torch
 
 from segcheck import SegcheckError
 from segcheck.data import batch_for, eval_indices, stack
-from segcheck.gates.registered import NotApplicable, TargetProblem
+from segcheck.gates.result import NotApplicable, TargetProblem
 from segcheck.metrics import ConfusionMatrix, OODMetrics, OODResult, miou
 from segcheck.metrics.components import ComponentMetrics, ComponentResult, ground_truth
 from segcheck.metrics.thresholds import OperatingPoint

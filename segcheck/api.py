@@ -120,7 +120,7 @@ def check(
     session = open_session(list(plugins))  # plugins, defaults, segcheck_configure hooks: as a run sets up
     loaded, config = session.plugins, copy.deepcopy(session.config)
     segconfig.merge(config, dict(settings or {}), "segcheck.check(settings=...)")
-    chosen = _chosen(loaded.gates.gates(), gates)
+    chosen = _chosen(loaded.gates.gates(), gates, loaded.absent)
     normalization = Normalization(tuple(mean), tuple(std), "segcheck.check(mean=, std=)") if mean is not None else None
     if splits is not None:  # the eval sample is split "val", unless a "val" is given
         splits = {"val": _Pairs(images, masks), **splits}
@@ -159,8 +159,9 @@ class _Pairs:
         return self.images[index], self.masks[index]
 
 
-def _chosen(registered: list, names: Sequence[str] | None) -> list:
-    """The gates ``names`` name (exactly, or as the family ``name[...]``), in the order given."""
+def _chosen(registered: list, names: Sequence[str] | None, absent: Mapping[str, str] | None = None) -> list:
+    """The gates ``names`` name (exactly, or as the family ``name[...]``), in the order given; an
+    unknown name that an absent optional plugin (``absent``: module -> note) registers says so."""
     if names is None:
         return [g for g in registered if g.suite == "gates" and "train" not in g.markers]
     if isinstance(names, str):
@@ -171,6 +172,11 @@ def _chosen(registered: list, names: Sequence[str] | None) -> list:
     for name in names:
         found = [g for g in registered if g.name == name or g.name.startswith(f"{name}[")]
         if not found:
+            from segcheck.plugins import OPTIONAL_PLUGINS
+
+            for module, note in (absent or {}).items():
+                if name.startswith(OPTIONAL_PLUGINS[module][2]):
+                    raise SegcheckError(f"segcheck.check: gate {name!r} is absent: plugin {module} {note}")
             known = ", ".join(sorted({g.name.split("[")[0] for g in registered}))
             raise SegcheckError(f"segcheck.check: unknown gate {name!r}; registered gates: {known}")
         chosen += [g for g in found if g not in chosen]

@@ -52,6 +52,16 @@ DEFAULTS: dict[str, dict] = {
     "batch_independence": {"images": 4, "atol": 1e-3, "rtol": 1e-3},
     "deterministic_eval": {"images": 4, "atol": 1e-5, "rtol": 1e-5},
     "input_normalization": {"max_abs_mean": 1.0, "min_std": 0.25, "max_std": 4.0},
+    # data audits: label errors found by the model's probabilities, images shared by splits, shifted splits
+    "label_quality": {
+        "max_flagged_share": 0.01,
+        "min_image_share": 0.01,
+        "train_images": 0,
+        "pixels_per_image": 16384,
+        "seed": 0,
+    },
+    "split_leakage": {"max_leaked_share": 0.0, "max_distance": 0.25, "fleet_images": 2048},
+    "split_shift": {"max_divergence": 0.01},
     "cpu_cuda_agreement": {"images": 4, "min_agreement": 0.99},
     "anomaly": {
         "split": "",
@@ -142,6 +152,14 @@ RANGES: dict[str, str] = {
     "max_iou": "(0, 1]",
     "min_positive_ratio": "[0, inf)",
     "max_positive_ratio": "(0, inf)",
+    "max_flagged_share": "[0, 1]",
+    "min_image_share": "(0, 1]",
+    "train_images": "[0, inf)",
+    "pixels_per_image": "[64, inf)",
+    "max_leaked_share": "[0, 1]",
+    "max_distance": "[0, 0.5]",
+    "fleet_images": "[0, inf)",
+    "max_divergence": "[0, 1]",
 }
 
 

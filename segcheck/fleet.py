@@ -160,18 +160,25 @@ def spread_findings(rows: list[dict], tags: dict[str, dict], cfg: dict) -> list[
     return findings
 
 
-def fleet_gate_records(gates, rows: list[dict], config: dict) -> list[GateRecord]:
+def fleet_gate_records(gates, rows: list[dict], config: dict, details: dict | None = None) -> list[GateRecord]:
     """The records of the fleet-level ``gates`` (``Gate`` descriptors of ``suite="fleet"``):
     ``gate.function(rows, cfg) -> {subject: GateResult}``, a subject being what the result is
-    about (e.g. a model and checkpoint across datasets). A gate that raises is one ERROR record."""
+    about (e.g. a model and checkpoint across datasets). Each row a gate gets also holds
+    ``details``: ``{gate: details}`` of its target's records (``details[target]``; not part of
+    the view). A gate that raises is one ERROR record."""
     from segcheck.gates.registered import pointed
     from segcheck.gates.result import GateResult
     from segcheck.target import guarded
 
     records = []
+    details = details or {}
     for gate in gates:
         cfg = dict(config.get(gate.section) or {}) if gate.section else {}
-        plain = [{**r, "tags": dict(r["tags"]), "failed": list(r["failed"]), "errors": list(r["errors"])} for r in rows]
+        plain = [
+            {**r, "tags": dict(r["tags"]), "failed": list(r["failed"]), "errors": list(r["errors"]),
+             "details": dict(details.get(r["target"]) or {})}
+            for r in rows
+        ]  # fmt: skip
         try:
             results = guarded(
                 f"fleet gate {gate.name!r} from plugin {gate.plugin}", functools.partial(gate.function, plain, cfg)
@@ -195,9 +202,14 @@ def fleet_view(targets: dict[str, dict], records: Iterable[GateRecord], config: 
     ``targets`` (:func:`target_rows`), ``tags`` (:func:`tag_summary`), ``fleet_spread``
     (:func:`spread_findings`, settings ``config["fleet_spread"]``), ``left_out`` (the targets
     the findings leave out, and why) and ``gates`` (the records of the fleet-level ``gates``)."""
+    records = list(records)
     rows = target_rows(targets, records)
     if len(rows) < 2:
         return None
+    details: dict[str, dict] = {}
+    for r in records:
+        if r.details:
+            details.setdefault(r.target, {})[r.gate] = r.details
     from segcheck.config import DEFAULTS
 
     tags = tag_summary(rows)
@@ -209,7 +221,7 @@ def fleet_view(targets: dict[str, dict], records: Iterable[GateRecord], config: 
         "left_out": [
             f"{r['target']} ({'random init' if r['random_init'] else 'not set up'})" for r in rows if not judged(r)
         ],
-        "gates": [r.to_dict() for r in fleet_gate_records(gates, rows, config)],
+        "gates": [r.to_dict() for r in fleet_gate_records(gates, rows, config, details)],
     }
 
 

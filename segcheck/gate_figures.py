@@ -394,8 +394,159 @@ def positional_prior(target, result, cfg: dict) -> list[Figure]:
     return [Figure("prior_map", "the positional prior map beside an eval image", png)]
 
 
+def _fitted(panel: np.ndarray, shape: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    """``panel`` (H, W, 3) uint8 resized to ``shape`` (H, W) for a grid of one panel size."""
+    if panel.shape[:2] == tuple(shape):
+        return panel
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(panel)).resize(
+        (shape[1], shape[0]), Image.NEAREST if nearest else Image.BILINEAR
+    )
+    return np.asarray(image)
+
+
+def _expanded(grid: np.ndarray, stride: int, shape: tuple[int, int]) -> np.ndarray:
+    """A map on the grid of every ``stride``-th pixel (sampled at ``stride // 2``) spread over the
+    ``stride x stride`` blocks it stands for, at ``shape`` (H, W)."""
+    full = np.repeat(np.repeat(grid, stride, 0), stride, 1)[: shape[0], : shape[1]]
+    return np.pad(full, ((0, shape[0] - full.shape[0]), (0, shape[1] - full.shape[1])), mode="edge")
+
+
+#: flagged pixels (label_quality): magenta, a colour no class of the palette's first 18 has
+FLAGGED_COLOUR = (255, 0, 255)
+
+
+def flagged_map(image: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """``image`` in faded grey with ``flags`` (H, W) in :data:`FLAGGED_COLOUR`: where labels are suspect."""
+    grey = image.astype(np.float32).mean(-1, keepdims=True) * 0.5 + 96
+    out = np.repeat(grey, 3, -1).astype(np.uint8)
+    out[flags] = FLAGGED_COLOUR
+    return out
+
+
+def label_quality(target, found: list) -> list[Figure]:
+    """Per judged split, its worst images (largest flagged share first): input | mask | flagged
+    pixels | prediction; ``found`` is the gate's ``Judged`` of each split."""
+    data, model, spec = target.data, target.model, target.data.spec
+    figures = []
+    for split in found:
+        shown = [i for i in split.ranked() if i in split.grids][: IMAGES + 1]
+        if not shown:
+            continue
+        rows, labels, maps = [], [], []
+        dataset = None if split.split == data.split else data.dataset(split.split)
+        for i in shown:
+            index = split.indices[i]
+            if dataset is None:
+                image, mask, pred = data.images[index], data.masks[index], target.predictions.labels[index]
+            else:
+                image, mask = (np.asarray(a) for a in dataset[index])
+                pred = model.predict_pixels(image[None], 1)[0][0]
+            flags = _expanded(split.grids[i], split.strides[i], mask.shape)
+            shape = rows[0][0].shape[:2] if rows else image.shape[:2]
+            rows.append(
+                [
+                    _fitted(image, shape),
+                    _fitted(colour_mask(mask, spec), shape, True),
+                    _fitted(flagged_map(image, flags), shape, True),
+                    _fitted(colour_mask(pred, spec), shape, True),
+                ]
+            )
+            maps += [mask, pred]
+            share = split.flagged[i] / max(split.judged[i], 1)
+            labels.append(f"{split.names[i]}\n{share:.1%} flagged")
+        title = (
+            f"label_quality: the {len(shown)} {split.split!r} images with the largest share of labels the model's "
+            "probabilities contradict (confident learning); magenta: flagged pixels, likely mislabelled"
+        )
+        png = grid(
+            title,
+            ["input", "mask", "flagged pixels", "prediction"],
+            rows,
+            row_labels=labels,
+            legend_entries=legend(spec, *maps) + [("flagged: likely mislabelled", FLAGGED_COLOUR)],
+        )
+        what = f"{split.split}: input | mask | flagged pixels | prediction"
+        figures.append(Figure(f"worst_{split.split}", what, png))
+    return figures
+
+
+def _split_image(data, split: str, index: int) -> np.ndarray:
+    """Image ``index`` of ``split`` (the eval sample's own, without splits to read)."""
+    if data.splits is None:
+        return data.images[index]
+    return np.asarray(data.dataset(split)[index][0])
+
+
+def split_leakage(target, result, scans: dict) -> list[Figure]:
+    """The near-duplicate pairs side by side, closest first (with none, the closest pairs of the
+    evaluated split and the others, to show how far apart they are); ``scans``: the split scan."""
+    from segcheck.splits import HASH_BITS, distances
+
+    data, d = target.data, result.details
+    pairs = [(p["split_a"], p["index_a"], p["split_b"], p["index_b"], p["distance"]) for p in d["pairs"]]
+    leaked = bool(pairs)
+    if not pairs:
+        mine = scans[d["split"]]
+        for other in (s for s in d["images"] if s != d["split"]):
+            dist = distances(mine.hashes, scans[other].hashes)
+            for flat in np.argsort(dist, axis=None, kind="stable")[: IMAGES + 1]:
+                i, j = np.unravel_index(flat, dist.shape)
+                pairs.append((d["split"], int(i), other, int(j), float(dist[i, j]) / HASH_BITS))
+        pairs.sort(key=lambda p: p[4])
+    rows, labels = [], []
+    for split_a, i, split_b, j, distance in pairs[: IMAGES + 1]:
+        a, b = _split_image(data, split_a, i), _split_image(data, split_b, j)
+        shape = rows[0][0].shape[:2] if rows else a.shape[:2]
+        a, b = _fitted(a, shape), _fitted(b, shape)
+        diff = np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(-1)
+        rows.append([a, b, heat(diff, 0.0, 64.0)])
+        labels.append(f"{scans[split_a].names[i]}\n~ {scans[split_b].names[j]}\ndistance {distance:.3f}")
+    what = "near-duplicates" if leaked else "the closest pairs (none is a near-duplicate)"
+    title = (
+        f"split_leakage: {what} between {d['split']!r} and the other splits, by perceptual-hash distance (share of "
+        f"{HASH_BITS} bits; near-duplicate: <= {d['max_distance']:.2f})"
+    )
+    twin = "its near-duplicate" if leaked else "the closest image of the other split"
+    png = grid(
+        title, ["image", f"{twin} (fitted to the same size)", "difference (grey levels)"], rows,
+        row_labels=labels, ramps=[("difference", 0.0, 64.0)],
+    )  # fmt: skip
+    return [Figure("pairs", f"split_leakage: {what}, side by side", png)]
+
+
+def split_shift(target, result, scans: dict) -> list[Figure]:
+    """Per-class pixel shares per split (bars side by side) and each split's brightness histogram."""
+    d, classes = result.details, target.data.spec.classes
+    shares = d["class_shares"]
+
+    def draw(figure):
+        bars, hist = figure.subplots(1, 2, width_ratios=[3, 1])
+        width = 0.8 / max(len(shares), 1)
+        x = np.arange(len(classes))
+        for k, (split, values) in enumerate(shares.items()):
+            bars.bar(x + k * width, [values[c] for c in classes], width, label=split)
+        bars.set_xticks(x + width * (len(shares) - 1) / 2, classes, rotation=45, ha="right", fontsize=8)
+        bars.set_ylabel("share of the split's labelled pixels")
+        bars.legend(fontsize=8)
+        bars.set_title(f"class shares (divergence train vs {d['split']!r}: {result.value:.4f})", fontsize=9)
+        for split, found in scans.items():
+            if found.same_as is None and len(found.brightness):
+                hist.hist(found.brightness, bins=16, range=(0, 255), density=True, histtype="step", label=split)
+        hist.set_xlabel("image brightness (mean grey level)")
+        hist.set_title("brightness per split", fontsize=9)
+        hist.legend(fontsize=8)
+
+    size = (max(8.0, 0.45 * len(classes) * max(len(shares), 1) + 3), 4.0)
+    return [plot("class_shares", "split_shift: class shares per split, and brightness", draw, size)]
+
+
 __all__ = [
     "anomaly_detection",
+    "split_leakage",
+    "split_shift",
+    "label_quality",
     "noise_input",
     "overfit_tiny",
     "perturbation_stability",

@@ -22,12 +22,23 @@ from segcheck.references import import_file, importable
 from segcheck.registry import Registry
 from segcheck.scoring import ScorerRegistry
 
+#: built-in plugins that need an optional extra: module -> (the package it needs, the extra,
+#: the prefix, or a tuple of prefixes, of the names it registers). Without the package the
+#: plugin is absent, with a note.
+OPTIONAL_PLUGINS = {
+    "segcheck_plugins.smp_models": ("segmentation_models_pytorch", "smp", "smp:"),
+    "segcheck_plugins.hf_models": ("transformers", "hf", ("hf:", "hf-clipseg")),
+    "segcheck.gates.label_quality": ("cleanlab", "audits", "label_quality"),
+}
+
 
 def _gate_modules() -> tuple[str, ...]:
-    """The modules of ``segcheck.gates`` that register gates (each one a built-in plugin)."""
+    """The modules of ``segcheck.gates`` that register gates (each one a built-in plugin), but
+    those of :data:`OPTIONAL_PLUGINS` (registered when their extra is installed)."""
     import segcheck.gates
 
     names = (f"segcheck.gates.{m.name}" for m in pkgutil.iter_modules(segcheck.gates.__path__))
+    names = (n for n in names if n not in OPTIONAL_PLUGINS)
     return tuple(n for n in names if hasattr(importlib.import_module(n), "segcheck_register_gates"))
 
 
@@ -48,13 +59,6 @@ BUILTIN_PLUGINS = (
     "segcheck_plugins.voc",
     "segcheck_plugins.reference_metrics",
 )
-#: built-in plugins that need an optional extra: module -> (the package it needs, the extra,
-#: the prefix, or a tuple of prefixes, of the names it registers). Without the package the
-#: plugin is absent, with a note.
-OPTIONAL_PLUGINS = {
-    "segcheck_plugins.smp_models": ("segmentation_models_pytorch", "smp", "smp:"),
-    "segcheck_plugins.hf_models": ("transformers", "hf", ("hf:", "hf-clipseg")),
-}
 # The metadata each registry recognises (documented in segcheck.hookspecs).
 MODEL_META = (
     "num_classes",

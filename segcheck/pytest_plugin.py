@@ -117,7 +117,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         targets = state.targets
     except SegcheckError as exc:  # a gate needing them fails with this line; the header only says it
         return [f"segcheck: no target: {exc}"]
-    lines = []
+    lines = [
+        f"segcheck: gates of {name} absent: {note}"
+        for name, note in state.plugins.absent.items()
+        if name.startswith("segcheck.gates.")
+    ]
     if state.shard is not None:
         share, n = len(targets), len(state.shard["fleet_targets"])
         lines.append(f"segcheck shard {state.shard['index']}/{state.shard['count']}: {share} of {n} targets")

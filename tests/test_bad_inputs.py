@@ -30,12 +30,30 @@ from tests.test_pytest_plugin import run_gates
         ("eval", "size", -5, "[1, inf)"),
         ("overfit_tiny", "epochs", 0, "[1, inf)"),
         ("overfit_tiny", "lr", 0.0, "(0, inf)"),
+        ("label_quality", "max_flagged_share", 1.5, "[0, 1]"),
+        ("label_quality", "pixels_per_image", 16, "[64, inf)"),
+        ("split_leakage", "max_distance", 0.6, "[0, 0.5]"),
+        ("split_shift", "max_divergence", -0.1, "[0, 1]"),
     ],
 )
 def test_a_setting_outside_its_range_names_setting_value_and_range(section, key, value, bounds):
     with pytest.raises(SegcheckError) as info:
         segconfig.load(overrides={section: {key: value}})
     assert str(info.value) == f"command line: {section}.{key} is {value!r}, outside its range {bounds}"
+
+
+@pytest.mark.parametrize(
+    "section, key, value, expected",
+    [
+        ("label_quality", "train_images", 2.5, "must be a whole number, got 2.5"),
+        ("split_leakage", "max_distance", "close", "must be a number, got 'close'"),
+        ("split_leakage", "fleet_images", True, "must be a whole number, got True"),
+    ],
+)
+def test_audit_settings_are_typed(section, key, value, expected):
+    with pytest.raises(SegcheckError) as info:
+        segconfig.load(overrides={section: {key: value}})
+    assert str(info.value) == f"command line: {section}.{key} {expected}"
 
 
 def test_every_numeric_setting_has_a_range_its_default_is_in():
@@ -208,6 +226,7 @@ def test_train_and_ablate_check_their_arguments_before_training(tmp_path, argv, 
 # --- gates that could not judge do not pass ---------------------------------------------------------
 
 WEIGHT_INDEPENDENT = {"head_matches_classes", "output_size", "label_integrity", "input_normalization"}
+WEIGHT_INDEPENDENT |= {"split_leakage", "split_shift"}  # they compare the data's splits: no model involved
 FRESH_MODEL = {"loss_at_init", "gradient_coverage"}  # judge a fresh copy of the architecture, not these weights
 
 

@@ -112,7 +112,8 @@ def test_masks_without_a_labelled_pixel_are_one_error_not_passes_or_model_advice
     assert len(errors) == 1, found
     assert "no labelled pixel in the eval sample: its 4 masks of split 'val' hold only 255" in found[errors[0]][1]
     assert found["label_integrity"][0] == "failed"  # the audit of the masks still says what is wrong with them
-    for gate in ("prediction_collapse", "noise_input", "positional_prior", "perturbation_stability[jpeg]"):
+    judged = ("prediction_collapse", "noise_input", "positional_prior", "perturbation_stability[jpeg]")
+    for gate in judged + (("label_quality",) if "label_quality" in found else ()):  # with the audits extra
         if gate != errors[0]:
             assert found[gate] == ("skipped", f"not run: no labelled pixels (see {errors[0]})"), gate
     assert "model scores without reading" not in result.stdout.str() and "nan%" not in result.stdout.str()

@@ -14,7 +14,7 @@ import torch
 
 from segcheck import SegcheckError
 from segcheck.gates import diagnosis
-from segcheck.gates.result import GateResult
+from segcheck.gates.result import GateResult, NotApplicable, TargetProblem
 from segcheck.registry import Registry
 from segcheck.report import unjudged
 from segcheck.wording import listed
@@ -27,7 +27,10 @@ from segcheck.wording import listed
 #: ``masks``: eval masks, whatever they hold (a gate that audits them);
 #: ``varied_prediction``: a pass on a clean prediction of one class everywhere, or on a
 #: prediction that does not depend on the input, is a SKIP;
-#: ``prompts``: a prompted model on a prompted dataset (a gate without it skips a prompted model)
+#: ``prompts``: a prompted model on a prompted dataset (a gate without it skips a prompted model);
+#: ``reads_images``: a model that reads its images, i.e. passes every gate of :data:`READING_GATES`
+#: on this target (measured through those gates' own functions and settings, once per target:
+#: :func:`measured`); a failure of one is a SKIP naming it
 NEEDS = (
     "labels",
     "masks",
@@ -38,27 +41,15 @@ NEEDS = (
     "cuda",
     "finite_logits",
     "varied_prediction",
+    "reads_images",
 )
+#: the gates whose passes say that a model reads its images (need ``reads_images``)
+READING_GATES = ("noise_input", "prediction_collapse")
 #: cost markers: pytest markers the gate's test carries (``-m "not train"``)
 MARKERS = ("train", "gpu", "fleet")
 GATE_META = ("section", "defaults", "needs", "markers", "suite", "description", "figures", "min_images", "docs")
 #: the plugins whose gates are segcheck's own: a failure of theirs points to its page of segcheck's docs
 BUILTIN_GATE_PLUGINS = ("segcheck.", "segcheck_plugins.")
-
-
-class NotApplicable(SegcheckError):
-    """Raised by a gate that finds, once it looks, that the target gives it nothing to judge
-    (e.g. a held-out split that holds the eval images themselves): a SKIP with this reason."""
-
-
-class TargetProblem(SegcheckError):
-    """A problem of the target, not of one gate (e.g. eval masks without a labelled pixel): the
-    first gate that meets it is an ERROR with this line, the target's later ones SKIP naming
-    that gate. ``key`` tells one problem from another."""
-
-    def __init__(self, key: str, message: str):
-        super().__init__(message)
-        self.key = key
 
 
 @dataclass(frozen=True)
@@ -181,6 +172,10 @@ def unmet_need(gate: Gate, target, config: dict) -> str | None:
             return f"{gate.name} trains a fresh copy of the architecture; this model has no builder"
         if need == "cuda" and not torch.cuda.is_available():
             return "needs CUDA; none available on this machine"
+        if need == "reads_images":
+            why = _not_reading(gate, target, config)
+            if why:
+                return why
         if need == "held_out_split":
             split, default = cfg.get("split"), (gate.defaults or _defaults(gate.section)).get("split")
             if split == default and not data.has_split(split):
@@ -193,6 +188,38 @@ def unmet_need(gate: Gate, target, config: dict) -> str | None:
                     f"the dataset's {split!r} split is unlabelled (no masks to score); set {gate.section}.split "
                     "to a labelled split to run this gate"
                 )
+    return None
+
+
+def measured(target, name: str, function: Callable[..., GateResult], cfg: dict) -> GateResult:
+    """``function(target, cfg)``, the gate ``name``'s measurement, once per target, settings and
+    weights (``ModelUnderTest.memo``): a gate that needs another's verdict and that gate's own
+    test share one measurement, whichever runs first."""
+    key = f"gate {name} {sorted(cfg.items())!r}"
+    return target.model.memo(key, target.data, lambda: function(target, cfg))
+
+
+def _not_reading(gate: Gate, target, config: dict) -> str | None:
+    """Why ``target``'s model does not read its images (a gate of :data:`READING_GATES` fails on
+    it), or None. Logits that are not finite and eval masks without a labelled pixel are left to
+    :func:`run`, which makes them an ERROR (the target's problem, not advice about the model)."""
+    from segcheck.gates.collapse import prediction_collapse
+    from segcheck.gates.noise import noise_input
+
+    data = target.data
+    if not target.predictions.finite or (data.masks is not None and not data.labelled_pixels):
+        return None
+    functions = {"noise_input": noise_input, "prediction_collapse": prediction_collapse}
+    for name in READING_GATES:
+        try:
+            result = measured(target, name, functions[name], config[name])
+        except SegcheckError as exc:
+            return f"{gate.name} needs a model that reads its images, and {name} could not tell: {exc}"
+        if not result.passed:
+            return (
+                f"{gate.name} judges labels by the model's own predictions, but {name} fails on this target "
+                f"({result.message}); a model that does not read its images would flag everything: fix {name} first"
+            )
     return None
 
 
@@ -216,7 +243,11 @@ def run(gate: Gate, target, config: dict) -> GateResult:
         )
     if "labels" in gate.needs and target.data.masks is not None and not target.data.labelled_pixels:
         raise TargetProblem("no labelled pixels", _no_labelled_pixels(target.data))
-    result = gate.function(target, config[gate.section] if gate.section else {})
+    cfg = config[gate.section] if gate.section else {}
+    if gate.name in READING_GATES and gate.section:  # also measured for the need reads_images: once
+        result = measured(target, gate.name, gate.function, cfg)
+    else:
+        result = gate.function(target, cfg)
     _check_result(gate, result)
     if result.passed and "varied_prediction" in gate.needs:
         _not_trivially(gate, target)
