@@ -44,7 +44,8 @@ DEFAULTS: dict[str, dict] = {
         "grad_images": 4,
         "seed": 0,
     },
-    "perturbation_stability": {"severity": 1, "min_agreement": 0.90, "max_miou_drop": 0.05, "seed": 0},
+    # severity 0: the mild level, 1-5: ImageNet-C's (segcheck.perturb); corruption_robustness reports all of 1-5
+    "perturbation_stability": {"severity": 0, "min_agreement": 0.90, "max_miou_drop": 0.05, "seed": 0},
     "prediction_collapse": {"min_class_fraction": 0.5, "max_dominance_excess": 0.20},
     "generalization": {"split": "test", "max_gap": 0.05},
     "loss_at_init": {"tolerance": 0.5, "images": 4, "seed": 0},
@@ -96,7 +97,7 @@ RANGES: dict[str, str] = {
     "images": "[1, inf)",
     "grad_images": "[1, inf)",
     "shift_px": "[1, inf)",
-    "severity": "[1, 3]",
+    "severity": "[0, 5]",
     "lr": "(0, inf)",
     "max_megapixels": "(0, inf)",
     "batch_pixels": "[1, inf)",

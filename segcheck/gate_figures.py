@@ -147,7 +147,7 @@ def noise_input(target, result, cfg: dict) -> list[Figure]:
 
 
 def perturbation_stability(target, result, cfg: dict) -> list[Figure]:
-    """Clean vs corrupted input and prediction, and agreement/mIoU over the severities."""
+    """Clean vs corrupted input and prediction at the gated level."""
     data, model, spec = target.data, target.model, target.data.spec
     k, d = _shown(target), result.details
     corruption, severity = d["corruption"], d["severity"]
@@ -167,36 +167,70 @@ def perturbation_stability(target, result, cfg: dict) -> list[Figure]:
     labels = [f"eval image {i}\nagreement {float((clean[i] == noisy[i]).mean()):.3f}" for i in range(k)]
     headers = [
         "clean input",
-        f"{corruption} {d['parameter']} (severity {severity})",
+        f"{corruption} {d['parameter']} ({d.get('level', perturb.level_name(severity))})",
         "clean prediction",
         "prediction on the corrupted input",
         "changed pixels",
     ]
-    title = f"{result.name}: agreement {result.value:.3f} with the clean prediction (min {result.threshold:.2f})"
+    title = (
+        f"{result.name}: agreement {result.value:.3f} with the clean prediction (min {result.threshold:.2f}), mIoU "
+        f"{d['clean_miou']:.3f} -> {d['miou']:.3f}"
+    )
     entries = legend(spec, clean, noisy) + [("changed", WRONG_COLOUR), ("unchanged", RIGHT_COLOUR)]
     panels = Figure(
         "panels",
         "clean | corrupted input, clean | corrupted prediction, changed pixels",
         grid(title, headers, rows, row_labels=labels, legend_entries=entries),
     )
+    return [panels]
+
+
+def corruption_robustness(target, result, cfg: dict) -> list[Figure]:
+    """mIoU per corruption and ImageNet-C severity (and each corruption's relative robustness),
+    and what severities 1-5 do to the first eval image."""
+    d = result.details
+    corruptions = list(d["miou"])
 
     def curves(figure):
-        ax = figure.add_subplot()
-        levels = sorted(int(s) for s in d["agreement"])
-        agreement = [d["agreement"][s] for s in sorted(d["agreement"], key=int)]
-        mious = [d["miou"][s] for s in sorted(d["miou"], key=int)]
-        ax.plot(levels, agreement, "o-", label="agreement with the clean prediction")
-        ax.plot(levels, mious, "s-", label="mIoU on the corrupted images")
-        ax.axhline(result.threshold, ls="--", color="tab:blue", lw=1, label=f"min agreement {result.threshold:.2f}")
-        ax.axhline(d["clean_miou"], ls=":", color="tab:orange", lw=1, label=f"clean mIoU {d['clean_miou']:.3f}")
-        ax.axvline(severity, color="gray", lw=0.8)
-        ax.set_xticks(levels)
-        ax.set_xlabel(f"severity of {corruption} (gated: {severity})")
-        ax.set_ylabel("agreement / mIoU")
+        ax, bars = figure.subplots(1, 2, width_ratios=(3, 2))
+        for corruption in corruptions:
+            points = sorted((int(s), v) for s, v in d["miou"][corruption].items())  # str keys from JSON too
+            ax.plot([0] + [s for s, _ in points], [d["clean_miou"]] + [v for _, v in points], "o-", label=corruption)
+        ax.axhline(d["clean_miou"], ls=":", color="gray", lw=1, label=f"clean mIoU {d['clean_miou']:.3f}")
+        ax.set_xticks(range(6), ["clean", "1", "2", "3", "4", "5"])
+        ax.set_xlabel("ImageNet-C severity")
+        ax.set_ylabel("mIoU on the corrupted eval images")
         ax.set_ylim(0, 1.05)
         ax.legend(fontsize=8, loc="lower left")
+        rr = [d["relative_robustness"][c] for c in corruptions]
+        bars.barh(
+            corruptions, rr, color=["tab:green" if v >= 0.9 else "tab:orange" if v >= 0.7 else "tab:red" for v in rr]
+        )
+        for y, v in enumerate(rr):
+            bars.annotate(f"{v:.2f}", (v, y), va="center", fontsize=8)
+        bars.axvline(d["mrr"], ls="--", color="black", lw=1, label=f"mRR {d['mrr']:.3f}")
+        bars.set_xlim(0, max(1.05, max(rr) + 0.1))
+        bars.set_xlabel("relative robustness\n(mean corrupted mIoU / clean mIoU)")
+        bars.invert_yaxis()
+        bars.legend(fontsize=8, loc="lower left")
 
-    return [panels, plot("severities", f"{corruption}: agreement and mIoU per severity", curves)]
+    figures = [
+        plot("severities", "mIoU per corruption and ImageNet-C severity; relative robustness", curves, (10.4, 4))
+    ]
+    image = target.data.images[:1]
+    rows = [[image[0]] + [perturb.corrupt(c, image, s, cfg["seed"])[0] for s in perturb.LADDER] for c in corruptions]
+    headers = ["clean"] + [f"severity {s}" for s in perturb.LADDER]
+    labels = [f"{c}\n{', '.join(format(v, 'g') for v in perturb.IMAGENET_C[c])}" for c in corruptions]
+    title = (
+        "ImageNet-C's corruptions at severities 1-5 on eval image 0 (Hendrycks & Dietterich's constants, not scaled "
+        "to the image size)"
+    )
+    figures.append(
+        Figure(
+            "examples", "eval image 0 at each corruption and severity", grid(title, headers, rows, row_labels=labels)
+        )
+    )
+    return figures
 
 
 def prediction_collapse(target, result, cfg: dict) -> list[Figure]:
@@ -396,6 +430,7 @@ def positional_prior(target, result, cfg: dict) -> list[Figure]:
 
 __all__ = [
     "anomaly_detection",
+    "corruption_robustness",
     "noise_input",
     "overfit_tiny",
     "perturbation_stability",

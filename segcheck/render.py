@@ -6,7 +6,8 @@ run.html`` gives the same page again.
 
 A page holds: what was tested (each target's description, normalization and its source),
 the thresholds, the summary table, a ``fleet`` section when the report has one (any table of
-rows), the anomaly scorer tables, each target's per-image grid, and per gate its verdict,
+rows), the anomaly scorer, prompt and corruption (mIoU per ImageNet-C severity, mRR) tables,
+each target's per-image grid, and per gate its verdict,
 message, figures and details. A figure that could not be drawn, or whose file is gone, is a
 note in its place.
 """
@@ -159,11 +160,12 @@ class Page:
 
     def extra_sections(self) -> list[tuple[str, object]]:
         """(title, value) of the report's other tables: the fleet view, the anomaly scorers, the
-        prompted models' per-prompt foreground metrics."""
+        prompted models' per-prompt foreground metrics and the corruptions."""
         titles = {
             "fleet": "Fleet",
             "anomaly": "Anomaly scorers",
             "prompted": "Prompts: foreground per concept and prompt",
+            "robustness": "Corruptions: mIoU per ImageNet-C severity, mean relative robustness",
         }
         return [(title, self.report[key]) for key, title in titles.items() if self.report.get(key)]
 

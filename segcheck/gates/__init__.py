@@ -28,7 +28,7 @@ from segcheck.gates.prompted import (
 from segcheck.gates.registered import Gate, GateRegistry, NotApplicable, unmet_need
 from segcheck.gates.result import GateResult
 from segcheck.gates.split_gap import NoHeldOutSplit, generalization
-from segcheck.gates.stability import CORRUPTIONS, perturbation_stability
+from segcheck.gates.stability import CORRUPTIONS, corruption_robustness, perturbation_stability
 from segcheck.gates.training import input_baseline
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "NoHeldOutSplit",
     "NotApplicable",
     "batch_independence",
+    "corruption_robustness",
     "cpu_cuda_agreement",
     "derangement_gap",
     "deterministic_eval",
