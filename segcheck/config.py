@@ -47,6 +47,7 @@ DEFAULTS: dict[str, dict] = {
     # severity 0: the mild level, 1-5: ImageNet-C's (segcheck.perturb); corruption_robustness reports all of 1-5
     "perturbation_stability": {"severity": 0, "min_agreement": 0.90, "max_miou_drop": 0.05, "seed": 0},
     "prediction_collapse": {"min_class_fraction": 0.5, "max_dominance_excess": 0.20},
+    "calibration": {"max_ece": 0.05, "bins": 15},
     "generalization": {"split": "test", "max_gap": 0.05},
     "loss_at_init": {"tolerance": 0.5, "images": 4, "seed": 0},
     "gradient_coverage": {"images": 2, "seed": 0, "allow": []},
@@ -140,6 +141,8 @@ RANGES: dict[str, str] = {
     "max_iou": "(0, 1]",
     "min_positive_ratio": "[0, inf)",
     "max_positive_ratio": "(0, inf)",
+    "max_ece": "[0, 1]",
+    "calibration.bins": "[1, 1000]",
 }
 
 

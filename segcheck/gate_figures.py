@@ -233,6 +233,38 @@ def corruption_robustness(target, result, cfg: dict) -> list[Figure]:
     return figures
 
 
+def calibration(target, result, cfg: dict) -> list[Figure]:
+    """The reliability diagram: observed frequency vs mean confidence per bin, and how many
+    pixels each bin holds."""
+    d = result.details
+    rows = d["reliability"]
+
+    def draw(figure):
+        diagram, counts = figure.subplots(2, 1, height_ratios=(3, 1), sharex=True)
+        width = rows[0]["high"] - rows[0]["low"]
+        full = [r for r in rows if r["pixels"]]
+        centres = [(r["low"] + r["high"]) / 2 for r in full]
+        diagram.bar(centres, [r["frequency"] for r in full], width=width * 0.95, color="tab:blue",
+                    edgecolor="white", label=f"observed: {d['event']}")  # fmt: skip
+        gaps = [r["confidence"] - r["frequency"] for r in full]
+        diagram.bar(centres, gaps, bottom=[r["frequency"] for r in full], width=width * 0.95, fill=False,
+                    edgecolor="tab:red", hatch="///", lw=0.8, label="gap to the mean confidence")  # fmt: skip
+        diagram.plot([r["confidence"] for r in full], [r["frequency"] for r in full], "o", color="black", ms=3,
+                     label="(mean confidence, observed) of a bin")  # fmt: skip
+        diagram.plot([0, 1], [0, 1], ls="--", color="gray", lw=1, label="perfect calibration")
+        diagram.set_xlim(0, 1)
+        diagram.set_ylim(0, 1.02)
+        diagram.set_ylabel(d["event"])
+        diagram.legend(fontsize=7, loc="upper left")
+        counts.bar(centres, [r["pixels"] for r in full], width=width * 0.95, color="tab:gray")
+        counts.set_yscale("log")
+        counts.set_ylabel("pixels")
+        counts.set_xlabel(f"{d['confidence']} ({d['bins']} equal-width bins)")
+
+    title = f"{result.name}: reliability diagram, ECE {d['ece']:.4f} (max {result.threshold:g})"
+    return [plot("reliability", title, draw, (6.4, 5.2))]
+
+
 def prediction_collapse(target, result, cfg: dict) -> list[Figure]:
     """Predicted vs true class histogram; for a binary model also the threshold sweep."""
     d, spec = result.details, target.data.spec
@@ -430,6 +462,7 @@ def positional_prior(target, result, cfg: dict) -> list[Figure]:
 
 __all__ = [
     "anomaly_detection",
+    "calibration",
     "corruption_robustness",
     "noise_input",
     "overfit_tiny",

@@ -1,5 +1,6 @@
 """The prompted contract and gates: prompts in DatasetSpec/EvalData, prompted model calls, the
-five gates of suites/prompted on hand-built models that read, ignore or collapse on a prompt."""
+gates of suites/prompted on hand-built models that read, ignore or collapse on a prompt, and
+prompted_calibration on the shipped robust-binary model."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from segcheck.gates import (
     paraphrase_consistency,
     prompt_metrics,
     prompt_sensitivity,
+    prompted_calibration,
     prompted_collapse,
     prompted_noise_input,
     unmet_need,
@@ -172,6 +174,7 @@ def test_closed_set_gates_skip_a_prompted_model_and_prompted_gates_a_closed_set_
         "prompted_noise_input",
         "prompt_sensitivity",
         "paraphrase_consistency",
+        "prompted_calibration",
     }
 
 
@@ -198,3 +201,33 @@ def test_synthetic_drywall_pairs_and_masks():
     assert np.array_equal(data[0][0], data[1][0])  # one image, two concepts
     fractions = {c: np.mean([data[i][1].mean() for i in range(j, 64, 2)]) for j, c in enumerate(CONCEPTS)}
     assert 0.003 < fractions["crack"] < 0.03 and 0.03 < fractions["taping"] < 0.15
+
+
+# --- calibration ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def drywall(loaded_plugins):
+    from tests.conftest import build_target
+
+    return build_target(loaded_plugins, segconfig.load(), "unet-prompted", "synthetic-drywall")
+
+
+def test_prompted_calibration_is_torchmetrics_per_concept_on_the_shipped_model(drywall):
+    from torchmetrics.functional.classification import binary_calibration_error
+
+    from segcheck.gates.prompted import by_concept, probabilities
+
+    result = prompted_calibration(drywall, CFG["calibration"])
+    assert result.passed, result.message
+    data = drywall.data
+    probs = torch.as_tensor(probabilities(drywall, data.prompts()))
+    for concept, idx in by_concept(drywall).items():
+        expected = binary_calibration_error(probs[idx], torch.as_tensor(data.masks[idx].astype(np.int64)), n_bins=15)
+        assert result.details["per_concept"][concept]["ece"] == pytest.approx(expected.item(), abs=1e-5)
+    worst = result.details["worst_concept"]
+    assert (
+        result.value
+        == result.details["per_concept"][worst]["ece"]
+        == max(d["ece"] for d in result.details["per_concept"].values())
+    )

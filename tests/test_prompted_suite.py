@@ -66,7 +66,11 @@ def test_the_embedded_prompted_default_passes_with_no_options(tmp_path):
         "prompted_noise_input",
         "prompt_sensitivity",
         "paraphrase_consistency",
+        "prompted_calibration",
     }
+    calibration = gates["prompted_calibration"]
+    assert calibration["outcome"] == "passed" and calibration["value"] <= 0.05, calibration["message"]
+    assert len(calibration["details"]["reliability"]) == 15
     assert "segcheck prompts: foreground per concept and prompt" in done.stdout
     assert "taping   segment drywall seam" in done.stdout
     report = json.loads((tmp_path / "report.json").read_text())

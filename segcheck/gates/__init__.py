@@ -11,6 +11,7 @@ from segcheck.gates.audits import (
     input_normalization,
     output_size,
 )
+from segcheck.gates.calibration import calibration, prompted_calibration
 from segcheck.gates.collapse import prediction_collapse
 from segcheck.gates.content import derangement_gap, input_gradient, shift_equivariance
 from segcheck.gates.fresh_audits import gradient_coverage, loss_at_init
@@ -39,6 +40,7 @@ __all__ = [
     "NoHeldOutSplit",
     "NotApplicable",
     "batch_independence",
+    "calibration",
     "corruption_robustness",
     "cpu_cuda_agreement",
     "derangement_gap",
@@ -59,6 +61,7 @@ __all__ = [
     "paraphrase_consistency",
     "positional_prior",
     "prompt_metrics",
+    "prompted_calibration",
     "prompt_sensitivity",
     "prompted_collapse",
     "prompted_noise_input",
