@@ -48,6 +48,7 @@ DEFAULTS: dict[str, dict] = {
     "perturbation_stability": {"severity": 0, "min_agreement": 0.90, "max_miou_drop": 0.05, "seed": 0},
     "prediction_collapse": {"min_class_fraction": 0.5, "max_dominance_excess": 0.20},
     "calibration": {"max_ece": 0.05, "bins": 15},
+    "error_analysis": {"worst_images": 4, "dilation_ratio": 0.02},
     "generalization": {"split": "test", "max_gap": 0.05},
     "loss_at_init": {"tolerance": 0.5, "images": 4, "seed": 0},
     "gradient_coverage": {"images": 2, "seed": 0, "allow": []},
@@ -143,6 +144,8 @@ RANGES: dict[str, str] = {
     "max_positive_ratio": "(0, inf)",
     "max_ece": "[0, 1]",
     "calibration.bins": "[1, 1000]",
+    "worst_images": "[1, inf)",
+    "dilation_ratio": "(0, 1)",
 }
 
 

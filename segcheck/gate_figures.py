@@ -265,6 +265,84 @@ def calibration(target, result, cfg: dict) -> list[Figure]:
     return [plot("reliability", title, draw, (6.4, 5.2))]
 
 
+def error_analysis(target, result, cfg: dict) -> list[Figure]:
+    """The normalized confusion matrix, per-class IoU and Boundary IoU, and the worst images
+    (input | ground truth | prediction | error)."""
+    data, spec, d = target.data, target.data.spec, result.details
+    classes = list(spec.classes)
+    matrix = np.asarray(d["confusion"], np.float64)
+    figures = []
+
+    def confusion(figure):
+        ax = figure.add_subplot()
+        totals = matrix.sum(1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.where(totals > 0, matrix / np.maximum(totals, 1), np.nan)
+        from matplotlib import colormaps
+
+        blues = colormaps["Blues"].with_extremes(bad="#eeeeee")  # rows of classes not in the masks: grey
+        image = ax.imshow(np.ma.masked_invalid(share), vmin=0, vmax=1, cmap=blues)
+        if len(classes) <= 25:
+            for i in range(len(classes)):
+                for j in range(len(classes)):
+                    if np.isfinite(share[i, j]) and share[i, j] >= 0.005:
+                        colour = "white" if share[i, j] > 0.6 else "black"
+                        ax.text(j, i, f"{share[i, j]:.2f}", ha="center", va="center", fontsize=7, color=colour)
+        names = [f"{i} {c}" for i, c in enumerate(classes)]
+        ax.set_xticks(range(len(classes)), names, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(classes)), names, fontsize=8)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("ground-truth class (grey: not in the masks)")
+        figure.colorbar(image, ax=ax, label="share of the row's pixels")
+
+    side = min(14.0, max(5.5, 0.5 * len(classes) + 2.5))
+    figures.append(
+        plot(
+            "confusion",
+            "confusion matrix, each row normalized by its ground-truth pixels",
+            confusion,
+            (side + 1.5, side),
+        )  # fmt: skip
+    )
+
+    def per_class(figure):
+        ax = figure.add_subplot()
+        x = np.arange(len(classes))
+        for offset, key, colour in ((-0.2, "IoU", "tab:blue"), (0.2, "Boundary IoU", "tab:orange")):
+            values = [r[key] for r in d["per_class"]]
+            heights = [v if not isinstance(v, str) else 0.0 for v in values]
+            ax.bar(x + offset, heights, 0.4, color=colour, label=key)
+            for xi, v in zip(x, values):
+                if isinstance(v, str):
+                    ax.annotate(v, (xi + offset, 0.02), ha="center", rotation=90, fontsize=7, color="gray")
+        ax.axhline(d["miou"], ls="--", color="tab:blue", lw=1, label=f"mIoU {d['miou']:.3f}")
+        ax.axhline(d["boundary_miou"], ls=":", color="tab:orange", lw=1,
+                   label=f"mean Boundary IoU {d['boundary_miou']:.3f}")  # fmt: skip
+        ax.set_xticks(x, [f"{i} {c}" for i, c in enumerate(classes)], rotation=45 if len(classes) > 6 else 0,
+                      ha="right")  # fmt: skip
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel(f"IoU (Boundary IoU: bands of {d['boundary_px']} px)")
+        ax.legend(fontsize=8, loc="lower right")
+
+    width = min(14.0, max(6.4, 0.5 * len(classes)))
+    figures.append(plot("per_class", "per-class IoU and Boundary IoU (absent classes marked)", per_class, (width, 3.8)))
+    worst = d["worst_images"]
+    if worst:
+        pred = target.predictions.labels
+        rows, labels = [], []
+        for w in worst:
+            i = w["image"]
+            rows.append([data.images[i], colour_mask(data.masks[i], spec), colour_mask(pred[i], spec),
+                         error_map(pred[i], data.masks[i], spec)])  # fmt: skip
+            labels.append(f"eval image {i}\nmIoU {w['mIoU']:.3f}\npixel accuracy {w['pixel accuracy']:.3f}")
+        shown = [data.masks[w["image"]] for w in worst] + [pred[w["image"]] for w in worst]
+        title = f"the {len(worst)} worst of {d['images']} eval images by their own mIoU"
+        png = grid(title, ["input", "ground truth", "prediction", "error"], rows, row_labels=labels,
+                   legend_entries=legend(spec, *shown) + ERROR_LEGEND)  # fmt: skip
+        figures.append(Figure("worst_images", "the worst eval images: input | ground truth | prediction | error", png))
+    return figures
+
+
 def prediction_collapse(target, result, cfg: dict) -> list[Figure]:
     """Predicted vs true class histogram; for a binary model also the threshold sweep."""
     d, spec = result.details, target.data.spec
@@ -464,6 +542,7 @@ __all__ = [
     "anomaly_detection",
     "calibration",
     "corruption_robustness",
+    "error_analysis",
     "noise_input",
     "overfit_tiny",
     "perturbation_stability",

@@ -19,6 +19,8 @@ from segcheck.report import (
     GateRecord,
     anomaly_lines,
     anomaly_tables,
+    error_lines,
+    error_tables,
     prompt_lines,
     prompt_tables,
     robustness_lines,
@@ -378,6 +380,7 @@ class SegcheckState:
             for line in prompt_lines(prompts):
                 terminalreporter.write_line(line)
         for title, tables, lines in (
+            ("segcheck error analysis: per-class IoU and Boundary IoU", error_tables, error_lines),
             ("segcheck corruptions: mIoU per ImageNet-C severity", robustness_tables, robustness_lines),
         ):
             found = tables(self._sorted())

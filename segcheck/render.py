@@ -6,8 +6,9 @@ run.html`` gives the same page again.
 
 A page holds: what was tested (each target's description, normalization and its source),
 the thresholds, the summary table, a ``fleet`` section when the report has one (any table of
-rows), the anomaly scorer, prompt and corruption (mIoU per ImageNet-C severity, mRR) tables,
-each target's per-image grid, and per gate its verdict,
+rows), the anomaly scorer, prompt, error-analysis (per-class IoU and Boundary IoU, absent
+classes as "absent") and corruption (mIoU per ImageNet-C severity, mRR) tables, each target's
+per-image grid, and per gate its verdict,
 message, figures and details. A figure that could not be drawn, or whose file is gone, is a
 note in its place.
 """
@@ -160,11 +161,12 @@ class Page:
 
     def extra_sections(self) -> list[tuple[str, object]]:
         """(title, value) of the report's other tables: the fleet view, the anomaly scorers, the
-        prompted models' per-prompt foreground metrics and the corruptions."""
+        prompted models' per-prompt foreground metrics, the error analysis and the corruptions."""
         titles = {
             "fleet": "Fleet",
             "anomaly": "Anomaly scorers",
             "prompted": "Prompts: foreground per concept and prompt",
+            "error_analysis": "Error analysis: per-class IoU and Boundary IoU, the worst images",
             "robustness": "Corruptions: mIoU per ImageNet-C severity, mean relative robustness",
         }
         return [(title, self.report[key]) for key, title in titles.items() if self.report.get(key)]
@@ -277,6 +279,16 @@ class Page:
         return f"![{Path(text).stem}]({dest.relative_to(base).as_posix()})"
 
 
+#: columns that name a table's row, shown first (the JSON report's keys are sorted)
+LEADING_COLUMNS = ("target", "class", "corruption", "scorer", "concept", "prompt", "image")
+
+
+def _columns(rows: list[dict]) -> list:
+    """The columns of a table of ``rows``: every key, those naming the row first."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    return [c for c in LEADING_COLUMNS if c in columns] + [c for c in columns if c not in LEADING_COLUMNS]
+
+
 # --- HTML helpers -----------------------------------------------------------------------------
 def _plain(value) -> str:
     if isinstance(value, float):
@@ -318,7 +330,7 @@ def _html_value(value) -> str:
         cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_html_value(v)}</td></tr>" for k, v in value.items())
         return f"<table>{cells}</table>"
     if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        columns = list(dict.fromkeys(k for row in value for k in row))
+        columns = _columns(value)
         head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
         body = "".join("<tr>" + "".join(_html_cell(row.get(c)) for c in columns) + "</tr>" for row in value)
         return f"<table><tr>{head}</tr>{body}</table>"
@@ -351,7 +363,7 @@ def _md_table(header: tuple, rows: list[tuple]) -> list[str]:
 def _md_value(value, depth: int = 0) -> list[str]:
     """Any JSON value as Markdown: a list of objects as a table, an object as its keys (bold) and values."""
     if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        columns = list(dict.fromkeys(k for row in value for k in row))
+        columns = _columns(value)
         return _md_table(tuple(columns), [tuple(_md_cell(row.get(c)) for c in columns) for row in value])
     if isinstance(value, dict):
         if all(not isinstance(v, (dict, list)) for v in value.values()):

@@ -98,6 +98,7 @@ def _target(n: int, size=(96, 128)) -> Target:
         ("prediction_collapse", {"min_class_fraction": 0.5, "max_dominance_excess": 0.2}),
         ("input_normalization", {"max_abs_mean": 1.0, "min_std": 0.25, "max_std": 4.0}),
         ("calibration", {"max_ece": 0.05, "bins": 15}),
+        ("error_analysis", {"worst_images": 4, "dilation_ratio": 0.02}),
         ("corruption_robustness", {"severity": 0, "min_agreement": 0.9, "max_miou_drop": 0.05, "seed": 0}),
     ],
 )

@@ -14,6 +14,7 @@ from segcheck.gates.audits import (
 from segcheck.gates.calibration import calibration, prompted_calibration
 from segcheck.gates.collapse import prediction_collapse
 from segcheck.gates.content import derangement_gap, input_gradient, shift_equivariance
+from segcheck.gates.error_analysis import error_analysis
 from segcheck.gates.fresh_audits import gradient_coverage, loss_at_init
 from segcheck.gates.labels import label_integrity
 from segcheck.gates.noise import noise_input
@@ -45,6 +46,7 @@ __all__ = [
     "cpu_cuda_agreement",
     "derangement_gap",
     "deterministic_eval",
+    "error_analysis",
     "finite_outputs",
     "generalization",
     "gradient_coverage",
