@@ -79,6 +79,7 @@ DEFAULTS: dict[str, dict] = {
     "prompted_noise_input": {"max_iou": 0.10, "max_ratio": 0.7, "seed": 0},
     "prompt_sensitivity": {"min_gap": 0.10},
     "paraphrase_consistency": {"min_iou": 0.80},
+    "negative_prompt": {"max_share": 0.01},
     # fleet-level (a run of several targets): the fleet_spread finding and the cross_dataset gate
     "fleet_spread": {"max_fail_fraction": 0.5, "min_tag_spread": 0.01},
     "cross_dataset": {"min_spread": 0.0},
@@ -146,6 +147,7 @@ RANGES: dict[str, str] = {
     "calibration.bins": "[1, 1000]",
     "worst_images": "[1, inf)",
     "dilation_ratio": "(0, 1)",
+    "max_share": "[0, 1]",
 }
 
 

@@ -343,6 +343,27 @@ def error_analysis(target, result, cfg: dict) -> list[Figure]:
     return figures
 
 
+def negative_prompt(target, result, cfg: dict) -> list[Figure]:
+    """The negative pairs with the most predicted foreground: input and what the model paints."""
+    data, d = target.data, result.details
+    worst = sorted(d["concepts"].items(), key=lambda item: -item[1]["worst_pair"]["share"])
+    rows, labels = [], []
+    for concept, info in worst[:IMAGES]:
+        pair = info["worst_pair"]
+        image = data.images[pair["sample"] : pair["sample"] + 1]
+        probs = target.model.probabilities(image, 1, [pair["prompt"]])[0]  # the gate's pass, again for one pair
+        fg = probs > target.model.threshold
+        painted = np.full((*fg.shape, 3), RIGHT_COLOUR, np.uint8)
+        painted[fg] = WRONG_COLOUR
+        rows.append([data.images[pair["sample"]], heat(probs, 0.0, 1.0), painted])
+        labels.append(f"{concept}: sample {pair['sample']}\n{pair['prompt']!r}\nforeground {pair['share']:.1%}")
+    title = "negative_prompt: the pair of each concept with the most foreground, though its mask is empty"
+    png = grid(title, ["input (the concept is absent)", "foreground probability", "predicted foreground"], rows,
+               row_labels=labels, legend_entries=[("foreground (wrong)", WRONG_COLOUR), ("background", RIGHT_COLOUR)],
+               ramps=[("probability", 0.0, 1.0)])  # fmt: skip
+    return [Figure("worst_pairs", "negative pairs: input | foreground probability | predicted foreground", png)]
+
+
 def prediction_collapse(target, result, cfg: dict) -> list[Figure]:
     """Predicted vs true class histogram; for a binary model also the threshold sweep."""
     d, spec = result.details, target.data.spec
@@ -543,6 +564,7 @@ __all__ = [
     "calibration",
     "corruption_robustness",
     "error_analysis",
+    "negative_prompt",
     "noise_input",
     "overfit_tiny",
     "perturbation_stability",

@@ -30,6 +30,12 @@ from tests.test_pytest_plugin import run_gates
         ("eval", "size", -5, "[1, inf)"),
         ("overfit_tiny", "epochs", 0, "[1, inf)"),
         ("overfit_tiny", "lr", 0.0, "(0, inf)"),
+        ("perturbation_stability", "severity", 6, "[0, 5]"),
+        ("calibration", "max_ece", 1.5, "[0, 1]"),
+        ("calibration", "bins", 0, "[1, 1000]"),
+        ("error_analysis", "dilation_ratio", 0.0, "(0, 1)"),
+        ("error_analysis", "worst_images", 0, "[1, inf)"),
+        ("negative_prompt", "max_share", -0.1, "[0, 1]"),
     ],
 )
 def test_a_setting_outside_its_range_names_setting_value_and_range(section, key, value, bounds):

@@ -21,6 +21,7 @@ from segcheck.gates.noise import noise_input
 from segcheck.gates.overfit import overfit_tiny
 from segcheck.gates.prior import positional_prior
 from segcheck.gates.prompted import (
+    negative_prompt,
     paraphrase_consistency,
     prompt_metrics,
     prompt_sensitivity,
@@ -56,6 +57,7 @@ __all__ = [
     "input_normalization",
     "label_integrity",
     "loss_at_init",
+    "negative_prompt",
     "noise_input",
     "output_size",
     "overfit_tiny",
