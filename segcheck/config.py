@@ -44,8 +44,11 @@ DEFAULTS: dict[str, dict] = {
         "grad_images": 4,
         "seed": 0,
     },
-    "perturbation_stability": {"severity": 1, "min_agreement": 0.90, "max_miou_drop": 0.05, "seed": 0},
+    # severity 0: the mild level, 1-5: ImageNet-C's (segcheck.perturb); corruption_robustness reports all of 1-5
+    "perturbation_stability": {"severity": 0, "min_agreement": 0.90, "max_miou_drop": 0.05, "seed": 0},
     "prediction_collapse": {"min_class_fraction": 0.5, "max_dominance_excess": 0.20},
+    "calibration": {"max_ece": 0.05, "bins": 15},
+    "error_analysis": {"worst_images": 4, "dilation_ratio": 0.02},
     "generalization": {"split": "test", "max_gap": 0.05},
     "loss_at_init": {"tolerance": 0.5, "images": 4, "seed": 0},
     "gradient_coverage": {"images": 2, "seed": 0, "allow": []},
@@ -88,6 +91,7 @@ DEFAULTS: dict[str, dict] = {
     # min_prompt_gap: below it (another concept's prompt gives about the same mask), paraphrases
     # agree trivially and the gate is not applicable
     "paraphrase_consistency": {"min_iou": 0.80, "min_prompt_gap": 0.10},
+    "negative_prompt": {"max_share": 0.01},
     # fleet-level (a run of several targets): the fleet_spread finding and the cross_dataset gate
     "fleet_spread": {"max_fail_fraction": 0.5, "min_tag_spread": 0.01},
     "cross_dataset": {"min_spread": 0.0},
@@ -108,7 +112,7 @@ RANGES: dict[str, str] = {
     "images": "[1, inf)",
     "grad_images": "[1, inf)",
     "shift_px": "[1, inf)",
-    "severity": "[1, 3]",
+    "severity": "[0, 5]",
     "lr": "(0, inf)",
     "max_megapixels": "(0, inf)",
     "batch_pixels": "[1, inf)",
@@ -160,6 +164,11 @@ RANGES: dict[str, str] = {
     "max_distance": "[0, 0.5]",
     "fleet_images": "[0, inf)",
     "max_divergence": "[0, 1]",
+    "max_ece": "[0, 1]",
+    "calibration.bins": "[1, 1000]",
+    "worst_images": "[1, inf)",
+    "dilation_ratio": "(0, 1)",
+    "max_share": "[0, 1]",
 }
 
 

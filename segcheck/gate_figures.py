@@ -147,7 +147,7 @@ def noise_input(target, result, cfg: dict) -> list[Figure]:
 
 
 def perturbation_stability(target, result, cfg: dict) -> list[Figure]:
-    """Clean vs corrupted input and prediction, and agreement/mIoU over the severities."""
+    """Clean vs corrupted input and prediction at the gated level."""
     data, model, spec = target.data, target.model, target.data.spec
     k, d = _shown(target), result.details
     corruption, severity = d["corruption"], d["severity"]
@@ -167,36 +167,201 @@ def perturbation_stability(target, result, cfg: dict) -> list[Figure]:
     labels = [f"eval image {i}\nagreement {float((clean[i] == noisy[i]).mean()):.3f}" for i in range(k)]
     headers = [
         "clean input",
-        f"{corruption} {d['parameter']} (severity {severity})",
+        f"{corruption} {d['parameter']} ({d.get('level', perturb.level_name(severity))})",
         "clean prediction",
         "prediction on the corrupted input",
         "changed pixels",
     ]
-    title = f"{result.name}: agreement {result.value:.3f} with the clean prediction (min {result.threshold:.2f})"
+    title = (
+        f"{result.name}: agreement {result.value:.3f} with the clean prediction (min {result.threshold:.2f}), mIoU "
+        f"{d['clean_miou']:.3f} -> {d['miou']:.3f}"
+    )
     entries = legend(spec, clean, noisy) + [("changed", WRONG_COLOUR), ("unchanged", RIGHT_COLOUR)]
     panels = Figure(
         "panels",
         "clean | corrupted input, clean | corrupted prediction, changed pixels",
         grid(title, headers, rows, row_labels=labels, legend_entries=entries),
     )
+    return [panels]
+
+
+def corruption_robustness(target, result, cfg: dict) -> list[Figure]:
+    """mIoU per corruption and ImageNet-C severity (and each corruption's relative robustness),
+    and what severities 1-5 do to the first eval image."""
+    d = result.details
+    corruptions = list(d["miou"])
 
     def curves(figure):
-        ax = figure.add_subplot()
-        levels = sorted(int(s) for s in d["agreement"])
-        agreement = [d["agreement"][s] for s in sorted(d["agreement"], key=int)]
-        mious = [d["miou"][s] for s in sorted(d["miou"], key=int)]
-        ax.plot(levels, agreement, "o-", label="agreement with the clean prediction")
-        ax.plot(levels, mious, "s-", label="mIoU on the corrupted images")
-        ax.axhline(result.threshold, ls="--", color="tab:blue", lw=1, label=f"min agreement {result.threshold:.2f}")
-        ax.axhline(d["clean_miou"], ls=":", color="tab:orange", lw=1, label=f"clean mIoU {d['clean_miou']:.3f}")
-        ax.axvline(severity, color="gray", lw=0.8)
-        ax.set_xticks(levels)
-        ax.set_xlabel(f"severity of {corruption} (gated: {severity})")
-        ax.set_ylabel("agreement / mIoU")
+        ax, bars = figure.subplots(1, 2, width_ratios=(3, 2))
+        for corruption in corruptions:
+            points = sorted((int(s), v) for s, v in d["miou"][corruption].items())  # str keys from JSON too
+            ax.plot([0] + [s for s, _ in points], [d["clean_miou"]] + [v for _, v in points], "o-", label=corruption)
+        ax.axhline(d["clean_miou"], ls=":", color="gray", lw=1, label=f"clean mIoU {d['clean_miou']:.3f}")
+        ax.set_xticks(range(6), ["clean", "1", "2", "3", "4", "5"])
+        ax.set_xlabel("ImageNet-C severity")
+        ax.set_ylabel("mIoU on the corrupted eval images")
         ax.set_ylim(0, 1.05)
         ax.legend(fontsize=8, loc="lower left")
+        rr = [d["relative_robustness"][c] for c in corruptions]
+        bars.barh(
+            corruptions, rr, color=["tab:green" if v >= 0.9 else "tab:orange" if v >= 0.7 else "tab:red" for v in rr]
+        )
+        for y, v in enumerate(rr):
+            bars.annotate(f"{v:.2f}", (v, y), va="center", fontsize=8)
+        bars.axvline(d["mrr"], ls="--", color="black", lw=1, label=f"mRR {d['mrr']:.3f}")
+        bars.set_xlim(0, max(1.05, max(rr) + 0.1))
+        bars.set_xlabel("relative robustness\n(mean corrupted mIoU / clean mIoU)")
+        bars.invert_yaxis()
+        bars.legend(fontsize=8, loc="lower left")
 
-    return [panels, plot("severities", f"{corruption}: agreement and mIoU per severity", curves)]
+    figures = [
+        plot("severities", "mIoU per corruption and ImageNet-C severity; relative robustness", curves, (10.4, 4))
+    ]
+    image = target.data.images[:1]
+    rows = [[image[0]] + [perturb.corrupt(c, image, s, cfg["seed"])[0] for s in perturb.LADDER] for c in corruptions]
+    headers = ["clean"] + [f"severity {s}" for s in perturb.LADDER]
+    labels = [f"{c}\n{', '.join(format(v, 'g') for v in perturb.IMAGENET_C[c])}" for c in corruptions]
+    title = (
+        "ImageNet-C's corruptions at severities 1-5 on eval image 0 (Hendrycks & Dietterich's constants, not scaled "
+        "to the image size)"
+    )
+    figures.append(
+        Figure(
+            "examples", "eval image 0 at each corruption and severity", grid(title, headers, rows, row_labels=labels)
+        )
+    )
+    return figures
+
+
+def calibration(target, result, cfg: dict) -> list[Figure]:
+    """The reliability diagram: observed frequency vs mean confidence per bin, and how many
+    pixels each bin holds."""
+    d = result.details
+    rows = d["reliability"]
+
+    def draw(figure):
+        diagram, counts = figure.subplots(2, 1, height_ratios=(3, 1), sharex=True)
+        width = rows[0]["high"] - rows[0]["low"]
+        full = [r for r in rows if r["pixels"]]
+        centres = [(r["low"] + r["high"]) / 2 for r in full]
+        diagram.bar(centres, [r["frequency"] for r in full], width=width * 0.95, color="tab:blue",
+                    edgecolor="white", label=f"observed: {d['event']}")  # fmt: skip
+        gaps = [r["confidence"] - r["frequency"] for r in full]
+        diagram.bar(centres, gaps, bottom=[r["frequency"] for r in full], width=width * 0.95, fill=False,
+                    edgecolor="tab:red", hatch="///", lw=0.8, label="gap to the mean confidence")  # fmt: skip
+        diagram.plot([r["confidence"] for r in full], [r["frequency"] for r in full], "o", color="black", ms=3,
+                     label="(mean confidence, observed) of a bin")  # fmt: skip
+        diagram.plot([0, 1], [0, 1], ls="--", color="gray", lw=1, label="perfect calibration")
+        diagram.set_xlim(0, 1)
+        diagram.set_ylim(0, 1.02)
+        diagram.set_ylabel(d["event"])
+        diagram.legend(fontsize=7, loc="upper left")
+        counts.bar(centres, [r["pixels"] for r in full], width=width * 0.95, color="tab:gray")
+        counts.set_yscale("log")
+        counts.set_ylabel("pixels")
+        counts.set_xlabel(f"{d['confidence']} ({d['bins']} equal-width bins)")
+
+    title = f"{result.name}: reliability diagram, ECE {d['ece']:.4f} (max {result.threshold:g})"
+    return [plot("reliability", title, draw, (6.4, 5.2))]
+
+
+def error_analysis(target, result, cfg: dict) -> list[Figure]:
+    """The normalized confusion matrix, per-class IoU and Boundary IoU, and the worst images
+    (input | ground truth | prediction | error)."""
+    data, spec, d = target.data, target.data.spec, result.details
+    classes = list(spec.classes)
+    matrix = np.asarray(d["confusion"], np.float64)
+    figures = []
+
+    def confusion(figure):
+        ax = figure.add_subplot()
+        totals = matrix.sum(1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.where(totals > 0, matrix / np.maximum(totals, 1), np.nan)
+        from matplotlib import colormaps
+
+        blues = colormaps["Blues"].with_extremes(bad="#eeeeee")  # rows of classes not in the masks: grey
+        image = ax.imshow(np.ma.masked_invalid(share), vmin=0, vmax=1, cmap=blues)
+        if len(classes) <= 25:
+            for i in range(len(classes)):
+                for j in range(len(classes)):
+                    if np.isfinite(share[i, j]) and share[i, j] >= 0.005:
+                        colour = "white" if share[i, j] > 0.6 else "black"
+                        ax.text(j, i, f"{share[i, j]:.2f}", ha="center", va="center", fontsize=7, color=colour)
+        names = [f"{i} {c}" for i, c in enumerate(classes)]
+        ax.set_xticks(range(len(classes)), names, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(classes)), names, fontsize=8)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("ground-truth class (grey: not in the masks)")
+        figure.colorbar(image, ax=ax, label="share of the row's pixels")
+
+    side = min(14.0, max(5.5, 0.5 * len(classes) + 2.5))
+    figures.append(
+        plot(
+            "confusion",
+            "confusion matrix, each row normalized by its ground-truth pixels",
+            confusion,
+            (side + 1.5, side),
+        )  # fmt: skip
+    )
+
+    def per_class(figure):
+        ax = figure.add_subplot()
+        x = np.arange(len(classes))
+        for offset, key, colour in ((-0.2, "IoU", "tab:blue"), (0.2, "Boundary IoU", "tab:orange")):
+            values = [r[key] for r in d["per_class"]]
+            heights = [v if not isinstance(v, str) else 0.0 for v in values]
+            ax.bar(x + offset, heights, 0.4, color=colour, label=key)
+            for xi, v in zip(x, values):
+                if isinstance(v, str):
+                    ax.annotate(v, (xi + offset, 0.02), ha="center", rotation=90, fontsize=7, color="gray")
+        ax.axhline(d["miou"], ls="--", color="tab:blue", lw=1, label=f"mIoU {d['miou']:.3f}")
+        ax.axhline(d["boundary_miou"], ls=":", color="tab:orange", lw=1,
+                   label=f"mean Boundary IoU {d['boundary_miou']:.3f}")  # fmt: skip
+        ax.set_xticks(x, [f"{i} {c}" for i, c in enumerate(classes)], rotation=45 if len(classes) > 6 else 0,
+                      ha="right")  # fmt: skip
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel(f"IoU (Boundary IoU: bands of {d['boundary_px']} px)")
+        ax.legend(fontsize=8, loc="lower right")
+
+    width = min(14.0, max(6.4, 0.5 * len(classes)))
+    figures.append(plot("per_class", "per-class IoU and Boundary IoU (absent classes marked)", per_class, (width, 3.8)))
+    worst = d["worst_images"]
+    if worst:
+        pred = target.predictions.labels
+        rows, labels = [], []
+        for w in worst:
+            i = w["image"]
+            rows.append([data.images[i], colour_mask(data.masks[i], spec), colour_mask(pred[i], spec),
+                         error_map(pred[i], data.masks[i], spec)])  # fmt: skip
+            labels.append(f"eval image {i}\nmIoU {w['mIoU']:.3f}\npixel accuracy {w['pixel accuracy']:.3f}")
+        shown = [data.masks[w["image"]] for w in worst] + [pred[w["image"]] for w in worst]
+        title = f"the {len(worst)} worst of {d['images']} eval images by their own mIoU"
+        png = grid(title, ["input", "ground truth", "prediction", "error"], rows, row_labels=labels,
+                   legend_entries=legend(spec, *shown) + ERROR_LEGEND)  # fmt: skip
+        figures.append(Figure("worst_images", "the worst eval images: input | ground truth | prediction | error", png))
+    return figures
+
+
+def negative_prompt(target, result, cfg: dict) -> list[Figure]:
+    """The negative pairs with the most predicted foreground: input and what the model paints."""
+    data, d = target.data, result.details
+    worst = sorted(d["concepts"].items(), key=lambda item: -item[1]["worst_pair"]["share"])
+    rows, labels = [], []
+    for concept, info in worst[:IMAGES]:
+        pair = info["worst_pair"]
+        image = data.images[pair["sample"] : pair["sample"] + 1]
+        probs = target.model.probabilities(image, 1, [pair["prompt"]])[0]  # the gate's pass, again for one pair
+        fg = probs > target.model.threshold
+        painted = np.full((*fg.shape, 3), RIGHT_COLOUR, np.uint8)
+        painted[fg] = WRONG_COLOUR
+        rows.append([data.images[pair["sample"]], heat(probs, 0.0, 1.0), painted])
+        labels.append(f"{concept}: sample {pair['sample']}\n{pair['prompt']!r}\nforeground {pair['share']:.1%}")
+    title = "negative_prompt: the pair of each concept with the most foreground, though its mask is empty"
+    png = grid(title, ["input (the concept is absent)", "foreground probability", "predicted foreground"], rows,
+               row_labels=labels, legend_entries=[("foreground (wrong)", WRONG_COLOUR), ("background", RIGHT_COLOUR)],
+               ramps=[("probability", 0.0, 1.0)])  # fmt: skip
+    return [Figure("worst_pairs", "negative pairs: input | foreground probability | predicted foreground", png)]
 
 
 def prediction_collapse(target, result, cfg: dict) -> list[Figure]:
@@ -547,6 +712,10 @@ __all__ = [
     "split_leakage",
     "split_shift",
     "label_quality",
+    "calibration",
+    "corruption_robustness",
+    "error_analysis",
+    "negative_prompt",
     "noise_input",
     "overfit_tiny",
     "perturbation_stability",

@@ -1,22 +1,53 @@
 """Deterministic image corruptions and shifts, for the stability and equivariance gates.
 
 Every corruption is a pure function ``corrupt(images, severity, seed) -> images``: ``images``
-is uint8 (N, H, W, 3), the result is a new uint8 array of the same shape, ``severity`` is
-1 (mild) .. 3 (strong), and the same arguments always give the same bytes. Corruptions that
-draw no random numbers accept ``seed`` and ignore it. Parameters per severity are listed in
-``SEVERITIES`` (pixel scale 0-1 where a value is an intensity):
+is uint8 (N, H, W, 3), the result is a new uint8 array of the same shape, and the same
+arguments always give the same bytes. Corruptions that draw no random numbers accept ``seed``
+and ignore it. ``severity`` is 0 (:data:`MILD`, the level perturbation_stability judges by
+default) or 1..5 (:data:`IMAGENET_C`); ``SEVERITIES[name][severity]`` is the parameter.
 
-- ``gaussian_noise``: additive N(0, sigma^2) per pixel and channel, sigma 0.05 / 0.08 / 0.12;
-- ``brightness``: add 0.10 / 0.20 / 0.30 to every channel;
-- ``contrast``: scale each image's deviation from its own mean colour by 0.70 / 0.50 / 0.30;
-- ``gaussian_blur``: separable Gaussian kernel, sigma 0.5 / 1.0 / 1.5 px, reflected borders;
-- ``jpeg``: encode and decode with Pillow at quality 75 / 50 / 25.
+Severities 1-5 are ImageNet-C's (Hendrycks & Dietterich, "Benchmarking Neural Network
+Robustness to Common Corruptions and Perturbations", ICLR 2019; the constants of their
+``imagenet_c`` code and of the ``imagecorruptions`` package, Michaelis et al. 2019, which
+Cityscapes-C (Kamann & Rother, CVPR 2020) applies to Cityscapes), pixel scale 0-1:
 
-Severity 1 is meant to be mild *at the image's own scale*: blur sigmas are about ImageNet-C's
-severity 1-3 scaled from 224 px to 64 px tall images; JPEG starts at Pillow's default quality
-75, because on small images an 8x8 DCT block spans a large part of an object (quality 50
-erases 2 px poles even for a model trained on it) and severity 3 equals ImageNet-C's
-severity 1 (quality 25).
+- ``gaussian_noise``: add N(0, c^2) per pixel and channel, c = .08 / .12 / .18 / .26 / .38;
+- ``brightness``: add c = .1 / .2 / .3 / .4 / .5 to V in HSV (clipped at 1), hue and
+  saturation kept: every channel scaled by min(V + c, 1) / V (black pixels become grey c);
+- ``contrast``: scale each image's deviation from its own per-channel mean by
+  c = .4 / .3 / .2 / .1 / .05;
+- ``gaussian_blur``: Gaussian of sigma = 1 / 2 / 3 / 4 / 6 px, truncated at 4 sigma, borders
+  repeating the edge pixel (``skimage.filters.gaussian``'s defaults, mode ``nearest``);
+- ``jpeg``: encode and decode with Pillow at quality 25 / 18 / 15 / 10 / 7.
+
+The sigmas are pixels and are *not* scaled to the image: ImageNet-C applies them at 224 px,
+Cityscapes-C at 2048x1024, and a result compares with the literature only at the same
+parameters. On segcheck's 64x128 synthetic scenes the blur is therefore far stronger relative
+to the objects than on Cityscapes (sigma 6 px is a tenth of the image height); the mild level
+is the one scaled to small images.
+
+How segcheck's severities 1-5 differ from the reference code, and why:
+
+- results are 8-bit as the reference's are, but rounded to the nearest level
+  (``np.rint``) where the reference truncates (``np.uint8`` of a float): the reference's
+  outputs are on average half a grey level darker; segcheck's are unbiased;
+- noise comes from numpy's seeded ``default_rng`` (float32 draws, per ``seed`` and severity),
+  not the unseeded global ``np.random.normal`` (float64): the same distribution, other
+  draws, and the same bytes on every run;
+- brightness is the closed form of skimage's ``rgb2hsv`` / ``hsv2rgb`` round trip (V is the
+  largest channel, and V + c with the hue and saturation kept scales every channel by
+  (V + c) / V): equal up to float rounding, without scikit-image;
+- blur, contrast and noise are computed in float32 (the reference: float64): at most one
+  grey level apart after rounding;
+- JPEG is the reference's own call (Pillow ``save(quality=c)``, default chroma subsampling).
+
+Severity 0, the mild level (:data:`MILD`), is segcheck's own: meant to be mild *at the
+image's own scale*, it is what perturbation_stability gates by default, so that a model
+trained with ordinary augmentation passes it: gaussian noise sigma 0.05; brightness +0.10 on
+every channel (not V: a plain shift, clipped); contrast 0.70; blur sigma 0.5 px (radius
+ceil(3 sigma), borders reflected; about ImageNet-C's severity 1 scaled from 224 px to 64 px
+tall images); JPEG quality 75 (Pillow's default: on small images an 8x8 DCT block spans a
+large part of an object, and quality 25, ImageNet-C's severity 1, already erases 2 px poles).
 """
 
 from __future__ import annotations
@@ -30,13 +61,31 @@ from PIL import Image
 
 from segcheck import SegcheckError
 
-SEVERITIES: dict[str, tuple[float, ...]] = {
-    "gaussian_noise": (0.05, 0.08, 0.12),
-    "brightness": (0.10, 0.20, 0.30),
-    "contrast": (0.70, 0.50, 0.30),
-    "gaussian_blur": (0.5, 1.0, 1.5),
-    "jpeg": (75, 50, 25),
+#: severity 0: the mild level perturbation_stability judges by default (segcheck's own)
+MILD: dict[str, float] = {
+    "gaussian_noise": 0.05,
+    "brightness": 0.10,
+    "contrast": 0.70,
+    "gaussian_blur": 0.5,
+    "jpeg": 75,
 }
+#: severities 1-5: ImageNet-C's constants (Hendrycks & Dietterich 2019; ``imagecorruptions``)
+IMAGENET_C: dict[str, tuple[float, ...]] = {
+    "gaussian_noise": (0.08, 0.12, 0.18, 0.26, 0.38),
+    "brightness": (0.1, 0.2, 0.3, 0.4, 0.5),
+    "contrast": (0.4, 0.3, 0.2, 0.1, 0.05),
+    "gaussian_blur": (1, 2, 3, 4, 6),
+    "jpeg": (25, 18, 15, 10, 7),
+}
+#: the parameter of each corruption per severity: index 0 the mild level, 1..5 ImageNet-C's
+SEVERITIES: dict[str, tuple[float, ...]] = {name: (MILD[name], *IMAGENET_C[name]) for name in MILD}
+#: the ImageNet-C severities (the robustness ladder)
+LADDER = (1, 2, 3, 4, 5)
+
+
+def level_name(severity: int) -> str:
+    """How reports name a severity: ``mild level`` (0) or ``ImageNet-C severity k``."""
+    return "mild level" if severity == 0 else f"ImageNet-C severity {severity}"
 
 
 def _check(images: np.ndarray, severity: int, name: str) -> float:
@@ -45,27 +94,43 @@ def _check(images: np.ndarray, severity: int, name: str) -> float:
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise SegcheckError(f"{name} takes uint8 images (N, H, W, 3), got {images.dtype} {images.shape}")
     levels = SEVERITIES[name]
-    if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or not 1 <= severity <= len(levels):
-        raise SegcheckError(f"{name} severity must be an integer 1..{len(levels)}, got {severity!r}")
-    return levels[severity - 1]
+    if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or not 0 <= severity < len(levels):
+        raise SegcheckError(
+            f"{name} severity must be an integer 0..{len(levels) - 1} (0 the mild level, 1-5 ImageNet-C's), "
+            f"got {severity!r}"
+        )
+    return levels[severity]
 
 
 def _to_uint8(pixels: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
 
 
+def _noise_rng(seed: int, severity: int) -> np.random.Generator:
+    """The generator of ``gaussian_noise`` at ``severity``: the mild level keeps the key it has
+    always had (``[seed, 1]``), each ImageNet-C severity has its own."""
+    return np.random.default_rng([seed, 1] if severity == 0 else [seed, 1, severity])
+
+
 def gaussian_noise(images: np.ndarray, severity: int, seed: int = 0) -> np.ndarray:
     """Additive Gaussian pixel noise; the noise depends only on ``(seed, severity)`` and the shape."""
     sigma = _check(images, severity, "gaussian_noise")
-    rng = np.random.default_rng([seed, severity])
-    noise = rng.standard_normal(images.shape, dtype=np.float32) * np.float32(sigma * 255)
+    noise = _noise_rng(seed, severity).standard_normal(images.shape, dtype=np.float32) * np.float32(sigma * 255)
     return _to_uint8(images.astype(np.float32) + noise)
 
 
 def brightness(images: np.ndarray, severity: int, seed: int = 0) -> np.ndarray:
-    """Every channel raised by a constant (clipped at 255). ``seed`` is unused."""
+    """Brighter images (clipped at 255): the mild level adds a constant to every channel,
+    ImageNet-C's severities add it to V in HSV (hue and saturation kept). ``seed`` is unused."""
     delta = _check(images, severity, "brightness")
-    return _to_uint8(images.astype(np.float32) + np.float32(delta * 255))
+    if severity == 0:
+        return _to_uint8(images.astype(np.float32) + np.float32(delta * 255))
+    x = images.astype(np.float32) / np.float32(255)
+    value = x.max(axis=-1, keepdims=True)
+    raised = np.minimum(value + np.float32(delta), np.float32(1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(value > 0, x * (raised / value), raised)
+    return _to_uint8(out * np.float32(255))
 
 
 def contrast(images: np.ndarray, severity: int, seed: int = 0) -> np.ndarray:
@@ -76,28 +141,35 @@ def contrast(images: np.ndarray, severity: int, seed: int = 0) -> np.ndarray:
     return _to_uint8(mean + (x - mean) * np.float32(factor))
 
 
-def gaussian_kernel(sigma: float) -> np.ndarray:
-    """Normalized 1-D Gaussian kernel of radius ceil(3 sigma) (float32, sums to 1)."""
-    radius = max(1, math.ceil(3 * sigma))
+def gaussian_kernel(sigma: float, radius: int | None = None) -> np.ndarray:
+    """Normalized 1-D Gaussian kernel (float32, sums to 1) of ``radius`` (default ceil(3 sigma),
+    at least 1)."""
+    radius = max(1, math.ceil(3 * sigma)) if radius is None else int(radius)
     t = np.arange(-radius, radius + 1, dtype=np.float64)
     kernel = np.exp(-0.5 * (t / sigma) ** 2)
     return (kernel / kernel.sum()).astype(np.float32)
 
 
 def gaussian_blur(images: np.ndarray, severity: int, seed: int = 0) -> np.ndarray:
-    """Separable Gaussian blur of rows then columns, borders reflected. ``seed`` is unused."""
+    """Separable Gaussian blur of rows then columns. The mild level: radius ceil(3 sigma),
+    borders reflected; ImageNet-C's severities: radius int(4 sigma + 0.5), borders repeating
+    the edge pixel (scipy's ``gaussian_filter``, mode ``nearest``, as the reference). ``seed``
+    is unused."""
     sigma = _check(images, severity, "gaussian_blur")
-    kernel = gaussian_kernel(sigma)
+    if severity == 0:
+        kernel, mode = gaussian_kernel(sigma), "reflect"
+    else:
+        kernel, mode = gaussian_kernel(sigma, int(4 * sigma + 0.5)), "edge"
     r = len(kernel) // 2
     x = images.astype(np.float32)
     for axis in (1, 2):
-        if x.shape[axis] <= r:
+        if mode == "reflect" and x.shape[axis] <= r:
             raise SegcheckError(
                 f"gaussian_blur severity {severity} needs images larger than {r} px, got {x.shape[1:3]}"
             )
         pad = [(0, 0)] * 4
         pad[axis] = (r, r)
-        padded = np.pad(x, pad, mode="reflect")
+        padded = np.pad(x, pad, mode=mode)
         n = x.shape[axis]
         x = sum(w * np.take(padded, np.arange(k, k + n), axis=axis) for k, w in enumerate(kernel))
     return _to_uint8(x)
@@ -149,7 +221,7 @@ def corrupted_batches(name: str, images: np.ndarray, severity: int, seed: int, b
             yield CORRUPTIONS[name](images[start : start + batch], severity, seed)
         return
     sigma = _check(images, severity, "gaussian_noise")
-    rng = np.random.default_rng([seed, severity])
+    rng = _noise_rng(seed, severity)
     for start in range(0, len(images), batch):
         part = images[start : start + batch]
         noise = rng.standard_normal(part.shape, dtype=np.float32) * np.float32(sigma * 255)

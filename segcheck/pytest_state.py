@@ -19,8 +19,12 @@ from segcheck.report import (
     GateRecord,
     anomaly_lines,
     anomaly_tables,
+    error_lines,
+    error_tables,
     prompt_lines,
     prompt_tables,
+    robustness_lines,
+    robustness_tables,
     summary_table,
     write_json,
 )
@@ -375,6 +379,15 @@ class SegcheckState:
             terminalreporter.section("segcheck prompts: foreground per concept and prompt")
             for line in prompt_lines(prompts):
                 terminalreporter.write_line(line)
+        for title, tables, lines in (
+            ("segcheck error analysis: per-class IoU and Boundary IoU", error_tables, error_lines),
+            ("segcheck corruptions: mIoU per ImageNet-C severity", robustness_tables, robustness_lines),
+        ):
+            found = tables(self._sorted())
+            if found:
+                terminalreporter.section(title)
+                for line in lines(found):
+                    terminalreporter.write_line(line)
         if self.fleet is not None:
             terminalreporter.section("segcheck fleet")
             for line in fleet_lines(self.fleet):

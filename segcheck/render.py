@@ -6,9 +6,11 @@ written, so ``segcheck report render run.json -o run.html`` gives the same page 
 
 A page holds, failures first: the verdict counts, each failing gate with its message, figures
 and details, the other gates one line each, the ``fleet`` section when the report has one, the
-anomaly scorer tables, each target's per-image grid, what was tested (each target's
-description, normalization and its source) and the settings that differ from the defaults. A
-figure that could not be drawn, or whose file is gone, is a note in its place.
+anomaly scorer, prompt, error-analysis (per-class IoU and Boundary IoU, absent classes as
+"absent") and corruption (mIoU per ImageNet-C severity, mRR) tables, each target's per-image
+grid, what was tested (each target's description, normalization and its source) and the
+settings that differ from the defaults. A figure that could not be drawn, or whose file is
+gone, is a note in its place.
 """
 
 from __future__ import annotations
@@ -169,11 +171,13 @@ class Page:
 
     def extra_sections(self) -> list[tuple[str, object]]:
         """(title, value) of the report's other tables: the fleet view, the anomaly scorers, the
-        prompted models' per-prompt foreground metrics."""
+        prompted models' per-prompt foreground metrics, the error analysis and the corruptions."""
         titles = {
             "fleet": "Fleet",
             "anomaly": "Anomaly scorers",
             "prompted": "Prompts: foreground per concept and prompt",
+            "error_analysis": "Error analysis: per-class IoU and Boundary IoU, the worst images",
+            "robustness": "Corruptions: mIoU per ImageNet-C severity, mean relative robustness",
         }
         return [(title, self.report[key]) for key, title in titles.items() if self.report.get(key)]
 
@@ -274,8 +278,8 @@ def _md_table(header: tuple, rows: list[tuple]) -> list[str]:
 def _md_value(value, depth: int = 0) -> list[str]:
     """Any JSON value as Markdown: a list of objects as a table, an object as its keys (bold) and values."""
     if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        columns = list(dict.fromkeys(k for row in value for k in row))
-        return _md_table(tuple(columns), [tuple(_md_cell(row.get(c)) for c in columns) for row in value])
+        shown = render_html.columns(value)
+        return _md_table(tuple(shown), [tuple(_md_cell(row.get(c)) for c in shown) for row in value])
     if isinstance(value, dict):
         if all(not isinstance(v, (dict, list)) for v in value.values()):
             return _md_table(("key", "value"), [(str(k), _plain(v)) for k, v in value.items()])

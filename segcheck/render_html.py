@@ -320,6 +320,16 @@ def plain(value) -> str:
     return str(value)
 
 
+#: columns that name a table's row, shown first (the JSON report's keys are sorted)
+LEADING_COLUMNS = ("target", "class", "corruption", "scorer", "concept", "prompt", "image")
+
+
+def columns(rows: list[dict]) -> list:
+    """The columns of a table of ``rows``: every key, those naming the row first."""
+    found = list(dict.fromkeys(k for row in rows for k in row))
+    return [c for c in LEADING_COLUMNS if c in found] + [c for c in found if c not in LEADING_COLUMNS]
+
+
 def _rows(rows: list[tuple[str, str]]) -> str:
     cells = "".join(f"<tr><th>{html.escape(a)}</th><td>{html.escape(b)}</td></tr>" for a, b in rows)
     return f"<table>{cells}</table>" if rows else "<p>(none)</p>"
@@ -332,9 +342,9 @@ def _value(value) -> str:
         cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_value(v)}</td></tr>" for k, v in value.items())
         return f"<table>{cells}</table>"
     if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        columns = list(dict.fromkeys(k for row in value for k in row))
-        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-        body = "".join("<tr>" + "".join(_cell(row.get(c)) for c in columns) + "</tr>" for row in value)
+        shown = columns(value)
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in shown)
+        body = "".join("<tr>" + "".join(_cell(row.get(c)) for c in shown) + "</tr>" for row in value)
         return f"<table><tr>{head}</tr>{body}</table>"
     if isinstance(value, list):
         return html.escape(", ".join(plain(v) for v in value))

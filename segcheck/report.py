@@ -214,6 +214,78 @@ def prompt_lines(tables: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
+def robustness_tables(records: list[GateRecord]) -> dict[str, dict]:
+    """Per target, from its ``corruption_robustness`` record: one row per corruption (its
+    ImageNet-C parameters, mIoU at severities 1-5, relative robustness), the clean mIoU, mRR and
+    the mean corrupted mIoU (mPC): the table published Cityscapes-C results compare with."""
+    tables: dict[str, dict] = {}
+    for r in records:
+        d = r.details
+        if r.gate != "corruption_robustness" or "relative_robustness" not in d:
+            continue
+        rows = []
+        for corruption, per in d["miou"].items():
+            row = {
+                "corruption": corruption,
+                "parameters": ", ".join(format(v, "g") for v in d["parameters"][corruption]),
+            }
+            row.update({f"severity {s}": per[s] for s in sorted(per, key=int)})
+            row["relative robustness"] = d["relative_robustness"][corruption]
+            rows.append(row)
+        tables[r.target] = {"clean mIoU": d["clean_miou"], "mRR": d["mrr"], "mPC": d["mpc"], "mIoU per severity": rows}
+    return tables
+
+
+def robustness_lines(tables: dict[str, dict]) -> list[str]:
+    """The mIoU per corruption and ImageNet-C severity of each target, as terminal lines."""
+    lines = []
+    for target, table in tables.items():
+        rows = [("corruption", "1", "2", "3", "4", "5", "RR")]
+        for row in table["mIoU per severity"]:
+            values = [row[k] for k in row if k.startswith("severity ")]
+            rows.append((row["corruption"], *(f"{v:.3f}" for v in values), f"{row['relative robustness']:.3f}"))
+        lines += [f"{target}: clean mIoU {table['clean mIoU']:.3f}, mRR {table['mRR']:.3f}", *_aligned(rows)]
+    return lines
+
+
+def error_tables(records: list[GateRecord]) -> dict[str, dict]:
+    """Per target, from its ``error_analysis`` record: mIoU and mean Boundary IoU, the per-class
+    table (absent classes as "absent") and the worst images."""
+    tables: dict[str, dict] = {}
+    for r in records:
+        d = r.details
+        if r.gate != "error_analysis" or "per_class" not in d:
+            continue
+        tables[r.target] = {
+            "mIoU": d["miou"],
+            f"mean Boundary IoU ({d['boundary_px']} px bands)": d["boundary_miou"],
+            "per class": d["per_class"],
+            "absent classes": d.get("absent_rule", ""),
+            "worst images": d["worst_images"],
+        }
+    return tables
+
+
+def error_lines(tables: dict[str, dict]) -> list[str]:
+    """The per-class IoU and Boundary IoU of each target, as terminal lines."""
+    show = lambda v: v if isinstance(v, str) else f"{v:.3f}"  # noqa: E731
+    lines = []
+    for target, table in tables.items():
+        rows = [("class", "IoU", "Boundary IoU", "GT share", "most often predicted instead")]
+        rows += [
+            (r["class"], show(r["IoU"]), show(r["Boundary IoU"]), f"{r['ground truth share']:.3f}",
+             r["most often predicted instead"])
+            for r in table["per class"]
+        ]  # fmt: skip
+        summary = ", ".join(f"{k} {show(v)}" for k, v in table.items() if isinstance(v, float))
+        worst = ", ".join(f"#{w['image']} {w['mIoU']:.3f}" for w in table["worst images"])
+        lines += [f"{target}: {summary}", *_aligned(rows), f"worst images (own mIoU): {worst or '-'}"]
+        absent = [r["class"] for r in table["per class"] if r["IoU"] == "absent"]
+        if absent:  # the rule, where it applies (the JSON and the pages always state it)
+            lines.append(f"absent: {', '.join(absent)}; {table['absent classes']}")
+    return lines
+
+
 def _aligned(rows: list[tuple]) -> list[str]:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
@@ -223,7 +295,8 @@ def _aligned(rows: list[tuple]) -> list[str]:
 
 def write_json(path: Path, targets: dict[str, dict], thresholds: dict, records: list[GateRecord], **sections) -> Path:
     """Write the machine-readable report: what was tested (per target id), the settings used,
-    every gate, the anomaly scorer tables when anomaly gates ran, and ``sections`` that are not
+    every gate, the anomaly scorer, prompt, corruption and error-analysis tables when their
+    gates ran, and ``sections`` that are not
     None (``fleet``: the fleet view of several targets; ``shard``: which share of a fleet ran)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -240,6 +313,12 @@ def write_json(path: Path, targets: dict[str, dict], thresholds: dict, records: 
     prompts = prompt_tables(records)
     if prompts:
         report["prompted"] = prompts
+    robustness = robustness_tables(records)
+    if robustness:
+        report["robustness"] = robustness
+    errors = error_tables(records)
+    if errors:
+        report["error_analysis"] = errors
     text = json.dumps(report, indent=2, sort_keys=True, default=_jsonable) + "\n"
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")  # replaced at once: never read half-written
     try:

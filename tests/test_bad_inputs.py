@@ -34,6 +34,12 @@ from tests.test_pytest_plugin import run_gates
         ("label_quality", "pixels_per_image", 16, "[64, inf)"),
         ("split_leakage", "max_distance", 0.6, "[0, 0.5]"),
         ("split_shift", "max_divergence", -0.1, "[0, 1]"),
+        ("perturbation_stability", "severity", 6, "[0, 5]"),
+        ("calibration", "max_ece", 1.5, "[0, 1]"),
+        ("calibration", "bins", 0, "[1, 1000]"),
+        ("error_analysis", "dilation_ratio", 0.0, "(0, 1)"),
+        ("error_analysis", "worst_images", 0, "[1, inf)"),
+        ("negative_prompt", "max_share", -0.1, "[0, 1]"),
     ],
 )
 def test_a_setting_outside_its_range_names_setting_value_and_range(section, key, value, bounds):

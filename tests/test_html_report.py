@@ -12,12 +12,13 @@ import re
 import subprocess
 import sys
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from segcheck import SegcheckError, cli, figures, gate_figures
+from segcheck import SegcheckError, cli, figures, gate_figures, perturb
 from segcheck import config as segconfig
 from segcheck.gates.registered import run
 from segcheck.gates.result import GateResult
@@ -163,6 +164,46 @@ def test_pytest_html_gets_the_same_figures_as_extras(cheap_run):
     page = (out / "pytest.html").read_text()
     for path in listed_figures(report):
         assert base64.b64encode((out / path).read_bytes()).decode() in page
+
+
+ISSUE_38 = ["-m", "not train", "-k", "calibration or corruption_robustness or error_analysis", "--eval-size", "4"]
+
+
+def test_the_page_shows_the_reliability_diagram_severities_confusion_matrix_and_worst_images(tmp_path):
+    """``pytest suites/gates --segcheck-html``: the calibration, corruption and error-analysis
+    figures are images of the page (and of the Markdown), their tables are sections of both, and
+    the JSON carries the tables."""
+    pytest.importorskip("matplotlib")
+    args = [sys.executable, "-m", "pytest", GATES, "-p", "no:cacheprovider", "-p", "no:xdist", *ISSUE_38]
+    args += ["--segcheck-report", str(tmp_path / "run.json"), "--segcheck-html", str(tmp_path / "run.html")]
+    args += ["--segcheck-md", str(tmp_path / "run.md")]
+    done = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    page, markdown = (tmp_path / "run.html").read_text(), (tmp_path / "run.md").read_text()
+    parser = _Images()
+    parser.feed(page)
+    assert len(parser.sources) == len(page_images(page))  # every <img> a PNG that PIL opens
+    shown = re.findall(r'<img src="data:image/png;base64,[^"]+" alt="([^"]+)"', page)
+    wanted = {
+        "calibration.reliability",  # the reliability diagram
+        "corruption_robustness.severities",  # mIoU per corruption and ImageNet-C severity
+        "corruption_robustness.examples",
+        "error_analysis.confusion",  # the normalized confusion matrix
+        "error_analysis.per_class",
+        "error_analysis.worst_images",  # input | ground truth | prediction | error
+    }
+    assert wanted <= set(shown), shown
+    assert wanted <= {Path(link).stem for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", markdown)}
+    for title in ("Corruptions: mIoU per ImageNet-C severity", "Error analysis: per-class IoU and Boundary IoU"):
+        assert title in page and f"## {title}" in markdown
+    assert "<tr><th>class</th><th>Boundary IoU</th><th>IoU</th>" in page  # the row's name first
+    assert "| corruption | parameters | relative robustness | severity 1 |" in markdown
+    report = json.loads((tmp_path / "run.json").read_text())
+    robustness, errors = report["robustness"]["unet"], report["error_analysis"]["unet"]
+    assert [row["corruption"] for row in robustness["mIoU per severity"]] == list(perturb.CORRUPTIONS)
+    assert 0 < robustness["mRR"] <= 1.05 and len(errors["worst images"]) == 4
+    assert "segcheck corruptions: mIoU per ImageNet-C severity" in done.stdout
+    assert "segcheck error analysis: per-class IoU and Boundary IoU" in done.stdout
 
 
 def test_a_missing_figure_file_and_a_run_without_figures_are_notes(tmp_path):

@@ -6,12 +6,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
 from segcheck import SegcheckError
+from segcheck import config as segconfig
 from segcheck import plugins as segplugins
 from segcheck.data import EvalData
+from segcheck.gates import negative_prompt
+from segcheck.gates.prompted import negative_pairs
+from segcheck.model import ModelUnderTest
+from segcheck.target import Target
 from segcheck_plugins import prompted_folder
 from segcheck_plugins.prompted_folder import PromptedFolder
 from tests.test_datasets import registry_of, write_png
@@ -176,3 +182,30 @@ def test_error_missing_dataset_yaml_or_root(tmp_path):
         PromptedFolder(tmp_path, "val")
     with pytest.raises(SegcheckError, match="does not exist or is not a folder"):
         PromptedFolder(tmp_path / "nope", "val")
+
+
+class Constant(torch.nn.Module):
+    """A prompted binary model that answers ``logit`` everywhere, whatever the image and prompt."""
+
+    def __init__(self, logit: float):
+        super().__init__()
+        self.logit = torch.nn.Parameter(torch.tensor(float(logit)))
+
+    def forward(self, x, prompts):
+        return self.logit.expand(len(x), 1, *x.shape[-2:])
+
+
+def test_an_all_background_mask_is_a_negative_pair_negative_prompt_judges(tmp_path):
+    """masks/c__taping.png of 0s: image c is annotated as not showing taping."""
+    make_layout(tmp_path, {**ANNOTATED, "c": ("crack", "taping")})
+    write_png(tmp_path / "masks" / "c__taping.png", np.zeros(SIZE, np.uint8))
+    write_yaml(tmp_path)
+    data = EvalData.from_dataset({"val": PromptedFolder(tmp_path, "val")}, "val", size=8, seed=0)
+    empty = Target(ModelUnderTest(Constant(-9.0), binary=True, prompted=True), data, "background")
+    pairs = negative_pairs(empty)
+    assert list(pairs) == ["taping"] and [data.concepts[i] for i in pairs["taping"]] == ["taping"]
+    passed = negative_prompt(empty, segconfig.DEFAULTS["negative_prompt"])
+    assert passed.passed and passed.value == 0.0 and passed.details["not_judged"] == ["crack"]
+    painter = Target(ModelUnderTest(Constant(9.0), binary=True, prompted=True), data, "foreground")
+    failed = negative_prompt(painter, segconfig.DEFAULTS["negative_prompt"])
+    assert not failed.passed and failed.value == 1.0 and "the model paints 100.0% of the image" in failed.message

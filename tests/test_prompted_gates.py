@@ -1,5 +1,7 @@
 """The prompted contract and gates: prompts in DatasetSpec/EvalData, prompted model calls, the
-five gates of suites/prompted on hand-built models that read, ignore or collapse on a prompt."""
+gates of suites/prompted on hand-built models that read, ignore or collapse on a prompt, and
+negative_prompt / prompted_calibration on the shipped robust-binary model and on a wrapper of it
+that always predicts its training objects."""
 
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ from segcheck import config as segconfig
 from segcheck.data import DatasetSpec, EvalData
 from segcheck.gates import (
     NotApplicable,
+    negative_prompt,
     paraphrase_consistency,
     prompt_metrics,
     prompt_sensitivity,
+    prompted_calibration,
     prompted_collapse,
     prompted_noise_input,
     unmet_need,
@@ -27,12 +31,13 @@ SPEC = DatasetSpec(("background", "foreground"), prompts=PROMPTS)
 CFG = segconfig.DEFAULTS
 
 
-def _data(n: int = 6, size: int = 32) -> EvalData:
+def _data(n: int = 6, size: int = 32, without_apple: int = 0) -> EvalData:
     """``n`` gray images, each with a red square (apple) and a green square (grass); sample
-    2k is image k's apple mask, 2k+1 its grass mask."""
+    2k is image k's apple mask, 2k+1 its grass mask. The last ``without_apple`` images have no
+    red square: their apple masks are empty (negative pairs)."""
     rng = np.random.default_rng(0)
     images, masks, concepts = [], [], []
-    for _ in range(n // 2):
+    for k in range(n // 2):
         image = np.full((size, size, 3), 128, np.uint8)
         red, green = np.zeros((size, size), np.int64), np.zeros((size, size), np.int64)
         y, x = rng.integers(0, size - 10, 2)
@@ -40,6 +45,8 @@ def _data(n: int = 6, size: int = 32) -> EvalData:
         y, x = rng.integers(0, size - 10, 2)
         green[y : y + 6, x : x + 6] = 1
         green &= 1 - red
+        if k >= n // 2 - without_apple:
+            red[:] = 0
         image[red == 1] = (255, 0, 0)
         image[green == 1] = (0, 255, 0)
         for concept, mask in (("apple", red), ("grass", green)):
@@ -52,19 +59,21 @@ def _data(n: int = 6, size: int = 32) -> EvalData:
 class ColourByPrompt(torch.nn.Module):
     """Foreground where the prompt's colour is saturated (red for 'apple', green for 'grass')."""
 
-    def __init__(self, scale: float = 8.0, offset: float = 0.0, ignore_prompt: bool = False, deaf_to=""):
+    def __init__(self, scale=8.0, offset=0.0, ignore_prompt=False, deaf_to="", union=False):
         super().__init__()
         self.bias = torch.nn.Parameter(torch.zeros(()))
         self.scale, self.offset, self.ignore_prompt, self.deaf_to = scale, offset, ignore_prompt, deaf_to
+        self.union = union  # foreground wherever any concept is, whatever the prompt
 
     def forward(self, x, prompts):
         out = []
         for image, prompt in zip(x, prompts):
             prompt = "segment apple" if self.ignore_prompt else prompt
-            channel = 0 if "apple" in prompt else 1
-            others = torch.cat([image[:channel], image[channel + 1 :]]).amax(0)
-            score = torch.minimum(image[channel] - 0.9, -0.5 - others)
-            logit = self.scale * score + self.offset + self.bias
+            scores = []
+            for channel in (0, 1) if self.union else (0 if "apple" in prompt else 1,):
+                others = torch.cat([image[:channel], image[channel + 1 :]]).amax(0)
+                scores.append(torch.minimum(image[channel] - 0.9, -0.5 - others))
+            logit = self.scale * torch.stack(scores).amax(0) + self.offset + self.bias
             if self.deaf_to and self.deaf_to in prompt:
                 logit = torch.full_like(logit, -9.0)
             out.append(logit)
@@ -182,6 +191,8 @@ def test_closed_set_gates_skip_a_prompted_model_and_prompted_gates_a_closed_set_
         "prompted_noise_input",
         "prompt_sensitivity",
         "paraphrase_consistency",
+        "negative_prompt",
+        "prompted_calibration",
     }
 
 
@@ -208,3 +219,78 @@ def test_synthetic_drywall_pairs_and_masks():
     assert np.array_equal(data[0][0], data[1][0])  # one image, two concepts
     fractions = {c: np.mean([data[i][1].mean() for i in range(j, 64, 2)]) for j, c in enumerate(CONCEPTS)}
     assert 0.003 < fractions["crack"] < 0.03 and 0.03 < fractions["taping"] < 0.15
+
+
+# --- negative pairs and calibration ---------------------------------------------------------------
+
+
+def test_negative_prompt_passes_a_model_that_reads_the_image_and_fails_one_that_paints_its_objects():
+    data = _data(8, without_apple=2)  # 2 apple pairs with empty masks
+    honest = negative_prompt(_target(ColourByPrompt(), data), CFG["negative_prompt"])
+    assert honest.passed and honest.value == 0.0, honest.message
+    apple = honest.details["concepts"]["apple"]
+    assert apple["empty_pairs"] == 2 and set(apple["per_prompt"]) == {"segment apple", "segment red apple"}
+    assert "grass" in honest.details["not_judged"]  # every grass pair shows grass
+    union = negative_prompt(_target(ColourByPrompt(union=True), data), CFG["negative_prompt"])
+    green = 36 / 32**2  # the green 6x6 square, painted as "apple"
+    assert not union.passed and union.value == pytest.approx(green)
+    assert "asked for 'apple' where there is none, the model paints 3.5% of the image" in union.message
+    assert "train with negative pairs" in union.message
+
+
+def test_negative_prompt_without_an_empty_pair_is_a_skip():
+    with pytest.raises(NotApplicable, match="no \\(image, concept\\) pair of the eval sample has an empty mask"):
+        negative_prompt(_target(ColourByPrompt()), CFG["negative_prompt"])
+
+
+class Union(torch.nn.Module):
+    """Wraps a prompted module: whatever it is asked, the union of what it finds for ``asked``
+    (every concept it was trained on): a model that always predicts its training objects."""
+
+    def __init__(self, inner: torch.nn.Module, asked: list[str]):
+        super().__init__()
+        self.inner, self.asked = inner, asked
+
+    def forward(self, x, prompts):
+        return torch.stack([self.inner(x, [prompt] * len(x)) for prompt in self.asked]).amax(0)
+
+
+@pytest.fixture(scope="module")
+def drywall(loaded_plugins):
+    from tests.conftest import build_target
+
+    return build_target(loaded_plugins, segconfig.load(), "unet-prompted", "synthetic-drywall")
+
+
+def test_the_shipped_robust_binary_model_passes_negative_prompt_and_its_wrapper_fails(drywall):
+    result = negative_prompt(drywall, CFG["negative_prompt"])
+    assert result.passed and result.value <= CFG["negative_prompt"]["max_share"], result.message
+    assert {c: d["empty_pairs"] for c, d in result.details["concepts"].items()} == {"crack": 3, "taping": 1}
+    spec = drywall.data.spec
+    asked = [spec.prompts_of(c)[0] for c in spec.concepts]
+    model = ModelUnderTest(
+        Union(drywall.model.module, asked), normalization=drywall.model.normalization, binary=True, prompted=True
+    )
+    painter = Target(model, drywall.data, "union")
+    failed = negative_prompt(painter, CFG["negative_prompt"])
+    assert not failed.passed and failed.details["worst_concept"] == "crack" and failed.value > 0.05, failed.message
+
+
+def test_prompted_calibration_is_torchmetrics_per_concept_on_the_shipped_model(drywall):
+    from torchmetrics.functional.classification import binary_calibration_error
+
+    from segcheck.gates.prompted import by_concept, probabilities
+
+    result = prompted_calibration(drywall, CFG["calibration"])
+    assert result.passed, result.message
+    data = drywall.data
+    probs = torch.as_tensor(probabilities(drywall, data.prompts()))
+    for concept, idx in by_concept(drywall).items():
+        expected = binary_calibration_error(probs[idx], torch.as_tensor(data.masks[idx].astype(np.int64)), n_bins=15)
+        assert result.details["per_concept"][concept]["ece"] == pytest.approx(expected.item(), abs=1e-5)
+    worst = result.details["worst_concept"]
+    assert (
+        result.value
+        == result.details["per_concept"][worst]["ece"]
+        == max(d["ece"] for d in result.details["per_concept"].values())
+    )

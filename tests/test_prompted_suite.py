@@ -66,7 +66,14 @@ def test_the_embedded_prompted_default_passes_with_no_options(tmp_path):
         "prompted_noise_input",
         "prompt_sensitivity",
         "paraphrase_consistency",
+        "negative_prompt",
+        "prompted_calibration",
     }
+    negative, calibration = gates["negative_prompt"], gates["prompted_calibration"]
+    assert negative["outcome"] == "passed" and negative["value"] <= negative["threshold"], negative["message"]
+    assert {c: d["empty_pairs"] for c, d in negative["details"]["concepts"].items()} == {"crack": 3, "taping": 1}
+    assert calibration["outcome"] == "passed" and calibration["value"] <= 0.05, calibration["message"]
+    assert len(calibration["details"]["reliability"]) == 15
     assert "segcheck prompts: foreground per concept and prompt" in done.stdout
     assert "taping   segment drywall seam" in done.stdout
     report = json.loads((tmp_path / "report.json").read_text())

@@ -31,7 +31,7 @@ def test_noise_and_corruptions_drawn_per_batch_are_the_whole_draw():
                                     data_std=(0.1,) * 3)  # fmt: skip
         assert np.array_equal(np.concatenate(list(got)), expected), kind
     for name in perturb.CORRUPTIONS:
-        for severity in (1, 3):
+        for severity in (0, 1, 3, 5):
             batched = np.concatenate(list(perturb.corrupted_batches(name, images, severity, 4, batch=2)))
             assert np.array_equal(batched, perturb.corrupt(name, images, severity, 4)), (name, severity)
 
@@ -97,6 +97,9 @@ def _target(n: int, size=(96, 128)) -> Target:
         ("derangement_gap", {"min_gap": 0.1, "seed": 0}),
         ("prediction_collapse", {"min_class_fraction": 0.5, "max_dominance_excess": 0.2}),
         ("input_normalization", {"max_abs_mean": 1.0, "min_std": 0.25, "max_std": 4.0}),
+        ("calibration", {"max_ece": 0.05, "bins": 15}),
+        ("error_analysis", {"worst_images": 4, "dilation_ratio": 0.02}),
+        ("corruption_robustness", {"severity": 0, "min_agreement": 0.9, "max_miou_drop": 0.05, "seed": 0}),
     ],
 )
 def test_a_gates_own_arrays_do_not_grow_with_the_eval_set(gate, cfg):
@@ -124,7 +127,7 @@ def test_perturbation_stability_does_not_copy_the_eval_set():
         target = _target(n)
         _ = target.predictions
         tracemalloc.start()
-        perturbation_stability(target, {"severity": 1, "min_agreement": 0.9, "max_miou_drop": 0.05, "seed": 0},
+        perturbation_stability(target, {"severity": 0, "min_agreement": 0.9, "max_miou_drop": 0.05, "seed": 0},
                                "gaussian_noise")  # fmt: skip
         peaks[n] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()

@@ -11,14 +11,17 @@ from segcheck.gates.audits import (
     input_normalization,
     output_size,
 )
+from segcheck.gates.calibration import calibration, prompted_calibration
 from segcheck.gates.collapse import prediction_collapse
 from segcheck.gates.content import derangement_gap, input_gradient, shift_equivariance
+from segcheck.gates.error_analysis import error_analysis
 from segcheck.gates.fresh_audits import gradient_coverage, loss_at_init
 from segcheck.gates.labels import label_integrity
 from segcheck.gates.noise import noise_input
 from segcheck.gates.overfit import overfit_tiny
 from segcheck.gates.prior import positional_prior
 from segcheck.gates.prompted import (
+    negative_prompt,
     paraphrase_consistency,
     prompt_metrics,
     prompt_sensitivity,
@@ -28,7 +31,7 @@ from segcheck.gates.prompted import (
 from segcheck.gates.registered import Gate, GateRegistry, NotApplicable, unmet_need
 from segcheck.gates.result import GateResult
 from segcheck.gates.split_gap import NoHeldOutSplit, generalization
-from segcheck.gates.stability import CORRUPTIONS, perturbation_stability
+from segcheck.gates.stability import CORRUPTIONS, corruption_robustness, perturbation_stability
 from segcheck.gates.training import input_baseline
 
 __all__ = [
@@ -39,9 +42,12 @@ __all__ = [
     "NoHeldOutSplit",
     "NotApplicable",
     "batch_independence",
+    "calibration",
+    "corruption_robustness",
     "cpu_cuda_agreement",
     "derangement_gap",
     "deterministic_eval",
+    "error_analysis",
     "finite_outputs",
     "generalization",
     "gradient_coverage",
@@ -51,6 +57,7 @@ __all__ = [
     "input_normalization",
     "label_integrity",
     "loss_at_init",
+    "negative_prompt",
     "noise_input",
     "output_size",
     "overfit_tiny",
@@ -58,6 +65,7 @@ __all__ = [
     "paraphrase_consistency",
     "positional_prior",
     "prompt_metrics",
+    "prompted_calibration",
     "prompt_sensitivity",
     "prompted_collapse",
     "prompted_noise_input",

@@ -390,6 +390,106 @@ def _prompt_ignored(target: Target, min_gap: float) -> str | None:
     )
 
 
+def negative_pairs(target: Target) -> dict[str, np.ndarray]:
+    """Per concept: the eval samples whose mask holds no foreground among its counted pixels
+    (and some counted pixel): (image, concept) pairs where the concept is absent."""
+    data, spec = target.data, target.data.spec
+    out = {}
+    for concept, idx in by_concept(target).items():
+        empty = []
+        for i in idx:
+            keep = spec.counted(data.masks[i])
+            if keep.any() and not (data.masks[i][keep] == 1).any():
+                empty.append(i)
+        if empty:
+            out[concept] = np.array(empty)
+    return out
+
+
+def negative_prompt(target: Target, cfg: dict) -> GateResult:
+    """Does the model answer "not here" when the concept is absent? Foreground on negative pairs.
+
+    **Measures**, for every (image, concept) sample whose mask is empty (the concept is not in
+    that image: the masks hold no foreground among their counted pixels), the share of its
+    counted pixels the model calls foreground (probability > its threshold) when asked with
+    each of that concept's prompts (canonical and paraphrases); per concept, the mean over its
+    empty pairs and its prompts. The value is the highest concept's mean share.
+
+    **Rule**: passes when that share <= ``max_share`` (default 0.01: one pixel in a hundred,
+    on average, claimed for a concept that is not there. Thin concepts such as cracks cover a
+    few percent of an image where they are present, so a model above 1% paints a substantial
+    part of a typical object into images that have none). Without an empty pair in the eval
+    sample the gate is a SKIP: ``synthetic-drywall`` has images without a crack or a seam;
+    in ``prompted-folder`` an all-background mask file (``masks/<id>__<concept>.png`` of 0s)
+    marks an image annotated as not showing the concept.
+
+    **Why**: the users of text-prompted models report it first (CLIPSeg "Object Not Present",
+    timojl/clipseg#37; SAM 3's SA-Co benchmark scores negative image-phrase pairs): a model
+    trained only on images that contain the object learns to always find one, and foreground
+    IoU never sees it, because on an empty mask it is undefined or averaged away.
+
+    **A failure** usually means the training data had no negative pairs, or the model reads the
+    prompt as "which object" but not "whether": it predicts the concept's usual place or the
+    other concepts' objects whatever the image shows.
+
+    **Fixes**: train with negative pairs (images without the concept, empty masks) and a loss
+    that rewards an empty answer (BCE; Dice alone is undefined there), or add an image-level
+    presence head and gate the mask by it.
+    """
+    data, spec = target.data, target.data.spec
+    pairs = negative_pairs(target)
+    if not pairs:
+        raise NotApplicable(
+            "no (image, concept) pair of the eval sample has an empty mask: nothing shows what the model does when "
+            "the concept is absent; annotate images without the concept with all-background masks, or raise eval.size"
+        )
+    threshold = target.model.threshold
+    concepts, means, worst_pair = {}, {}, {}
+    for concept, idx in pairs.items():
+        per_prompt = {}
+        for k, prompt in enumerate(spec.prompts_of(concept)):
+            probs = probabilities(target, data.prompts(k))
+            shares = [float((probs[i] > threshold)[spec.counted(data.masks[i])].mean()) for i in idx]
+            per_prompt[prompt] = float(np.mean(shares))
+            top = int(np.argmax(shares))
+            if concept not in worst_pair or shares[top] > worst_pair[concept]["share"]:
+                worst_pair[concept] = {"sample": int(idx[top]), "prompt": prompt, "share": shares[top]}
+        means[concept] = float(np.mean(list(per_prompt.values())))
+        concepts[concept] = {
+            "empty_pairs": len(idx),
+            "samples": idx.tolist(),
+            "per_prompt": per_prompt,
+            "mean_share": means[concept],
+            "worst_pair": worst_pair[concept],
+        }
+    worst = max(means, key=means.get)
+    value = means[worst]
+    passed = bool(value <= cfg["max_share"])
+    listed = "; ".join(
+        f"{c} {m:.4f} over {len(pairs[c])} pair{'s' if len(pairs[c]) != 1 else ''} x "
+        f"{len(spec.prompts_of(c))} prompt{'s' if len(spec.prompts_of(c)) != 1 else ''}"
+        for c, m in means.items()
+    )
+    no_pairs = [c for c in by_concept(target) if c not in pairs]
+    measured = f"foreground share on (image, concept) pairs without the concept: {listed} (max {cfg['max_share']:g})"
+    if no_pairs:
+        measured += f"; every pair of {', '.join(no_pairs)} shows it (not judged)"
+    message = measured if passed else (
+        f"{measured}: asked for {worst!r} where there is none, the model paints {value:.1%} of the image (worst pair: "
+        f"sample {worst_pair[worst]['sample']}, {worst_pair[worst]['prompt']!r}, {worst_pair[worst]['share']:.1%}): it "
+        "finds what it was trained to find whatever the image shows; train with negative pairs (empty masks)"
+    )  # fmt: skip
+    return GateResult(
+        "negative_prompt",
+        value,
+        cfg["max_share"],
+        passed,
+        message,
+        rule="value <= threshold",
+        details={"concepts": concepts, "worst_concept": worst, "threshold": threshold, "not_judged": no_pairs},
+    )
+
+
 @hookimpl
 def segcheck_register_gates(registry):
     common = {"needs": NEEDS, "suite": "prompted"}
@@ -404,3 +504,6 @@ def segcheck_register_gates(registry):
     registry.add("prompted_noise_input", prompted_noise_input, section="prompted_noise_input", **common)
     registry.add("prompt_sensitivity", prompt_sensitivity, section="prompt_sensitivity", **common)
     registry.add("paraphrase_consistency", paraphrase_consistency, section="paraphrase_consistency", **common)
+    registry.add(
+        "negative_prompt", negative_prompt, section="negative_prompt", figures=gate_figures.negative_prompt, **common
+    )
