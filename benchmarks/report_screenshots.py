@@ -10,6 +10,7 @@ figures beside it, as a user would open it.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -26,13 +27,22 @@ def browser() -> str:
     return found
 
 
-def shoot(page: Path, png: Path, size: str = "1400,1000") -> Path:
-    """A screenshot of ``page`` (a file, optionally with ``#anchor``) at ``size`` pixels."""
-    file, _, anchor = str(page).partition("#")
-    url = Path(file).resolve().as_uri() + (f"#{anchor}" if anchor else "")
+def shoot(page: Path, png: Path, anchor: str | None = None, size: str = "1400,1000") -> Path:
+    """A screenshot of ``page`` at ``size`` pixels; with ``anchor``, from that element on (a
+    copy of the page beside it hides what comes before, since a headless screenshot does not
+    scroll to a fragment; the copy is removed)."""
+    shown = page
+    if anchor is not None:
+        shown = page.with_name(f".screenshot-{os.getpid()}.html")
+        hide = f"<style>body > *:has(~ #{anchor}){{display:none}}</style></head>"
+        shown.write_text(page.read_text().replace("</head>", hide, 1))
     command = [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
-    command += [f"--window-size={size}", f"--screenshot={png}", url]
-    subprocess.run(command, check=True, capture_output=True, timeout=120)
+    command += [f"--window-size={size}", f"--screenshot={png.resolve()}", shown.resolve().as_uri()]
+    try:
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+    finally:
+        if shown != page:
+            shown.unlink()
     return png
 
 
@@ -50,8 +60,7 @@ def main(argv=None) -> int:
     if failing:
         shots["failing_gate"] = failing.group(1)
     for name, anchor in shots.items():
-        page = args.page if anchor is None else Path(f"{args.page}#{anchor}")
-        print(shoot(page, args.out / f"{name}.png"))
+        print(shoot(args.page, args.out / f"{name}.png", anchor))
     return 0
 
 

@@ -1,5 +1,9 @@
-"""Make the docs' pictures again: the per-gate figures the HTML report draws, and a screenshot of
-the HTML report itself, from real runs of the suites on the bundled checkpoints.
+"""Make the docs' pictures again: the per-gate figures the HTML report draws, from real runs of
+the suites on the bundled checkpoints. The screenshots of the HTML report itself
+(``docs/assets/report.png``, ``report_failure.png``) are of the 10-target example fleet's page:
+
+    pytest suites/gates --models-manifest examples/fleet.yaml -m "not train" -n 2 --segcheck-html f.html
+    python benchmarks/report_screenshots.py f.html --out shots/   # first_screen.png, failing_gate.png
 
     python docs/pictures.py                      # into docs/assets/ (a few minutes on 2 CPU cores)
     python docs/pictures.py --site site --out shots   # screenshots of a built site's pages
@@ -48,7 +52,6 @@ RUNS = (
     ),
 )
 #: the run whose HTML report the screenshot shows
-REPORT_RUN = "naive"
 
 
 def chromium() -> str:
@@ -79,21 +82,6 @@ def small(source: Path, out: Path) -> None:
 
 #: shown over the report for its screenshot: the tables of what was tested and of the settings are
 #: hidden, so that the picture shows the summary table and the first figures (the page is unchanged)
-SUMMARY_FIRST = """<script>(() => {
-  const h2 = [...document.querySelectorAll("h2")];
-  const start = h2.find((e) => e.textContent.trim() === "What was tested");
-  const end = h2.find((e) => e.textContent.trim() === "Summary");
-  for (let n = start; n && n !== end; n = n.nextElementSibling) n.style.display = "none";
-})();</script>"""
-
-
-def report_screenshot(html: Path, out: Path) -> None:
-    """A screenshot of the HTML report at ``html``, from its summary table on."""
-    shown = html.with_name(f"{html.stem}.summary-first.html")
-    shown.write_text(html.read_text(encoding="utf-8").replace("</body>", SUMMARY_FIRST + "</body>"), encoding="utf-8")
-    screenshot(shown.as_uri(), out, height=1100)
-
-
 def figures() -> None:
     (ASSETS / "figures").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,8 +97,6 @@ def figures() -> None:
                     sys.exit(f"docs/pictures.py: run {name!r} drew no figure {pattern}")
                 for png in found:
                     small(png, ASSETS / "figures" / png.name)
-            if name == REPORT_RUN:
-                report_screenshot(html, ASSETS / "report.png")
 
 
 def site(built: Path, out: Path) -> None:

@@ -49,8 +49,10 @@ details.line{border-bottom:1px solid #eaeef2;padding:3px 0}details.line>summary{
 details.line>div{padding:4px 16px 8px}.measured{color:#57606a}.note{background:#fff8c5;border:1px solid #d4a72c;
 padding:4px 8px;border-radius:4px}figure{margin:8px 0}img{max-width:100%;height:auto;border:1px solid #eaeef2}
 pre{background:#f6f8fa;padding:8px;overflow-x:auto;font-size:0.85em}details{margin-top:4px}
-table.matrix td.cell{text-align:center;font-weight:600;min-width:2.2em}table.matrix th{cursor:pointer;
-white-space:nowrap}table.matrix th.gate{writing-mode:vertical-rl;transform:rotate(180deg);vertical-align:bottom}
+.scroll{overflow-x:auto}table.matrix{font-size:0.8em}table.matrix th,table.matrix td{padding:1px 5px;
+white-space:nowrap}table.matrix td.cell{text-align:center;font-weight:600;min-width:1.6em}
+table.matrix th{cursor:pointer}table.matrix th.gate{writing-mode:vertical-rl;transform:rotate(180deg);
+vertical-align:bottom;font-weight:normal}
 .finding{background:#fff8c5;border:1px solid #d4a72c;border-radius:4px;padding:6px 10px;margin:6px 0;
 white-space:normal;overflow-wrap:anywhere}.hidden{display:none}
 """
@@ -168,16 +170,18 @@ def _matrix(p, fleet: dict | None) -> str:
     on a column header sorts by it; the fleet finding in full below."""
     e = html.escape
     rows = {row["target"]: row for row in (fleet or {}).get("targets") or []}
-    gates = list(dict.fromkeys(r.gate for r in p.records))
+    failing = lambda g: -sum(r.verdict in ("FAIL", "ERROR") for r in p.records if r.gate == g)  # noqa: E731
+    gates = sorted(dict.fromkeys(r.gate for r in p.records), key=failing)  # the gates that fail, first
     tags = sorted({k for t, d in p.targets.items() for k in ((rows.get(t) or d or {}).get("tags") or {})})
     cells = {(r.target, r.gate): (i, r) for i, r in enumerate(p.records)}
     head = ["target", *tags, "real mIoU", "noise mIoU", "failed"]
-    out = ['<table class="matrix"><tr>']
+    out = ['<div class="scroll"><table class="matrix"><tr>']
     out += [f'<th onclick="segcheckSort(this)" title="sort">{e(h)}</th>' for h in head]
     out += [f'<th class="gate" onclick="segcheckSort(this)" title="{e(g)}: sort">{e(g)}</th>' for g in gates]
     out.append("</tr>")
-    for target, described in p.targets.items():
-        row = rows.get(target) or {}
+    worst = lambda t: -sum(r.verdict in ("FAIL", "ERROR") for r in p.records if r.target == t)  # noqa: E731
+    for target in sorted(p.targets, key=worst):  # the targets that fail most, first
+        described, row = p.targets[target], rows.get(target) or {}
         tagged = row.get("tags") or (described.get("tags") if isinstance(described, dict) else None) or {}
         failed = sum(
             1
@@ -201,7 +205,7 @@ def _matrix(p, fleet: dict | None) -> str:
                 f'style="color:inherit;text-decoration:none">{e(r.verdict[0])}</a></td>'
             )
         out.append("</tr>")
-    out.append("</table>")
+    out.append("</table></div>")
     findings = (fleet or {}).get("fleet_spread") or []
     out += [f'<p class="finding">fleet_spread: {e(str(f))}</p>' for f in findings]
     return "".join(out)
