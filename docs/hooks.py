@@ -45,6 +45,8 @@ NEEDS = {
     "cuda": "CUDA",
     "finite_logits": "finite logits on the eval images (else an ERROR pointing to finite_outputs)",
     "varied_prediction": "a prediction that is not one class everywhere and depends on the input (else a SKIP)",
+    "reads_images": "a model that reads its images: noise_input and prediction_collapse pass on the target "
+    "(else a SKIP naming the one that fails)",
 }
 MARKERS = {
     "train": 'trains a model: left out by `-m "not train"`',

@@ -54,27 +54,27 @@ def test_the_families_cover_every_builtin_gate_and_the_docs_pointer_names_their_
 
 
 def test_a_new_gate_gets_a_generated_page_and_is_reported_missing(monkeypatch):
-    def label_quality(target, cfg):
+    def mask_quality(target, cfg):
         """Confident learning on the model's probabilities: the share of pixels whose label is likely wrong."""
 
     new = Gate(
-        "label_quality",
-        label_quality,
-        section="label_quality",
+        "mask_quality",
+        mask_quality,
+        section="mask_quality",
         defaults={"max_flagged": 0.01, "seed": 0},
-        plugin="segcheck.gates.label_quality",
+        plugin="segcheck.gates.mask_quality",
         description="Confident learning on the model's probabilities: the share of pixels whose label is likely wrong.",
     )
     registered = hooks.builtin_gates()
     monkeypatch.setattr(hooks, "builtin_gates", lambda: (*registered, new))
     monkeypatch.setattr(hooks, "_section_readers", hooks._section_readers.__wrapped__)
-    assert hooks.missing_prose() == ["label_quality"]
-    page = hooks.expand(hooks.generated_gate_page("label_quality"), "gates/label_quality.md")
+    assert hooks.missing_prose() == ["mask_quality"]
+    page = hooks.expand(hooks.generated_gate_page("mask_quality"), "gates/mask_quality.md")
     assert "Confident learning on the model's probabilities" in page
-    assert "| `label_quality.max_flagged` | `0.01` | number |" in page
-    assert "docs/gates/label_quality.md` is missing" in page
-    assert "label_quality" in str(hooks.gates_nav())
-    odd = Gate("odd", label_quality, plugin="segcheck.gates.odd", suite="calibration")
+    assert "| `mask_quality.max_flagged` | `0.01` | number |" in page
+    assert "docs/gates/mask_quality.md` is missing" in page
+    assert "mask_quality" in str(hooks.gates_nav())
+    odd = Gate("odd", mask_quality, plugin="segcheck.gates.odd", suite="calibration")
     monkeypatch.setattr(hooks, "builtin_gates", lambda: (*registered, new, odd))
     assert {"calibration": [{"odd": "gates/odd.md"}]} in hooks.gates_nav()  # a suite of its own has its place
 
