@@ -27,14 +27,14 @@ def gates(pytester, *args) -> tuple[pytest.RunResult, dict[str, str]]:
 
 
 def test_the_shipped_model_passes_every_quick_gate_by_name_and_by_callable(example):
-    """README: exit 0, 24 quick gates pass (25 with the audits extra: label_quality), cpu_cuda_agreement a SKIP
+    """README: exit 0, 27 quick gates pass (28 with the audits extra: label_quality), cpu_cuda_agreement a SKIP
     without CUDA."""
     by_name, outcomes = gates(example, "--plugin", "mypkg.segcheck_plugin", "--model", "mypkg-net", "--dataset",
                               "mypkg-terrain")  # fmt: skip
     assert by_name.ret == 0, by_name.stdout.str()
     by_name.stdout.fnmatch_lines(["*segcheck: model mypkg-net (from mypkg*), checkpoint *terrain.safe*"])
     assert sorted(set(outcomes.values()) - {"skipped"}) == ["passed"]
-    assert len(outcomes) == 25 + (importlib.util.find_spec("cleanlab") is not None)
+    assert len(outcomes) == 27 + (importlib.util.find_spec("cleanlab") is not None)
     assert {"split_leakage", "split_shift", "calibration"} <= set(outcomes)
     by_callable, same = gates(example, "--model", "mypkg.models:trained", "--dataset", "mypkg.data:load")
     assert by_callable.ret == 0 and same == outcomes, by_callable.stdout.str()
