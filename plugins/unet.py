@@ -150,7 +150,11 @@ def segcheck_register_models(registry):
     registry.add(
         "unet",
         build_unet,
-        checkpoints={"synthetic-streets": CHECKPOINTS / "unet_synthetic-streets_robust.safetensors"},
+        checkpoints={
+            "synthetic-streets": CHECKPOINTS / "unet_synthetic-streets_robust.safetensors",
+            # depth 4, reflect padding (its sidecar's model_kwargs); docs/explanation/shortcut.md
+            "synthetic-streets-shortcut": CHECKPOINTS / "unet_synthetic-streets-shortcut_robust.safetensors",
+        },
         args={
             "width": "channels of the first block (default 16, doubled per level)",
             "depth": "poolings (default 3)",

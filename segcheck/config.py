@@ -58,6 +58,8 @@ DEFAULTS: dict[str, dict] = {
     # data audits: label errors found by the model's probabilities, images shared by splits, shifted splits
     "label_quality": {
         "max_flagged_share": 0.01,
+        # below it, the model's own errors would read as label errors: not judged
+        "min_accuracy": 0.90,
         "min_image_share": 0.01,
         "train_images": 0,
         "pixels_per_image": 16384,
@@ -157,6 +159,7 @@ RANGES: dict[str, str] = {
     "min_positive_ratio": "[0, inf)",
     "max_positive_ratio": "(0, inf)",
     "max_flagged_share": "[0, 1]",
+    "min_accuracy": "[0, 1]",
     "min_image_share": "(0, 1]",
     "train_images": "[0, inf)",
     "pixels_per_image": "[64, inf)",
