@@ -206,7 +206,7 @@ def report_merge(
             ) from None
     targets, thresholds, records = fleet.merge_reports(reports, unrelated=unrelated)
     gates = _plugins(argparse.Namespace(plugin=plugin_specs)).gates.gates("fleet")
-    view = fleet.fleet_view(targets, records, fleet.thresholds_config(thresholds), gates)
+    view = fleet.fleet_view(targets, records, fleet.thresholds_config(thresholds), gates, unrelated=unrelated)
     write_json(out, targets, thresholds, records, fleet=view)
     if view is not None:
         print("\n".join(fleet.fleet_lines(view)))

@@ -119,17 +119,18 @@ def tag_summary(rows: list[dict]) -> dict[str, dict]:
     return summary
 
 
-def spread_findings(rows: list[dict], tags: dict[str, dict], cfg: dict) -> list[str]:
+def spread_findings(rows: list[dict], tags: dict[str, dict], cfg: dict, unrelated: bool = False) -> list[str]:
     """The ``fleet_spread`` finding: a sentence, with its numbers and the targets it rests on, for
     each gate failing on more than ``cfg["max_fail_fraction"]`` of the judged targets (random-init
     targets and targets that could not be set up are left out, and named), and for each tag whose
     values' mean real mIoU differ by less than ``cfg["min_tag_spread"]`` (``tags`` of the judged
-    targets: a systematic pattern no single target shows). Empty when there is nothing of the kind."""
+    targets: a systematic pattern no single target shows). Empty when there is nothing of the kind.
+    With ``unrelated`` (reports of separate runs merged), a gate's finding names no shared cause."""
     rows = [r for r in rows if judged(r)]  # a random model or a broken target says nothing of the fleet
     findings, n = [], len(rows)
     for gate in sorted({g for r in rows for g in r["failed"]}):
         failing = [r for r in rows if gate in r["failed"]]
-        if len(failing) <= cfg["max_fail_fraction"] * n:
+        if n < 2 or len(failing) <= cfg["max_fail_fraction"] * n:  # one judged target is one run, not a fleet
             continue
         who = listed([r["target"] for r in failing], most=6)
         sentence = f"{gate} fails on {len(failing)} of {n} targets ({len(failing) / n:.0%}: {who})"
@@ -137,10 +138,16 @@ def spread_findings(rows: list[dict], tags: dict[str, dict], cfg: dict) -> list[
         if gate == "noise_input" and noise is not None and real is not None:
             sentence += (
                 f": their mean noise mIoU is {noise:.3f} against {real:.3f} on real images, so these targets score "
-                "without reading their images; a shared shortcut (the recipe, or the labels' layout), not one bad run"
+                "without reading their images"
             )
+            cause = "a shared shortcut (the recipe, or the labels' layout), not one bad run"
         else:
-            sentence += ": a cause the targets share (recipe, data or code), not one bad run"
+            cause = "a cause the targets share (recipe, data or code), not one bad run"
+        if unrelated:  # separate runs need not share anything: say what was merged, not why
+            cause = (
+                "these come from separate runs merged with --unrelated, so compare their set-ups before reading a cause"
+            )
+        sentence += f"; {cause}" if gate == "noise_input" and noise is not None and real is not None else f": {cause}"
         findings.append(sentence)
     limit = cfg["min_tag_spread"]
     for key, summary in tags.items():
@@ -197,7 +204,9 @@ def fleet_gate_records(gates, rows: list[dict], config: dict, details: dict | No
     return records
 
 
-def fleet_view(targets: dict[str, dict], records: Iterable[GateRecord], config: dict, gates=()) -> dict | None:
+def fleet_view(
+    targets: dict[str, dict], records: Iterable[GateRecord], config: dict, gates=(), unrelated: bool = False
+) -> dict | None:
     """The fleet view (plain JSON values) of a run, or None with fewer than 2 targets:
     ``targets`` (:func:`target_rows`), ``tags`` (:func:`tag_summary`), ``fleet_spread``
     (:func:`spread_findings`, settings ``config["fleet_spread"]``), ``left_out`` (the targets
@@ -217,7 +226,7 @@ def fleet_view(targets: dict[str, dict], records: Iterable[GateRecord], config: 
     return {
         "targets": rows,
         "tags": tags,
-        "fleet_spread": spread_findings(rows, tag_summary([r for r in rows if judged(r)]), cfg),
+        "fleet_spread": spread_findings(rows, tag_summary([r for r in rows if judged(r)]), cfg, unrelated),
         "left_out": [
             f"{r['target']} ({'random init' if r['random_init'] else 'not set up'})" for r in rows if not judged(r)
         ],

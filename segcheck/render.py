@@ -89,7 +89,8 @@ class Page:
 
     def __init__(self, report: dict, base: Path):
         self.report, self.base = report, Path(base)
-        self.records = [GateRecord.from_dict(g) for g in report["gates"]]
+        fleet_gates = (report.get("fleet") or {}).get("gates") or []  # they fail a run as the others do
+        self.records = [GateRecord.from_dict(g) for g in [*report["gates"], *fleet_gates]]
         self.targets: dict[str, dict] = report.get("targets") or {}
         self.anchors = self._anchors()
 
@@ -240,7 +241,7 @@ class Page:
 
     def _md_summary(self) -> list[tuple]:
         rows = zip(self.summary(), self.records)
-        return [(g, t, m, th, f"**{v}**" if v != "PASS" else v, _md_escape(r.message)) for (g, t, m, th, v), r in rows]
+        return [(g, t, m, th, f"**{v}**" if v != "PASS" else v, r.message) for (g, t, m, th, v), r in rows]
 
     def _md_figure(self, figure: tuple[str, str, Path | None], folder: Path, base: Path) -> str:
         """The figure shown on the page (copied into ``folder``), or its note."""

@@ -121,6 +121,8 @@ def test_a_random_init_target_is_left_out_of_the_fleets_findings_and_named():
     random_init = {row["target"]: row["random_init"] for row in view["targets"]}
     assert random_init == {"good": False, "good2": False, "rand": True}
     assert any("rand (random init)" in line for line in fleet.fleet_lines(view)), fleet.fleet_lines(view)
+    alone = {k: v for k, v in targets.items() if k != "good"}  # one judged target: no fleet finding
+    assert fleet.fleet_view(alone, [r for r in records if r.target != "good"], CONFIG)["fleet_spread"] == []
 
 
 def test_half_the_fleet_failing_is_not_most_and_the_limits_are_settings():
@@ -276,6 +278,10 @@ def test_merging_reports_of_separate_runs_needs_unrelated(tmp_path, capsys):
     assert "pass --unrelated" in error and not out.exists()
     assert main(["report", "merge", *map(str, paths), "-o", str(out), "--unrelated"]) == 0
     assert sorted(json.loads(out.read_text())["targets"]) == ["x", "y"]
+    rows = [{"target": t, "failed": ["g"], "noise_miou": None, "real_miou": 0.5, "random_init": False,
+             "setup_error": None} for t in "ab"]  # fmt: skip
+    (found,) = fleet.spread_findings(rows, {}, CONFIG["fleet_spread"], unrelated=True)
+    assert "separate runs merged with --unrelated" in found and "share" not in found
 
 
 def test_segcheck_report_merge_errors_are_one_line(tmp_path, capsys):

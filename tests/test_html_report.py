@@ -116,13 +116,15 @@ def test_the_first_screen_is_the_answer(tmp_path):
     gates += [gate("b", "g2", "passed", 0.8)]
     targets = {"a": {"model": "m", "tags": {"recipe": "naive"}}, "b": {"model": "m", "tags": {"recipe": "robust"}}}
     fleet = {"targets": [], "fleet_spread": ["g1 fails on 1 of 2 targets: " + "a long finding " * 20 + "end"]}
+    fleet["gates"] = [gate("m", "cross_dataset", "failed", 0.3)]  # a fleet gate fails the run too
     report = {"segcheck": "0", "targets": targets, "thresholds": {"noise_input.max_miou": 0.2}, "gates": gates}
     (tmp_path / "r.json").write_text(json.dumps({**report, "fleet": fleet}))
     page = render(tmp_path / "r.json", tmp_path / "r.html").read_text()
     counts, matrix = page.index('class="counts"'), page.index('<h2 id="matrix">Fleet matrix</h2>')
-    failures, passes = page.index("<h2>Failures and errors (2)</h2>"), page.index("<h2>Passed (2)</h2>")
+    failures, passes = page.index("<h2>Failures and errors (3)</h2>"), page.index("<h2>Passed (2)</h2>")
+    assert page.index('data-verdict="FAIL"><h3>', failures) < passes and "cross_dataset" in page[failures:passes]
     assert counts < matrix < failures < passes < page.index("<h2>What was tested</h2>")
-    assert ">2 failed</span>" in page and ">2 passed</span>" in page
+    assert ">3 failed</span>" in page and ">2 passed</span>" in page
     assert '<details class="line" id="gate-0-a-g1" data-target="a" data-verdict="PASS">' in page  # collapsed
     assert 'onclick="segcheckSort(this)"' in page and "<td>naive</td>" in page and "<td>robust</td>" in page
     assert "a long finding " * 20 + "end" in page  # the finding whole, not cut
@@ -337,3 +339,22 @@ def test_roc_and_pr_points_lie_on_scikit_learns_curves():
     assert {(round(a, 9), round(b, 9)) for a, b in zip(curves["fpr"], curves["tpr"])} <= roc
     assert {(round(a, 9), round(b, 9)) for a, b in zip(curves["recall"], curves["precision"])} <= pr
     assert 50 <= len(curves["fpr"]) <= 101 and curves["tpr"][-1] == curves["fpr"][-1] == 1.0
+
+
+def test_a_large_failing_figure_is_a_jpeg_thumbnail_linking_to_the_full_png(tmp_path):
+    from segcheck.render_html import THUMB_WIDTH
+
+    folder = tmp_path / "r.figures" / "t"
+    folder.mkdir(parents=True)
+    noisy = np.random.default_rng(0).integers(0, 255, (500, 1400, 3), dtype=np.uint8)  # compresses poorly
+    Image.fromarray(noisy).save(folder / "g.panels.png")
+    gate = {"target": "t", "gate": "g", "test": "x::g", "outcome": "failed", "value": 0.5, "threshold": 0.9}
+    gate["figures"] = ["r.figures/t/g.panels.png"]
+    (tmp_path / "r.json").write_text(
+        json.dumps({"segcheck": "0", "targets": {"t": {}}, "thresholds": {}, "gates": [gate]})
+    )
+    page = render(tmp_path / "r.json", tmp_path / "r.html").read_text()
+    (thumb,) = re.findall(r'<a href="r.figures/t/g.panels.png"><img src="data:image/jpeg;base64,([^"]+)"', page)
+    with Image.open(io.BytesIO(base64.b64decode(thumb))) as image:
+        assert image.format == "JPEG" and image.width == THUMB_WIDTH < 1400
+    assert len(page) < (folder / "g.panels.png").stat().st_size  # the page is smaller than the figure alone

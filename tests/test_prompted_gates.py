@@ -146,8 +146,8 @@ def test_paraphrase_consistency_is_not_applicable_to_a_model_that_ignores_its_pr
     with pytest.raises(NotApplicable) as info:
         paraphrase_consistency(_target(ColourByPrompt(ignore_prompt=True)), CFG["paraphrase_consistency"])
     assert str(info.value) == (
-        "the model gives about the same mask whatever it is asked ('apple': gap 0.000 to another concept's prompt "
-        "< 0.10), so its paraphrases agree trivially; prompt_sensitivity judges this"
+        "the model gives about the same mask whatever it is asked (every concept's gap to another concept's prompt "
+        "is < 0.10, the largest 0.000), so its paraphrases agree trivially; prompt_sensitivity judges this"
     )
 
 

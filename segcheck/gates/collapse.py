@@ -132,17 +132,22 @@ def prediction_collapse(target: Target, cfg: dict) -> GateResult:
 
 def train_mode_difference(target: Target, images: int = 4) -> tuple[int, int] | None:
     """(classes predicted in train mode, in eval mode) on the first ``images`` eval images when
-    train mode predicts more of them (BatchNorm statistics, dropout), else None. Run on a copy:
-    a train-mode pass updates BatchNorm's running statistics."""
+    train mode predicts clearly more of them (one class in eval mode, or at least twice as many:
+    BatchNorm statistics, dropout), else None; also None when a train-mode pass cannot run (a
+    BatchNorm after global pooling on one image). Run on a copy: a train-mode pass updates
+    BatchNorm's running statistics."""
     model = target.model
     if model.binary or model.prompted:
         return None
     x = model.normalize(target.data.images[:images])
     copy_ = copy.deepcopy(model.module).train()
-    with torch.no_grad(), seeded(0, model.device):
-        trained = len(torch.unique(model.labels(model.logits(x, module=copy_))))
+    try:
+        with torch.no_grad(), seeded(0, model.device):
+            trained = len(torch.unique(model.labels(model.logits(x, module=copy_))))
+    except (RuntimeError, ValueError):  # e.g. "Expected more than 1 value per channel when training"
+        return None
     evaluated = len(np.unique(target.predictions.labels[:images]))
-    return (trained, evaluated) if trained > evaluated else None
+    return (trained, evaluated) if trained > evaluated and (evaluated == 1 or trained >= 2 * evaluated) else None
 
 
 def _binary_checks(

@@ -63,8 +63,8 @@ def label_integrity(target: Target, cfg: dict | None = None) -> GateResult:
     problems = []
     if bad:
         problems.append(
-            f"labels {bad[:10]} outside 0..{spec.num_classes - 1} (ignore {spec.ignore_index}): 1-indexed labels? "
-            "labelIds instead of trainIds? 0/255 masks?"
+            f"labels [{listed(bad, most=10)}] outside 0..{spec.num_classes - 1} (ignore {spec.ignore_index}): "
+            "1-indexed labels? labelIds instead of trainIds? 0/255 masks?"
         )
     if found["rejected"]:
         problems.append(f"{len(found['rejected'])} masks rejected by the dataset, e.g. {found['rejected'][0]}")

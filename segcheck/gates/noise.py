@@ -50,8 +50,10 @@ def noise_input(target: Target, cfg: dict) -> GateResult:
         "data_std": stats["data_std"].tolist(),
     }
     measured = f"noise mIoU {worst:.3f} ({worst_kind}) vs real {real:.3f}"
-    layout = layout_agreement(worst_labels, data.spec.num_classes)
+    layout, majority = layout_agreement(worst_labels, data.spec.num_classes)
     details["noise_layout_agreement"] = layout
+    constant = np.unique(majority) if majority is not None else np.array([])
+    constant_class = data.spec.classes[int(constant[0])] if len(constant) == 1 else None
     explained = None if passed else diagnosis.state(target)
     if passed:
         message = (
@@ -70,6 +72,12 @@ def noise_input(target: Target, cfg: dict) -> GateResult:
             f"{measured} >= {threshold:.3g}: on real images the model does not beat predicting {floor_class!r} "
             f"everywhere ({floor:.3f}, the constant-class floor), so noise scores like real images: it does not "
             "segment these data yet (untrained, the wrong checkpoint or normalization); see prediction_collapse"
+        )
+    elif layout >= LAYOUT_AGREEMENT and constant_class is not None:  # one class on noise is no layout
+        message = (
+            f"{measured} >= {threshold:.3g}: on noise it predicts {constant_class!r} everywhere, which scores about "
+            f"the constant-class floor ({floor:.3f}); on real images it beats that floor by {real - floor:.3f} only: "
+            "it barely segments these data yet (see prediction_collapse)"
         )
     elif layout >= LAYOUT_AGREEMENT:
         message = (
@@ -96,15 +104,17 @@ FLOOR_MARGIN = 0.05
 LAYOUT_AGREEMENT = 0.8
 
 
-def layout_agreement(labels, num_classes: int) -> float:
-    """How alike the label maps (N, H, W) predicted on different noise images are: the share of
-    pixels that agree with the per-position majority of all of them (1: one fixed map; near
-    the largest class's share: no layout)."""
+def layout_agreement(labels, num_classes: int) -> tuple[float, np.ndarray | None]:
+    """How alike the label maps (N, H, W) predicted on different noise images are, and their
+    per-position majority map: the share of pixels that agree with that map (1: one fixed map;
+    near the largest class's share: no layout). ``(0.0, None)`` without labels."""
+    if labels is None or not labels.size:
+        return 0.0, None
     counts = PositionCounts(DatasetSpec(tuple(map(str, range(max(num_classes, 2))))), labels.shape[1:3], len(labels))
     for label_map in labels:
         counts.add(label_map)
     majority = counts.majority()
-    return float(sum(int(np.count_nonzero(m == majority)) for m in labels) / labels.size) if labels.size else 0.0
+    return float(sum(int(np.count_nonzero(m == majority)) for m in labels) / labels.size), majority
 
 
 @hookimpl

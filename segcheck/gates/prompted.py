@@ -355,11 +355,11 @@ def paraphrase_consistency(target: Target, cfg: dict) -> GateResult:
     if not pairs:
         reason = "no concept has two prompts" if not empty else f"no varied prediction for {', '.join(empty)}"
         raise NotApplicable(f"paraphrase_consistency has nothing to compare: {reason} (see prompted_collapse)")
-    ignored = _prompt_ignored(target, cfg["min_prompt_gap"])
-    if ignored:
-        raise NotApplicable(ignored)
     worst, value = _worst(pairs)
     passed = value >= cfg["min_iou"]
+    ignored = _prompt_ignored(target, cfg["min_prompt_gap"]) if passed else None  # a disagreement is a verdict
+    if ignored:
+        raise NotApplicable(ignored)
     listed = ", ".join(f"{p}: {v:.3f}" for p, v in pairs.items())
     message = f"IoU between paraphrases' masks: {listed}" + (
         "" if passed else f": {worst!r} {value:.3f} < {cfg['min_iou']:.2f}: the model reads the words, not the concept"
@@ -376,17 +376,20 @@ def paraphrase_consistency(target: Target, cfg: dict) -> GateResult:
 
 
 def _prompt_ignored(target: Target, min_gap: float) -> str | None:
-    """Why paraphrases cannot be judged when the prompt barely matters (a gap < ``min_gap``), else None."""
+    """Why paraphrases' agreement says nothing when the prompt barely matters (every concept's
+    gap to another concept's prompt < ``min_gap``: the same mask whatever is asked), else None."""
     try:
         _, _, gaps = prompt_gaps(target)
     except NotApplicable:  # one concept, or none with foreground: nothing says the prompt is ignored
         return None
-    worst, gap = _worst(gaps)
-    if gap >= min_gap:
+    finite = {c: g for c, g in gaps.items() if np.isfinite(g)}
+    if not finite or max(finite.values()) >= min_gap:
         return None
+    largest = max(finite.values())
     return (
-        f"the model gives about the same mask whatever it is asked ({worst!r}: gap {gap:.3f} to another concept's "
-        f"prompt < {min_gap:.2f}), so its paraphrases agree trivially; prompt_sensitivity judges this"
+        f"the model gives about the same mask whatever it is asked (every concept's gap to another concept's prompt "
+        f"is < {min_gap:.2f}, the largest {largest:.3f}), so its paraphrases agree trivially; prompt_sensitivity "
+        "judges this"
     )
 
 
