@@ -99,7 +99,8 @@ def page(p, out: Path) -> str:
     if len(p.targets) > 1:
         parts += ['<h2 id="matrix">Fleet matrix</h2>', _matrix(p, fleet)]
     failed = by_outcome["FAIL"] + by_outcome["ERROR"] + by_outcome["XFAIL"]
-    parts.append(f"<h2>Failures and errors ({len(by_outcome['FAIL']) + len(by_outcome['ERROR'])})</h2>")
+    expected = f", {len(by_outcome['XFAIL'])} expected" if by_outcome["XFAIL"] else ""  # listed with them
+    parts.append(f"<h2>Failures and errors ({len(by_outcome['FAIL']) + len(by_outcome['ERROR'])}{expected})</h2>")
     if not failed:
         parts.append("<p>None: every gate that could judge its target passed.</p>")
     for i, r in failed:
