@@ -111,7 +111,7 @@ def page(p, out: Path) -> str:
             parts += [_gate_line(p, r, p.anchors[i], links) for i, r in by_outcome[verdict]]
     if not p.any_figures():
         parts.append(f'<p class="note">{e(p.no_figures)}</p>')
-    grids = [(t, p.figures(d)) for t, d in p.targets.items() if isinstance(d, dict) and p.figures(d)]
+    grids = [(t, shown) for t, d in p.targets.items() if isinstance(d, dict) and (shown := p.figures(d))]
     if grids:
         parts.append("<h2>Eval images</h2>")
         for target, shown in grids:

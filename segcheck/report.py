@@ -307,18 +307,16 @@ def write_json(path: Path, targets: dict[str, dict], thresholds: dict, records: 
         "gates": [r.to_dict() for r in records],
         **{k: v for k, v in sections.items() if v is not None},
     }
-    tables = anomaly_tables(records)
-    if tables:
-        report["anomaly"] = tables
-    prompts = prompt_tables(records)
-    if prompts:
-        report["prompted"] = prompts
-    robustness = robustness_tables(records)
-    if robustness:
-        report["robustness"] = robustness
-    errors = error_tables(records)
-    if errors:
-        report["error_analysis"] = errors
+    tables = (
+        ("anomaly", anomaly_tables),
+        ("prompted", prompt_tables),
+        ("robustness", robustness_tables),
+        ("error_analysis", error_tables),
+    )
+    for key, tabulate in tables:  # each only when its gates ran
+        table = tabulate(records)
+        if table:
+            report[key] = table
     text = json.dumps(report, indent=2, sort_keys=True, default=_jsonable) + "\n"
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")  # replaced at once: never read half-written
     try:
