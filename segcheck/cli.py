@@ -153,14 +153,12 @@ def cmd_ablate(args) -> int:
         raise SegcheckError(
             "--prompted ablates the binary recipes on synthetic-drywall; it has no --dataset-variant (drop one)"
         )
+    common = {"out_dir": args.out, "epochs": args.epochs, "device": args.device, "seed": args.seed}
+    common["overwrite"] = args.overwrite
     if args.prompted:
-        print(ablation.run_binary(args.out, epochs=args.epochs, device=args.device, seed=args.seed))
+        print(ablation.run_binary(**common))
         return 0
-    print(
-        ablation.run(
-            args.out, epochs=args.epochs, device=args.device, seed=args.seed, dataset_variant=args.dataset_variant
-        )
-    )
+    print(ablation.run(**common, dataset_variant=args.dataset_variant))
     return 0
 
 
@@ -419,6 +417,9 @@ def parser() -> argparse.ArgumentParser:
     ab.add_argument("--epochs", type=_positive(int), help="override every variant's epochs")
     ab.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ab.add_argument("--seed", type=int, default=0)
+    ab.add_argument(
+        "--overwrite", action="store_true", help="replace files in OUT that segcheck did not write (default: refuse)"
+    )
     ab.set_defaults(run=cmd_ablate)
     rp = sub.add_parser(
         "report",

@@ -1,8 +1,9 @@
 """The ablation: gate reports fold into one Markdown row per variant; re-running resumes."""
 
 import pytest
+import torch
 
-from segcheck import SegcheckError
+from segcheck import SegcheckError, outputs
 from segcheck.train import ablation
 
 
@@ -54,9 +55,14 @@ def test_families_share_a_column_and_unknown_gates_go_to_other():
     assert ablation.column("finite_outputs") == "other gates"
 
 
+def _segcheck_state(path):
+    torch.save({"epoch": 1, "model": {}, "optimizer": {}, "scheduler": {}, "recipe": {}}, path)
+
+
 def test_run_trains_missing_variants_resuming_interrupted_ones(tmp_path, monkeypatch):
     (tmp_path / "variant0.safetensors").write_bytes(b"done")
-    (tmp_path / "variant1.resume.pt").write_bytes(b"half")
+    (tmp_path / "variant0.yaml").write_text("segcheck: 0.1.0\n")
+    _segcheck_state(tmp_path / "variant1.resume.pt")
     trained = []
     monkeypatch.setattr(ablation, "train", lambda *a, out, resume, **kw: trained.append((out.name, resume, kw)))
     monkeypatch.setattr(ablation, "judge", lambda path, report, marks, suites, dataset: _report(True, True))
@@ -66,8 +72,33 @@ def test_run_trains_missing_variants_resuming_interrupted_ones(tmp_path, monkeyp
         ("variant1.safetensors", True),
         ("variant2.safetensors", False),
     ]
-    assert trained[0][2] == {"device": "cpu", "seed": 0, "flips": True, "epochs": 2}
-    assert (tmp_path / "ablation.md").read_text() == text + "\n" and len(text.splitlines()) == 5
+    assert trained[0][2] == {"device": "cpu", "seed": 0, "overwrite": False, "flips": True, "epochs": 2}
+    assert (tmp_path / "ablation.md").read_text() == f"{outputs.md_mark()}\n{text}\n" and len(text.splitlines()) == 5
+    ablation.run(tmp_path, epochs=2, device="cpu", variants=variants)  # its own page is segcheck's to replace
+
+
+@pytest.mark.parametrize(
+    "name", ["ablation.md", "variant0.safetensors", "variant0.yaml", "variant1.resume.pt", "variant1.json"]
+)
+def test_run_refuses_a_file_segcheck_did_not_write_before_any_training(tmp_path, monkeypatch, name):
+    (tmp_path / name).write_text("the user's own notes\n")
+    trained = []
+    monkeypatch.setattr(ablation, "train", lambda *a, out, **kw: trained.append(out))
+    monkeypatch.setattr(ablation, "judge", lambda path, report, marks, suites, dataset: _report(True, True))
+    variants = {"naive": {}, "+ flips": {"flips": True}}
+    with pytest.raises(SegcheckError, match=rf"^--out .*{name} exists and segcheck did not write it; .*--overwrite"):
+        ablation.run(tmp_path, variants=variants)
+    assert trained == [] and (tmp_path / name).read_text() == "the user's own notes\n"
+    ablation.run(tmp_path, variants=variants, overwrite=True)
+    assert [out.name for out in trained] == ["variant0.safetensors", "variant1.safetensors"]  # the foreign one anew
+    assert (tmp_path / "ablation.md").read_text().startswith(outputs.md_mark())
+
+
+def test_run_binary_refuses_a_page_segcheck_did_not_write(tmp_path, monkeypatch):
+    (tmp_path / "prompted.md").write_text("mine\n")
+    monkeypatch.setattr(ablation, "train", lambda *a, **kw: pytest.fail("trained before refusing"))
+    with pytest.raises(SegcheckError, match="prompted.md exists and segcheck did not write it"):
+        ablation.run_binary(tmp_path)
 
 
 def test_the_shortcut_variant_trains_on_its_dataset_and_checks_the_decision_rule(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from segcheck import SegcheckError
+from segcheck import SegcheckError, outputs
 from segcheck.train.recipes import RECIPES
 from segcheck.train.trainer import train, writable
 
@@ -212,20 +212,47 @@ def binary_table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def run_binary(out_dir: Path, *, epochs: int | None = None, device: str = "auto", seed: int = 0) -> str:
-    """Train and judge each of :data:`BINARY_VARIANTS` into ``out_dir``; write and return ``prompted.md``."""
-    out_dir = writable(Path(out_dir) / "prompted.md").parent
+def _claim(page: Path, checkpoints: list[Path], overwrite: bool) -> None:
+    """Refuse (one line, before any training) unless ``overwrite`` when the ``page`` or a
+    variant's checkpoint, sidecar, resume state or report exists and segcheck did not write it
+    (segcheck's own are continued from, not replaced)."""
+    rule = {"overwrite": overwrite, "elsewhere": "choose another --out folder"}
+    outputs.refuse(page, "--out", **rule)
+    for path in checkpoints:
+        for file in (path, path.with_suffix(".yaml"), path.with_suffix(".resume.pt"), path.with_suffix(".json")):
+            outputs.refuse(file, "--out", **rule)
+
+
+def _done(path: Path) -> bool:
+    """Whether ``path`` is a variant segcheck trained (re-running continues from it); a file
+    segcheck did not write is trained anew (only reached with ``overwrite``)."""
+    return path.is_file() and outputs.written_by_segcheck(path)
+
+
+def _write_page(page: Path, text: str) -> None:
+    page.write_text(f"{outputs.md_mark()}\n{text}\n")
+
+
+def run_binary(
+    out_dir: Path, *, epochs: int | None = None, device: str = "auto", seed: int = 0, overwrite: bool = False
+) -> str:
+    """Train and judge each of :data:`BINARY_VARIANTS` into ``out_dir``; write and return
+    ``prompted.md``. Files there that segcheck did not write are refused unless ``overwrite``."""
+    page = writable(Path(out_dir) / "prompted.md")
+    out_dir = page.parent
+    paths = {v: out_dir / f"unet-prompted_synthetic-drywall_{r}.safetensors" for v, r in BINARY_VARIANTS.items()}
+    _claim(page, list(paths.values()), overwrite)
     rows = {}
     for variant, recipe in BINARY_VARIANTS.items():
-        path = out_dir / f"unet-prompted_synthetic-drywall_{recipe}.safetensors"
-        if not path.is_file():
-            resume = path.with_suffix(".resume.pt").is_file()
+        path = paths[variant]
+        if not _done(path):
+            resume = _done(path.with_suffix(".resume.pt"))
             overrides = {"epochs": epochs} if epochs else {}
             train("unet-prompted", "synthetic-drywall", recipe, out=path, device=device, seed=seed, resume=resume,
-                  **overrides)  # fmt: skip
+                  overwrite=overwrite, **overrides)  # fmt: skip
         rows[variant] = judge(path, path.with_suffix(".json"), "not gpu", (PROMPTED_SUITE,))
     text = binary_table(rows)
-    (out_dir / "prompted.md").write_text(text + "\n")
+    _write_page(page, text)
     return text
 
 
@@ -245,33 +272,29 @@ def run(
     marks: str = "not train and not gpu",
     variants: dict[str, dict] | None = None,
     dataset_variant: str = "standard",
+    overwrite: bool = False,
 ) -> str:
     """Train and judge every variant of ``dataset_variant`` (:data:`DATASET_VARIANTS`) into
     ``out_dir``; write and return ``ablation.md`` (the table, and for ``shortcut`` the
-    decision rule's check)."""
+    decision rule's check). Files there that segcheck did not write are refused unless ``overwrite``."""
     if dataset_variant not in DATASET_VARIANTS:
         raise SegcheckError(f"unknown dataset variant {dataset_variant!r}; known: {', '.join(DATASET_VARIANTS)}")
     dataset, default_variants, suites, rule = DATASET_VARIANTS[dataset_variant]
     variants = default_variants if variants is None else variants
-    out_dir = writable(Path(out_dir) / "ablation.md").parent
+    page = writable(Path(out_dir) / "ablation.md")
+    out_dir = page.parent
+    paths = [out_dir / f"variant{i}.safetensors" for i in range(len(variants))]
+    _claim(page, paths, overwrite)
     rows = {}
-    for i, (variant, ingredients) in enumerate(variants.items()):
-        path = out_dir / f"variant{i}.safetensors"
+    for path, (variant, ingredients) in zip(paths, variants.items()):
         overrides = dict(ingredients, **({"epochs": epochs} if epochs else {}))
-        if not path.is_file():  # re-running the command continues where it stopped, epoch by epoch
-            train(
-                "unet",
-                dataset,
-                "naive",
-                out=path,
-                device=device,
-                seed=seed,
-                resume=path.with_suffix(".resume.pt").is_file(),
-                **overrides,
-            )
+        if not _done(path):  # re-running the command continues where it stopped, epoch by epoch
+            resume = _done(path.with_suffix(".resume.pt"))
+            train("unet", dataset, "naive", out=path, device=device, seed=seed, resume=resume, overwrite=overwrite,
+                  **overrides)  # fmt: skip
         rows[variant] = judge(path, path.with_suffix(".json"), marks, suites, None if suites is None else dataset)
     text = table(rows)
     if rule and {"naive (CE)", "+ consistency 0.1"} <= set(rows):  # the rule compares these two rows
         text += "\n\n" + decision_rule(rows)
-    (out_dir / "ablation.md").write_text(text + "\n")
+    _write_page(page, text)
     return text
