@@ -340,6 +340,12 @@ def parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--dice", type=float, metavar="W", help="ingredient: soft Dice loss weight (1.0)")
     tr.add_argument("--focal", type=float, metavar="GAMMA", help="ingredient (binary): focal loss gamma (2.0)")
+    tr.add_argument(
+        "--average-epochs",
+        type=int,
+        metavar="N",
+        help="save the mean of the weights at the end of each of the last N epochs (stochastic weight averaging; 0)",
+    )
     tr.add_argument("--resume", action="store_true", help="continue from OUT's .resume.pt (written each epoch)")
     tr.add_argument(
         "--init",

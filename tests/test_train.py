@@ -86,6 +86,41 @@ def test_same_seed_same_weights_and_resume_matches(tmp_path, tiny, monkeypatch):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_averaged_weights_are_the_mean_of_the_last_epochs_and_resume_alike(tmp_path, tiny, monkeypatch):
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    snapshots, real_epoch = [], loop.train_one_epoch
+
+    def recorded(*args):
+        loss = real_epoch(*args)
+        snapshots.append({k: v.detach().clone() for k, v in args[1].module.state_dict().items()})
+        return loss
+
+    monkeypatch.setattr(loop, "train_one_epoch", recorded)
+    train(recipe="naive", out=a, epochs=3, average_epochs=2, **tiny)
+    saved = load_file(str(a))
+    floats = [k for k in saved if saved[k].is_floating_point()]
+    assert any(k.endswith("running_mean") for k in floats)  # BatchNorm statistics are averaged too
+    for k in floats:
+        torch.testing.assert_close(saved[k], (snapshots[1][k] + snapshots[2][k]) / 2)
+    assert not torch.equal(saved[floats[0]], snapshots[2][floats[0]])
+    assert yaml.safe_load(a.with_suffix(".yaml").read_text())["recipe"]["average_epochs"] == 2
+
+    def interrupted(*args):
+        if len(snapshots) == 5:  # b's third epoch
+            raise KeyboardInterrupt
+        return recorded(*args)
+
+    monkeypatch.setattr(loop, "train_one_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe="naive", out=b, epochs=3, average_epochs=2, **tiny)
+    monkeypatch.setattr(loop, "train_one_epoch", real_epoch)
+    train(recipe="naive", out=b, epochs=3, average_epochs=2, resume=True, **tiny)
+    wb = load_file(str(b))
+    assert all(torch.equal(saved[k], wb[k]) for k in saved)
+    with pytest.raises(SegcheckError, match=r"average_epochs \(--average-epochs\) is 4; .* 0 to 3"):
+        train(recipe="naive", out=tmp_path / "c.safetensors", epochs=3, average_epochs=4, **tiny)
+
+
 def test_resume_without_state_is_an_error(tmp_path, tiny):
     with pytest.raises(SegcheckError, match="nothing to resume"):
         train(recipe="naive", out=tmp_path / "x.safetensors", epochs=1, resume=True, **tiny)

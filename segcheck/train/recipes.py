@@ -34,6 +34,10 @@ class Recipe:
     ``exp(-||dL/dx||)`` penalty; ``contrastive``: weight of ``loss.pixel_contrast_loss`` on
     the model's ``"embed"`` output; ``dice``: weight of a soft Dice loss (``loss.dice_loss``:
     the foreground's for a binary model, the mean over present classes for a multi-class one).
+    ``average_epochs``: the saved weights are the mean of the weights, BatchNorm statistics
+    included, at the end of each of the last N epochs (stochastic weight averaging, Izmailov et
+    al. 2018: ``torch.optim.swa_utils.AveragedModel``), which are flatter and steadier under small
+    input changes than the last epoch's (0: the last epoch's).
     The torchvision auxiliary loss (weight 0.5) is used whenever the model returns ``"aux"``.
     Binary models (one sigmoid channel) only: ``balanced`` weighs each positive pixel by
     ``(1 - f) / f``, ``f`` the training masks' foreground fraction (weighted BCE); ``focal``:
@@ -64,8 +68,14 @@ class Recipe:
     balanced: bool = False
     dice: float = 0.0
     focal: float = 0.0
+    average_epochs: int = 0
 
     def __post_init__(self):
+        if not 0 <= self.average_epochs <= self.epochs:
+            raise SegcheckError(
+                f"average_epochs (--average-epochs) is {self.average_epochs!r}; give how many of the last of the "
+                f"{self.epochs} epochs to average, 0 to {self.epochs}"
+            )
         if not 0.0 <= self.jpeg_views <= 1.0:
             raise SegcheckError(
                 f"jpeg_views (--jpeg-views) is {self.jpeg_views!r}, outside its range [0, 1]; give the share of "

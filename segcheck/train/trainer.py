@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from segcheck import SegcheckError, __version__, checkpoint
@@ -112,8 +113,9 @@ def train(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch
     )
+    averaged = AveragedModel(module, use_buffers=True) if recipe.average_epochs else None
     state_path = out.with_suffix(".resume.pt")
-    first_epoch = _restore(state_path, module, optimizer, scheduler, recipe) if resume else 0
+    first_epoch = _restore(state_path, module, optimizer, scheduler, recipe, averaged) if resume else 0
     start = time.perf_counter()
     per_epoch = steps_per_epoch * recipe.batch_size  # images one rank sees per epoch
     bar = tqdm(
@@ -134,8 +136,12 @@ def train(
             loop.train_one_epoch(
                 net, segmodel, loader, optimizer, scheduler, recipe, train_set.dataset.spec, g, dev, bar, weights
             )
+            if averaged is not None and epoch >= recipe.epochs - recipe.average_epochs:
+                averaged.update_parameters(module)
             if rank == 0:
-                _save_state(state_path, epoch + 1, module, optimizer, scheduler, recipe)
+                _save_state(state_path, epoch + 1, module, optimizer, scheduler, recipe, averaged)
+    if averaged is not None:  # the saved and judged weights are the mean
+        module.load_state_dict(averaged.module.state_dict())
     seconds = time.perf_counter() - start
     config = session.settings(declared_settings(session.plugins, dataset, data_root))[0]
     val_data = EvalData.from_dataset(splits, **eval_sample(config))
@@ -216,8 +222,9 @@ def writable(out: Path) -> Path:
     return out
 
 
-def _save_state(path: Path, epoch: int, module, optimizer, scheduler, recipe: Recipe) -> None:
-    """What ``resume=True`` continues from: weights, optimizer, scheduler after ``epoch`` epochs."""
+def _save_state(path: Path, epoch: int, module, optimizer, scheduler, recipe: Recipe, averaged=None) -> None:
+    """What ``resume=True`` continues from: weights, optimizer, scheduler (and the running weight
+    average, when the recipe averages) after ``epoch`` epochs."""
     state = {
         "epoch": epoch,
         "model": module.state_dict(),
@@ -225,6 +232,8 @@ def _save_state(path: Path, epoch: int, module, optimizer, scheduler, recipe: Re
         "scheduler": scheduler.state_dict(),
         "recipe": recipe.to_dict(),
     }
+    if averaged is not None:
+        state["averaged"] = averaged.state_dict()
     torch.save(state, path)
 
 
@@ -307,7 +316,7 @@ def _loader(train_set, batch_size: int, sampler, epoch_seed: int, dev: torch.dev
     )
 
 
-def _restore(path: Path, module, optimizer, scheduler, recipe: Recipe) -> int:
+def _restore(path: Path, module, optimizer, scheduler, recipe: Recipe, averaged=None) -> int:
     """Load a ``.resume.pt`` state (weights_only); return the epoch to continue from."""
     if not path.is_file():
         raise SegcheckError(f"nothing to resume: {path} does not exist (it is written after each epoch)")
@@ -321,6 +330,8 @@ def _restore(path: Path, module, optimizer, scheduler, recipe: Recipe) -> int:
     module.load_state_dict(state["model"], strict=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    if averaged is not None:
+        averaged.load_state_dict(state["averaged"])
     return int(state["epoch"])
 
 
