@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import MISSING, fields
 from pathlib import Path
 
-from segcheck import SegcheckError, render_html
+from segcheck import SegcheckError, __version__, render_html
 from segcheck import config as segconfig
 from segcheck.outputs import check_figures_folder, check_output, html_mark, md_mark
 from segcheck.render_html import plain as _plain
@@ -67,7 +68,32 @@ def load(path: Path) -> dict:
         raise SegcheckError(f"cannot read {path} as a JSON report ({exc}); pass a segcheck JSON report") from None
     if not isinstance(report, dict) or not isinstance(report.get("gates"), list):
         raise SegcheckError(f"{path} is JSON but not a segcheck report (no 'gates' list); pass a segcheck JSON report")
+    written = report.get("segcheck")
+    if _newer(written, __version__):
+        raise SegcheckError(
+            f"{path} was written by segcheck {written}, newer than this segcheck {__version__}; render it with "
+            f"segcheck {written} or later (pip install -U segcheck)"
+        )
+    required = [f.name for f in fields(GateRecord) if f.default is MISSING and f.default_factory is MISSING]
+    for i, entry in enumerate(report["gates"]):
+        missing = [name for name in required if not isinstance(entry, dict) or name not in entry]
+        if missing:
+            raise SegcheckError(
+                f"{path}: gate entry {i} has no {', '.join(map(repr, missing))}; every entry of 'gates' needs "
+                f"{', '.join(required)}: pass a report that segcheck wrote, unedited"
+            )
     return report
+
+
+def _newer(version, than: str) -> bool:
+    """Whether ``version`` (a report's ``segcheck`` field) names a release after ``than``; False when
+    it is absent or not a version."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return isinstance(version, str) and Version(version) > Version(than)
+    except InvalidVersion:
+        return False
 
 
 def render(report_path: Path, out: Path) -> Path:

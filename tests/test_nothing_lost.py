@@ -293,6 +293,23 @@ def test_render_refuses_a_users_page(tmp_path, capsys):
     assert cli.main(["report", "render", str(run), "-o", str(tmp_path / "page.html")]) == 0  # its own now
 
 
+def test_render_refuses_a_newer_report_and_a_broken_entry_in_one_line(tmp_path, capsys):
+    (run,) = shards(tmp_path)[:1]
+    report = json.loads(run.read_text())
+    newer = tmp_path / "newer.json"
+    newer.write_text(json.dumps({**report, "segcheck": "99.0"}))
+    assert cli.main(["report", "render", str(newer), "-o", str(tmp_path / "n.html")]) == 2
+    err = capsys.readouterr().err
+    assert "was written by segcheck 99.0, newer than this segcheck" in err and "pip install -U segcheck" in err
+    broken = tmp_path / "broken.json"
+    del report["gates"][1]["outcome"]
+    broken.write_text(json.dumps(report))
+    assert cli.main(["report", "render", str(broken), "-o", str(tmp_path / "b.html")]) == 2
+    err = capsys.readouterr().err
+    assert "gate entry 1 has no 'outcome'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "n.html").exists() and not (tmp_path / "b.html").exists()
+
+
 def test_case_10_merge_applies_the_non_finite_rule_and_refuses_another_version(tmp_path, capsys):
     a, b = shards(tmp_path)
     report = json.loads(a.read_text())
