@@ -58,7 +58,7 @@ def write_folder(root: Path, shape: tuple[int, int], counts: dict[str, int]) -> 
     from segcheck_plugins.synthetic_streets import SyntheticStreets
 
     for split, count in counts.items():
-        scenes = SyntheticStreets(split="train" if split == "train" else "val", length=max(count, 1))
+        scenes = SyntheticStreets(split=split, length=max(count, 1))  # distinct images per split
         for i in range(count):
             image, mask = upscaled(*scenes[i], shape)
             for kind, array in (("images", image), ("masks", mask)):
