@@ -36,8 +36,8 @@ class Recipe:
     the foreground's for a binary model, the mean over present classes for a multi-class one).
     ``average_epochs``: the saved weights are the mean of the weights, BatchNorm statistics
     included, at the end of each of the last N epochs (stochastic weight averaging, Izmailov et
-    al. 2018: ``torch.optim.swa_utils.AveragedModel``), which are flatter and steadier under small
-    input changes than the last epoch's (0: the last epoch's).
+    al. 2018, who find such averages in flatter regions that generalize better:
+    ``torch.optim.swa_utils.AveragedModel``); 0: the last epoch's.
     The torchvision auxiliary loss (weight 0.5) is used whenever the model returns ``"aux"``.
     Binary models (one sigmoid channel) only: ``balanced`` weighs each positive pixel by
     ``(1 - f) / f``, ``f`` the training masks' foreground fraction (weighted BCE); ``focal``:
