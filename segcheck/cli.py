@@ -153,8 +153,7 @@ def cmd_ablate(args) -> int:
         raise SegcheckError(
             "--prompted ablates the binary recipes on synthetic-drywall; it has no --dataset-variant (drop one)"
         )
-    common = {"out_dir": args.out, "epochs": args.epochs, "device": args.device, "seed": args.seed}
-    common["overwrite"] = args.overwrite
+    common = dict(out_dir=args.out, epochs=args.epochs, device=args.device, seed=args.seed, overwrite=args.overwrite)
     if args.prompted:
         print(ablation.run_binary(**common))
         return 0
