@@ -320,6 +320,13 @@ def parser() -> argparse.ArgumentParser:
         help="with --photometric-consistency: the share of views that are a JPEG round trip, quality 30-94 (0)",
     )
     tr.add_argument(
+        "--jpeg-on-views",
+        type=float,
+        metavar="P",
+        help="with --photometric-consistency: the share of views also put through a JPEG round trip, quality 30-94, "
+        "after their photometric change (0)",
+    )
+    tr.add_argument(
         "--view-shift",
         type=int,
         metavar="PX",

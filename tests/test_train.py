@@ -43,6 +43,7 @@ def test_every_ingredient_trains_and_writes_checkpoint_with_sidecar(tmp_path, ti
         consistency=0.1,
         photometric_consistency=0.1,
         jpeg_views=0.5,
+        jpeg_on_views=0.5,
         view_shift=8,
         recon=0.5,
         outlier_exposure=0.1,
@@ -57,6 +58,7 @@ def test_every_ingredient_trains_and_writes_checkpoint_with_sidecar(tmp_path, ti
     assert sidecar["model"] == "unet" and sidecar["dataset"] == "tiny-streets"
     assert sidecar["model_kwargs"] == {"recon_head": True, "embed_head": True}
     assert sidecar["recipe"]["consistency"] == 0.1 and sidecar["seed"] == 0 and sidecar["recipe"]["jpeg_views"] == 0.5
+    assert sidecar["recipe"]["jpeg_on_views"] == 0.5
     assert sidecar["classes"][0] == "road" and len(sidecar["mean"]) == 3
     assert sidecar["data_identity"].startswith("synthetic-streets:seed=0:size=32x64")
     assert 0 <= result.val_miou <= 1 and sidecar["val_miou"] == round(result.val_miou, 4)
@@ -438,6 +440,31 @@ def test_jpeg_views_need_photometric_consistency_and_a_share():
     with pytest.raises(SegcheckError, match=r"jpeg_views \(--jpeg-views\) is 1.5, outside its range \[0, 1\]"):
         get("naive").with_(photometric_consistency=1.0, jpeg_views=1.5)
     assert get("naive").with_(photometric_consistency=1.0, jpeg_views=1.0).jpeg_views == 1.0
+    with pytest.raises(SegcheckError, match=r"jpeg_on_views shapes the photometric-consistency views"):
+        get("naive").with_(jpeg_on_views=0.5)
+    with pytest.raises(SegcheckError, match=r"jpeg_on_views \(--jpeg-on-views\) is -0.1, outside its range"):
+        get("naive").with_(photometric_consistency=1.0, jpeg_on_views=-0.1)
+
+
+def test_jpeg_on_views_round_trips_the_photometric_view_itself(tmp_path, tiny, monkeypatch):
+    """With ``jpeg_on_views`` a view keeps its photometric change and is JPEG-compressed on
+    top (the round trip is of the view, not of the clean image); without it no JPEG view is
+    drawn, so older recipes train as before."""
+    from segcheck.train import augment
+
+    calls = []
+    real = augment.jpeg_views
+
+    def spy(source, views, g, p):
+        calls.append((source is views, p))
+        return real(source, views, g, p)
+
+    monkeypatch.setattr(augment, "jpeg_views", spy)
+    common = dict(recipe="naive", epochs=1, photometric_consistency=0.1, **tiny)
+    train(out=tmp_path / "plain.safetensors", **common)
+    assert calls == []
+    train(out=tmp_path / "on.safetensors", jpeg_on_views=0.5, **common)
+    assert calls and all(calls_ == (True, 0.5) for calls_ in calls)
 
 
 def test_a_shifted_view_is_compared_with_the_clean_prediction_shifted_alike():

@@ -112,7 +112,8 @@ def photometric(images: torch.Tensor, g: torch.Generator, p: float = 0.5) -> tor
 
 def jpeg_views(images: torch.Tensor, views: torch.Tensor, g: torch.Generator, p: float) -> torch.Tensor:
     """``views`` (B, H, W, 3 uint8) with each image's view replaced, with probability ``p``, by
-    that image (from ``images``) after a JPEG round trip at a random quality 30-94."""
+    that image (from ``images``) after a JPEG round trip at a random quality 30-94. Given the
+    views as ``images``, each chosen view is round-tripped itself."""
     out = views.clone()
     for i in range(len(out)):
         if float(torch.rand(1, generator=g)) < p:

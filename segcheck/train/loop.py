@@ -179,6 +179,8 @@ def train_one_epoch(
             view = augment.photometric(images, g, p=1.0)
             if recipe.jpeg_views:
                 view = augment.jpeg_views(images, view, g, recipe.jpeg_views)
+            if recipe.jpeg_on_views:  # a round trip of the view itself, on top of its photometric change
+                view = augment.jpeg_views(view, view, g, recipe.jpeg_on_views)
             view = segmodel.normalize(view.to(device, non_blocking=True))
             x = torch.cat([x, view], 1)
         if recipe.flips:

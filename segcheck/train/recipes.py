@@ -22,7 +22,9 @@ class Recipe:
     (``augment.photometric`` on every image) moved by the same flips, rolls, shifts, crops and
     pastes (after AugMix's consistency, Hendrycks et al. 2020); ``jpeg_views``: the share (0-1)
     of those views that are a JPEG round trip at quality 30-94 instead (``augment.jpeg_views``;
-    the random change is a JPEG one time in five); ``view_shift``: the most pixels (0: off) by
+    the random change is a JPEG one time in five); ``jpeg_on_views``: the share (0-1) of the
+    views that then also go through such a round trip, after their photometric change (so one
+    view can differ by, say, contrast and JPEG both); ``view_shift``: the most pixels (0: off) by
     which each photometric-consistency view is also translated, one random offset along a random
     axis per batch (``perturb.shift``, no wrap), its KL then taken against the clean prediction
     translated alike, on the region both cover (``augment.view_shift``); ``recon``: weight of a reconstruction head's
@@ -59,6 +61,7 @@ class Recipe:
     consistency: float = 0.0
     photometric_consistency: float = 0.0
     jpeg_views: float = 0.0
+    jpeg_on_views: float = 0.0
     view_shift: int = 0
     recon: float = 0.0
     outlier_exposure: float = 0.0
@@ -76,11 +79,18 @@ class Recipe:
                 f"average_epochs (--average-epochs) is {self.average_epochs!r}; give how many of the last of the "
                 f"{self.epochs} epochs to average, 0 to {self.epochs}"
             )
-        if not 0.0 <= self.jpeg_views <= 1.0:
-            raise SegcheckError(
-                f"jpeg_views (--jpeg-views) is {self.jpeg_views!r}, outside its range [0, 1]; give the share of "
-                "photometric-consistency views to make JPEG round trips, e.g. 0.5"
-            )
+        for name, flag in (("jpeg_views", "--jpeg-views"), ("jpeg_on_views", "--jpeg-on-views")):
+            share = getattr(self, name)
+            if not 0.0 <= share <= 1.0:
+                raise SegcheckError(
+                    f"{name} ({flag}) is {share!r}, outside its range [0, 1]; give the share of "
+                    "photometric-consistency views to make JPEG round trips, e.g. 0.5"
+                )
+            if share and not self.photometric_consistency:
+                raise SegcheckError(
+                    f"{name} shapes the photometric-consistency views, but photometric_consistency is 0; "
+                    "give it a weight (--photometric-consistency W)"
+                )
         if self.view_shift < 0:
             raise SegcheckError(
                 f"view_shift (--view-shift) is {self.view_shift!r}; give the largest translation in pixels, e.g. 16"
@@ -88,11 +98,6 @@ class Recipe:
         if self.view_shift and not self.photometric_consistency:
             raise SegcheckError(
                 "view_shift translates the photometric-consistency views, but photometric_consistency is 0; "
-                "give it a weight (--photometric-consistency W)"
-            )
-        if self.jpeg_views and not self.photometric_consistency:
-            raise SegcheckError(
-                "jpeg_views shapes the photometric-consistency views, but photometric_consistency is 0; "
                 "give it a weight (--photometric-consistency W)"
             )
 
