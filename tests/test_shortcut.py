@@ -36,7 +36,7 @@ def test_the_robust_example_passes_the_layout_and_jpeg_gates(loaded_plugins):
 
 def test_the_bundled_default_reads_its_images_where_the_naive_checkpoint_does_not(loaded_plugins):
     """The shipped fine-tune (plugins/checkpoints, the variant's default): the layout gates and
-    the agreement gates pass, with margins of 0.014 (shift) and 0.019 (JPEG) at 1, 2 and 4 threads."""
+    the agreement gates pass, with margins of 0.021 (shift) and 0.024 (JPEG) at 1, 2 and 4 threads."""
     config = segconfig.load()
     target = build_target(loaded_plugins, config, "unet", "synthetic-streets-shortcut")
     assert target.model.provenance["checkpoint"].endswith("unet_synthetic-streets-shortcut_robust.safetensors")
