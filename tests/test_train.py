@@ -464,7 +464,7 @@ def test_jpeg_on_views_round_trips_the_photometric_view_itself(tmp_path, tiny, m
     train(out=tmp_path / "plain.safetensors", **common)
     assert calls == []
     train(out=tmp_path / "on.safetensors", jpeg_on_views=0.5, **common)
-    assert calls and all(calls_ == (True, 0.5) for calls_ in calls)
+    assert calls and all(call == (True, 0.5) for call in calls)
 
 
 def test_a_shifted_view_is_compared_with_the_clean_prediction_shifted_alike():
