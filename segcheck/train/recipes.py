@@ -86,20 +86,16 @@ class Recipe:
                     f"{name} ({flag}) is {share!r}, outside its range [0, 1]; give the share of "
                     "photometric-consistency views to make JPEG round trips, e.g. 0.5"
                 )
-            if share and not self.photometric_consistency:
-                raise SegcheckError(
-                    f"{name} shapes the photometric-consistency views, but photometric_consistency is 0; "
-                    "give it a weight (--photometric-consistency W)"
-                )
         if self.view_shift < 0:
             raise SegcheckError(
                 f"view_shift (--view-shift) is {self.view_shift!r}; give the largest translation in pixels, e.g. 16"
             )
-        if self.view_shift and not self.photometric_consistency:
-            raise SegcheckError(
-                "view_shift translates the photometric-consistency views, but photometric_consistency is 0; "
-                "give it a weight (--photometric-consistency W)"
-            )
+        for name in ("jpeg_views", "jpeg_on_views", "view_shift"):
+            if getattr(self, name) and not self.photometric_consistency:
+                raise SegcheckError(
+                    f"{name} shapes the photometric-consistency views, but photometric_consistency is 0; "
+                    "give it a weight (--photometric-consistency W)"
+                )
 
     def to_dict(self) -> dict:
         return asdict(self)
